@@ -1,0 +1,70 @@
+"""
+Errors that end a dumpminer run, each with its own exit code.
+
+Every failure the user can cause (a wrong path, a vmlinux from another kernel,
+a cache that does not exist) is raised as a :class:`DumpminerError` subclass.
+The CLI prints its message on one line and exits with its ``exit_code``; the
+codes are documented in docs/exit-codes.md and are a contract for scripts.
+"""
+
+from __future__ import annotations
+
+
+class DumpminerError(Exception):
+    """Base class: a failure explained in one line, with an exit code."""
+
+    exit_code = 1
+
+
+class UsageError(DumpminerError):
+    """An option value is out of range or options contradict each other."""
+
+    exit_code = 2
+
+
+class InputFileError(DumpminerError):
+    """A file named on the command line is missing or cannot be read."""
+
+    exit_code = 3
+
+
+class NotADumpError(DumpminerError):
+    """The file is not a vmcore dumpminer can read, or its header is corrupt."""
+
+    exit_code = 4
+
+
+class ArchitectureError(DumpminerError):
+    """The dump is of an architecture dumpminer does not support."""
+
+    exit_code = 5
+
+
+class DebugInfoError(DumpminerError):
+    """No vmlinux with debuginfo was found, or it is not the dump's kernel."""
+
+    exit_code = 6
+
+
+class UnknownCacheError(DumpminerError):
+    """No slab cache matches the name asked for."""
+
+    exit_code = 7
+
+
+class OutputError(DumpminerError):
+    """The report could not be written where it was asked to go."""
+
+    exit_code = 8
+
+
+class KernelDataError(DumpminerError):
+    """Kernel data that dumpminer needs before it can walk is unreadable."""
+
+    exit_code = 9
+
+
+#: Exit code after SIGINT: the partial report was written (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+#: Exit code after SIGTERM: the partial report was written (128 + SIGTERM).
+EXIT_TERMINATED = 143
