@@ -1,0 +1,122 @@
+"""
+Clustering fragments into templates: ``t.point.00017`` -> ``t.point.<NUM>``.
+
+A leak usually comes from one ``kmalloc`` filled by one ``sprintf``. Its
+fragments differ only where the format string had a conversion. So each
+fragment is split into fixed text and *variable tokens* (numbers, hex words),
+and fragments with the same fixed text around the same number of tokens form
+one cluster. A token slot whose value differs between members is shown as
+``<NUM>`` (decimal digits only in every member) or ``<HEX>`` (some member has
+hex letters or ``0x``); a slot that has one value in every member stays
+literal. So ``SESSION-0A1B2C3D`` and ``SESSION-00012345`` are one cluster,
+``SESSION-<HEX>``, as ``%08X`` printed both.
+
+Every fragment belongs to exactly one cluster, so the counts of the clusters
+add up to the counts of the fragments.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from dumpminer.fragments import EXAMPLES, Fragment
+
+#: A variable token: a hex or decimal word standing alone (not glued to
+#: letters) that has a digit or is at least 8 hex letters long (``%08X`` can
+#: print ``DEADBEEF``), or a run of decimal digits anywhere (``eth0``).
+VARIABLE_TOKEN = re.compile(
+    rb"(?<![0-9A-Za-z])(?:0[xX])?(?:[0-9A-Fa-f]*[0-9][0-9A-Fa-f]*|[A-Fa-f]{8,})(?![0-9A-Za-z])"
+    rb"|[0-9]+"
+)
+_HEX_LETTER = re.compile(rb"[A-Fa-fxX]")
+
+#: How many member fragments a cluster lists in the report.
+MEMBERS_SHOWN = 10
+
+
+def skeleton(text: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """
+    Split *text* into its fixed parts and its variable tokens. The fixed parts
+    are the cluster key; there is always one more fixed part than tokens.
+    """
+    fixed: list[bytes] = []
+    tokens: list[bytes] = []
+    pos = 0
+    for match in VARIABLE_TOKEN.finditer(text):
+        fixed.append(text[pos : match.start()])
+        tokens.append(match.group())
+        pos = match.end()
+    fixed.append(text[pos:])
+    return tuple(fixed), tuple(tokens)
+
+
+@dataclass
+class Cluster:
+    """Fragments that one format string could have printed."""
+
+    template: bytes
+    members: list[Fragment]
+    #: The fixed parts around the variable tokens: what makes a cluster.
+    key: tuple[bytes, ...] = ()
+    objects: int = 0
+    occurrences: int = 0
+    in_context: int = 0
+    offsets: Counter[int] = field(default_factory=Counter)
+    examples: list[int] = field(default_factory=list)
+
+    @property
+    def typical_offset(self) -> int | None:
+        """The offset inside the object where members are found most often."""
+        if not self.offsets:
+            return None
+        return min(self.offsets.items(), key=lambda item: (-item[1], item[0]))[0]
+
+
+def _template(fixed: tuple[bytes, ...], members: list[tuple[bytes, ...]]) -> bytes:
+    """Render a cluster's template from its fixed parts and members' tokens."""
+    out = [fixed[0]]
+    for slot in range(len(fixed) - 1):
+        values = {tokens[slot] for tokens in members}
+        if len(values) == 1:
+            out.append(next(iter(values)))
+        elif any(_HEX_LETTER.search(value) for value in values):
+            out.append(b"<HEX>")
+        else:
+            out.append(b"<NUM>")
+        out.append(fixed[slot + 1])
+    return b"".join(out)
+
+
+def fragment_sort_key(fragment: Fragment) -> tuple[int, int, int, bytes]:
+    """Report order: most objects first, then most hits, then by text."""
+    return (-fragment.objects, -fragment.occurrences, -fragment.in_context, fragment.text)
+
+
+def cluster_fragments(fragments: Iterable[Fragment]) -> list[Cluster]:
+    """
+    Group *fragments* into clusters, sorted like the report: most objects
+    first. The result is the same whatever order the fragments come in.
+    """
+    groups: dict[tuple[bytes, ...], list[tuple[Fragment, tuple[bytes, ...]]]] = {}
+    for fragment in fragments:
+        fixed, tokens = skeleton(fragment.text)
+        groups.setdefault(fixed, []).append((fragment, tokens))
+    clusters = []
+    for fixed, entries in groups.items():
+        entries.sort(key=lambda entry: fragment_sort_key(entry[0]))
+        members = [fragment for fragment, _ in entries]
+        cluster = Cluster(_template(fixed, [tokens for _, tokens in entries]), members, fixed)
+        examples: set[int] = set()
+        for member in members:
+            cluster.objects += member.objects
+            cluster.occurrences += member.occurrences
+            cluster.in_context += member.in_context
+            cluster.offsets.update(member.offsets)
+            examples.update(member.examples)
+        cluster.examples = sorted(examples)[:EXAMPLES]
+        clusters.append(cluster)
+    clusters.sort(key=lambda c: (-c.objects, -c.occurrences, -c.in_context, c.template, c.key))
+    return clusters

@@ -1,0 +1,102 @@
+"""Extraction and tallying of printable fragments, on crafted bytes."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dumpminer.fragments import FragmentTally, find_runs, printable_runs
+
+
+def rows_of(*objects: bytes) -> np.ndarray:
+    width = max(len(o) for o in objects)
+    return np.array([list(o.ljust(width, b"\0")) for o in objects], dtype=np.uint8)
+
+
+def test_printable_runs_reference() -> None:
+    data = b"\x03\x01\xd7\xa5\0\0\0\0" + b"\x10\x20\x30\x40\x80\x88\xff\xff" + b"tmp\0" + b"ab\0usr"
+    assert list(printable_runs(data, 3)) == [(9, b" 0@"), (16, b"tmp"), (23, b"usr")]
+    assert list(printable_runs(data, 2)) == [(9, b" 0@"), (16, b"tmp"), (20, b"ab"), (23, b"usr")]
+
+
+def test_runs_stop_at_object_boundaries() -> None:
+    # Two objects glued in memory: the text spans both but is two fragments.
+    rows = rows_of(b"\0" * 29 + b"abc", b"defgh" + b"\0" * 27)
+    runs = find_runs(rows, 3)
+    assert runs.row.tolist() == [0, 1]
+    assert runs.offset.tolist() == [29, 0]
+    assert runs.text.tolist() == [b"abc", b"defgh"]
+
+
+def test_tally_counts_objects_occurrences_offsets_examples() -> None:
+    rows = rows_of(b"usr\0usr\0", b"\0tmp\0\0\0\0", b"usr\0\0\0\0\0", b"\0\0\0\0\0\0\0\0")
+    addresses = np.array([0x1000, 0x1020, 0x1040, 0x1060], dtype=np.uint64)
+    tally = FragmentTally()
+    tally.add_objects(rows, addresses, 3)
+    usr = tally.fragments[b"usr"]
+    assert (usr.objects, usr.occurrences) == (2, 3)
+    assert usr.offsets == Counter({0: 2, 4: 1})
+    assert usr.examples == [0x1000, 0x1040]
+    tmp = tally.fragments[b"tmp"]
+    assert (tmp.objects, tmp.occurrences, dict(tmp.offsets)) == (1, 1, {1: 1})
+    tally.add_context(rows_of(b"usr\0", b"abcd"), 3)
+    assert tally.fragments[b"usr"].in_context == 1
+    assert tally.fragments[b"abcd"].objects == 0
+    assert tally.fragments[b"abcd"].in_context == 1
+
+
+def test_examples_are_the_lowest_addresses() -> None:
+    rows = rows_of(*[b"leak"] * 8)
+    addresses = np.array([80, 10, 70, 20, 60, 30, 50, 40], dtype=np.uint64)
+    tally = FragmentTally()
+    tally.add_objects(rows, addresses, 3)
+    assert tally.fragments[b"leak"].examples == [10, 20, 30, 40, 50]
+
+
+objects_strategy = st.lists(st.binary(min_size=16, max_size=16), min_size=1, max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(objects_strategy, st.integers(min_value=1, max_value=6))
+def test_vector_extraction_matches_reference(objects: list[bytes], min_length: int) -> None:
+    rows = rows_of(*objects)
+    runs = find_runs(rows, min_length)
+    got = list(zip(runs.row.tolist(), runs.offset.tolist(), runs.text.tolist(), strict=True))
+    want = [
+        (i, off, text) for i, o in enumerate(objects) for off, text in printable_runs(o, min_length)
+    ]
+    assert got == want
+    assert runs.length.tolist() == [len(t) for _, _, t in want]
+
+
+@settings(max_examples=100, deadline=None)
+@given(objects_strategy, st.integers(min_value=1, max_value=4), st.randoms(use_true_random=False))
+def test_tally_is_exact_and_order_independent(objects: list[bytes], min_length: int, rnd) -> None:
+    addresses = np.arange(len(objects), dtype=np.uint64) * 16
+    whole = FragmentTally()
+    whole.add_objects(rows_of(*objects), addresses, min_length)
+    # Same objects, split into shuffled batches and merged.
+    order = list(range(len(objects)))
+    rnd.shuffle(order)
+    cut = len(order) // 2
+    merged = FragmentTally()
+    for part in (order[:cut], order[cut:]):
+        if part:
+            t = FragmentTally()
+            t.add_objects(rows_of(*[objects[i] for i in part]), addresses[part], min_length)
+            merged.merge(t)
+    expected_occ: Counter[bytes] = Counter()
+    expected_obj: Counter[bytes] = Counter()
+    for o in objects:
+        texts = [t for _, t in printable_runs(o, min_length)]
+        expected_occ.update(texts)
+        expected_obj.update(set(texts))
+    for tally in (whole, merged):
+        assert {t: f.occurrences for t, f in tally.fragments.items()} == dict(expected_occ)
+        assert {t: f.objects for t, f in tally.fragments.items()} == dict(expected_obj)
+    assert {t: (f.offsets, f.examples) for t, f in whole.fragments.items()} == {
+        t: (f.offsets, f.examples) for t, f in merged.fragments.items()
+    }
