@@ -1,0 +1,108 @@
+"""
+Slab caches by name: finding the ones a user means, and listing them all.
+
+Users name caches as /proc/slabinfo does (``kmalloc-32``), as older kernels
+did (``size-32``, the SLAB allocator's name in the story), or with a glob
+(``kmalloc-*32`` also takes ``kmalloc-cg-32`` and ``kmalloc-rnd-05-32``).
+Everything here uses drgn's slab helpers; only the name matching is ours.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+import re
+from dataclasses import dataclass
+
+from drgn import FaultError, Object, Program
+from drgn.helpers.linux.slab import (
+    for_each_slab_cache,
+    get_slab_cache_aliases,
+    slab_cache_objects_per_slab,
+    slab_cache_pages_per_slab,
+    slab_cache_usage,
+)
+
+from dumpminer.errors import KernelDataError, UnknownCacheError
+
+#: The SLAB allocator's general caches were ``size-N``; SLUB calls them
+#: ``kmalloc-N``. ``size-32(DMA)`` became ``dma-kmalloc-32``.
+_OLD_KMALLOC_NAME = re.compile(r"size-(\d+)(\(DMA\))?")
+
+
+def cache_name(cache: Object) -> str:
+    """The name of a ``struct kmem_cache *``, as /proc/slabinfo prints it."""
+    return os.fsdecode(cache.name.string_())
+
+
+def modern_name(name: str) -> str:
+    """Translate the story's ``size-32`` to today's ``kmalloc-32``."""
+    match = _OLD_KMALLOC_NAME.fullmatch(name)
+    if not match:
+        return name
+    return ("dma-kmalloc-" if match.group(2) else "kmalloc-") + match.group(1)
+
+
+def resolve_caches(prog: Program, name: str) -> list[Object]:
+    """
+    Find the caches *name* means: an exact name, an old ``size-N`` name, a
+    merged cache's alias (drgn's :func:`get_slab_cache_aliases`), or a glob.
+    Raises :class:`UnknownCacheError` with the closest names when none match.
+    """
+    caches = {cache_name(cache): cache for cache in for_each_slab_cache(prog)}
+    wanted = modern_name(name)
+    if wanted in caches:
+        return [caches[wanted]]
+    aliases = get_slab_cache_aliases(prog)
+    if wanted in aliases and aliases[wanted] in caches:
+        return [caches[aliases[wanted]]]
+    if any(c in wanted for c in "*?["):
+        matched = sorted(n for n in caches if fnmatch.fnmatchcase(n, wanted))
+        if matched:
+            return [caches[n] for n in matched]
+    close = difflib.get_close_matches(wanted, list(caches) + list(aliases), n=5, cutoff=0.6)
+    hint = f"; closest: {', '.join(close)}" if close else ""
+    raise UnknownCacheError(f"no slab cache named {name!r} in this dump{hint}")
+
+
+@dataclass(frozen=True)
+class CacheUsage:
+    """One cache's line of ``kmem -s`` / /proc/slabinfo."""
+
+    name: str
+    address: int
+    object_size: int
+    #: Bytes from one object to the next (object, metadata and padding).
+    stride: int
+    objects_per_slab: int
+    pages_per_slab: int
+    slabs: int
+    allocated: int
+    total: int
+    page_size: int
+
+    @property
+    def memory(self) -> int:
+        """Bytes of slab pages the cache holds."""
+        return self.slabs * self.pages_per_slab * self.page_size
+
+
+def cache_usage(cache: Object) -> CacheUsage:
+    """Counts of one cache from drgn's :func:`slab_cache_usage`."""
+    try:
+        usage = slab_cache_usage(cache)
+        return CacheUsage(
+            name=cache_name(cache),
+            address=cache.value_(),
+            object_size=cache.object_size.value_(),
+            stride=cache.size.value_(),
+            objects_per_slab=slab_cache_objects_per_slab(cache),
+            pages_per_slab=slab_cache_pages_per_slab(cache),
+            slabs=usage.num_slabs,
+            allocated=usage.num_objs - usage.free_objs,
+            total=usage.num_objs,
+            page_size=cache.prog_["PAGE_SIZE"].value_(),
+        )
+    except (FaultError, ValueError) as e:
+        raise KernelDataError(f"cannot count slab cache at {cache.value_():#x}: {e}") from e

@@ -1,0 +1,153 @@
+"""
+The ``dumpminer`` command: argument parsing and exit codes, nothing more.
+
+Every failure the user can cause ends in one line on stderr and the exit code
+of its :class:`~dumpminer.errors.DumpminerError`; see docs/exit-codes.md.
+Only the report goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import NoReturn
+
+from dumpminer.dump import open_dump
+from dumpminer.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    DumpminerError,
+    OutputError,
+    UsageError,
+)
+from dumpminer.fragments import DEFAULT_MIN_LENGTH
+from dumpminer.mine import mine
+from dumpminer.report import FORMATS, render, terminal_escape, write_atomically
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand."""
+    parser = _Parser(prog="dumpminer", description="Mine kernel slab caches in a vmcore.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    m = sub.add_parser("mine", help="fragment frequency report of a cache's allocated objects")
+    m.add_argument("vmcore", help="the dump: ELF, kdump-compressed or makedumpfile output")
+    m.add_argument("--vmlinux", help="vmlinux with debuginfo for the dump's kernel")
+    m.add_argument("--debug-dir", action="append", default=[], help="where to look for vmlinux")
+    m.add_argument("--cache", required=True, help="cache name as in /proc/slabinfo, or a glob")
+    m.add_argument("--context", type=_positive, metavar="BYTES", help="bytes before and after")
+    m.add_argument("--before", type=_positive, metavar="B", help="context bytes before objects")
+    m.add_argument("--after", type=_positive, metavar="A", help="context bytes after objects")
+    m.add_argument("--min-length", type=_positive, default=DEFAULT_MIN_LENGTH, metavar="N")
+    m.add_argument("--top", type=_positive, metavar="N", help="rows to report")
+    m.add_argument("--format", choices=FORMATS, default="table")
+    m.add_argument("-o", "--output", metavar="FILE", help="write the report here, atomically")
+    m.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _context(args: argparse.Namespace) -> tuple[int, int]:
+    if args.context is not None and (args.before is not None or args.after is not None):
+        raise UsageError("--context sets both sides; do not combine it with --before/--after")
+    if args.context is not None:
+        return args.context, args.context
+    return args.before or 0, args.after or 0
+
+
+def _check_output(path: str | None) -> None:
+    """Refuse an unwritable output path before a long walk, not after."""
+    if path is None:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise OutputError(f"cannot write {path}: it is a directory")
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path}: {directory} is not a writable directory")
+
+
+def _emit(text: str, path: str | None) -> None:
+    if path is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        write_atomically(path, text)
+
+
+def run_mine(args: argparse.Namespace) -> int:
+    """``dumpminer mine``: open, mine, render, write."""
+    before, after = _context(args)
+    _check_output(args.output)
+    dump = open_dump(args.vmcore, args.vmlinux, args.debug_dir)
+    terminated = False
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        nonlocal terminated
+        terminated = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        report = mine(
+            dump.prog,
+            args.cache,
+            before=before,
+            after=after,
+            min_length=args.min_length,
+            progress=not args.quiet,
+            dump=dump,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _emit(render(report, args.format, args.top), args.output)
+    if report.partial:
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dumpminer`` console script."""
+    try:
+        args = build_parser().parse_args(argv)
+        commands = {"mine": run_mine}
+        return commands[args.command](args)
+    except DumpminerError as e:
+        print(f"dumpminer: {terminal_escape(str(e))}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("dumpminer: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # A bug: still one line, with a way to see more.
+        if os.environ.get("DUMPMINER_DEBUG"):
+            raise
+        print(
+            f"dumpminer: internal error: {type(e).__name__}: {terminal_escape(str(e))} "
+            "(set DUMPMINER_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""
+The fragment frequency report: its data, and its renderings.
+
+One :class:`Report` renders as a terminal table, JSON (the
+``dumpminer.report/1`` contract, see docs/report-format.md), CSV and
+Markdown. Fragment texts come from an untrusted dump, so each rendering
+escapes them for where they go: JSON escaping, CSV cells that cannot start a
+formula, Markdown with its punctuation escaped, and a terminal that never
+receives a control character. The report file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from dumpminer.cluster import MEMBERS_SHOWN, Cluster
+from dumpminer.errors import OutputError
+from dumpminer.fragments import Fragment
+
+SCHEMA = "dumpminer.report/1"
+FORMATS = ("table", "json", "csv", "markdown")
+#: Rows in a terminal table when --top is not given.
+TABLE_TOP = 25
+
+
+@dataclass
+class Report:
+    """Everything one mining run found, ready to render."""
+
+    dump: dict[str, Any]
+    cache: dict[str, Any]
+    scan: dict[str, Any]
+    fragments: list[Fragment]
+    clusters: list[Cluster]
+    partial: bool = False
+    progress: dict[str, Any] = field(default_factory=dict)
+
+    def share(self, objects: int) -> float:
+        """*objects* as a fraction of the cache's allocated objects."""
+        allocated = self.cache.get("allocated") or 0
+        return objects / allocated if allocated else 0.0
+
+
+def _text(data: bytes) -> str:
+    """Fragment bytes as a str; they are printable ASCII by construction."""
+    return data.decode("latin-1")
+
+
+def look_commands(address: int, object_size: int) -> dict[str, str]:
+    """The crash and drgn commands that show the object at *address*."""
+    return {
+        "crash": f"rd -a {address:#x} {object_size}",
+        "drgn": f"identify_address(prog, {address:#x})",
+    }
+
+
+def _fragment_json(fragment: Fragment) -> dict[str, Any]:
+    return {
+        "text": _text(fragment.text),
+        "objects": fragment.objects,
+        "occurrences": fragment.occurrences,
+        "in_context": fragment.in_context,
+        "offsets": {str(k): v for k, v in sorted(fragment.offsets.items())},
+        "examples": [f"{a:#x}" for a in fragment.examples],
+    }
+
+
+def _cluster_json(cluster: Cluster, object_size: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "template": _text(cluster.template),
+        "objects": cluster.objects,
+        "occurrences": cluster.occurrences,
+        "in_context": cluster.in_context,
+        "typical_offset": cluster.typical_offset,
+        "distinct_members": len(cluster.members),
+        "members": [
+            {
+                "text": _text(m.text),
+                "objects": m.objects,
+                "occurrences": m.occurrences,
+                "in_context": m.in_context,
+            }
+            for m in cluster.members[:MEMBERS_SHOWN]
+        ],
+        "examples": [f"{a:#x}" for a in cluster.examples],
+    }
+    if cluster.examples:
+        entry["look"] = look_commands(cluster.examples[0], object_size)
+    return entry
+
+
+def to_json_dict(report: Report, top: int | None = None) -> dict[str, Any]:
+    """The ``dumpminer.report/1`` document; *top* limits both lists."""
+    object_size = int(report.cache.get("object_size") or 0)
+    return {
+        "schema": SCHEMA,
+        "partial": report.partial,
+        "progress": report.progress,
+        "dump": report.dump,
+        "cache": report.cache,
+        "scan": report.scan,
+        "totals": {
+            "fragments": len(report.fragments),
+            "clusters": len(report.clusters),
+            "objects": sum(f.objects for f in report.fragments),
+            "occurrences": sum(f.occurrences for f in report.fragments),
+            "in_context": sum(f.in_context for f in report.fragments),
+        },
+        "fragments": [_fragment_json(f) for f in report.fragments[:top]],
+        "clusters": [_cluster_json(c, object_size) for c in report.clusters[:top]],
+    }
+
+
+def render_json(report: Report, top: int | None = None) -> str:
+    """JSON, ASCII only, keys in a fixed order."""
+    return json.dumps(to_json_dict(report, top), indent=2, ensure_ascii=True) + "\n"
+
+
+def csv_cell(value: object) -> str:
+    """
+    A CSV cell that a spreadsheet will not run: text starting with ``=``,
+    ``+``, ``-``, ``@``, tab or carriage return gets a leading quote.
+    """
+    text = str(value)
+    if text and text[0] in "=+-@\t\r":
+        return "'" + text
+    return text
+
+
+def render_csv(report: Report, top: int | None = None) -> str:
+    """One row per cluster, most objects first."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(
+        ["rank", "template", "objects", "share", "occurrences", "in_context",
+         "typical_offset", "distinct_members", "examples"]
+    )  # fmt: skip
+    for rank, c in enumerate(report.clusters[:top], 1):
+        writer.writerow(
+            [
+                rank,
+                csv_cell(_text(c.template)),
+                c.objects,
+                f"{report.share(c.objects):.6f}",
+                c.occurrences,
+                c.in_context,
+                "" if c.typical_offset is None else c.typical_offset,
+                len(c.members),
+                " ".join(f"{a:#x}" for a in c.examples),
+            ]
+        )
+    return out.getvalue()
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&\"'=:])")
+
+
+def markdown_escape(text: str) -> str:
+    """Backslash-escape Markdown punctuation (CommonMark allows any)."""
+    return _MD_SPECIAL.sub(r"\\\1", terminal_escape(text))
+
+
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def terminal_escape(text: str) -> str:
+    """Show every byte outside printable ASCII as ``\\xNN``: no control characters."""
+    return _UNPRINTABLE.sub(lambda m: "".join(f"\\x{b:02x}" for b in m.group().encode()), text)
+
+
+def _header_lines(report: Report) -> list[str]:
+    cache, scan, dump = report.cache, report.scan, report.dump
+    lines = [
+        f"dump {dump.get('path')} ({dump.get('format')}, {dump.get('osrelease')})",
+        f"cache {cache['name']} -> {', '.join(cache['caches'])}: object size "
+        f"{cache['object_size']}, {cache['allocated']} allocated of {cache['total']}",
+        f"scanned {scan['objects_scanned']} objects in {scan['slabs']} slabs, "
+        f"{scan['seconds']:.2f} s; faults {scan['faults']}, "
+        f"corrupt slabs {scan['corrupt_slabs']}",
+    ]
+    if report.partial:
+        lines.append(f"PARTIAL: interrupted after {report.progress}")
+    return [terminal_escape(line) for line in lines]
+
+
+def render_table(report: Report, top: int | None = None) -> str:
+    """The top clusters as a terminal table, then how to look closer."""
+    top = TABLE_TOP if top is None else top
+    rows = [("#", "objects", "share", "context", "offset", "example", "template")]
+    for rank, c in enumerate(report.clusters[:top], 1):
+        rows.append(
+            (
+                str(rank),
+                str(c.objects),
+                f"{100 * report.share(c.objects):.2f}%",
+                str(c.in_context),
+                "-" if c.typical_offset is None else f"+{c.typical_offset:#x}",
+                f"{c.examples[0]:#x}" if c.examples else "-",
+                terminal_escape(_text(c.template)),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = [*_header_lines(report), ""]
+    for row in rows:
+        cells = [
+            cell.ljust(w) if i in (0, 5) else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row[:-1], widths, strict=True))
+        ]
+        lines.append("  ".join([*cells, row[-1]]))
+    first = next((c for c in report.clusters if c.examples), None)
+    if first is not None:
+        look = look_commands(first.examples[0], int(report.cache["object_size"]))
+        lines += ["", f"look closer:  crash> {look['crash']}", f"              >>> {look['drgn']}"]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(report: Report, top: int | None = None) -> str:
+    """The top clusters as a Markdown table."""
+    lines = [f"# dumpminer: {markdown_escape(str(report.cache['name']))}", ""]
+    lines += [markdown_escape(line) + "  " for line in _header_lines(report)]
+    lines += [
+        "",
+        "| # | template | objects | share | in context | offset | examples |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for rank, c in enumerate(report.clusters[:top], 1):
+        offset = "" if c.typical_offset is None else f"{c.typical_offset:#x}"
+        examples = ", ".join(f"`{a:#x}`" for a in c.examples)
+        lines.append(
+            f"| {rank} | {markdown_escape(_text(c.template))} | {c.objects} | "
+            f"{100 * report.share(c.objects):.2f}% | {c.in_context} | {offset} | {examples} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render(report: Report, fmt: str, top: int | None = None) -> str:
+    """Render *report* in *fmt*, one of :data:`FORMATS`."""
+    renderers = {
+        "table": render_table,
+        "json": render_json,
+        "csv": render_csv,
+        "markdown": render_markdown,
+    }
+    return renderers[fmt](report, top)
+
+
+def write_atomically(path: str, text: str) -> None:
+    """
+    Write *text* to *path* through a temporary file in the same directory and
+    a rename, so that *path* is either the old file or the whole new one.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".dumpminer-", dir=directory)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror}") from e
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        os.unlink(tmp)
+        raise OutputError(f"cannot write {path}: {e.strerror}") from e

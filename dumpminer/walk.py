@@ -1,0 +1,403 @@
+"""
+Walking a slab cache: every slab, read once, with its allocated objects.
+
+drgn's :func:`~drgn.helpers.linux.slab.slab_cache_for_each_allocated_object`
+visits every ``struct page`` as a drgn Object and yields one Object per slab
+object. That is right, and slow when a cache holds hundreds of millions of
+objects. This walker finds the same objects the same way, but in bulk:
+
+1. The page array (vmemmap) is read in large chunks and the cache's slab pages
+   are picked out with numpy: head pages that are slab pages (``PG_slab``, or
+   the slab page type since 6.10) whose ``slab_cache`` is the cache.
+2. Each slab is read with one read, including the context bytes around it.
+3. The slab's freelist is decoded from those bytes (hardened or not) only when
+   it is not empty; objects on per-CPU freelists are taken from drgn's own
+   per-CPU code, as the helper does.
+
+What is done with each object is not this module's business: it yields
+:class:`Slab` values, and the caller slices objects out of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from drgn import FaultError, Object, Program, Type, sizeof
+from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_virt
+from drgn.helpers.linux.slab import _get_slab_cache_helper
+
+from dumpminer.caches import cache_name
+
+#: ``struct page`` entries read from the page array at once (4 MiB of 64-byte pages).
+PAGE_CHUNK = 65536
+#: Entries read at once when a chunk faults, to skip only what is missing.
+PAGE_RETRY_CHUNK = 64
+#: How many slab addresses a report names for each kind of failure.
+NAMED_SLABS = 20
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """How one cache lays objects out in a slab; all a slab walk needs."""
+
+    address: int
+    name: str
+    #: ``s->object_size``: the bytes a caller of kmalloc may use.
+    object_size: int
+    #: ``s->size``: from one object to the next.
+    stride: int
+    #: Bytes before the first object (left red zone, with slub_debug=Z).
+    red_left_pad: int
+    #: Where the free pointer lives inside a free object.
+    freeptr_offset: int
+    #: ``s->random`` with CONFIG_SLAB_FREELIST_HARDENED, else None.
+    freelist_random: int | None
+    #: Addresses of objects free on per-CPU freelists and sheaves.
+    cpu_free: frozenset[int]
+
+
+def cache_layout(cache: Object) -> CacheLayout:
+    """Read the layout of the ``struct kmem_cache *`` *cache*."""
+    try:
+        random: int | None = cache.random.value_()
+    except AttributeError:
+        random = None
+    try:
+        red_left_pad = cache.red_left_pad.value_()
+    except AttributeError:
+        red_left_pad = 0
+    return CacheLayout(
+        address=cache.value_(),
+        name=cache_name(cache),
+        object_size=cache.object_size.value_(),
+        stride=cache.size.value_(),
+        red_left_pad=red_left_pad,
+        freeptr_offset=cache.offset.value_(),
+        freelist_random=random,
+        cpu_free=frozenset(_cpu_free_objects(cache)),
+    )
+
+
+def _cpu_free_objects(cache: Object) -> set[int]:
+    """
+    Objects free on the per-CPU freelists (and, since 6.18, in sheaves).
+    This is drgn's own code for it, which follows every kernel's layout.
+    """
+    # Private to drgn, so untyped here; pyproject pins the drgn versions tested.
+    helper: Any = _get_slab_cache_helper(cache)
+    free: set[int] = set(helper._per_cpu_info().free_objects)
+    free |= helper._sheaves_full_objects()
+    return free
+
+
+@dataclass
+class Slab:
+    """One slab of a cache, read in one piece."""
+
+    #: Address of the ``struct slab`` (the head ``struct page``).
+    address: int
+    layout: CacheLayout
+    #: Address of the first object.
+    base: int
+    #: Objects the slab holds, free or not.
+    objects: int
+    #: True for each allocated object, in address order.
+    allocated: npt.NDArray[np.bool_]
+    #: Memory from ``base - before`` to ``base + objects * stride + after``.
+    data: bytes
+    before: int
+    after: int
+    #: True when the context bytes could not be read and are zeros.
+    context_missing: bool = False
+
+    def object_address(self, index: int) -> int:
+        """The address of object *index* of this slab."""
+        return self.base + index * self.layout.stride
+
+
+@dataclass
+class WalkStats:
+    """What a walk saw and could not read, for the report."""
+
+    slabs: int = 0
+    objects_scanned: int = 0
+    #: Reads that failed: slabs, context windows and page-array pieces.
+    faults: int = 0
+    fault_slabs: list[int] = field(default_factory=list)
+    corrupt_slabs: int = 0
+    corrupt_slab_addresses: list[int] = field(default_factory=list)
+
+    def fault(self, address: int) -> None:
+        """Count one failed read at *address*."""
+        self.faults += 1
+        if len(self.fault_slabs) < NAMED_SLABS:
+            self.fault_slabs.append(address)
+
+    def corrupt(self, address: int) -> None:
+        """Count one slab whose freelist cannot be trusted."""
+        self.corrupt_slabs += 1
+        if len(self.corrupt_slab_addresses) < NAMED_SLABS:
+            self.corrupt_slab_addresses.append(address)
+
+
+@dataclass(frozen=True)
+class SlabPage:
+    """A head page of a slab of one of the caches walked."""
+
+    address: int
+    pfn: int
+    cache: int
+    freelist: int
+    objects: int
+
+
+class _PageFields:
+    """Byte offsets of what the page scan reads in ``struct page``/``struct slab``."""
+
+    def __init__(self, prog: Program) -> None:
+        page = prog.type("struct page")
+        try:
+            slab: Type = prog.type("struct slab")
+        except LookupError:  # Before 5.17, slab fields were in struct page.
+            slab = page
+        self.size = sizeof(page)
+        self.flags = _byte_offset(page, "flags")
+        self.slab_cache = _byte_offset(slab, "slab_cache")
+        self.freelist = _byte_offset(slab, "freelist")
+        objects = slab.member("objects")
+        assert objects.bit_offset is not None and objects.bit_field_size is not None
+        self.objects_word = objects.bit_offset // 64 * 8
+        self.objects_shift = objects.bit_offset % 64
+        self.objects_mask = (1 << objects.bit_field_size) - 1
+        vmcoreinfo = prog["VMCOREINFO"].string_().decode(errors="replace")
+        self.slab_mapcount: int | None = None
+        self.slab_flag = 0
+        for line in vmcoreinfo.splitlines():
+            if line.startswith("NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)="):
+                # Since 6.10, a page type in _mapcount marks slab pages.
+                self.slab_mapcount = int(line.split("=", 1)[1]) & 0xFFFFFFFF
+                self.mapcount = _byte_offset(page, "_mapcount")
+        if self.slab_mapcount is None:
+            self.slab_flag = 1 << prog["PG_slab"].value_()
+
+
+def _byte_offset(type_: Type, member: str) -> int:
+    """Byte offset of *member* in *type_*, looking into anonymous unions."""
+    bit_offset = type_.member(member).bit_offset
+    assert bit_offset is not None and bit_offset % 8 == 0
+    return int(bit_offset // 8)
+
+
+def _column(buf: bytes, n: int, stride: int, offset: int, dtype: str) -> npt.NDArray[np.uint64]:
+    """One field of *n* structs of *stride* bytes in *buf*, as an array."""
+    return np.ndarray(shape=(n,), dtype=dtype, buffer=buf, offset=offset, strides=(stride,))
+
+
+def find_slab_pages(prog: Program, cache_addresses: set[int], stats: WalkStats) -> list[SlabPage]:
+    """
+    Read the whole page array in chunks and return the head pages of the
+    slabs of the caches at *cache_addresses*, in PFN order.
+    """
+    fields = _PageFields(prog)
+    wanted = np.array(sorted(cache_addresses), dtype=np.uint64)
+    found: list[SlabPage] = []
+    for start_pfn, end_pfn, mem_map in for_each_valid_page_range(prog):
+        page0 = mem_map.value_()
+        for lo in range(start_pfn, end_pfn, PAGE_CHUNK):
+            hi = min(end_pfn, lo + PAGE_CHUNK)
+            found.extend(_scan_page_chunk(prog, fields, page0, lo, hi, wanted, stats))
+    return found
+
+
+def _scan_page_chunk(
+    prog: Program,
+    fields: _PageFields,
+    page0: int,
+    lo: int,
+    hi: int,
+    wanted: npt.NDArray[np.uint64],
+    stats: WalkStats,
+) -> list[SlabPage]:
+    """Pick the wanted slab head pages out of ``struct page`` [lo, hi)."""
+    try:
+        buf = prog.read(page0 + lo * fields.size, (hi - lo) * fields.size)
+    except FaultError:
+        if hi - lo <= PAGE_RETRY_CHUNK:
+            stats.fault(page0 + lo * fields.size)
+            return []
+        out = []
+        for sub in range(lo, hi, PAGE_RETRY_CHUNK):
+            end = min(hi, sub + PAGE_RETRY_CHUNK)
+            out.extend(_scan_page_chunk(prog, fields, page0, sub, end, wanted, stats))
+        return out
+    n = hi - lo
+    if fields.slab_mapcount is not None:
+        mapcount = _column(buf, n, fields.size, fields.mapcount, "<u4")
+        is_slab = mapcount == fields.slab_mapcount
+    else:
+        flags = _column(buf, n, fields.size, fields.flags, "<u8")
+        is_slab = (flags & np.uint64(fields.slab_flag)) != 0
+    caches = _column(buf, n, fields.size, fields.slab_cache, "<u8")
+    hits = np.flatnonzero(is_slab & np.isin(caches, wanted))
+    if len(hits) == 0:
+        return []
+    freelist = _column(buf, n, fields.size, fields.freelist, "<u8")[hits]
+    counters = _column(buf, n, fields.size, fields.objects_word, "<u8")[hits]
+    objects = (counters >> np.uint64(fields.objects_shift)) & np.uint64(fields.objects_mask)
+    return [
+        SlabPage(page0 + (lo + i) * fields.size, lo + i, c, f, o)
+        for i, c, f, o in zip(
+            hits.tolist(),
+            caches[hits].tolist(),
+            freelist.tolist(),
+            objects.tolist(),
+            strict=True,
+        )
+    ]
+
+
+class _FreelistDecoder:
+    """
+    Follows a slab's freelist inside the slab's own bytes. With
+    CONFIG_SLAB_FREELIST_HARDENED each pointer is stored as
+    ``ptr ^ s->random ^ swab(&ptr)`` (``&ptr`` without swab before 5.7); the
+    first non-empty freelist decides which, as drgn does.
+    """
+
+    def __init__(self) -> None:
+        self.swab: bool | None = None
+
+    @staticmethod
+    def _swab(value: int) -> int:
+        return int.from_bytes(value.to_bytes(8, "little"), "big")
+
+    def _decode(self, raw: int, where: int, random: int, swab: bool) -> int:
+        return raw ^ random ^ (self._swab(where) if swab else where)
+
+    def free_indices(self, slab: Slab, head: int) -> set[int] | None:
+        """
+        Indices of the free objects on the freelist starting at *head*, or
+        None if the freelist leaves the slab, is misaligned or loops.
+        """
+        layout = slab.layout
+        end = slab.base + slab.objects * layout.stride
+        free: set[int] = set()
+        ptr = head
+        while ptr:
+            index, misaligned = divmod(ptr - slab.base, layout.stride)
+            if ptr < slab.base or ptr >= end or misaligned or index in free:
+                return None
+            free.add(index)
+            where = ptr + layout.freeptr_offset
+            pos = where - slab.base + slab.before
+            raw = int.from_bytes(slab.data[pos : pos + 8], "little")
+            if layout.freelist_random is None:
+                ptr = raw
+            elif self.swab is None:
+                ptr = self._choose(
+                    raw, where, layout.freelist_random, slab.base, end, layout.stride
+                )
+            else:
+                ptr = self._decode(raw, where, layout.freelist_random, self.swab)
+        return free
+
+    def _choose(self, raw: int, where: int, random: int, base: int, end: int, stride: int) -> int:
+        """Decode one pointer both ways and keep the way that lands in the slab."""
+        for swab in (True, False):
+            ptr = self._decode(raw, where, random, swab)
+            if ptr == 0 or (base <= ptr < end and (ptr - base) % stride == 0):
+                if ptr:
+                    self.swab = swab
+                return ptr
+        return self._decode(raw, where, random, True)
+
+
+def read_slab(
+    prog: Program,
+    page: SlabPage,
+    layout: CacheLayout,
+    virt: int,
+    before: int,
+    after: int,
+    decoder: _FreelistDecoder,
+    stats: WalkStats,
+) -> Slab | None:
+    """
+    Read the slab whose head page is *page* and work out which of its objects
+    are allocated. Returns None, and counts why, when the slab is unreadable
+    or its freelist is corrupt.
+    """
+    base = virt + layout.red_left_pad
+    length = page.objects * layout.stride
+    context_missing = False
+    try:
+        data = prog.read(base - before, before + length + after)
+    except FaultError:
+        try:
+            data = prog.read(base, length)
+        except FaultError:
+            stats.fault(page.address)
+            return None
+        if before or after:
+            stats.fault(page.address)
+            context_missing = True
+            data = bytes(before) + data + bytes(after)
+    slab = Slab(
+        address=page.address,
+        layout=layout,
+        base=base,
+        objects=page.objects,
+        allocated=np.ones(page.objects, dtype=bool),
+        data=data,
+        before=before,
+        after=after,
+        context_missing=context_missing,
+    )
+    if page.freelist:
+        free = decoder.free_indices(slab, page.freelist)
+        if free is None:
+            stats.corrupt(page.address)
+            return None
+        slab.allocated[list(free)] = False
+    if layout.cpu_free:
+        end = base + length
+        for ptr in layout.cpu_free:
+            if base <= ptr < end:
+                slab.allocated[(ptr - base) // layout.stride] = False
+    return slab
+
+
+def walk_slabs(
+    prog: Program,
+    caches: list[Object],
+    before: int = 0,
+    after: int = 0,
+    stats: WalkStats | None = None,
+    pages: list[SlabPage] | None = None,
+) -> Iterator[Slab]:
+    """
+    Yield every readable slab of *caches*, in PFN order, with *before* and
+    *after* bytes of context around its objects. Unreadable and corrupt slabs
+    are counted in *stats* and skipped. *pages* (from :func:`find_slab_pages`)
+    may be given to walk a part of the caches, as parallel workers do.
+    """
+    stats = stats if stats is not None else WalkStats()
+    layouts = {cache.value_(): cache_layout(cache) for cache in caches}
+    if pages is None:
+        pages = find_slab_pages(prog, set(layouts), stats)
+    page_shift = prog["PAGE_SHIFT"].value_()
+    virt0 = pfn_to_virt(prog, 0).value_()
+    decoder = _FreelistDecoder()
+    for page in pages:
+        layout = layouts[page.cache]
+        slab = read_slab(
+            prog, page, layout, virt0 + (page.pfn << page_shift), before, after, decoder, stats
+        )
+        if slab is not None:
+            stats.slabs += 1
+            stats.objects_scanned += int(np.count_nonzero(slab.allocated))
+            yield slab
