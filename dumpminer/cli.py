@@ -27,6 +27,7 @@ from dumpminer.errors import (
 from dumpminer.fragments import DEFAULT_MIN_LENGTH
 from dumpminer.mine import mine
 from dumpminer.report import FORMATS, render, terminal_escape, write_atomically
+from dumpminer.slabinfo import render_slab_info, slab_info
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--format", choices=FORMATS, default="table")
     m.add_argument("-o", "--output", metavar="FILE", help="write the report here, atomically")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
+    c = sub.add_parser("caches", help="every slab cache, most memory first (like kmem -s)")
+    c.add_argument("vmcore")
+    c.add_argument("--vmlinux", help="vmlinux with debuginfo for the dump's kernel")
+    c.add_argument("--debug-dir", action="append", default=[], help="where to look for vmlinux")
+    c.add_argument("--top", type=_positive, metavar="N", help="rows to list")
+    c.add_argument("--format", choices=FORMATS, default="table")
+    c.add_argument("-o", "--output", metavar="FILE", help="write the listing here, atomically")
     return parser
 
 
@@ -124,11 +132,19 @@ def run_mine(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_caches(args: argparse.Namespace) -> int:
+    """``dumpminer caches``: every cache's counts, most memory first."""
+    _check_output(args.output)
+    dump = open_dump(args.vmcore, args.vmlinux, args.debug_dir)
+    _emit(render_slab_info(slab_info(dump.prog), args.format, args.top), args.output)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dumpminer`` console script."""
     try:
         args = build_parser().parse_args(argv)
-        commands = {"mine": run_mine}
+        commands = {"mine": run_mine, "caches": run_caches}
         return commands[args.command](args)
     except DumpminerError as e:
         print(f"dumpminer: {terminal_escape(str(e))}", file=sys.stderr)

@@ -1,0 +1,137 @@
+"""
+The caches listing: ``dumpminer caches``, like /proc/slabinfo or crash's
+``kmem -s``, sorted by memory so the leaking cache comes first.
+
+Counts come from drgn's :func:`~drgn.helpers.linux.slab.slab_cache_usage`,
+merged caches from :func:`~drgn.helpers.linux.slab.get_slab_cache_aliases`,
+and the kernel's own total (the ``Slab:`` line of /proc/meminfo) from
+:func:`~drgn.helpers.linux.slab.slab_total_usage`, to check the sum against.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from drgn import Program
+from drgn.helpers.linux.slab import for_each_slab_cache, get_slab_cache_aliases, slab_total_usage
+
+from dumpminer.caches import CacheUsage, cache_usage
+from dumpminer.report import csv_cell, markdown_escape, terminal_escape
+
+SCHEMA = "dumpminer.caches/1"
+
+
+@dataclass(frozen=True)
+class CacheLine:
+    """One cache with its memory and the names merged into it."""
+
+    usage: CacheUsage
+    aliases: tuple[str, ...]
+    #: Share of all slab memory counted here.
+    share: float
+
+
+@dataclass(frozen=True)
+class SlabInfo:
+    """Every slab cache of a dump, most memory first."""
+
+    caches: list[CacheLine]
+    #: Sum of the caches' slab memory.
+    memory: int
+    #: The kernel's NR_SLAB_RECLAIMABLE_B + NR_SLAB_UNRECLAIMABLE_B, in bytes.
+    kernel_slab_memory: int
+
+
+def slab_info(prog: Program) -> SlabInfo:
+    """Count every cache in *prog* and sort by memory, descending."""
+    usages = [cache_usage(cache) for cache in for_each_slab_cache(prog)]
+    merged: dict[str, list[str]] = {}
+    try:
+        aliases = get_slab_cache_aliases(prog)
+    except (LookupError, ValueError):  # Needs CONFIG_SLUB and CONFIG_SYSFS.
+        aliases = {}
+    for alias, target in aliases.items():
+        merged.setdefault(target, []).append(alias)
+    memory = sum(u.memory for u in usages)
+    usages.sort(key=lambda u: (-u.memory, u.name, u.address))
+    lines = [
+        CacheLine(u, tuple(sorted(merged.get(u.name, ()))), u.memory / memory if memory else 0.0)
+        for u in usages
+    ]
+    total = slab_total_usage(prog)
+    page_size = prog["PAGE_SIZE"].value_()
+    kernel = (total.reclaimable_pages + total.unreclaimable_pages) * page_size
+    return SlabInfo(lines, memory, kernel)
+
+
+def human(size: float) -> str:
+    """Bytes in binary units, as slabtop shows them."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _row(line: CacheLine) -> dict[str, Any]:
+    u = line.usage
+    return {
+        "name": u.name,
+        "address": f"{u.address:#x}",
+        "object_size": u.object_size,
+        "stride": u.stride,
+        "allocated": u.allocated,
+        "total": u.total,
+        "slabs": u.slabs,
+        "pages_per_slab": u.pages_per_slab,
+        "memory": u.memory,
+        "memory_human": human(u.memory),
+        "share": round(line.share, 6),
+        "aliases": list(line.aliases),
+    }
+
+
+def render_slab_info(info: SlabInfo, fmt: str, top: int | None = None) -> str:
+    """Render *info* as a table, JSON, CSV or Markdown."""
+    rows = [_row(line) for line in info.caches[:top]]
+    if fmt == "json":
+        doc = {
+            "schema": SCHEMA,
+            "slab_memory": info.memory,
+            "kernel_slab_memory": info.kernel_slab_memory,
+            "caches": rows,
+        }
+        return json.dumps(doc, indent=2, ensure_ascii=True) + "\n"
+    columns = ["name", "object_size", "allocated", "total", "slabs", "memory_human", "share"]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([*columns, "memory", "aliases"])
+        for r in rows:
+            cells = [r[c] for c in columns] + [r["memory"], " ".join(r["aliases"])]
+            writer.writerow([csv_cell(cell) for cell in cells])
+        return out.getvalue()
+    if fmt == "markdown":
+        lines = ["| " + " | ".join([*columns, "aliases"]) + " |", "|---" * (len(columns) + 1) + "|"]
+        for r in rows:
+            cells = [str(r[c]) for c in columns] + [" ".join(r["aliases"])]
+            lines.append("| " + " | ".join(markdown_escape(c) for c in cells) + " |")
+        return "\n".join(lines) + "\n"
+    header = f"{'NAME':<24} {'OBJSIZE':>7} {'ALLOCATED':>10} {'TOTAL':>10} {'SLABS':>7} "
+    header += f"{'MEMORY':>10} {'SHARE':>6}  ALIASES"
+    lines = [header]
+    for r in rows:
+        lines.append(
+            f"{terminal_escape(r['name']):<24} {r['object_size']:>7} {r['allocated']:>10} "
+            f"{r['total']:>10} {r['slabs']:>7} {r['memory_human']:>10} "
+            f"{100 * r['share']:>5.1f}%  {terminal_escape(' '.join(r['aliases']))}"
+        )
+    lines.append(
+        f"slab memory {human(info.memory)} in {len(info.caches)} caches; "
+        f"kernel counters (Slab: in /proc/meminfo) {human(info.kernel_slab_memory)}"
+    )
+    return "\n".join(lines) + "\n"
