@@ -1,0 +1,799 @@
+"""Build real Linux vmcores with known leaked slab objects, reproducibly.
+
+One command builds one *sample*: a Debian cloud kernel of one *series* boots in QEMU (TCG),
+a small out-of-tree module (``module/leaky_agent.c``) leaks a known number of records into
+kmalloc-32 and kmalloc-64, and QEMU dumps the guest's memory. The result is a directory of
+dumps plus a ``manifest.json`` that says exactly what was planted (see README.md)::
+
+    python3 sample_dumps/build.py [--sample seed|big] [--series 6.1|6.12] \
+        [--cache-dir DIR] [--force]
+
+The manifest's path is printed on the last line of stdout; progress goes to stderr.
+Everything lives in a cache directory (``--cache-dir``, else ``$DUMPMINER_CACHE``, else
+``~/.cache/dumpminer``) and is reused: a rebuild with nothing changed only checks keys.
+
+Importable too: ``from sample_dumps.build import build_sample``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import json
+import lzma
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "dumpminer.sample/1"
+# Bump when a build step changes what ends up in the dumps or the manifest.
+BUILDER_REVISION = 1
+
+HERE = Path(__file__).resolve().parent
+MODULE_SOURCES = (HERE / "module" / "leaky_agent.c", HERE / "module" / "Kbuild")
+INIT_SOURCE = HERE / "init" / "init.c"
+
+# Series -> Debian metapackage whose dependency names the current kernel of that series.
+SERIES_METAPACKAGES = {
+    "6.1": "linux-image-cloud-amd64",
+    "6.12": "linux-image-6.12-cloud-amd64",
+}
+DEFAULT_SERIES = "6.1"
+
+# makedumpfile dump level of the filtered copy. 31 drops zero, page-cache, user and free
+# pages. makedumpfile 1.7.2 predates 6.10, where PG_slab became a page type: on 6.12 it
+# takes slab pages whose page->mapping word happens to have bit 0 set for anonymous
+# user pages, so level 8 (user pages) drops real slab pages (even the page holding a
+# kmem_cache name, and drgn's find_slab_cache then faults). 23 = 31 without user pages.
+FILTER_DUMP_LEVEL = {"6.1": 31, "6.12": 23}
+
+READY_MARKER = "DUMPMINER-READY"
+ERROR_MARKER = "DUMPMINER-ERROR"
+
+# --- What the module plants (mirrors module/leaky_agent.c; keep the two in step) ---------
+
+RULE_SET = ("usr", "sbin/*agt/", "tmp", "@Vv*/", "t.point.*", "tmp")
+COUNTER_MODULUS = 997
+SESSION_MODULUS = 1021
+RULE_MAGIC = 0xA5D7
+SESSION_MAGIC = 0xA5D8
+STRING_OFFSET = 16
+COUNTER_TEMPLATE = "t.point.<NUM>"
+SESSION_TEMPLATE = "SESSION-<HEX>"
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """A named scenario: module parameters and guest size."""
+
+    reloads: int  # rule reloads, each leaking len(RULE_SET) kmalloc-32 records
+    counters: int  # kmalloc-32 records "t.point.%05u"
+    sessions: int  # kmalloc-64 records "SESSION-%08X"
+    guest_memory_mib: int
+    boot_timeout_s: float
+
+    def params(self) -> dict[str, int]:
+        """Module parameters, as passed to leaky_agent."""
+        return {"reloads": self.reloads, "counters": self.counters, "sessions": self.sessions}
+
+
+SAMPLES: dict[str, SampleSpec] = {
+    # ~41,000 kmalloc-32 and 3,000 kmalloc-64 records in a 512 MiB guest.
+    "seed": SampleSpec(
+        reloads=6000, counters=5000, sessions=3000, guest_memory_mib=512, boot_timeout_s=180
+    ),
+    # 3,100,000 kmalloc-32 and 20,000 kmalloc-64 records in a 4 GiB guest (benchmarks).
+    "big": SampleSpec(
+        reloads=500_000, counters=100_000, sessions=20_000, guest_memory_mib=4096,
+        boot_timeout_s=900,
+    ),
+}
+
+
+def session_value(i: int) -> int:
+    """The value of session record i, as session_value() in leaky_agent.c computes it."""
+    k = i % SESSION_MODULUS
+    if k % 2 == 0:
+        # Binary-coded decimal: "%08X" prints the 8 decimal digits (all-digit hex).
+        return int(f"{(k * 7919 + 12345) % 100_000_000:08d}", 16)
+    return 0x0A000000 | ((k * 2654435761) & 0x00FFFFFF)  # second digit is always 'A'
+
+
+def planted(spec: SampleSpec) -> dict[str, Any]:
+    """The manifest's "planted" section: exact object counts per string and template."""
+    small: Counter[str] = Counter()
+    for comp in RULE_SET:
+        small[comp] += spec.reloads
+    small.update(f"t.point.{i % COUNTER_MODULUS:05d}" for i in range(spec.counters))
+    sessions = Counter(f"SESSION-{session_value(i):08X}" for i in range(spec.sessions))
+    return {
+        "kmalloc-32": _family(
+            small, 32, RULE_MAGIC, {COUNTER_TEMPLATE: spec.counters} if spec.counters else {}
+        ),
+        "kmalloc-64": _family(
+            sessions, 64, SESSION_MAGIC, {SESSION_TEMPLATE: spec.sessions} if spec.sessions else {}
+        ),
+    }
+
+
+def _family(
+    strings: Counter[str], size: int, magic: int, templates: dict[str, int]
+) -> dict[str, Any]:
+    return {
+        "objects": sum(strings.values()),
+        "record_size": size,
+        "string_offset": STRING_OFFSET,
+        "magic": f"{magic:#06x}",
+        "strings": dict(sorted(strings.items())),
+        "templates": templates,
+    }
+
+
+# --- Small helpers --------------------------------------------------------------------------
+
+
+class BuildError(RuntimeError):
+    """A build step failed; the message says which and shows the evidence."""
+
+
+def log(message: str) -> None:
+    print(f"[sample_dumps] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def step(what: str) -> Iterator[None]:
+    start = time.monotonic()
+    log(f"{what} ...")
+    yield
+    log(f"{what}: {time.monotonic() - start:.1f} s")
+
+
+def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run a command; on failure raise BuildError with the tail of its output."""
+    proc = subprocess.run(cmd, text=True, capture_output=True, check=False, **kwargs)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        raise BuildError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+    return proc
+
+
+def apt_env() -> dict[str, str]:
+    return {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("DUMPMINER_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "dumpminer"
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on path (parallel builds share the cache and dpkg)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sources_digest() -> str:
+    """Hash of everything that goes into the guest besides the kernel."""
+    digest = hashlib.sha256(f"rev{BUILDER_REVISION}".encode())
+    for path in (*MODULE_SOURCES, INIT_SOURCE):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def require_tools(*tools: str) -> None:
+    """apt-get install the Debian packages of missing tools (tool name -> package)."""
+    packages = {
+        "qemu-system-x86_64": "qemu-system-x86",
+        "makedumpfile": "makedumpfile",
+        "cpio": "cpio",
+        "gcc": "gcc",
+        "make": "make",
+    }
+    missing = [packages[tool] for tool in tools if shutil.which(tool) is None]
+    if missing:
+        with step(f"apt-get install {' '.join(missing)}"):
+            run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+                env=apt_env())
+
+
+# --- Kernel ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """The files of one kernel release kept in the cache."""
+
+    release: str
+    package_version: str
+    build_id: str
+    vmlinux: Path
+    vmlinuz: Path
+    fw_cfg_module: Path
+    system_map: Path | None
+
+
+def resolve_release(series: str) -> str:
+    """The release of the kernel the series' metapackage depends on now (no pinning)."""
+    meta = SERIES_METAPACKAGES.get(series)
+    if meta is None:
+        raise BuildError(f"unknown series {series!r}; known: {sorted(SERIES_METAPACKAGES)}")
+    for attempt in range(2):
+        proc = subprocess.run(["apt-cache", "depends", meta], text=True, capture_output=True,
+                              check=False)
+        match = re.search(r"Depends:\s+linux-image-(\d\S*)", proc.stdout)
+        if match:
+            return match.group(1)
+        if attempt == 0:
+            with step("apt-get update (package lists missing or stale)"):
+                run(["apt-get", "update", "-q"], env=apt_env())
+    raise BuildError(f"cannot resolve the kernel of {meta}:\n{proc.stdout}{proc.stderr}")
+
+
+def gnu_build_id(elf_path: Path) -> str:
+    """The hex GNU build-id note of an ELF64 little-endian file (vmlinux)."""
+    with elf_path.open("rb") as handle:
+        header = handle.read(64)
+        if header[:4] != b"\x7fELF" or header[4] != 2:
+            raise BuildError(f"{elf_path} is not an ELF64 file")
+        shoff, = struct.unpack_from("<Q", header, 0x28)
+        shentsize, shnum = struct.unpack_from("<HH", header, 0x3A)
+        handle.seek(shoff)
+        table = handle.read(shentsize * shnum)
+        for index in range(shnum):
+            sh_type, = struct.unpack_from("<I", table, index * shentsize + 4)
+            offset, size = struct.unpack_from("<QQ", table, index * shentsize + 24)
+            if sh_type != 7:  # SHT_NOTE
+                continue
+            handle.seek(offset)
+            for name, note_type, desc in iter_notes(handle.read(size)):
+                if name == b"GNU" and note_type == 3:  # NT_GNU_BUILD_ID
+                    return desc.hex()
+    raise BuildError(f"{elf_path} has no GNU build-id note")
+
+
+def iter_notes(data: bytes) -> Iterator[tuple[bytes, int, bytes]]:
+    """(name, type, desc) of each ELF note in a note section or segment."""
+    pos = 0
+    while pos + 12 <= len(data):
+        namesz, descsz, note_type = struct.unpack_from("<III", data, pos)
+        pos += 12
+        name = data[pos:pos + namesz].rstrip(b"\0")
+        pos += (namesz + 3) & ~3
+        desc = data[pos:pos + descsz]
+        pos += (descsz + 3) & ~3
+        yield name, note_type, desc
+
+
+def extract_members(deb: Path, dest: Path, members: list[str], stop_early: bool) -> None:
+    """Extract named members of a .deb's data tarball (only those: the -dbg tree is 1.8 GB).
+
+    With stop_early, tar stops reading once every member was found, which cuts the -dbg
+    package's 12 s of decompression to about 3 s; dpkg-deb then dies of SIGPIPE, which is
+    expected and checked by looking for the files instead.
+    """
+    extra = ["--occurrence=1"] if stop_early else []
+    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL) as unpack:
+        tar = subprocess.run(["tar", "-x", "-C", str(dest), *extra, *members],
+                             stdin=unpack.stdout, capture_output=True, text=True, check=False)
+        assert unpack.stdout is not None
+        unpack.stdout.close()
+    missing = [m for m in members if not (dest / m).exists()]
+    if tar.returncode != 0 or missing:
+        raise BuildError(f"extracting {missing or members} from {deb.name} failed: {tar.stderr}")
+
+
+def list_deb(deb: Path) -> list[str]:
+    """Member names of a .deb's data tarball ("./boot/vmlinuz-..." style)."""
+    listing = run(["dpkg-deb", "--contents", str(deb)]).stdout
+    return ["./" + line.split(" ./", 1)[1].split(" -> ")[0]
+            for line in listing.splitlines() if " ./" in line]
+
+
+def fetch_kernel(release: str, kernel_dir: Path) -> None:
+    """apt-get download the image and -dbg packages and keep only the files we need."""
+    kernel_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=kernel_dir.parent, prefix=".fetch-") as tmp:
+        work = Path(tmp)
+        image_pkg, dbg_pkg = f"linux-image-{release}", f"linux-image-{release}-dbg"
+        with step(f"apt-get download {image_pkg} {dbg_pkg}"):
+            run(["apt-get", "download", image_pkg, dbg_pkg], cwd=work, env=apt_env())
+        image_deb = next(work.glob(f"{image_pkg}_*.deb"))
+        dbg_deb = next(work.glob(f"{dbg_pkg}_*.deb"))
+        version = run(["dpkg-deb", "-f", str(image_deb), "Version"]).stdout.strip()
+        names = list_deb(image_deb)
+        fw_cfg = [n for n in names if re.search(r"/qemu_fw_cfg\.ko(\.xz|\.zst|\.gz)?$", n)]
+        if not fw_cfg:
+            raise BuildError(f"{image_deb.name} has no qemu_fw_cfg module")
+        wanted = [f"./boot/vmlinuz-{release}", f"./boot/System.map-{release}", fw_cfg[0]]
+        with step("extract vmlinuz, System.map, qemu_fw_cfg.ko"):
+            extract_members(image_deb, work, wanted, stop_early=False)
+        vmlinux_member = f"./usr/lib/debug/boot/vmlinux-{release}"
+        with step("extract the debug vmlinux"):
+            extract_members(dbg_deb, work, [vmlinux_member], stop_early=True)
+        shutil.move(work / vmlinux_member, kernel_dir / f"vmlinux-{release}")
+        shutil.move(work / wanted[0], kernel_dir / f"vmlinuz-{release}")
+        system_map = work / wanted[1]
+        if system_map.stat().st_size > 4096:  # 6.12 ships a placeholder of a few bytes
+            shutil.move(system_map, kernel_dir / f"System.map-{release}")
+        (kernel_dir / "qemu_fw_cfg.ko").write_bytes(decompress_module(work / fw_cfg[0]))
+    info = {
+        "release": release,
+        "package_version": version,
+        "build_id": gnu_build_id(kernel_dir / f"vmlinux-{release}"),
+    }
+    (kernel_dir / "kernel.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def decompress_module(path: Path) -> bytes:
+    """Plain ELF bytes of a kernel module (Debian's 6.12 ships them .ko.xz)."""
+    data = path.read_bytes()
+    if path.suffix == ".xz":
+        return lzma.decompress(data)
+    if path.suffix == ".gz":
+        return gzip.decompress(data)
+    if path.suffix == ".zst":
+        return subprocess.run(["zstd", "-dc", str(path)], capture_output=True, check=True).stdout
+    return data
+
+
+def ensure_kernel(release: str, cache: Path) -> Kernel:
+    """The cached files of a kernel release, fetching them the first time."""
+    kernel_dir = cache / "kernels" / release
+    info_path = kernel_dir / "kernel.json"
+    if not info_path.exists():
+        fetch_kernel(release, kernel_dir)
+    info = json.loads(info_path.read_text())
+    system_map = kernel_dir / f"System.map-{release}"
+    return Kernel(
+        release=release,
+        package_version=info["package_version"],
+        build_id=info["build_id"],
+        vmlinux=kernel_dir / f"vmlinux-{release}",
+        vmlinuz=kernel_dir / f"vmlinuz-{release}",
+        fw_cfg_module=kernel_dir / "qemu_fw_cfg.ko",
+        system_map=system_map if system_map.exists() else None,
+    )
+
+
+def ensure_headers(release: str) -> Path:
+    """/usr/src/linux-headers-RELEASE, apt-get installed if missing."""
+    headers = Path("/usr/src") / f"linux-headers-{release}"
+    if not (headers / "Makefile").exists():
+        with step(f"apt-get install linux-headers-{release}"):
+            run(["apt-get", "install", "-y", "-q", f"linux-headers-{release}"], env=apt_env())
+    return headers
+
+
+# --- Guest: module, /init, initramfs --------------------------------------------------------
+
+
+def ensure_initramfs(kernel: Kernel, cache: Path) -> Path:
+    """Build (or reuse) the gzip'd newc initramfs holding /init and both modules."""
+    out_dir = cache / "build" / kernel.release / sources_digest()[:16]
+    initrd = out_dir / "initrd.gz"
+    if initrd.exists():
+        return initrd
+    require_tools("gcc", "make", "cpio")
+    headers = ensure_headers(kernel.release)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".build-") as tmp:
+        work = Path(tmp)
+        root = work / "root"
+        for sub in ("proc", "sys", "dev"):
+            (root / sub).mkdir(parents=True)
+        with step("build leaky_agent.ko"):
+            shutil.move(build_module(headers, work / "module"), root / "leaky_agent.ko")
+        with step("build static /init"):
+            run(["gcc", "-static", "-O2", "-Wall", "-Werror", "-o", str(root / "init"),
+                 str(INIT_SOURCE)])
+        shutil.copyfile(kernel.fw_cfg_module, root / "qemu_fw_cfg.ko")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        pack_initramfs(root, work / "initrd.gz")
+        shutil.copyfile(root / "leaky_agent.ko", out_dir / "leaky_agent.ko")
+        shutil.move(work / "initrd.gz", initrd)  # last: its presence means "complete"
+    return initrd
+
+
+def build_module(headers: Path, work: Path) -> Path:
+    """Copy the module sources to work and build them against headers; the .ko's path."""
+    work.mkdir(parents=True)
+    for source in MODULE_SOURCES:
+        shutil.copyfile(source, work / source.name)
+    run(["make", "-C", str(headers), f"M={work}", "modules"])
+    return work / "leaky_agent.ko"
+
+
+def pack_initramfs(root: Path, out: Path) -> None:
+    """cpio -o -H newc of root, gzip'd, with sorted names and fixed owners."""
+    names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    cpio = subprocess.run(
+        ["cpio", "-o", "-H", "newc", "--owner=0:0", "--reproducible", "--quiet"],
+        cwd=root, input="\n".join(names).encode() + b"\n", capture_output=True, check=False,
+    )
+    if cpio.returncode != 0:
+        raise BuildError(f"cpio failed: {cpio.stderr.decode(errors='replace')}")
+    with gzip.GzipFile(out, "wb", mtime=0) as handle:
+        handle.write(cpio.stdout)
+
+
+# --- QEMU -----------------------------------------------------------------------------------
+
+
+class Qmp:
+    """A minimal synchronous QMP client over a unix socket."""
+
+    def __init__(self, path: Path, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.settimeout(timeout)
+                self.sock.connect(str(path))
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.reader = self.sock.makefile("rb")
+        self._read()  # greeting
+        self.command("qmp_capabilities")
+
+    def _read(self) -> dict[str, Any]:
+        line = self.reader.readline()
+        if not line:
+            raise BuildError("QMP connection closed")
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    def command(self, name: str, **arguments: Any) -> Any:
+        request: dict[str, Any] = {"execute": name}
+        if arguments:
+            request["arguments"] = arguments
+        self.sock.sendall(json.dumps(request).encode() + b"\n")
+        while True:
+            reply = self._read()
+            if "error" in reply:
+                raise BuildError(f"QMP {name} failed: {reply['error']}")
+            if "return" in reply:
+                return reply["return"]
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+def kernel_cmdline(spec: SampleSpec) -> str:
+    params = " ".join(f"leaky_agent.{k}={v}" for k, v in spec.params().items())
+    return f"console=ttyS0 panic=-1 loglevel=7 {params}"
+
+
+def start_qemu(
+    kernel: Kernel, initrd: Path, spec: SampleSpec, work: Path
+) -> subprocess.Popen[bytes]:
+    require_tools("qemu-system-x86_64")
+    cmd = [
+        "qemu-system-x86_64", "-accel", "tcg", "-m", f"{spec.guest_memory_mib}M", "-smp", "1",
+        "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
+        "-append", kernel_cmdline(spec),
+        "-display", "none", "-no-reboot", "-nodefaults",
+        "-serial", f"file:{work / 'serial.log'}",
+        "-qmp", f"unix:{work / 'qmp.sock'},server=on,wait=off",
+        "-device", "vmcoreinfo",
+    ]
+    log(" ".join(cmd))
+    qemu_log = (work / "qemu.log").open("wb")
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=qemu_log)
+
+
+def serial_tail(work: Path, lines: int = 40) -> str:
+    text = ""
+    for name in ("serial.log", "qemu.log"):
+        path = work / name
+        if path.exists():
+            body = path.read_text(errors="replace").splitlines()[-lines:]
+            text += f"--- {name} (tail) ---\n" + "\n".join(body) + "\n"
+    return text
+
+
+def wait_ready(qemu: subprocess.Popen[bytes], work: Path, timeout: float) -> dict[str, int]:
+    """Wait for the READY line on the serial log; return its key=value counts."""
+    deadline = time.monotonic() + timeout
+    log_path = work / "serial.log"
+    while time.monotonic() < deadline:
+        text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        for line in text.splitlines():
+            if line.startswith(READY_MARKER):
+                return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+            if line.startswith(ERROR_MARKER) or "Kernel panic" in line:
+                raise BuildError(f"guest failed: {line}\n{serial_tail(work)}")
+        if qemu.poll() is not None:
+            raise BuildError(f"QEMU exited ({qemu.returncode}) before "
+                             f"{READY_MARKER}\n{serial_tail(work)}")
+        time.sleep(0.2)
+    raise BuildError(f"no {READY_MARKER} within {timeout:.0f} s\n{serial_tail(work)}")
+
+
+def dump_memory(qmp: Qmp, path: Path, fmt: str | None, timeout: float) -> None:
+    """dump-guest-memory in the background, then poll query-dump until it completes."""
+    arguments: dict[str, Any] = {"paging": False, "protocol": f"file:{path}", "detach": True}
+    if fmt:
+        arguments["format"] = fmt
+    qmp.command("dump-guest-memory", **arguments)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = qmp.command("query-dump")
+        if status["status"] == "completed":
+            return
+        if status["status"] == "failed":
+            raise BuildError(f"dump-guest-memory to {path} failed")
+        time.sleep(0.2)
+    raise BuildError(f"dump-guest-memory to {path} did not finish in {timeout:.0f} s")
+
+
+def stop_qemu(qemu: subprocess.Popen[bytes], qmp: Qmp | None) -> None:
+    if qmp is not None and qemu.poll() is None:
+        with contextlib.suppress(Exception):
+            qmp.command("quit")
+        qmp.close()
+    try:
+        qemu.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        qemu.kill()
+        qemu.wait()
+
+
+# --- Dump post-processing -------------------------------------------------------------------
+
+
+def fix_qemu_elf_header(path: Path) -> None:
+    """Make QEMU 7.2's ELF dump readable by makedumpfile 1.7.2 (in place: use a copy).
+
+    makedumpfile reads the program headers at offset 64 (right after the ELF header),
+    ignoring e_phoff; QEMU puts two section headers there and the program headers at
+    e_phoff = 192, so makedumpfile finds no PT_LOAD ("Can't get the number of PT_LOAD").
+    QEMU also writes e_ehsize = 8. Move the program headers to offset 64 (over the
+    section headers, which a core file does not need), point e_phoff there, drop the
+    section header table and set e_ehsize = 64. Segment data is not touched.
+    """
+    with path.open("r+b") as handle:
+        header = bytearray(handle.read(64))
+        phoff, = struct.unpack_from("<Q", header, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
+        if phnum == 0xFFFF:
+            raise BuildError(f"{path}: PN_XNUM program header count is not handled")
+        handle.seek(phoff)
+        table = handle.read(phentsize * phnum)
+        first_data = min(struct.unpack_from("<Q", table, i * phentsize + 8)[0]
+                         for i in range(phnum))
+        if 64 + len(table) > first_data:
+            raise BuildError(f"{path}: no room to move the program headers to offset 64")
+        struct.pack_into("<Q", header, 0x20, 64)  # e_phoff
+        struct.pack_into("<Q", header, 0x28, 0)  # e_shoff
+        struct.pack_into("<H", header, 0x34, 64)  # e_ehsize
+        struct.pack_into("<HH", header, 0x3C, 0, 0)  # e_shnum, e_shstrndx
+        handle.seek(0)
+        handle.write(bytes(header) + table)
+
+
+def vmcoreinfo_of_elf(path: Path) -> dict[str, str]:
+    """VMCOREINFO key=value pairs from the PT_NOTE segments of an ELF vmcore."""
+    with path.open("rb") as handle:
+        header = handle.read(64)
+        phoff, = struct.unpack_from("<Q", header, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
+        handle.seek(phoff)
+        table = handle.read(phentsize * phnum)
+        for index in range(phnum):
+            p_type, = struct.unpack_from("<I", table, index * phentsize)
+            if p_type != 4:  # PT_NOTE
+                continue
+            offset, = struct.unpack_from("<Q", table, index * phentsize + 8)
+            size, = struct.unpack_from("<Q", table, index * phentsize + 32)
+            handle.seek(offset)
+            for name, _, desc in iter_notes(handle.read(size)):
+                if name == b"VMCOREINFO":
+                    text = desc.decode(errors="replace")
+                    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return {}
+
+
+def make_dumps(qmp: Qmp, out: Path, spec: SampleSpec) -> None:
+    """Write QEMU's kdump-zlib (flattened) and ELF dumps into out."""
+    timeout = 60 + spec.guest_memory_mib / 8
+    with step("dump-guest-memory kdump-zlib"):
+        dump_memory(qmp, out / "kdump.flat", "kdump-zlib", timeout)
+    with step("dump-guest-memory ELF"):
+        dump_memory(qmp, out / "elf.vmcore", None, timeout)
+
+
+def dump_entries(out: Path, dump_level: int) -> list[dict[str, Any]]:
+    """The manifest's "dumps" list for a sample directory."""
+    return [
+        {"path": str(out / "kdump.vmcore"), "format": "kdump", "filtered": False,
+         "dump_level": 0},
+        {"path": str(out / "elf.vmcore"), "format": "elf", "filtered": False, "dump_level": 0},
+        {"path": str(out / "filtered.vmcore"), "format": "makedumpfile", "filtered": True,
+         "dump_level": dump_level},
+    ]
+
+
+def postprocess_dumps(out: Path, dump_level: int) -> None:
+    """De-flatten QEMU's kdump and make the makedumpfile -d 31 copy from the ELF dump."""
+    require_tools("makedumpfile")
+    flat = out / "kdump.flat"
+    with step("makedumpfile -R (QEMU writes kdump in the flattened format)"), \
+            flat.open("rb") as source:
+        run_binary_stdin(["makedumpfile", "-R", str(out / "kdump.vmcore")], source)
+    flat.unlink()
+    fixed = out / "elf-for-makedumpfile.tmp"
+    with step(f"makedumpfile -c -d {dump_level}"):
+        shutil.copyfile(out / "elf.vmcore", fixed)
+        fix_qemu_elf_header(fixed)
+        run(["makedumpfile", "-c", "-d", str(dump_level), str(fixed),
+             str(out / "filtered.vmcore")])
+        fixed.unlink()
+    for dump in out.glob("*.vmcore"):
+        dump.chmod(0o644)  # QEMU creates them 0400/0600; they hold a throwaway guest
+
+
+def run_binary_stdin(cmd: list[str], stdin: Any) -> None:
+    proc = subprocess.run(cmd, stdin=stdin, capture_output=True, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr).decode(errors="replace")[-3000:]
+        raise BuildError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+
+
+# --- The sample -----------------------------------------------------------------------------
+
+
+def sample_key(spec: SampleSpec, release: str, dump_level: int) -> str:
+    """What the dumps depend on: sources, parameters, guest size, kernel, filter level."""
+    material = json.dumps({
+        "dump_level": dump_level,
+        "sources": sources_digest(),
+        "params": spec.params(),
+        "guest_memory_mib": spec.guest_memory_mib,
+        "kernel_release": release,
+    }, sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def reusable(manifest_path: Path, key: str) -> bool:
+    if not manifest_path.exists():
+        return False
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError:
+        return False
+    return manifest.get("build_key") == key and all(
+        Path(dump["path"]).exists() for dump in manifest.get("dumps", [])
+    )
+
+
+def check_planted(counts: dict[str, int], expected: dict[str, Any], work: Path) -> None:
+    got = (counts.get("planted32"), counts.get("planted64"))
+    want = (expected["kmalloc-32"]["objects"], expected["kmalloc-64"]["objects"])
+    if got != want:
+        raise BuildError(f"module planted {got}, expected {want}\n{serial_tail(work)}")
+
+
+def boot_and_dump(kernel: Kernel, initrd: Path, spec: SampleSpec, out: Path,
+                  expected: dict[str, Any], dump_level: int) -> None:
+    """Boot the guest, check what it planted, dump it into out."""
+    with tempfile.TemporaryDirectory(prefix="dumpminer-qemu-") as tmp:  # short socket path
+        work = Path(tmp)
+        qemu = start_qemu(kernel, initrd, spec, work)
+        qmp: Qmp | None = None
+        try:
+            with step("boot to the READY marker"):
+                counts = wait_ready(qemu, work, spec.boot_timeout_s)
+            check_planted(counts, expected, work)
+            qmp = Qmp(work / "qmp.sock")
+            make_dumps(qmp, out, spec)
+        finally:
+            stop_qemu(qemu, qmp)
+            if (work / "serial.log").exists():
+                shutil.copyfile(work / "serial.log", out / "serial.log")
+    postprocess_dumps(out, dump_level)
+
+
+def check_vmcoreinfo(elf_dump: Path, kernel: Kernel) -> None:
+    info = vmcoreinfo_of_elf(elf_dump)
+    if info.get("OSRELEASE") != kernel.release:
+        raise BuildError(f"{elf_dump}: VMCOREINFO OSRELEASE={info.get('OSRELEASE')!r}, "
+                         f"expected {kernel.release!r} (was qemu_fw_cfg.ko loaded?)")
+    build_id = info.get("BUILD-ID")
+    if build_id and build_id != kernel.build_id:
+        raise BuildError(f"{elf_dump}: BUILD-ID {build_id} != vmlinux {kernel.build_id}")
+
+
+def build_sample(sample: str = "seed", series: str = DEFAULT_SERIES,
+                 cache_dir: str | Path | None = None, force: bool = False) -> Path:
+    """Build (or reuse) one sample; return the path of its manifest.json."""
+    spec = SAMPLES.get(sample)
+    if spec is None:
+        raise BuildError(f"unknown sample {sample!r}; known: {sorted(SAMPLES)}")
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    cache = cache.resolve()
+    final = cache / "samples" / series / sample
+    manifest_path = final / "manifest.json"
+    with locked(cache / ".build.lock"):
+        release = resolve_release(series)
+        key = sample_key(spec, release, FILTER_DUMP_LEVEL[series])
+        if not force and reusable(manifest_path, key):
+            log(f"reusing {manifest_path} (key {key[:12]})")
+            return manifest_path
+        start = time.monotonic()
+        kernel = ensure_kernel(release, cache)
+        initrd = ensure_initramfs(kernel, cache)
+        expected = planted(spec)
+        staging = final.parent / f".{sample}.staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        boot_and_dump(kernel, initrd, spec, staging, expected, FILTER_DUMP_LEVEL[series])
+        check_vmcoreinfo(staging / "elf.vmcore", kernel)
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+        manifest = {
+            "schema": SCHEMA,
+            "sample": sample,
+            "series": series,
+            "kernel_release": kernel.release,
+            "kernel_package_version": kernel.package_version,
+            "build_id": kernel.build_id,
+            "vmlinux": str(kernel.vmlinux),
+            "vmlinuz": str(kernel.vmlinuz),
+            "system_map": str(kernel.system_map) if kernel.system_map else None,
+            "guest_memory_mib": spec.guest_memory_mib,
+            "dumps": dump_entries(final, FILTER_DUMP_LEVEL[series]),
+            "module": {"name": "leaky_agent", "params": spec.params()},
+            "planted": expected,
+            "build_key": key,
+            "build_seconds": round(time.monotonic() - start, 1),
+        }
+        tmp_manifest = final / "manifest.json.tmp"
+        tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
+        tmp_manifest.rename(manifest_path)
+        log(f"built {sample} for {series} ({release}) in {manifest['build_seconds']} s")
+    return manifest_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sample", default="seed", choices=sorted(SAMPLES))
+    parser.add_argument("--series", default=DEFAULT_SERIES, choices=sorted(SERIES_METAPACKAGES))
+    parser.add_argument("--cache-dir", help="default: $DUMPMINER_CACHE or ~/.cache/dumpminer")
+    parser.add_argument("--force", action="store_true", help="rebuild the dumps even if current")
+    args = parser.parse_args(argv)
+    try:
+        path = build_sample(args.sample, args.series, args.cache_dir, args.force)
+    except BuildError as error:
+        print(f"build failed: {error}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

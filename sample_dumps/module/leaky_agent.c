@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * leaky_agent: a deliberately leaky "file-monitoring agent" for dumpminer's sample vmcores.
+ *
+ * The agent keeps its path rules as glob components in small kmalloc'd records. On every
+ * rule reload it builds a fresh set of records and forgets the old one without freeing it:
+ * one full set leaks per reload. The record layouts below are a contract with the Python
+ * side (sample_dumps/build.py computes the expected counts, tests/test_samples.py checks
+ * them in the dumps); see sample_dumps/README.md. Change them only together.
+ *
+ * Parameters (all counts of records, never freed):
+ *   reloads   rule reloads; each leaks one set of NR_SET_COMPONENTS kmalloc-32 records
+ *   counters  kmalloc-32 records "t.point.%05u" with value i % COUNTER_MODULUS
+ *   sessions  kmalloc-64 records "SESSION-%08X" (see session_value())
+ * Read-only results: planted32, planted64 (records actually allocated).
+ */
+#include <linux/build_bug.h>
+#include <linux/kernel.h>
+#include <linux/module.h>
+#include <linux/moduleparam.h>
+#include <linux/sched.h>
+#include <linux/slab.h>
+#include <linux/stddef.h>
+#include <linux/string.h>
+#include <linux/types.h>
+
+#define RULE_MAGIC	0xa5d7	/* little endian: bytes d7 a5, not printable */
+#define SESSION_MAGIC	0xa5d8	/* little endian: bytes d8 a5, not printable */
+#define COUNTER_MODULUS	997
+#define SESSION_MODULUS	1021
+#define COUNTER_SET	8	/* counter records are chained in sets of this many */
+
+enum rule_type {
+	RULE_DIR = 1,		/* a plain directory component */
+	RULE_GLOB_DIR = 2,	/* a directory component with a wildcard */
+	RULE_GLOB_FILE = 3,	/* a file name pattern */
+	RULE_FILE = 4,		/* a concrete file name */
+	RULE_SESSION = 5,	/* a session tag (kmalloc-64 family) */
+};
+
+struct rule_rec {		/* 32 bytes -> kmalloc-32 */
+	u8 len;			/* strlen(comp), < 0x20 */
+	u8 type;		/* enum rule_type, < 0x20 */
+	u16 magic;		/* RULE_MAGIC */
+	u32 gen_lo_zero;	/* always 0 */
+	struct rule_rec *next;	/* next record of the same set, NULL at its end */
+	char comp[16];		/* NUL-terminated, NUL-padded component */
+};
+static_assert(sizeof(struct rule_rec) == 32, "rule_rec must be 32 bytes");
+static_assert(offsetof(struct rule_rec, comp) == 16, "comp must start at offset 16");
+
+struct session_rec {		/* 64 bytes -> kmalloc-64 */
+	u8 len;			/* strlen(comp), < 0x30 */
+	u8 type;		/* RULE_SESSION */
+	u16 magic;		/* SESSION_MAGIC */
+	u32 gen_lo_zero;	/* always 0 */
+	struct session_rec *next;	/* previous session record, NULL for the first */
+	char comp[48];		/* NUL-terminated, NUL-padded "SESSION-%08X" */
+};
+static_assert(sizeof(struct session_rec) == 64, "session_rec must be 64 bytes");
+static_assert(offsetof(struct session_rec, comp) == 16, "comp must start at offset 16");
+
+struct component {
+	const char *text;
+	u8 type;
+};
+
+/* One rule set, leaked whole on each reload ("tmp" twice on purpose). */
+static const struct component rule_set[] = {
+	{ "usr", RULE_DIR },
+	{ "sbin/*agt/", RULE_GLOB_DIR },
+	{ "tmp", RULE_DIR },
+	{ "@Vv*/", RULE_GLOB_DIR },
+	{ "t.point.*", RULE_GLOB_FILE },
+	{ "tmp", RULE_DIR },
+};
+#define NR_SET_COMPONENTS ARRAY_SIZE(rule_set)
+
+static uint reloads = 6000;
+module_param(reloads, uint, 0444);
+MODULE_PARM_DESC(reloads, "rule reloads; each leaks one rule set in kmalloc-32");
+
+static uint counters = 5000;
+module_param(counters, uint, 0444);
+MODULE_PARM_DESC(counters, "leaked kmalloc-32 records t.point.%05u (value i % 997)");
+
+static uint sessions = 3000;
+module_param(sessions, uint, 0444);
+MODULE_PARM_DESC(sessions, "leaked kmalloc-64 records SESSION-%08X");
+
+static ulong planted32;
+module_param(planted32, ulong, 0444);
+MODULE_PARM_DESC(planted32, "kmalloc-32 records allocated (read-only result)");
+
+static ulong planted64;
+module_param(planted64, ulong, 0444);
+MODULE_PARM_DESC(planted64, "kmalloc-64 records allocated (read-only result)");
+
+/* Keep the newest head of each family reachable, as a real agent would. */
+static struct rule_rec *current_rules;
+static struct session_rec *last_session;
+
+static struct rule_rec *new_rule(const char *text, u8 type, struct rule_rec *next)
+{
+	struct rule_rec *rec = kmalloc(sizeof(*rec), GFP_KERNEL);
+
+	if (!rec)
+		return NULL;
+	memset(rec, 0, sizeof(*rec));
+	rec->len = strscpy(rec->comp, text, sizeof(rec->comp));
+	rec->type = type;
+	rec->magic = RULE_MAGIC;
+	rec->next = next;
+	planted32++;
+	return rec;
+}
+
+/* Build one rule set, chained in order; the previous set is simply forgotten. */
+static int reload_rules(void)
+{
+	struct rule_rec *head = NULL;
+	int i;
+
+	for (i = NR_SET_COMPONENTS - 1; i >= 0; i--) {
+		head = new_rule(rule_set[i].text, rule_set[i].type, head);
+		if (!head)
+			return -ENOMEM;
+	}
+	current_rules = head;
+	return 0;
+}
+
+static int plant_counters(void)
+{
+	struct rule_rec *head = NULL;
+	char buf[16];
+	uint i;
+
+	for (i = 0; i < counters; i++) {
+		if (i % COUNTER_SET == 0)
+			head = NULL;
+		snprintf(buf, sizeof(buf), "t.point.%05u", i % COUNTER_MODULUS);
+		head = new_rule(buf, RULE_FILE, head);
+		if (!head)
+			return -ENOMEM;
+		if (i % 4096 == 0)
+			cond_resched();
+	}
+	return 0;
+}
+
+/* Binary-coded decimal of n: its "%08X" form is n's 8 decimal digits. */
+static u32 to_bcd(u32 n)
+{
+	u32 v = 0;
+	int shift;
+
+	for (shift = 0; shift < 32; shift += 4) {
+		v |= (n % 10) << shift;
+		n /= 10;
+	}
+	return v;
+}
+
+/*
+ * Session values repeat with period SESSION_MODULUS. Even k gives an all-digit hex value
+ * (e.g. 00012345), odd k one whose second digit is always 'A' (e.g. 0A1B2C3D).
+ */
+static u32 session_value(uint i)
+{
+	u32 k = i % SESSION_MODULUS;
+
+	if (k % 2 == 0)
+		return to_bcd((k * 7919u + 12345u) % 100000000u);
+	return 0x0A000000u | ((k * 2654435761u) & 0x00FFFFFFu);
+}
+
+static int plant_sessions(void)
+{
+	struct session_rec *rec;
+	uint i;
+
+	for (i = 0; i < sessions; i++) {
+		rec = kmalloc(sizeof(*rec), GFP_KERNEL);
+		if (!rec)
+			return -ENOMEM;
+		memset(rec, 0, sizeof(*rec));
+		rec->len = snprintf(rec->comp, sizeof(rec->comp), "SESSION-%08X",
+				    session_value(i));
+		rec->type = RULE_SESSION;
+		rec->magic = SESSION_MAGIC;
+		rec->next = last_session;
+		last_session = rec;
+		planted64++;
+		if (i % 4096 == 0)
+			cond_resched();
+	}
+	return 0;
+}
+
+static int __init leaky_agent_init(void)
+{
+	uint r;
+	int err;
+
+	for (r = 0; r < reloads; r++) {
+		err = reload_rules();
+		if (err)
+			return err;
+		if (r % 1024 == 0)
+			cond_resched();
+	}
+	err = plant_counters();
+	if (!err)
+		err = plant_sessions();
+	if (err)
+		return err;
+	pr_info("leaky_agent: planted kmalloc-32=%lu kmalloc-64=%lu (rules at %px)\n",
+		planted32, planted64, current_rules);
+	return 0;
+}
+
+/* No exit function: the module cannot be unloaded, and its records are never freed. */
+module_init(leaky_agent_init);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("Leaks rule records into kmalloc-32/64 for dumpminer sample vmcores");
