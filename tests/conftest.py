@@ -1,0 +1,60 @@
+"""Shared fixtures: real sample vmcores built (or reused) by sample_dumps/build.py.
+
+``sample_manifest`` is parametrized over the kernel series (ids ``linux-6.1`` and
+``linux-6.12``); set ``DUMPMINER_SERIES=6.1`` (comma-separated list) to run one series only.
+A build failure fails the tests that use the fixture; it never skips them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+for _path in (str(REPO_ROOT), str(TESTS_DIR)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import drgn  # noqa: E402
+from oracle import open_prog as _open_prog  # noqa: E402
+
+from sample_dumps.build import build_sample  # noqa: E402
+
+ALL_SERIES = ("6.1", "6.12")
+
+
+def selected_series() -> list[str]:
+    """The series to test: all, or those listed in $DUMPMINER_SERIES."""
+    wanted = os.environ.get("DUMPMINER_SERIES", "").strip()
+    if not wanted:
+        return list(ALL_SERIES)
+    chosen = [s.strip() for s in wanted.split(",") if s.strip()]
+    unknown = sorted(set(chosen) - set(ALL_SERIES))
+    if unknown:
+        raise pytest.UsageError(f"DUMPMINER_SERIES names unknown series {unknown}")
+    return chosen
+
+
+@pytest.fixture(
+    scope="session",
+    params=selected_series(),
+    ids=lambda series: f"linux-{series}",
+)
+def sample_manifest(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The parsed manifest of the "seed" sample of one series (built on first use)."""
+    manifest_path = build_sample("seed", request.param)
+    manifest: dict[str, Any] = json.loads(Path(manifest_path).read_text())
+    return manifest
+
+
+@pytest.fixture(scope="session")
+def open_prog() -> Callable[[str, str], drgn.Program]:
+    """open_prog(vmcore_path, vmlinux) -> drgn.Program (see tests/oracle.py)."""
+    return _open_prog
