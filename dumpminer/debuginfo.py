@@ -1,0 +1,256 @@
+"""
+Find the vmlinux that goes with a dump, and prove it is the right one.
+
+A vmlinux is accepted only if it carries DWARF (``.debug_info``) and, when the
+dump records a VMCOREINFO ``BUILD-ID``, its GNU build-ID note equals it: a
+kernel of the same release but another build gives wrong structure offsets
+and silently wrong results, so a mismatch is always an error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from dumpminer.dumpinfo import DumpInfo, iter_elf_notes
+from dumpminer.errors import DebugInfoError, InputFileError
+
+__all__ = [
+    "check_vmlinux_matches",
+    "debuginfo_package_hint",
+    "find_vmlinux",
+    "standard_vmlinux_paths",
+    "vmlinux_build_id",
+    "vmlinux_has_debuginfo",
+]
+
+_NT_GNU_BUILD_ID = 3
+#: Largest note section read looking for the build ID.
+_MAX_NOTE_SECTION = 1 << 20
+
+
+def _show(path: str) -> str:
+    return repr(path) if any(c < " " for c in path) else path
+
+
+def _open_elf(path: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """Open ``path`` as ELF; return (file, ELFFile).  Caller closes the file."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    spath = os.fsdecode(path)
+    try:
+        f = open(spath, "rb")  # noqa: SIM115 - returned to the caller
+    except OSError as e:
+        raise InputFileError(f"cannot read vmlinux {_show(spath)}: {e.strerror or e}") from e
+    try:
+        if f.read(4) != b"\x7fELF":
+            raise DebugInfoError(
+                f"{_show(spath)} is not an ELF file (a compressed vmlinuz? "
+                "dumpminer needs the uncompressed vmlinux with debug info)"
+            )
+        f.seek(0)
+        return f, ELFFile(f)
+    except DebugInfoError:
+        f.close()
+        raise
+    except OSError as e:
+        f.close()
+        raise InputFileError(f"cannot read vmlinux {_show(spath)}: {e.strerror or e}") from e
+    except ELFError as e:
+        f.close()
+        raise DebugInfoError(f"{_show(spath)} is a corrupt ELF file ({e})") from e
+    except Exception as e:  # pyelftools/construct raise many kinds on bad input
+        f.close()
+        raise DebugInfoError(f"{_show(spath)} is a corrupt ELF file ({type(e).__name__})") from e
+
+
+def _build_id_notes(elf: Any) -> Iterator[bytes]:
+    """Yield the raw bytes of every note section (or PT_NOTE segment)."""
+    found = False
+    for sec in elf.iter_sections():
+        if sec["sh_type"] == "SHT_NOTE" and 0 < sec["sh_size"] <= _MAX_NOTE_SECTION:
+            found = True
+            yield sec.data()
+    if not found:
+        for seg in elf.iter_segments():
+            if seg["p_type"] == "PT_NOTE" and 0 < seg["p_filesz"] <= _MAX_NOTE_SECTION:
+                yield seg.data()
+
+
+def vmlinux_build_id(path: str | os.PathLike[str]) -> str | None:
+    """
+    Return the GNU build ID of an ELF file in lower-case hex, or ``None``.
+
+    :raises InputFileError: if the file is missing or unreadable.
+    :raises DebugInfoError: if it is not an ELF file.
+    """
+    f, elf = _open_elf(path)
+    with f:
+        try:
+            for data in _build_id_notes(elf):
+                for name, ntype, desc in iter_elf_notes(data, not elf.little_endian):
+                    if name == b"GNU" and ntype == _NT_GNU_BUILD_ID and desc:
+                        return desc.hex()
+        except OSError as e:
+            raise InputFileError(f"cannot read vmlinux {_show(os.fsdecode(path))}: {e}") from e
+        except Exception as e:
+            raise DebugInfoError(
+                f"{_show(os.fsdecode(path))} is a corrupt ELF file ({type(e).__name__})"
+            ) from e
+    return None
+
+
+def vmlinux_has_debuginfo(path: str | os.PathLike[str]) -> bool:
+    """
+    Return whether an ELF file has a non-empty ``.debug_info`` section.
+
+    :raises InputFileError: if the file is missing or unreadable.
+    :raises DebugInfoError: if it is not an ELF file.
+    """
+    f, elf = _open_elf(path)
+    with f:
+        try:
+            sec = elf.get_section_by_name(".debug_info")
+        except Exception as e:
+            raise DebugInfoError(
+                f"{_show(os.fsdecode(path))} is a corrupt ELF file ({type(e).__name__})"
+            ) from e
+        return bool(sec is not None and sec["sh_type"] != "SHT_NOBITS" and sec["sh_size"] > 0)
+
+
+def standard_vmlinux_paths(osrelease: str) -> list[str]:
+    """
+    Return where distributions install a vmlinux for ``osrelease``, most
+    likely first (debug packages before the build tree and /boot).
+    """
+    return [
+        f"/usr/lib/debug/boot/vmlinux-{osrelease}",
+        f"/usr/lib/debug/lib/modules/{osrelease}/vmlinux",
+        f"/lib/modules/{osrelease}/build/vmlinux",
+        f"/boot/vmlinux-{osrelease}",
+    ]
+
+
+def _build_id_path(build_id: str) -> str:
+    return f".build-id/{build_id[:2]}/{build_id[2:]}.debug"
+
+
+def _candidates(info: DumpInfo, debug_dirs: Sequence[str], root: str) -> list[str]:
+    rel = info.osrelease
+    out: list[str] = []
+    for d in debug_dirs:
+        if os.path.isfile(d):
+            out.append(d)  # a vmlinux named directly
+            continue
+        if not os.path.isdir(d):
+            raise InputFileError(f"cannot read debug directory {_show(d)}: No such directory")
+        if rel:
+            out.append(os.path.join(d, f"vmlinux-{rel}"))
+        out.append(os.path.join(d, "vmlinux"))
+        if rel:
+            out.extend(os.path.join(d, p.lstrip("/")) for p in standard_vmlinux_paths(rel))
+        if info.build_id:
+            out.append(os.path.join(d, _build_id_path(info.build_id)))
+            out.append(os.path.join(d, "usr/lib/debug", _build_id_path(info.build_id)))
+    if rel:
+        out.extend(os.path.join(root, p.lstrip("/")) for p in standard_vmlinux_paths(rel))
+    if info.build_id:
+        out.append(os.path.join(root, "usr/lib/debug", _build_id_path(info.build_id)))
+    return list(dict.fromkeys(out))
+
+
+def debuginfo_package_hint(osrelease: str | None) -> str:
+    """
+    Name the distribution package that ships the vmlinux for ``osrelease``.
+
+    >>> debuginfo_package_hint("6.1.0-18-amd64")
+    'install linux-image-6.1.0-18-amd64-dbg (Debian)'
+    """
+    if not osrelease:
+        return "install the kernel debug-info package of the crashed kernel"
+    debian = f"linux-image-{osrelease}-dbg (Debian)"
+    ubuntu = f"linux-image-unsigned-{osrelease}-dbgsym (Ubuntu)"
+    redhat = f"kernel-debuginfo-{osrelease} (debuginfo-install kernel-{osrelease})"
+    if re.search(r"\.(el\d+|fc\d+|amzn\d+|an\d+|oc\d+)", osrelease):
+        return f"install {redhat}"
+    if re.search(r"-(amd64|arm64|686(-pae)?|cloud-\w+|rt-\w+|s390x|ppc64el|armmp)$", osrelease):
+        return f"install {debian}"
+    if re.search(
+        r"-(generic|lowlatency|aws|azure|gcp|gke|kvm|oracle|ibm|raspi|virtual)(-\w+)?$", osrelease
+    ):
+        return f"install {ubuntu}"
+    return f"install {debian}, {ubuntu} or {redhat}"
+
+
+def find_vmlinux(info: DumpInfo, debug_dirs: Sequence[str] = (), root: str = "/") -> str:
+    """
+    Find a vmlinux with debug info that matches a dump.
+
+    Each directory in ``debug_dirs`` is searched first (``vmlinux-REL``,
+    ``vmlinux``, the standard paths below it, and the ``.build-id/xx/yyyy.debug``
+    layout); then the standard places under ``root``.  A candidate is accepted
+    only if it has ``.debug_info`` and, when the dump records a build ID, the
+    same build ID.
+
+    :param info: The dump, from :func:`~dumpminer.dumpinfo.read_dump_info`.
+    :param debug_dirs: Directories (or vmlinux files) given with --debug-dir.
+    :param root: Root of the file system searched for installed packages.
+    :raises InputFileError: if a directory in ``debug_dirs`` does not exist.
+    :raises DebugInfoError: if no candidate is acceptable.
+    """
+    mismatched: list[str] = []
+    stripped: list[str] = []
+    for path in _candidates(info, debug_dirs, root):
+        if not os.path.isfile(path):
+            continue
+        try:
+            build_id = vmlinux_build_id(path)
+            has_debug = vmlinux_has_debuginfo(path)
+        except (InputFileError, DebugInfoError):
+            continue  # unreadable or not ELF: keep looking
+        if info.build_id and build_id != info.build_id:
+            mismatched.append(path)
+            continue
+        if not has_debug:
+            stripped.append(path)
+            continue
+        return path
+    rel = info.osrelease or "an unknown release"
+    what = f"no vmlinux with debug info for kernel {rel}"
+    if info.build_id:
+        what += f" (BUILD-ID {info.build_id})"
+    notes = []
+    if mismatched:
+        notes.append(f"other or no build ID: {', '.join(map(_show, mismatched))}")
+    if stripped:
+        notes.append(f"no .debug_info: {', '.join(map(_show, stripped))}")
+    found = f" (rejected {'; '.join(notes)})" if notes else ""
+    raise DebugInfoError(
+        f"{what} found{found}; {debuginfo_package_hint(info.osrelease)} "
+        "or pass its directory with --debug-dir"
+    )
+
+
+def check_vmlinux_matches(info: DumpInfo, vmlinux: str | os.PathLike[str]) -> None:
+    """
+    Check that ``vmlinux`` is the dump's kernel and has debug info.
+
+    :raises InputFileError: if ``vmlinux`` is missing or unreadable.
+    :raises DebugInfoError: if it is not ELF, has no ``.debug_info``, or its
+        build ID differs from the dump's ``BUILD-ID`` (when both are known).
+    """
+    spath = _show(os.fsdecode(vmlinux))
+    build_id = vmlinux_build_id(vmlinux)
+    if info.build_id and build_id and build_id != info.build_id:
+        raise DebugInfoError(
+            f"vmlinux build ID {build_id} does not match the dump's BUILD-ID "
+            f"{info.build_id} (dump OSRELEASE {info.osrelease or 'unknown'}): {spath}"
+        )
+    if not vmlinux_has_debuginfo(vmlinux):
+        raise DebugInfoError(
+            f"{spath} has no .debug_info section (a stripped image?); "
+            f"{debuginfo_package_hint(info.osrelease)}"
+        )
