@@ -1,0 +1,156 @@
+"""
+Benchmark: mining kmalloc-32 of a sample dump, against drgn's helper loop and
+against the floor of reading the cache's slabs once.
+
+    python3 bench/bench_mine.py [--sample big] [--series 6.1] [--runs 3]
+
+Each program runs in its own process, once per round, and the rounds
+interleave the programs, so that a noisy neighbour slows all of them alike.
+It prints, per program, the median wall time, its spread, objects per second
+and peak RSS, and the ratios that the speed targets are stated in, all
+measured in the same run. Build the sample first:
+``python3 sample_dumps/build.py --sample big``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+CACHE = "kmalloc-32"
+
+
+def _open(vmcore: str, vmlinux: str) -> Any:
+    from dumpminer.dump import open_dump
+
+    return open_dump(vmcore, vmlinux).prog
+
+
+def program_helper_loop(prog: Any) -> int:
+    """(a) drgn's helper loop: one read per object, printable runs counted."""
+    from drgn.helpers.linux.slab import find_slab_cache, slab_cache_for_each_allocated_object
+
+    from dumpminer.fragments import printable_runs
+
+    slab_cache = find_slab_cache(prog, CACHE)
+    size = slab_cache.object_size.value_()
+    counts: Counter[bytes] = Counter()
+    n = 0
+    for obj in slab_cache_for_each_allocated_object(slab_cache, "void"):
+        counts.update({text for _, text in printable_runs(prog.read(obj.value_(), size))})
+        n += 1
+    return n
+
+
+def program_dumpminer(prog: Any) -> int:
+    """(b) dumpminer's exact mode, the library call behind ``dumpminer mine``."""
+    import dumpminer
+
+    report = dumpminer.mine(prog, CACHE)
+    return int(report.scan["objects_scanned"])
+
+
+def program_floor(prog: Any) -> int:
+    """(d) the floor: find the cache's slab pages in bulk and read each slab once."""
+    from drgn.helpers.linux.mm import pfn_to_virt
+    from drgn.helpers.linux.slab import find_slab_cache
+
+    from dumpminer.walk import WalkStats, find_slab_pages
+
+    slab_cache = find_slab_cache(prog, CACHE)
+    stride = slab_cache.size.value_()
+    pages = find_slab_pages(prog, {slab_cache.value_()}, WalkStats())
+    shift = prog["PAGE_SHIFT"].value_()
+    virt0 = pfn_to_virt(prog, 0).value_()
+    n = 0
+    for page in pages:
+        prog.read(virt0 + (page.pfn << shift), page.objects * stride)
+        n += page.objects
+    return n
+
+
+PROGRAMS = {
+    "a-drgn-helpers": program_helper_loop,
+    "b-dumpminer": program_dumpminer,
+    "d-floor": program_floor,
+}
+
+
+def child(name: str, vmcore: str, vmlinux: str) -> None:
+    """Run one program in this process and print its measurements as JSON."""
+    prog = _open(vmcore, vmlinux)
+    started = time.perf_counter()
+    objects = PROGRAMS[name](prog)
+    seconds = time.perf_counter() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "objects": objects, "peak_rss_mib": peak_kib / 1024}))
+
+
+def _manifest(sample: str, series: str) -> dict[str, Any]:
+    from sample_dumps.build import build_sample
+
+    path = build_sample(sample, series)
+    with open(path) as f:
+        return dict(json.load(f))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--sample", default="big")
+    parser.add_argument("--series", default="6.1")
+    parser.add_argument("--format", default="kdump", help="which dump of the sample")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip", action="append", default=[], help="programs to leave out")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    manifest = _manifest(args.sample, args.series)
+    vmcore = next(d["path"] for d in manifest["dumps"] if d["format"] == args.format)
+    names = [n for n in PROGRAMS if n not in args.skip]
+    results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    for round_ in range(args.runs):
+        for name in names:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", name, vmcore, manifest["vmlinux"]],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"round {round_ + 1} {name}: {results[name][-1]}", file=sys.stderr)
+    print(f"sample {args.sample} ({args.series}, {args.format}): {vmcore}")
+    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
+    medians = {}
+    for name in names:
+        times = [r["seconds"] for r in results[name]]
+        medians[name] = statistics.median(times)
+        objects = results[name][0]["objects"]
+        peak = max(r["peak_rss_mib"] for r in results[name])
+        print(
+            f"{name:16} median {medians[name]:7.2f} s"
+            f"  (min {min(times):.2f}, max {max(times):.2f})"
+            f"  {objects / medians[name] / 1e3:8.0f} k obj/s"
+            f"  objects {objects}  peak {peak:.0f} MiB"
+        )
+    if "a-drgn-helpers" in medians and "b-dumpminer" in medians:
+        ratio = medians["a-drgn-helpers"] / medians["b-dumpminer"]
+        print(f"speed-up of dumpminer over drgn helpers: {ratio:.1f}x")
+    if "d-floor" in medians and "b-dumpminer" in medians:
+        print(f"dumpminer / floor: {medians['b-dumpminer'] / medians['d-floor']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
