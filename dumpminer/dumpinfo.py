@@ -4,9 +4,9 @@ What a dump is, read from its headers alone (no debuginfo needed).
 :func:`read_dump_info` identifies the three containers dumpminer accepts —
 ELF cores (``/proc/vmcore`` copies, ``makedumpfile -E``, QEMU
 ``dump-guest-memory``), kdump-compressed files (``makedumpfile -c/-l/-p``,
-QEMU ``dump-guest-memory -z/-l/-s`` written to a seekable file by QEMU >= 8.2)
-and the *flattened* kdump stream (``makedumpfile -F``, and what QEMU < 8.2
-writes for ``-z/-l/-s``) — and reports the facts needed to pick a vmlinux and
+QEMU >= 8.2 ``kdump-raw-*`` formats)
+and the *flattened* kdump stream (``makedumpfile -F``, and what QEMU
+writes for ``kdump-zlib/lzo/snappy``) — and reports the facts needed to pick a vmlinux and
 to judge the dump: kernel release, build ID, page size, how much memory it
 covers and whether pages were filtered out.
 
@@ -41,10 +41,9 @@ SUPPORTED_ARCHES = ("x86_64",)
 
 #: Largest VMCOREINFO text accepted (the kernel's own limit is one page).
 MAX_VMCOREINFO_BYTES = 1 << 20
-#: Largest single ELF note read into memory.
-MAX_NOTE_BYTES = 1 << 20
-#: Most bytes of PT_NOTE segments walked looking for VMCOREINFO.
-MAX_NOTE_SEGMENT_BYTES = 64 << 20
+#: Most bytes of one note area (PT_NOTE segment, kdump note area) read looking
+#: for VMCOREINFO; per-CPU notes of 8192 CPUs take about 3 MiB.
+MAX_NOTE_SEGMENT_BYTES = 16 << 20
 #: Largest pair of kdump page bitmaps compared to detect filtering (each half).
 MAX_BITMAP_BYTES = 64 << 20
 #: Most records of a flattened stream scanned before giving up on a range.
@@ -301,28 +300,12 @@ def iter_elf_notes(data: bytes, big_endian: bool) -> Iterator[tuple[bytes, int, 
 def _find_vmcoreinfo_in_notes(
     read: Callable[[int, int], bytes], start: int, length: int, big_endian: bool
 ) -> bytes | None:
-    """Walk notes in ``[start, start + length)`` via ``read``, reading only
-    headers and names until the VMCOREINFO note is found (bounded reads)."""
-    fmt = ">III" if big_endian else "<III"
-    pos, end = start, start + min(length, MAX_NOTE_SEGMENT_BYTES)
-    while pos + 12 <= end:
-        head = read(pos, 12)
-        if len(head) < 12:
-            return None
-        namesz, descsz, _ = struct.unpack(fmt, head)
-        desc_at = pos + 12 + ((namesz + 3) & ~3)
-        nxt = desc_at + ((descsz + 3) & ~3)
-        if nxt > end + 3 or namesz > 256:
-            return None  # malformed: stop quietly, the rest of the dump may be fine
-        if namesz == 11:
-            name = read(pos + 12, namesz)
-            if name == b"VMCOREINFO\0":
-                if descsz > MAX_VMCOREINFO_BYTES:
-                    return None
-                return read(desc_at, descsz)
-        if nxt <= pos:
-            return None
-        pos = nxt
+    """Return the VMCOREINFO note's text from the notes in ``[start, start +
+    length)``, read in one piece of at most :data:`MAX_NOTE_SEGMENT_BYTES`."""
+    data = read(start, min(length, MAX_NOTE_SEGMENT_BYTES))
+    for name, _, desc in iter_elf_notes(data, big_endian):
+        if name == b"VMCOREINFO":
+            return desc if len(desc) <= MAX_VMCOREINFO_BYTES else None
     return None
 
 
