@@ -26,8 +26,9 @@ OpenProg = Callable[[str, str], drgn.Program]
 
 
 def dump_of(manifest: dict[str, Any], fmt: str) -> dict[str, Any]:
-    (dump,) = [d for d in manifest["dumps"] if d["format"] == fmt]
-    return dump
+    matches: list[dict[str, Any]] = [d for d in manifest["dumps"] if d["format"] == fmt]
+    assert len(matches) == 1, f"{len(matches)} {fmt} dumps in the manifest"
+    return matches[0]
 
 
 def vmcoreinfo(prog: drgn.Program) -> dict[str, str]:
@@ -117,7 +118,7 @@ def crash_kmem(vmlinux: str, vmcore: str, cache: str) -> tuple[int, int]:
 
 
 @pytest.mark.skipif(shutil.which("crash") is None, reason="crash is not installed")
-@pytest.mark.parametrize("fmt", ["kdump", "elf"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_crash_agrees_with_drgn(
     sample_manifest: dict[str, Any], open_prog: OpenProg, fmt: str
 ) -> None:
