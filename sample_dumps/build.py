@@ -171,8 +171,15 @@ def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def apt_env() -> dict[str, str]:
-    return {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+def apt_get(*args: str, cwd: Path | None = None) -> None:
+    """apt-get ARGS; on failure run `apt-get update` once and retry (stale or no lists)."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        run(["apt-get", *args], cwd=cwd, env=env)
+    except BuildError:
+        with step("apt-get update (package lists missing or stale)"):
+            run(["apt-get", "update", "-q"], env=env)
+        run(["apt-get", *args], cwd=cwd, env=env)
 
 
 def default_cache_dir() -> Path:
@@ -212,8 +219,7 @@ def require_tools(*tools: str) -> None:
     missing = [packages[tool] for tool in tools if shutil.which(tool) is None]
     if missing:
         with step(f"apt-get install {' '.join(missing)}"):
-            run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-                env=apt_env())
+            apt_get("install", "-y", "-q", "--no-install-recommends", *missing)
 
 
 # --- Kernel ---------------------------------------------------------------------------------
@@ -245,7 +251,8 @@ def resolve_release(series: str) -> str:
             return match.group(1)
         if attempt == 0:
             with step("apt-get update (package lists missing or stale)"):
-                run(["apt-get", "update", "-q"], env=apt_env())
+                run(["apt-get", "update", "-q"],
+                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     raise BuildError(f"cannot resolve the kernel of {meta}:\n{proc.stdout}{proc.stderr}")
 
 
@@ -317,7 +324,7 @@ def fetch_kernel(release: str, kernel_dir: Path) -> None:
         work = Path(tmp)
         image_pkg, dbg_pkg = f"linux-image-{release}", f"linux-image-{release}-dbg"
         with step(f"apt-get download {image_pkg} {dbg_pkg}"):
-            run(["apt-get", "download", image_pkg, dbg_pkg], cwd=work, env=apt_env())
+            apt_get("download", image_pkg, dbg_pkg, cwd=work)
         image_deb = next(work.glob(f"{image_pkg}_*.deb"))
         dbg_deb = next(work.glob(f"{dbg_pkg}_*.deb"))
         version = run(["dpkg-deb", "-f", str(image_deb), "Version"]).stdout.strip()
@@ -381,7 +388,7 @@ def ensure_headers(release: str) -> Path:
     headers = Path("/usr/src") / f"linux-headers-{release}"
     if not (headers / "Makefile").exists():
         with step(f"apt-get install linux-headers-{release}"):
-            run(["apt-get", "install", "-y", "-q", f"linux-headers-{release}"], env=apt_env())
+            apt_get("install", "-y", "-q", f"linux-headers-{release}")
     return headers
 
 
