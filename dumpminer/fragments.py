@@ -19,7 +19,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -30,9 +30,6 @@ DEFAULT_MIN_LENGTH = 3
 
 #: How many example object addresses each fragment keeps (the lowest ones).
 EXAMPLES = 5
-
-_PRINTABLE = np.zeros(256, dtype=bool)
-_PRINTABLE[0x20:0x7F] = True
 
 _PRINTABLE_RUN = re.compile(rb"[\x20-\x7e]+")
 
@@ -75,18 +72,19 @@ def find_runs(rows: npt.NDArray[np.uint8], min_length: int = DEFAULT_MIN_LENGTH)
     if n == 0 or width == 0:
         empty = np.zeros(0, dtype=np.intp)
         return Runs(empty, empty, empty, np.zeros(0, dtype="S1"))
-    # One non-printable column on each side of every row, so that runs end at
-    # row boundaries and every start has a matching end.
-    padded = np.zeros((n, width + 2), dtype=np.int8)
-    padded[:, 1:-1] = _PRINTABLE[rows]
-    edges = np.diff(padded.ravel())
-    starts = np.flatnonzero(edges == 1) + 1
-    ends = np.flatnonzero(edges == -1) + 1
-    lengths = ends - starts
+    printable = (rows - np.uint8(0x20)) < np.uint8(0x7F - 0x20)
+    # A run starts at a printable byte with no printable byte before it in
+    # the row, and ends at one with none after it: runs stop at row ends.
+    first = printable.copy()
+    first[:, 1:] &= ~printable[:, :-1]
+    last = printable.copy()
+    last[:, :-1] &= ~printable[:, 1:]
+    starts = np.flatnonzero(first)
+    lengths = np.flatnonzero(last) - starts + 1
     keep = lengths >= min_length
     starts, lengths = starts[keep], lengths[keep]
-    row = starts // (width + 2)
-    offset = starts % (width + 2) - 1
+    row = starts // width
+    offset = starts % width
     return Runs(row, offset, lengths, _gather_texts(rows, row, offset, lengths))
 
 
@@ -96,21 +94,66 @@ def _gather_texts(
     offset: npt.NDArray[np.intp],
     length: npt.NDArray[np.intp],
 ) -> npt.NDArray[np.bytes_]:
-    """Copy each run out of *rows* as a NUL-padded fixed-width string."""
+    """
+    Copy each run out of *rows* as a NUL-padded fixed-width string, padded to
+    a multiple of 8 bytes so that :func:`group_texts` can hash it by words.
+    """
     if len(row) == 0:
-        return np.zeros(0, dtype="S1")
-    wide = int(length.max())
-    out = np.zeros((len(row), wide), dtype=np.uint8)
-    step = max(1, _GATHER_BYTES // wide)
-    cols = np.arange(wide)
-    last = rows.shape[1] - 1
-    for lo in range(0, len(row), step):
-        hi = lo + step
-        index = offset[lo:hi, None] + cols
-        block = rows[row[lo:hi, None], np.minimum(index, last)]
-        block[cols >= length[lo:hi, None]] = 0
+        return np.zeros(0, dtype="S8")
+    wide = -(-int(length.max()) // 8) * 8
+    width = rows.shape[1]
+    flat = np.zeros(rows.size + wide, dtype=np.uint8)
+    flat[: rows.size] = rows.ravel()
+    # Each run is one row of a sliding window over the flat bytes: copying it
+    # out is one memcpy per run, not a gather per byte.
+    windows = np.lib.stride_tricks.sliding_window_view(flat, wide)
+    start = row * width + offset
+    out = np.empty((len(row), wide), dtype=np.uint8)
+    cols = np.arange(wide, dtype=np.intp)
+    for lo in range(0, len(row), max(1, _GATHER_BYTES // wide)):
+        hi = lo + max(1, _GATHER_BYTES // wide)
+        block = windows[start[lo:hi]]
+        block *= cols < length[lo:hi, None]
         out[lo:hi] = block
     return out.view(f"S{wide}").ravel()
+
+
+_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _unique_unsorted(values: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[Any], ...]:
+    """np.unique with first index, inverse and counts; unsorted where numpy can."""
+    try:
+        return tuple(
+            np.unique(
+                values, return_index=True, return_inverse=True, return_counts=True, sorted=False
+            )
+        )
+    except TypeError:  # numpy < 2.3 has no sorted=False.
+        return tuple(np.unique(values, return_index=True, return_inverse=True, return_counts=True))
+
+
+def group_texts(
+    texts: npt.NDArray[np.bytes_],
+) -> tuple[npt.NDArray[np.bytes_], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """
+    Group equal texts: the distinct texts, which of them each input is, and
+    how many times each occurs. Texts are grouped by a 64-bit hash of their
+    words, which is much faster than sorting strings; the grouping is then
+    checked against the texts themselves, and redone by sorting in the
+    unlikely case of a collision, so it is always exact.
+    """
+    words = texts.view(np.uint64).reshape(len(texts), -1)
+    digest = np.zeros(len(texts), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column in words.T:
+            digest = (digest ^ column) * _HASH_MULTIPLIER
+            digest ^= digest >> np.uint64(29)
+    _, first, which, counts = _unique_unsorted(digest)
+    distinct = texts[first]
+    if not np.array_equal(distinct[which], texts):
+        distinct, which, counts = np.unique(texts, return_inverse=True, return_counts=True)
+    return distinct, which.ravel(), counts
 
 
 @dataclass
@@ -165,32 +208,17 @@ class FragmentTally:
         runs = find_runs(rows, min_length)
         if len(runs.row) == 0:
             return
-        texts, which, occurrences = np.unique(runs.text, return_inverse=True, return_counts=True)
-        n = rows.shape[0]
-        # Distinct (fragment, object) pairs give the object counts and examples.
-        pairs = np.unique(which.astype(np.int64) * n + runs.row)
-        pair_text = pairs // n
-        pair_row = pairs % n
-        objects = np.bincount(pair_text, minlength=len(texts))
-        # Rows arrive in address order within a batch only by convention, so
-        # sort the pair addresses explicitly before taking the lowest ones.
-        pair_addr = addresses[pair_row]
-        order = np.lexsort((pair_addr, pair_text))
-        first = np.searchsorted(pair_text[order], np.arange(len(texts)))
-        width = rows.shape[1]
-        where = np.unique(which.astype(np.int64) * width + runs.offset, return_counts=True)
-        offsets_by_text: dict[int, list[tuple[int, int]]] = {}
-        for key, count in zip(where[0].tolist(), where[1].tolist(), strict=True):
-            offsets_by_text.setdefault(key // width, []).append((key % width, count))
-        sorted_addr = pair_addr[order]
-        for i, text in enumerate(texts.tolist()):
-            fragment = self._get(text)
+        texts, which, occurrences = group_texts(runs.text)
+        objects = occurrences - _repeats_in_objects(runs.row, which, rows.shape[0], len(texts))
+        offsets = _offset_counts(which, runs.offset, rows.shape[1], len(texts))
+        fragments = [self._get(text) for text in texts.tolist()]
+        examples = _lowest_objects(runs.row, which, addresses, fragments)
+        for i, fragment in enumerate(fragments):
             fragment.objects += int(objects[i])
             fragment.occurrences += int(occurrences[i])
-            for offset, count in offsets_by_text[i]:
-                fragment.offsets[offset] += count
-            lo = int(first[i])
-            fragment.add_examples(sorted_addr[lo : lo + min(EXAMPLES, int(objects[i]))].tolist())
+            fragment.offsets.update(offsets.get(i, {}))
+            if i in examples:
+                fragment.add_examples(examples[i])
 
     def add_context(
         self, rows: npt.NDArray[np.uint8], min_length: int = DEFAULT_MIN_LENGTH
@@ -212,3 +240,67 @@ class FragmentTally:
             ours.in_context += theirs.in_context
             ours.offsets.update(theirs.offsets)
             ours.add_examples(theirs.examples)
+
+
+def _repeats_in_objects(
+    row: npt.NDArray[np.intp], which: npt.NDArray[np.intp], n_rows: int, n_texts: int
+) -> npt.NDArray[np.int64]:
+    """Per text, runs that repeat a text already found in the same object."""
+    per_row = np.bincount(row, minlength=n_rows)
+    several = per_row[row] >= 2
+    if not several.any():
+        return np.zeros(n_texts, dtype=np.int64)
+    pairs, counts = np.unique(
+        which[several].astype(np.int64) * n_rows + row[several], return_counts=True
+    )
+    return np.bincount(pairs // n_rows, weights=counts - 1, minlength=n_texts).astype(np.int64)
+
+
+def _offset_counts(
+    which: npt.NDArray[np.intp], offset: npt.NDArray[np.intp], width: int, n_texts: int
+) -> dict[int, dict[int, int]]:
+    """Per text index, offset -> runs at that offset."""
+    keys = which.astype(np.int64) * width + offset
+    if n_texts * width <= 1 << 24:
+        counts = np.bincount(keys, minlength=n_texts * width)
+        keys = np.flatnonzero(counts)
+        counts = counts[keys]
+    else:
+        keys, counts = np.unique(keys, return_counts=True)
+    out: dict[int, dict[int, int]] = {}
+    for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
+        out.setdefault(key // width, {})[key % width] = count
+    return out
+
+
+def _lowest_objects(
+    row: npt.NDArray[np.intp],
+    which: npt.NDArray[np.intp],
+    addresses: npt.NDArray[np.uint64],
+    fragments: list[Fragment],
+) -> dict[int, list[int]]:
+    """
+    Per text index, the lowest addresses of objects holding it, for the texts
+    whose examples could still change: fewer than :data:`EXAMPLES`, or some
+    higher than the lowest address in this batch. Walks go up in address, so
+    after the first batches this is a handful of new texts, not all of them.
+    """
+    lowest = int(addresses.min())
+    needy = np.array(
+        [len(f.examples) < EXAMPLES or f.examples[-1] > lowest for f in fragments], dtype=bool
+    )
+    picked = np.flatnonzero(needy[which])
+    if len(picked) == 0:
+        return {}
+    address = addresses[row[picked]]
+    order = np.lexsort((address, which[picked]))
+    text, address = which[picked][order], address[order]
+    fresh = np.ones(len(text), dtype=bool)
+    fresh[1:] = (text[1:] != text[:-1]) | (address[1:] != address[:-1])
+    text, address = text[fresh], address[fresh]
+    start = np.searchsorted(text, text, side="left")
+    keep = np.arange(len(text)) - start < EXAMPLES
+    out: dict[int, list[int]] = {}
+    for i, a in zip(text[keep].tolist(), address[keep].tolist(), strict=True):
+        out.setdefault(i, []).append(a)
+    return out

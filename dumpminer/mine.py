@@ -29,47 +29,61 @@ from dumpminer.fragments import DEFAULT_MIN_LENGTH, FragmentTally
 from dumpminer.report import Report
 from dumpminer.walk import Slab, WalkStats, find_slab_pages, walk_slabs
 
-#: Objects gathered before one vectorised extraction pass.
-BATCH_OBJECTS = 1 << 16
+#: Bytes of objects gathered before one vectorised extraction pass.
+BATCH_BYTES = 32 << 20
 #: Largest context window on either side of an object.
 MAX_CONTEXT = 1 << 20
 
 
 @dataclass
 class _Batch:
-    """Object rows of one width waiting for extraction."""
+    """Slabs of one cache waiting for extraction, in address order."""
 
-    rows: list[npt.NDArray[np.uint8]] = field(default_factory=list)
-    addresses: list[npt.NDArray[np.uint64]] = field(default_factory=list)
-    before: list[npt.NDArray[np.uint8]] = field(default_factory=list)
-    after: list[npt.NDArray[np.uint8]] = field(default_factory=list)
-    objects: int = 0
+    slabs: list[Slab] = field(default_factory=list)
+    nbytes: int = 0
 
 
-def slab_rows(
+def batch_rows(
+    slabs: list[Slab],
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
+    """
+    The objects of *slabs* (all of one cache) as rows of ``object_size``
+    bytes, their addresses, and which of them are allocated. Rows keep the
+    slabs' order, so addresses ascend when the slabs do.
+    """
+    layout = slabs[0].layout
+    stride, size = layout.stride, layout.object_size
+    counts = np.array([slab.objects for slab in slabs], dtype=np.int64)
+    total = int(counts.sum())
+    region = b"".join(
+        memoryview(slab.data)[slab.before : slab.before + slab.objects * stride] for slab in slabs
+    )
+    rows = np.frombuffer(region, dtype=np.uint8).reshape(total, stride)[:, :size]
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    bases = np.repeat(np.array([slab.base for slab in slabs], dtype=np.uint64), counts)
+    index = (np.arange(total, dtype=np.int64) - first).astype(np.uint64)
+    addresses = bases + index * np.uint64(stride)
+    allocated = np.concatenate([slab.allocated for slab in slabs])
+    return rows, addresses, allocated
+
+
+def context_rows(
     slab: Slab,
-) -> tuple[
-    npt.NDArray[np.uint8], npt.NDArray[np.uint64], npt.NDArray[np.uint8], npt.NDArray[np.uint8]
-]:
-    """
-    The allocated objects of *slab* as rows of bytes, their addresses, and
-    the context windows before and after each of them.
-    """
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """The context windows before and after each allocated object of *slab*."""
     layout = slab.layout
     view = np.frombuffer(slab.data, dtype=np.uint8)
-    n, stride, size = slab.objects, layout.stride, layout.object_size
+    n, stride = slab.objects, layout.stride
     index = np.flatnonzero(slab.allocated)
-    start = slab.before
-    rows = view[start : start + n * stride].reshape(n, stride)[index, :size]
-    addresses = np.uint64(slab.base) + index.astype(np.uint64) * np.uint64(stride)
     windows = np.lib.stride_tricks.as_strided
     before = windows(view, shape=(n, slab.before), strides=(stride, 1))[index]
-    after = windows(view[start + size :], shape=(n, slab.after), strides=(stride, 1))[index]
-    return rows, addresses, before, after
+    tail = view[slab.before + layout.object_size :]
+    after = windows(tail, shape=(n, slab.after), strides=(stride, 1))[index]
+    return before, after
 
 
 class _Miner:
-    """Feeds slabs into a tally in batches of rows of the same width."""
+    """Feeds slabs into a tally in batches, one batch per cache."""
 
     def __init__(self, min_length: int) -> None:
         self.min_length = min_length
@@ -77,31 +91,29 @@ class _Miner:
         self.batches: dict[int, _Batch] = {}
 
     def add(self, slab: Slab) -> None:
-        rows, addresses, before, after = slab_rows(slab)
-        batch = self.batches.setdefault(slab.layout.object_size, _Batch())
-        batch.rows.append(rows)
-        batch.addresses.append(addresses)
-        batch.before.append(before)
-        batch.after.append(after)
-        batch.objects += len(rows)
-        if batch.objects >= BATCH_OBJECTS:
-            self.flush(slab.layout.object_size)
+        key = slab.layout.address
+        batch = self.batches.setdefault(key, _Batch())
+        batch.slabs.append(slab)
+        batch.nbytes += len(slab.data)
+        if batch.nbytes >= BATCH_BYTES:
+            self.flush(key)
 
-    def flush(self, width: int) -> None:
-        batch = self.batches.pop(width, None)
-        if batch is None or not batch.objects:
+    def flush(self, key: int) -> None:
+        batch = self.batches.pop(key, None)
+        if batch is None or not batch.slabs:
             return
-        self.tally.add_objects(
-            np.concatenate(batch.rows), np.concatenate(batch.addresses), self.min_length
-        )
-        for windows in (batch.before, batch.after):
-            joined = np.concatenate(windows)
-            if joined.shape[1]:
-                self.tally.add_context(joined, self.min_length)
+        rows, addresses, allocated = batch_rows(batch.slabs)
+        self.tally.add_objects(rows[allocated], addresses[allocated], self.min_length)
+        if batch.slabs[0].before or batch.slabs[0].after:
+            windows = [context_rows(slab) for slab in batch.slabs]
+            for side in (0, 1):
+                joined = np.concatenate([w[side] for w in windows])
+                if joined.shape[1]:
+                    self.tally.add_context(joined, self.min_length)
 
     def finish(self) -> FragmentTally:
-        for width in list(self.batches):
-            self.flush(width)
+        for key in list(self.batches):
+            self.flush(key)
         return self.tally
 
 
