@@ -9,6 +9,7 @@ Only the report goes to stdout.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -17,6 +18,7 @@ from types import FrameType
 from typing import NoReturn
 
 from dumpminer.dump import open_dump
+from dumpminer.dumpinfo import dump_info_dict, read_dump_info
 from dumpminer.errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
@@ -26,7 +28,7 @@ from dumpminer.errors import (
 )
 from dumpminer.fragments import DEFAULT_MIN_LENGTH
 from dumpminer.mine import mine
-from dumpminer.report import FORMATS, render, terminal_escape, write_atomically
+from dumpminer.report import FORMATS, render, render_many, terminal_escape, write_atomically
 from dumpminer.slabinfo import render_slab_info, slab_info
 
 
@@ -55,7 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("vmcore", help="the dump: ELF, kdump-compressed or makedumpfile output")
     m.add_argument("--vmlinux", help="vmlinux with debuginfo for the dump's kernel")
     m.add_argument("--debug-dir", action="append", default=[], help="where to look for vmlinux")
-    m.add_argument("--cache", required=True, help="cache name as in /proc/slabinfo, or a glob")
+    m.add_argument(
+        "--cache", help="cache name as in /proc/slabinfo, or a glob; default: the largest caches"
+    )
+    m.add_argument(
+        "--caches-top", type=_positive, default=3, metavar="K", help="without --cache: mine K"
+    )
     m.add_argument("--context", type=_positive, metavar="BYTES", help="bytes before and after")
     m.add_argument("--before", type=_positive, metavar="B", help="context bytes before objects")
     m.add_argument("--after", type=_positive, metavar="A", help="context bytes after objects")
@@ -64,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--format", choices=FORMATS, default="table")
     m.add_argument("-o", "--output", metavar="FILE", help="write the report here, atomically")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
+    i = sub.add_parser("info", help="what a dump is, from its headers, without debuginfo")
+    i.add_argument("vmcore")
+    i.add_argument("--format", choices=("table", "json"), default="table")
     c = sub.add_parser("caches", help="every slab cache, most memory first (like kmem -s)")
     c.add_argument("vmcore")
     c.add_argument("--vmlinux", help="vmlinux with debuginfo for the dump's kernel")
@@ -114,21 +124,47 @@ def run_mine(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
+    if args.cache is not None:
+        names = [args.cache]
+    else:
+        names = [line.usage.name for line in slab_info(dump.prog).caches[: args.caches_top]]
+    reports = []
     try:
-        report = mine(
-            dump.prog,
-            args.cache,
-            before=before,
-            after=after,
-            min_length=args.min_length,
-            progress=not args.quiet,
-            dump=dump,
-        )
+        for name in names:
+            reports.append(
+                mine(
+                    dump.prog,
+                    name,
+                    before=before,
+                    after=after,
+                    min_length=args.min_length,
+                    progress=not args.quiet,
+                    dump=dump,
+                )
+            )
+            if reports[-1].partial:
+                break
     finally:
         signal.signal(signal.SIGTERM, previous)
-    _emit(render(report, args.format, args.top), args.output)
-    if report.partial:
+    if args.cache is not None:
+        _emit(render(reports[0], args.format, args.top), args.output)
+    else:
+        _emit(render_many(reports, args.format, args.top), args.output)
+    if reports[-1].partial:
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """``dumpminer info``: the dump's header facts, no debuginfo needed."""
+    facts = dump_info_dict(read_dump_info(args.vmcore))
+    if args.format == "json":
+        _emit(json.dumps(facts, indent=2, ensure_ascii=True) + "\n", None)
+        return 0
+    lines = [
+        f"{key:15} {value}" for key, value in facts.items() if key not in ("schema", "vmcoreinfo")
+    ]
+    _emit("\n".join(terminal_escape(line) for line in lines) + "\n", None)
     return 0
 
 
@@ -144,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dumpminer`` console script."""
     try:
         args = build_parser().parse_args(argv)
-        commands = {"mine": run_mine, "caches": run_caches}
+        commands = {"mine": run_mine, "caches": run_caches, "info": run_info}
         return commands[args.command](args)
     except DumpminerError as e:
         print(f"dumpminer: {terminal_escape(str(e))}", file=sys.stderr)

@@ -723,3 +723,22 @@ def check_architecture(info: DumpInfo) -> None:
             f"{_show(info.path)} is a {info.arch} dump; dumpminer supports only "
             f"{', '.join(SUPPORTED_ARCHES)}"
         )
+
+
+def dump_info_dict(info: DumpInfo) -> dict[str, object]:
+    """The facts of *info* as plain data, VMCOREINFO last."""
+    return {
+        "schema": "dumpminer.info/1",
+        "path": info.path,
+        "format": info.format,
+        "arch": info.arch,
+        "osrelease": info.osrelease,
+        "build_id": info.build_id,
+        "crash_time": info.crash_time,
+        "page_size": info.page_size,
+        "kerneloffset": None if info.kerneloffset is None else f"{info.kerneloffset:#x}",
+        "phys_mem_bytes": info.phys_mem_bytes,
+        "filtered": info.filtered,
+        "dump_level": info.dump_level,
+        "vmcoreinfo": dict(info.vmcoreinfo),
+    }

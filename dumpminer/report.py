@@ -25,6 +25,7 @@ from dumpminer.errors import OutputError
 from dumpminer.fragments import Fragment
 
 SCHEMA = "dumpminer.report/1"
+MANY_SCHEMA = "dumpminer.reports/1"
 FORMATS = ("table", "json", "csv", "markdown")
 #: Rows in a terminal table when --top is not given.
 TABLE_TOP = 25
@@ -139,12 +140,13 @@ def render_csv(report: Report, top: int | None = None) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
-        ["rank", "template", "objects", "share", "occurrences", "in_context",
+        ["cache", "rank", "template", "objects", "share", "occurrences", "in_context",
          "typical_offset", "distinct_members", "examples"]
     )  # fmt: skip
     for rank, c in enumerate(report.clusters[:top], 1):
         writer.writerow(
             [
+                csv_cell(report.cache["name"]),
                 rank,
                 csv_cell(_text(c.template)),
                 c.objects,
@@ -249,6 +251,21 @@ def render(report: Report, fmt: str, top: int | None = None) -> str:
         "markdown": render_markdown,
     }
     return renderers[fmt](report, top)
+
+
+def render_many(reports: list[Report], fmt: str, top: int | None = None) -> str:
+    """
+    Render the reports of several caches as one document: JSON wraps them in
+    ``{"schema": "dumpminer.reports/1", "reports": [...]}``, CSV keeps one
+    header, the others follow each other.
+    """
+    if fmt == "json":
+        doc = {"schema": MANY_SCHEMA, "reports": [to_json_dict(r, top) for r in reports]}
+        return json.dumps(doc, indent=2, ensure_ascii=True) + "\n"
+    parts = [render(r, fmt, top) for r in reports]
+    if fmt == "csv":
+        return parts[0] + "".join(p.split("\n", 1)[1] for p in parts[1:])
+    return "\n".join(parts)
 
 
 def write_atomically(path: str, text: str) -> None:
