@@ -207,16 +207,23 @@ def sources_digest() -> str:
     return digest.hexdigest()
 
 
+# What require_tools() checks -> the Debian package that provides it.
+TOOL_PACKAGES = {
+    "qemu-system-x86_64": "qemu-system-x86",
+    "makedumpfile": "makedumpfile",
+    "cpio": "cpio",
+    "gcc": "gcc",
+    "make": "make",
+    "/usr/lib/x86_64-linux-gnu/libc.a": "libc6-dev",  # for gcc -static
+}
+
+
 def require_tools(*tools: str) -> None:
-    """apt-get install the Debian packages of missing tools (tool name -> package)."""
-    packages = {
-        "qemu-system-x86_64": "qemu-system-x86",
-        "makedumpfile": "makedumpfile",
-        "cpio": "cpio",
-        "gcc": "gcc",
-        "make": "make",
-    }
-    missing = [packages[tool] for tool in tools if shutil.which(tool) is None]
+    """apt-get install the packages of missing tools (commands, or absolute file paths)."""
+    missing = [
+        TOOL_PACKAGES[tool] for tool in tools
+        if not (Path(tool).exists() if tool.startswith("/") else shutil.which(tool))
+    ]
     if missing:
         with step(f"apt-get install {' '.join(missing)}"):
             apt_get("install", "-y", "-q", "--no-install-recommends", *missing)
@@ -401,7 +408,7 @@ def ensure_initramfs(kernel: Kernel, cache: Path) -> Path:
     initrd = out_dir / "initrd.gz"
     if initrd.exists():
         return initrd
-    require_tools("gcc", "make", "cpio")
+    require_tools("gcc", "make", "cpio", "/usr/lib/x86_64-linux-gnu/libc.a")
     headers = ensure_headers(kernel.release)
     with tempfile.TemporaryDirectory(dir=cache, prefix=".build-") as tmp:
         work = Path(tmp)
@@ -559,10 +566,14 @@ def dump_memory(qmp: Qmp, path: Path, fmt: str | None, timeout: float) -> None:
 
 
 def stop_qemu(qemu: subprocess.Popen[bytes], qmp: Qmp | None) -> None:
-    if qmp is not None and qemu.poll() is None:
-        with contextlib.suppress(Exception):
-            qmp.command("quit")
+    """Quit QEMU over QMP when connected (clean exit), else terminate it; never leave it."""
+    if qmp is not None:
+        if qemu.poll() is None:
+            with contextlib.suppress(Exception):
+                qmp.command("quit")
         qmp.close()
+    elif qemu.poll() is None:
+        qemu.terminate()
     try:
         qemu.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -758,8 +769,12 @@ def build_sample(sample: str = "seed", series: str = DEFAULT_SERIES,
         staging = final.parent / f".{sample}.staging"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        boot_and_dump(kernel, initrd, spec, staging, expected, FILTER_DUMP_LEVEL[series])
-        check_vmcoreinfo(staging / "elf.vmcore", kernel)
+        try:
+            boot_and_dump(kernel, initrd, spec, staging, expected, FILTER_DUMP_LEVEL[series])
+            check_vmcoreinfo(staging / "elf.vmcore", kernel)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # up to 4 GiB of partial dumps
+            raise
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
         manifest = {
@@ -783,7 +798,30 @@ def build_sample(sample: str = "seed", series: str = DEFAULT_SERIES,
         tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
         tmp_manifest.rename(manifest_path)
         log(f"built {sample} for {series} ({release}) in {manifest['build_seconds']} s")
+        prune_cache(cache)
     return manifest_path
+
+
+def prune_cache(cache: Path) -> None:
+    """Delete kernels and initramfs builds that no manifest in the cache refers to.
+
+    A Debian kernel update moves a series to a new release; the old release's files
+    (about 1 GiB) would otherwise stay forever. Called with the build lock held.
+    """
+    in_use = set()
+    for manifest_path in (cache / "samples").glob("*/*/manifest.json"):
+        with contextlib.suppress(ValueError, KeyError, OSError):
+            in_use.add(json.loads(manifest_path.read_text())["kernel_release"])
+    for kind in ("kernels", "build"):
+        for old in (cache / kind).glob("*"):
+            if old.is_dir() and old.name not in in_use:
+                log(f"pruning {old} (no sample uses it)")
+                shutil.rmtree(old, ignore_errors=True)
+    current = sources_digest()[:16]
+    for release_dir in (cache / "build").glob("*"):
+        for old in release_dir.glob("*"):
+            if old.is_dir() and old.name != current:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
