@@ -54,7 +54,10 @@ def resolve_caches(prog: Program, name: str) -> list[Object]:
     wanted = modern_name(name)
     if wanted in caches:
         return [caches[wanted]]
-    aliases = get_slab_cache_aliases(prog)
+    try:
+        aliases = get_slab_cache_aliases(prog)
+    except (LookupError, ValueError):  # Needs CONFIG_SLUB and CONFIG_SYSFS.
+        aliases = {}
     if wanted in aliases and aliases[wanted] in caches:
         return [caches[aliases[wanted]]]
     if any(c in wanted for c in "*?["):
