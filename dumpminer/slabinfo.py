@@ -6,6 +6,10 @@ Counts come from drgn's :func:`~drgn.helpers.linux.slab.slab_cache_usage`,
 merged caches from :func:`~drgn.helpers.linux.slab.get_slab_cache_aliases`,
 and the kernel's own total (the ``Slab:`` line of /proc/meminfo) from
 :func:`~drgn.helpers.linux.slab.slab_total_usage`, to check the sum against.
+The two differ by design: the kernel's counters also hold ``kmalloc()``
+allocations too large for any cache (whole pages from the page allocator) and
+leave out per-CPU deltas not yet folded in; docs/triage.md explains, and
+tests/test_triage.py checks it page by page on the real samples.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ class SlabInfo:
     caches: list[CacheLine]
     #: Sum of the caches' slab memory.
     memory: int
-    #: The kernel's NR_SLAB_RECLAIMABLE_B + NR_SLAB_UNRECLAIMABLE_B, in bytes.
+    #: The kernel's NR_SLAB_RECLAIMABLE_B + NR_SLAB_UNRECLAIMABLE_B, in bytes: the
+    #: ``Slab:`` line of /proc/meminfo, which also counts large ``kmalloc()``.
     kernel_slab_memory: int
 
 
@@ -132,6 +137,7 @@ def render_slab_info(info: SlabInfo, fmt: str, top: int | None = None) -> str:
         )
     lines.append(
         f"slab memory {human(info.memory)} in {len(info.caches)} caches; "
-        f"kernel counters (Slab: in /proc/meminfo) {human(info.kernel_slab_memory)}"
+        f"Slab: in /proc/meminfo {human(info.kernel_slab_memory)}, which also counts "
+        "kmalloc() too large for any cache (docs/triage.md)"
     )
     return "\n".join(lines) + "\n"
