@@ -51,27 +51,32 @@ def open_dump(
     reason for every input that cannot be used.
     """
     path = os.fspath(vmcore)
-    info = read_dump_info(path)
+    # A dump cut short in its memory (a copy that ran out of disk) is still
+    # mined: what is missing is counted as faults, see docs/exit-codes.md.
+    info = read_dump_info(path, truncated_data_ok=True)
     check_architecture(info)
     if vmlinux is None:
         vmlinux_path = find_vmlinux(info, debug_dirs)
     else:
         vmlinux_path = os.fspath(vmlinux)
         if not os.path.isfile(vmlinux_path):
-            raise InputFileError(f"cannot read vmlinux {vmlinux_path}: no such file")
+            why = "it is a directory" if os.path.isdir(vmlinux_path) else "no such file"
+            raise InputFileError(f"cannot read vmlinux {vmlinux_path}: {why}")
         check_vmlinux_matches(info, vmlinux_path)
     # QEMU's kdump needs the platform given: its header does not name one
     # that libkdumpfile knows.
     prog = drgn.Program(_PLATFORMS[info.arch])
     try:
         prog.set_core_dump(path)
-    except (drgn.FaultError, ValueError, OSError, RuntimeError) as e:
-        raise NotADumpError(f"drgn cannot read {path}: {e}") from e
+    except Exception as e:
+        # libkdumpfile raises a bare Exception when the dump is cut before
+        # the kernel's page tables; any failure here means the same.
+        raise NotADumpError(f"drgn cannot open {path}: {_one_line(e)}") from e
     try:
         prog.load_debug_info([vmlinux_path])
     except drgn.MissingDebugInfoError as e:
         raise DebugInfoError(f"no usable debuginfo in {vmlinux_path}: {_one_line(e)}") from e
-    except (OSError, ValueError) as e:
+    except Exception as e:
         raise DebugInfoError(f"cannot load {vmlinux_path}: {_one_line(e)}") from e
     return Dump(path=path, info=info, vmlinux=vmlinux_path, prog=prog)
 

@@ -330,7 +330,7 @@ def read_vmcoreinfo_text(path: str | os.PathLike[str]) -> str | None:
 _Result = tuple[DumpInfo, bytes | None]
 
 
-def read_dump_info(path: str | os.PathLike[str]) -> DumpInfo:
+def read_dump_info(path: str | os.PathLike[str], *, truncated_data_ok: bool = False) -> DumpInfo:
     """
     Identify a vmcore and read its header facts.
 
@@ -342,11 +342,14 @@ def read_dump_info(path: str | os.PathLike[str]) -> DumpInfo:
     :raises InputFileError: if the file is missing or unreadable.
     :raises NotADumpError: if it is not a vmcore in a format dumpminer reads,
         or its headers are corrupt or truncated.
+    :param truncated_data_ok: Accept an ELF dump cut inside its memory
+        segments (the headers and notes whole): drgn reads what is left and
+        the walk counts what is missing as faults.
     """
-    return _read(path)[0]
+    return _read(path, truncated_data_ok)[0]
 
 
-def _read(path: str | os.PathLike[str]) -> _Result:
+def _read(path: str | os.PathLike[str], truncated_data_ok: bool = False) -> _Result:
     spath = os.fsdecode(path)
     try:
         f = open(spath, "rb")  # noqa: SIM115 - closed below
@@ -356,18 +359,20 @@ def _read(path: str | os.PathLike[str]) -> _Result:
         with f:
             size = os.fstat(f.fileno()).st_size
             head = f.read(_FLAT_HEADER_SIZE)
-            return _identify(spath, f, size, head)
+            return _identify(spath, f, size, head, truncated_data_ok)
     except OSError as e:
         raise InputFileError(f"cannot read VMCORE {_show(spath)}: {e.strerror or e}") from e
     except (struct.error, ValueError, OverflowError, IndexError, MemoryError) as e:
         raise _bad(spath, f"corrupt header ({type(e).__name__})") from e
 
 
-def _identify(path: str, f: BinaryIO, size: int, head: bytes) -> _Result:
+def _identify(
+    path: str, f: BinaryIO, size: int, head: bytes, truncated_data_ok: bool = False
+) -> _Result:
     if not head:
         raise _bad(path, "the file is empty")
     if head.startswith(_ELF_MAGIC):
-        return _read_elf(path, f, size)
+        return _read_elf(path, f, size, truncated_data_ok)
     if head.startswith(_KDUMP_SIGNATURE):
         return _read_kdump(path, _FileSource(f, size), "kdump", size)
     if head.startswith(_FLAT_SIGNATURE):
@@ -402,7 +407,7 @@ def _identify(path: str, f: BinaryIO, size: int, head: bytes) -> _Result:
 # --------------------------------------------------------------------------
 
 
-def _read_elf(path: str, f: BinaryIO, size: int) -> _Result:
+def _read_elf(path: str, f: BinaryIO, size: int, truncated_data_ok: bool = False) -> _Result:
     # Imported lazily: pyelftools is only needed for ELF dumps.
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
@@ -446,7 +451,7 @@ def _read_elf(path: str, f: BinaryIO, size: int) -> _Result:
     filtered = False
     for ptype, off, paddr, filesz, memsz in phdrs:
         ptype_num = _PT_NOTE if ptype == "PT_NOTE" else _PT_LOAD if ptype == "PT_LOAD" else ptype
-        if off + filesz > size:
+        if off + filesz > size and not (truncated_data_ok and ptype_num == _PT_LOAD):
             raise _bad(
                 path,
                 f"segment at file offset {off} of {filesz} bytes ends past the end "
