@@ -11,6 +11,7 @@ receives a control character. The report file is written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -127,9 +128,10 @@ def render_json(report: Report, top: int | None = None) -> str:
 def csv_cell(value: object) -> str:
     """
     A CSV cell that a spreadsheet will not run: text starting with ``=``,
-    ``+``, ``-``, ``@``, tab or carriage return gets a leading quote.
+    ``+``, ``-``, ``@``, tab or carriage return gets a leading quote (control
+    characters are shown as ``\\xNN`` first, so only the first four remain).
     """
-    text = str(value)
+    text = terminal_escape(str(value))
     if text and text[0] in "=+-@\t\r":
         return "'" + text
     return text
@@ -174,7 +176,11 @@ _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 def terminal_escape(text: str) -> str:
     """Show every byte outside printable ASCII as ``\\xNN``: no control characters."""
-    return _UNPRINTABLE.sub(lambda m: "".join(f"\\x{b:02x}" for b in m.group().encode()), text)
+    # surrogateescape: paths from the command line may hold undecodable bytes.
+    return _UNPRINTABLE.sub(
+        lambda m: "".join(f"\\x{b:02x}" for b in m.group().encode("utf-8", "surrogateescape")),
+        text,
+    )
 
 
 def _header_lines(report: Report) -> list[str]:
@@ -287,6 +293,10 @@ def write_atomically(path: str, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
-        os.unlink(tmp)
-        raise OutputError(f"cannot write {path}: {e.strerror}") from e
+    except BaseException as e:
+        # Also on KeyboardInterrupt: never leave the temporary file behind.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise OutputError(f"cannot write {path}: {e.strerror}") from e
+        raise
