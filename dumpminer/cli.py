@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
+
+from drgn import FaultError
 
 from dumpminer.dump import open_dump
 from dumpminer.dumpinfo import dump_info_dict, read_dump_info
@@ -23,6 +28,7 @@ from dumpminer.errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     DumpminerError,
+    KernelDataError,
     OutputError,
     UsageError,
 )
@@ -116,43 +122,71 @@ def run_mine(args: argparse.Namespace) -> int:
     before, after = _context(args)
     _check_output(args.output)
     dump = open_dump(args.vmcore, args.vmlinux, args.debug_dir)
-    terminated = False
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        nonlocal terminated
-        terminated = True
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
     if args.cache is not None:
         names = [args.cache]
     else:
         names = [line.usage.name for line in slab_info(dump.prog).caches[: args.caches_top]]
     reports = []
-    try:
-        for name in names:
-            reports.append(
-                mine(
-                    dump.prog,
-                    name,
-                    before=before,
-                    after=after,
-                    min_length=args.min_length,
-                    progress=not args.quiet,
-                    dump=dump,
-                )
+    for name in names:
+        reports.append(
+            mine(
+                dump.prog,
+                name,
+                before=before,
+                after=after,
+                min_length=args.min_length,
+                progress=not args.quiet,
+                dump=dump,
             )
-            if reports[-1].partial:
-                break
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if args.cache is not None:
-        _emit(render(reports[0], args.format, args.top), args.output)
-    else:
-        _emit(render_many(reports, args.format, args.top), args.output)
-    if reports[-1].partial:
+        )
+        if reports[-1].partial:
+            break
+    # The report of an interrupted walk is what the user waits for: a
+    # second Ctrl-C (or SIGTERM) while it is rendered and written is noted,
+    # not obeyed, so the file is whole.
+    with _signals_deferred() as late:
+        if args.cache is not None:
+            text = render(reports[0], args.format, args.top)
+        else:
+            text = render_many(reports, args.format, args.top)
+        _emit(text, args.output)
+    if reports[-1].partial or late:
+        terminated = _TERMINATED or late[-1:] == [signal.SIGTERM]
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     return 0
+
+
+_TERMINATED = False
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM stops a walk as Ctrl-C does; the exit code tells them apart."""
+    global _TERMINATED
+    _TERMINATED = True
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[list[int]]:
+    """Record SIGINT and SIGTERM in the yielded list instead of acting on them."""
+    late: list[int] = []
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        late.append(signum)
+
+    previous = {sig: _set_handler(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield late
+    finally:
+        for sig, handler in previous.items():
+            _set_handler(sig, handler)
+
+
+def _set_handler(sig: int, handler: Any) -> Any:
+    """signal.signal, except outside the main thread (main() called by a library)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(sig, handler)
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -178,6 +212,13 @@ def run_caches(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dumpminer`` console script."""
+    global _TERMINATED
+    _TERMINATED = False
+    if not os.environ.get("DUMPMINER_DEBUG"):
+        # drgn warns about kernel modules it cannot find; dumpminer needs only
+        # vmlinux, and stderr is for dumpminer's one-line messages.
+        logging.getLogger("drgn").setLevel(logging.ERROR)
+    previous = _set_handler(signal.SIGTERM, _on_sigterm)
     try:
         args = build_parser().parse_args(argv)
         commands = {"mine": run_mine, "caches": run_caches, "info": run_info}
@@ -185,20 +226,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DumpminerError as e:
         print(f"dumpminer: {terminal_escape(str(e))}", file=sys.stderr)
         return e.exit_code
+    except FaultError as e:
+        # Memory the walk itself cannot read is counted in the report; a
+        # fault that escapes to here was in what the walk needs first (the
+        # cache list, a struct kmem_cache, per-CPU data).
+        print(
+            "dumpminer: kernel data needed before the walk is unreadable: "
+            f"{terminal_escape(_first_line(e))}",
+            file=sys.stderr,
+        )
+        return KernelDataError.exit_code
     except KeyboardInterrupt:
         print("dumpminer: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if _TERMINATED else EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
     except Exception as e:  # A bug: still one line, with a way to see more.
         if os.environ.get("DUMPMINER_DEBUG"):
             raise
         print(
-            f"dumpminer: internal error: {type(e).__name__}: {terminal_escape(str(e))} "
+            f"dumpminer: internal error: {type(e).__name__}: {terminal_escape(_first_line(e))} "
             "(set DUMPMINER_DEBUG=1 for a traceback)",
             file=sys.stderr,
         )
         return 1
+    finally:
+        _set_handler(signal.SIGTERM, previous)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 if __name__ == "__main__":
