@@ -1,0 +1,140 @@
+"""Helpers of tests/test_hostile.py: damaged copies of the real ELF sample dumps.
+
+QEMU's ELF dumps map physical memory linearly: a physical address lives at a
+file offset found from the PT_LOAD headers. Here the headers are read, bytes
+are patched at physical addresses, and a dump is re-laid out so that chosen
+physical ranges come last in the file (then cutting the file loses exactly
+those ranges, the way a copy that ran out of disk loses its tail).
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+PT_LOAD = 1
+PT_NOTE = 4
+_PHDR = struct.Struct("<IIQQQQQQ")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One program header of an ELF64 little-endian core."""
+
+    type: int
+    flags: int
+    offset: int
+    vaddr: int
+    paddr: int
+    filesz: int
+    memsz: int
+    align: int
+
+    def pack(self) -> bytes:
+        return _PHDR.pack(
+            self.type,
+            self.flags,
+            self.offset,
+            self.vaddr,
+            self.paddr,
+            self.filesz,
+            self.memsz,
+            self.align,
+        )
+
+
+def read_segments(path: Path | str) -> tuple[bytes, list[Segment]]:
+    """The 64-byte ELF header and the program headers of the core at *path*."""
+    with open(path, "rb") as f:
+        ehdr = f.read(64)
+        assert ehdr[:4] == b"\x7fELF" and ehdr[4] == 2 and ehdr[5] == 1
+        phoff = struct.unpack_from("<Q", ehdr, 32)[0]
+        phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
+        f.seek(phoff)
+        raw = f.read(phentsize * phnum)
+    segments = [Segment(*_PHDR.unpack_from(raw, i * phentsize)) for i in range(phnum)]
+    return ehdr, segments
+
+
+def phys_to_offset(segments: list[Segment], phys: int) -> int:
+    """The file offset of physical address *phys*."""
+    for seg in segments:
+        if seg.type == PT_LOAD and seg.paddr <= phys < seg.paddr + seg.filesz:
+            return seg.offset + phys - seg.paddr
+    raise ValueError(f"physical address {phys:#x} is not in the dump")
+
+
+def patch(path: Path, segments: list[Segment], phys: int, data: bytes) -> None:
+    """Overwrite the bytes at physical address *phys* of the ELF core at *path*."""
+    with open(path, "r+b") as f:
+        f.seek(phys_to_offset(segments, phys))
+        f.write(data)
+
+
+def copy(src: str, dst: Path) -> Path:
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def relayout(src: str, dst: Path, last: list[tuple[int, int]]) -> int:
+    """
+    Write a copy of the ELF core *src* to *dst* whose memory is the same but
+    whose physical ranges *last* ([start, end) pairs, sorted, page aligned,
+    inside the first PT_LOAD) are stored at the end of the file, in order.
+    Returns the file offset where the first of them starts.
+    """
+    ehdr, segments = read_segments(src)
+    notes = [s for s in segments if s.type == PT_NOTE]
+    loads = [s for s in segments if s.type == PT_LOAD]
+    ram = loads[0]
+    pieces: list[tuple[int, int]] = []  # physical ranges of RAM, in file order
+    cursor = ram.paddr
+    for lo, hi in last:
+        assert ram.paddr <= cursor <= lo < hi <= ram.paddr + ram.filesz
+        if cursor < lo:
+            pieces.append((cursor, lo))
+        cursor = hi
+    if cursor < ram.paddr + ram.filesz:
+        pieces.append((cursor, ram.paddr + ram.filesz))
+    ordered = [(p, False) for p in pieces] + [(p, True) for p in last]
+    phnum = len(notes) + len(ordered) + len(loads) - 1
+    pos = 64 + phnum * _PHDR.size
+    new: list[Segment] = []
+    copies: list[tuple[int, int, int]] = []  # (source offset, length, dest offset)
+    for note in notes:
+        new.append(Segment(PT_NOTE, note.flags, pos, 0, 0, note.filesz, note.memsz, note.align))
+        copies.append((note.offset, note.filesz, pos))
+        pos += note.filesz
+    moved_at = 0
+
+    def add(seg: Segment, lo: int, hi: int) -> None:
+        nonlocal pos
+        vaddr = seg.vaddr + (lo - seg.paddr) if seg.vaddr else 0
+        new.append(Segment(PT_LOAD, seg.flags, pos, vaddr, lo, hi - lo, hi - lo, seg.align))
+        copies.append((seg.offset + lo - seg.paddr, hi - lo, pos))
+        pos += hi - lo
+
+    for (lo, hi), moved in ordered:
+        if moved and not moved_at:
+            # Other PT_LOADs (the BIOS ROM) go before the moved ranges.
+            for seg in loads[1:]:
+                add(seg, seg.paddr, seg.paddr + seg.filesz)
+            moved_at = pos
+        add(ram, lo, hi)
+    head = bytearray(ehdr)
+    struct.pack_into("<Q", head, 32, 64)  # e_phoff
+    struct.pack_into("<HH", head, 54, _PHDR.size, phnum)
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        fout.write(bytes(head) + b"".join(s.pack() for s in new))
+        for source, length, dest in copies:
+            assert fout.tell() == dest
+            fin.seek(source)
+            left = length
+            while left:
+                chunk = fin.read(min(left, 16 << 20))
+                assert chunk
+                fout.write(chunk)
+                left -= len(chunk)
+    return moved_at
