@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--format", choices=FORMATS, default="table")
     m.add_argument("-o", "--output", metavar="FILE", help="write the report here, atomically")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
+    m.add_argument(
+        "--workers", type=_positive, metavar="N", help="processes (default: by cache size)"
+    )
     i = sub.add_parser("info", help="what a dump is, from its headers, without debuginfo")
     i.add_argument("vmcore")
     i.add_argument("--format", choices=("table", "json"), default="table")

@@ -106,6 +106,15 @@ def cluster_fragments(fragments: Iterable[Fragment]) -> list[Cluster]:
         groups.setdefault(fixed, []).append((fragment, tokens))
     clusters = []
     for fixed, entries in groups.items():
+        if len(entries) == 1:  # Most noise: a cluster of one, its own template.
+            only = entries[0][0]
+            clusters.append(
+                Cluster(
+                    only.text, [only], fixed, only.objects, only.occurrences,
+                    only.in_context, Counter(only.offsets), list(only.examples),
+                )
+            )  # fmt: skip
+            continue
         entries.sort(key=lambda entry: fragment_sort_key(entry[0]))
         members = [fragment for fragment, _ in entries]
         cluster = Cluster(_template(fixed, [tokens for _, tokens in entries]), members, fixed)

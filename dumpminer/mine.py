@@ -12,13 +12,17 @@ REPL::
 
 from __future__ import annotations
 
+import gc
+import os
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from drgn import Program
+from drgn import Object, Program
 from tqdm import tqdm
 
 from dumpminer.caches import cache_usage, resolve_caches
@@ -27,10 +31,14 @@ from dumpminer.dump import Dump
 from dumpminer.errors import UsageError
 from dumpminer.fragments import DEFAULT_MIN_LENGTH, FragmentTally
 from dumpminer.report import Report
-from dumpminer.walk import Slab, WalkStats, find_slab_pages, walk_slabs
+from dumpminer.walk import Slab, SlabPage, WalkStats, find_slab_pages, walk_slabs
 
 #: Bytes of objects gathered before one vectorised extraction pass.
 BATCH_BYTES = 32 << 20
+#: Caches with fewer objects are mined in one process.
+PARALLEL_OBJECTS = 10_000_000
+#: Most processes one mining run starts.
+MAX_WORKERS = 8
 #: Largest context window on either side of an object.
 MAX_CONTEXT = 1 << 20
 
@@ -124,6 +132,66 @@ def _dump_facts(prog: Program, dump: Dump | None) -> dict[str, Any]:
     return {"path": None, "osrelease": release, "format": None}
 
 
+def default_workers(pages: list[SlabPage]) -> int:
+    """
+    Processes worth starting for *pages*: each costs about half a second to
+    start and open the dump, and on the 2-CPU machines measured
+    (docs/performance.md) two workers were slower than one for 3 million
+    objects, so only caches of ten million objects or more are split, over
+    at most :data:`MAX_WORKERS` of the machine's CPUs.
+    """
+    objects = sum(page.objects for page in pages)
+    if objects < PARALLEL_OBJECTS:
+        return 1
+    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+
+
+def mine_pages(
+    prog: Program,
+    caches: list[Object],
+    pages: list[SlabPage],
+    before: int,
+    after: int,
+    min_length: int,
+    progress: Callable[[int], object] = lambda n: None,
+    stop: Callable[[], bool] = lambda: False,
+) -> tuple[FragmentTally, WalkStats, bool]:
+    """
+    Walk the slabs at *pages* and tally their fragments: the work of one
+    process. Returns the tally, what the walk saw, and whether it was
+    interrupted (Ctrl-C, or *stop* returning True) before the end.
+    """
+    stats = WalkStats()
+    miner = _Miner(min_length)
+    partial = False
+    try:
+        for slab in walk_slabs(prog, caches, before, after, stats, pages):
+            miner.add(slab)
+            progress(slab.objects)
+            if stop():
+                partial = True
+                break
+    except KeyboardInterrupt:
+        partial = True
+    return miner.finish(), stats, partial
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """
+    Pause the cyclic garbage collector: a walk allocates a dict entry per
+    fragment and no cycles, and with a large heap the collector's passes cost
+    more than the work itself (a third of clustering time on the big sample).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def mine(
     prog: Program,
     cache: str,
@@ -133,6 +201,7 @@ def mine(
     min_length: int = DEFAULT_MIN_LENGTH,
     progress: bool = False,
     dump: Dump | None = None,
+    workers: int | None = None,
 ) -> Report:
     """
     Mine every allocated object of the cache(s) named *cache* for printable
@@ -140,18 +209,35 @@ def mine(
     of neighbouring memory counted apart. Returns the report; when
     interrupted (Ctrl-C), the report of what was walked so far, marked
     partial.
+
+    With *dump* (from :func:`~dumpminer.dump.open_dump`), large caches are
+    split over *workers* processes (default: :func:`default_workers`), each
+    with its own drgn program; their counts merge exactly.
     """
     if min_length < 1:
         raise UsageError("--min-length must be at least 1")
     if not (0 <= before <= MAX_CONTEXT and 0 <= after <= MAX_CONTEXT):
         raise UsageError(f"context must be between 0 and {MAX_CONTEXT} bytes")
+    with _gc_paused():
+        return _mine(prog, cache, before, after, min_length, progress, dump, workers)
+
+
+def _mine(
+    prog: Program,
+    cache: str,
+    before: int,
+    after: int,
+    min_length: int,
+    progress: bool,
+    dump: Dump | None,
+    workers: int | None,
+) -> Report:
+    """:func:`mine`, once its arguments are checked."""
     started = time.monotonic()
     caches = resolve_caches(prog, cache)
     usages = [cache_usage(c) for c in caches]
     stats = WalkStats()
     pages = find_slab_pages(prog, {u.address for u in usages}, stats)
-    miner = _Miner(min_length)
-    partial = False
     bar = tqdm(
         total=sum(p.objects for p in pages),
         unit="obj",
@@ -160,15 +246,21 @@ def mine(
         disable=not progress,
         leave=False,
     )
+    jobs = workers if workers is not None else default_workers(pages)
     try:
-        for slab in walk_slabs(prog, caches, before, after, stats, pages):
-            miner.add(slab)
-            bar.update(slab.objects)
-    except KeyboardInterrupt:
-        partial = True
+        if jobs > 1 and dump is not None:
+            from dumpminer.workers import mine_in_workers
+
+            tally, walked, partial = mine_in_workers(
+                dump, caches, pages, before, after, min_length, jobs, bar.update
+            )
+        else:
+            tally, walked, partial = mine_pages(
+                prog, caches, pages, before, after, min_length, bar.update
+            )
     finally:
         bar.close()
-    tally = miner.finish()
+    stats.merge(walked)
     fragments = sorted(tally.fragments.values(), key=fragment_sort_key)
     return Report(
         dump=_dump_facts(prog, dump),

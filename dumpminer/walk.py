@@ -137,6 +137,16 @@ class WalkStats:
         if len(self.fault_slabs) < NAMED_SLABS:
             self.fault_slabs.append(address)
 
+    def merge(self, other: WalkStats) -> None:
+        """Add what another walk (another worker's share) saw."""
+        self.slabs += other.slabs
+        self.objects_scanned += other.objects_scanned
+        self.faults += other.faults
+        self.fault_slabs = sorted(self.fault_slabs + other.fault_slabs)[:NAMED_SLABS]
+        self.corrupt_slabs += other.corrupt_slabs
+        merged = sorted(self.corrupt_slab_addresses + other.corrupt_slab_addresses)
+        self.corrupt_slab_addresses = merged[:NAMED_SLABS]
+
     def corrupt(self, address: int) -> None:
         """Count one slab whose freelist cannot be trusted."""
         self.corrupt_slabs += 1

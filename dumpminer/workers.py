@@ -1,0 +1,123 @@
+"""
+Mining with several processes: the slab pages of a cache are split into
+contiguous shares, each worker opens its own drgn program on the same dump
+and mines its share, and the tallies merge exactly.
+
+Workers ignore SIGINT and SIGTERM; the parent turns either into a shared
+stop flag, so that every worker returns what it has and the report comes out
+partial instead of lost.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import time
+from collections.abc import Callable
+from multiprocessing.sharedctypes import Synchronized
+from typing import Any
+
+from drgn import Object
+
+from dumpminer.dump import Dump, open_dump
+from dumpminer.fragments import FragmentTally
+from dumpminer.mine import mine_pages
+from dumpminer.walk import SlabPage, WalkStats
+
+#: Seconds between two looks at the workers' progress.
+POLL_SECONDS = 0.1
+
+_done: Synchronized[int] | None = None
+_stop: Synchronized[int] | None = None
+
+
+def split_pages(pages: list[SlabPage], shares: int) -> list[list[SlabPage]]:
+    """Split *pages* into *shares* contiguous runs of about equal objects."""
+    total = sum(page.objects for page in pages)
+    out: list[list[SlabPage]] = [[] for _ in range(shares)]
+    seen = 0
+    for page in pages:
+        out[min(shares - 1, seen * shares // max(total, 1))].append(page)
+        seen += page.objects
+    return [share for share in out if share]
+
+
+def _init_worker(done: Synchronized[int], stop: Synchronized[int]) -> None:
+    global _done, _stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _done, _stop = done, stop
+
+
+def _progress(objects: int) -> None:
+    assert _done is not None
+    with _done.get_lock():
+        _done.value += objects
+
+
+def _stopped() -> bool:
+    assert _stop is not None
+    return bool(_stop.value)
+
+
+def _work(
+    vmcore: str,
+    vmlinux: str,
+    cache_addresses: list[int],
+    pages: list[SlabPage],
+    before: int,
+    after: int,
+    min_length: int,
+) -> tuple[FragmentTally, WalkStats, bool]:
+    """One worker: open the dump, mine *pages*."""
+    prog = open_dump(vmcore, vmlinux).prog
+    caches = [Object(prog, "struct kmem_cache *", value=a) for a in cache_addresses]
+    return mine_pages(prog, caches, pages, before, after, min_length, _progress, _stopped)
+
+
+def mine_in_workers(
+    dump: Dump,
+    caches: list[Object],
+    pages: list[SlabPage],
+    before: int,
+    after: int,
+    min_length: int,
+    workers: int,
+    progress: Callable[[int], Any],
+) -> tuple[FragmentTally, WalkStats, bool]:
+    """
+    Mine *pages* of *caches* in *workers* processes; returns the merged
+    tally, walk statistics and whether the walk was interrupted.
+    """
+    context = multiprocessing.get_context("spawn")
+    done = context.Value("q", 0)
+    stop = context.Value("i", 0)
+    shares = split_pages(pages, workers)
+    addresses = [cache.value_() for cache in caches]
+    tally, stats, partial = FragmentTally(), WalkStats(), False
+    with context.Pool(len(shares), _init_worker, (done, stop)) as pool:
+        results = [
+            pool.apply_async(
+                _work, (dump.path, dump.vmlinux, addresses, share, before, after, min_length)
+            )
+            for share in shares
+        ]
+        reported = 0
+        while True:
+            try:
+                finished = all(r.ready() for r in results)
+                current = done.value
+                progress(current - reported)
+                reported = current
+                if finished:
+                    break
+                time.sleep(POLL_SECONDS)
+            except KeyboardInterrupt:
+                stop.value = 1
+                partial = True
+        for result in results:
+            share_tally, share_stats, share_partial = result.get()
+            tally.merge(share_tally)
+            stats.merge(share_stats)
+            partial = partial or share_partial
+    return tally, stats, partial
