@@ -5,7 +5,7 @@ a small out-of-tree module (``module/leaky_agent.c``) leaks a known number of re
 kmalloc-32 and kmalloc-64, and QEMU dumps the guest's memory. The result is a directory of
 dumps plus a ``manifest.json`` that says exactly what was planted (see README.md)::
 
-    python3 sample_dumps/build.py [--sample seed|big] [--series 6.1|6.12] \
+    python3 sample_dumps/build.py [--sample seed|big|huge] [--series 6.1|6.12] \
         [--cache-dir DIR] [--force]
 
 The manifest's path is printed on the last line of stdout; progress goes to stderr.
@@ -100,6 +100,12 @@ SAMPLES: dict[str, SampleSpec] = {
     "big": SampleSpec(
         reloads=500_000, counters=100_000, sessions=20_000, guest_memory_mib=4096,
         boot_timeout_s=900,
+    ),
+    # 31,000,000 kmalloc-32 records in a 6 GiB guest: 10x big, to check that
+    # mining time grows linearly with objects (docs/performance.md).
+    "huge": SampleSpec(
+        reloads=5_000_000, counters=1_000_000, sessions=20_000, guest_memory_mib=6144,
+        boot_timeout_s=1800,
     ),
 }
 
