@@ -32,7 +32,7 @@ from dumpminer.errors import (
     OutputError,
     UsageError,
 )
-from dumpminer.fragments import DEFAULT_MIN_LENGTH
+from dumpminer.fragments import DEFAULT_MAX_FRAGMENTS, DEFAULT_MIN_LENGTH
 from dumpminer.mine import mine
 from dumpminer.report import FORMATS, render, render_many, terminal_escape, write_atomically
 from dumpminer.slabinfo import render_slab_info, slab_info
@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--format", choices=FORMATS, default="table")
     m.add_argument("-o", "--output", metavar="FILE", help="write the report here, atomically")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
+    m.add_argument(
+        "--max-fragments",
+        type=_positive,
+        default=DEFAULT_MAX_FRAGMENTS,
+        metavar="N",
+        help="distinct fragments kept exactly before the rarest are dropped",
+    )
     m.add_argument(
         "--workers", type=_positive, metavar="N", help="processes (default: by cache size)"
     )

@@ -178,16 +178,58 @@ class Fragment:
         self.examples = merged[:EXAMPLES]
 
 
+#: Distinct fragments a tally keeps before it drops the rarest (about
+#: 0.5 KiB of memory each).
+DEFAULT_MAX_FRAGMENTS = 1_000_000
+
+
 class FragmentTally:
     """
-    Exact counts of every fragment, fed one batch of objects at a time.
+    Counts of every fragment, fed one batch of objects at a time.
+
+    Counts are exact while the tally holds at most *max_fragments* distinct
+    texts. Past that, it keeps the heavy hitters by lossy counting: the
+    rarest fragments (by occurrences plus context hits) are dropped until half
+    the room is free, and :attr:`error_bound` grows by the largest count
+    dropped. A fragment still in the tally is then short of its true count by
+    at most :attr:`error_bound`, in objects, occurrences and context hits
+    alike, and a fragment with a true count above the bound is never lost.
 
     Batches can come in any order and from several workers; :meth:`merge`
-    adds two tallies, and the result does not depend on the order.
+    adds two tallies, and while exact the result does not depend on the order.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_fragments: int | None = DEFAULT_MAX_FRAGMENTS) -> None:
         self.fragments: dict[bytes, Fragment] = {}
+        self.max_fragments = max_fragments
+        #: How many counts any kept fragment may be short by; 0 while exact.
+        self.error_bound = 0
+        #: Distinct fragments dropped (a text dropped twice counts twice).
+        self.dropped_fragments = 0
+
+    @property
+    def exact(self) -> bool:
+        """True while no fragment was ever dropped."""
+        return self.dropped_fragments == 0
+
+    def _bound(self) -> None:
+        """Drop the rarest fragments if the tally has grown past its bound."""
+        if self.max_fragments is None or len(self.fragments) <= self.max_fragments:
+            return
+        weight = np.array(
+            [f.occurrences + f.in_context for f in self.fragments.values()], dtype=np.int64
+        )
+        keep = max(1, self.max_fragments // 2)
+        # Drop every fragment at or below the weight of the keep-th heaviest.
+        threshold = int(np.partition(weight, len(weight) - keep)[len(weight) - keep])
+        threshold = max(threshold, 1)
+        dropped = [
+            t for t, f in self.fragments.items() if f.occurrences + f.in_context <= threshold
+        ]
+        for text in dropped:
+            del self.fragments[text]
+        self.dropped_fragments += len(dropped)
+        self.error_bound += threshold
 
     def _get(self, text: bytes) -> Fragment:
         fragment = self.fragments.get(text)
@@ -219,6 +261,7 @@ class FragmentTally:
             fragment.offsets.update(offsets.get(i, {}))
             if i in examples:
                 fragment.add_examples(examples[i])
+        self._bound()
 
     def add_context(
         self, rows: npt.NDArray[np.uint8], min_length: int = DEFAULT_MIN_LENGTH
@@ -230,6 +273,7 @@ class FragmentTally:
         texts, counts = np.unique(runs.text, return_counts=True)
         for text, count in zip(texts.tolist(), counts.tolist(), strict=True):
             self._get(text).in_context += count
+        self._bound()
 
     def merge(self, other: FragmentTally) -> None:
         """Add every count of *other* into this tally."""
@@ -240,6 +284,9 @@ class FragmentTally:
             ours.in_context += theirs.in_context
             ours.offsets.update(theirs.offsets)
             ours.add_examples(theirs.examples)
+        self.error_bound += other.error_bound
+        self.dropped_fragments += other.dropped_fragments
+        self._bound()
 
 
 def _repeats_in_objects(

@@ -29,7 +29,7 @@ from dumpminer.caches import cache_usage, resolve_caches
 from dumpminer.cluster import cluster_fragments, fragment_sort_key
 from dumpminer.dump import Dump
 from dumpminer.errors import UsageError
-from dumpminer.fragments import DEFAULT_MIN_LENGTH, FragmentTally
+from dumpminer.fragments import DEFAULT_MAX_FRAGMENTS, DEFAULT_MIN_LENGTH, FragmentTally
 from dumpminer.report import Report
 from dumpminer.walk import Slab, SlabPage, WalkStats, find_slab_pages, walk_slabs
 
@@ -41,6 +41,19 @@ PARALLEL_OBJECTS = 10_000_000
 MAX_WORKERS = 8
 #: Largest context window on either side of an object.
 MAX_CONTEXT = 1 << 20
+
+
+@dataclass(frozen=True)
+class MineOptions:
+    """What to read around each object and what to count: one run's settings."""
+
+    #: Context bytes read before and after each object.
+    before: int = 0
+    after: int = 0
+    #: Shortest printable run counted.
+    min_length: int = DEFAULT_MIN_LENGTH
+    #: Distinct fragments kept before the rarest are dropped (None: no bound).
+    max_fragments: int | None = DEFAULT_MAX_FRAGMENTS
 
 
 @dataclass
@@ -93,9 +106,9 @@ def context_rows(
 class _Miner:
     """Feeds slabs into a tally in batches, one batch per cache."""
 
-    def __init__(self, min_length: int) -> None:
-        self.min_length = min_length
-        self.tally = FragmentTally()
+    def __init__(self, options: MineOptions) -> None:
+        self.min_length = options.min_length
+        self.tally = FragmentTally(options.max_fragments)
         self.batches: dict[int, _Batch] = {}
 
     def add(self, slab: Slab) -> None:
@@ -150,9 +163,7 @@ def mine_pages(
     prog: Program,
     caches: list[Object],
     pages: list[SlabPage],
-    before: int,
-    after: int,
-    min_length: int,
+    options: MineOptions,
     progress: Callable[[int], object] = lambda n: None,
     stop: Callable[[], bool] = lambda: False,
 ) -> tuple[FragmentTally, WalkStats, bool]:
@@ -162,10 +173,10 @@ def mine_pages(
     interrupted (Ctrl-C, or *stop* returning True) before the end.
     """
     stats = WalkStats()
-    miner = _Miner(min_length)
+    miner = _Miner(options)
     partial = False
     try:
-        for slab in walk_slabs(prog, caches, before, after, stats, pages):
+        for slab in walk_slabs(prog, caches, options.before, options.after, stats, pages):
             miner.add(slab)
             progress(slab.objects)
             if stop():
@@ -202,6 +213,7 @@ def mine(
     progress: bool = False,
     dump: Dump | None = None,
     workers: int | None = None,
+    max_fragments: int | None = DEFAULT_MAX_FRAGMENTS,
 ) -> Report:
     """
     Mine every allocated object of the cache(s) named *cache* for printable
@@ -218,16 +230,17 @@ def mine(
         raise UsageError("--min-length must be at least 1")
     if not (0 <= before <= MAX_CONTEXT and 0 <= after <= MAX_CONTEXT):
         raise UsageError(f"context must be between 0 and {MAX_CONTEXT} bytes")
+    if max_fragments is not None and max_fragments < 1:
+        raise UsageError("--max-fragments must be at least 1")
+    options = MineOptions(before, after, min_length, max_fragments)
     with _gc_paused():
-        return _mine(prog, cache, before, after, min_length, progress, dump, workers)
+        return _mine(prog, cache, options, progress, dump, workers)
 
 
 def _mine(
     prog: Program,
     cache: str,
-    before: int,
-    after: int,
-    min_length: int,
+    options: MineOptions,
     progress: bool,
     dump: Dump | None,
     workers: int | None,
@@ -251,13 +264,9 @@ def _mine(
         if jobs > 1 and dump is not None:
             from dumpminer.workers import mine_in_workers
 
-            tally, walked, partial = mine_in_workers(
-                dump, caches, pages, before, after, min_length, jobs, bar.update
-            )
+            tally, walked, partial = mine_in_workers(dump, caches, pages, options, jobs, bar.update)
         else:
-            tally, walked, partial = mine_pages(
-                prog, caches, pages, before, after, min_length, bar.update
-            )
+            tally, walked, partial = mine_pages(prog, caches, pages, options, bar.update)
     finally:
         bar.close()
     stats.merge(walked)
@@ -275,14 +284,18 @@ def _mine(
         scan={
             "objects_scanned": stats.objects_scanned,
             "slabs": stats.slabs,
-            "context_before": before,
-            "context_after": after,
-            "min_length": min_length,
+            "context_before": options.before,
+            "context_after": options.after,
+            "min_length": options.min_length,
             "seconds": round(time.monotonic() - started, 3),
             "faults": stats.faults,
             "fault_addresses": [f"{a:#x}" for a in stats.fault_slabs],
             "corrupt_slabs": stats.corrupt_slabs,
             "corrupt_slab_addresses": [f"{a:#x}" for a in stats.corrupt_slab_addresses],
+            "exact": tally.exact,
+            "max_fragments": options.max_fragments,
+            "dropped_fragments": tally.dropped_fragments,
+            "error_bound": tally.error_bound,
         },
         fragments=fragments,
         clusters=cluster_fragments(fragments),

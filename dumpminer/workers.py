@@ -21,7 +21,7 @@ from drgn import Object
 
 from dumpminer.dump import Dump, open_dump
 from dumpminer.fragments import FragmentTally
-from dumpminer.mine import mine_pages
+from dumpminer.mine import MineOptions, mine_pages
 from dumpminer.walk import SlabPage, WalkStats
 
 #: Seconds between two looks at the workers' progress.
@@ -65,23 +65,19 @@ def _work(
     vmlinux: str,
     cache_addresses: list[int],
     pages: list[SlabPage],
-    before: int,
-    after: int,
-    min_length: int,
+    options: MineOptions,
 ) -> tuple[FragmentTally, WalkStats, bool]:
     """One worker: open the dump, mine *pages*."""
     prog = open_dump(vmcore, vmlinux).prog
     caches = [Object(prog, "struct kmem_cache *", value=a) for a in cache_addresses]
-    return mine_pages(prog, caches, pages, before, after, min_length, _progress, _stopped)
+    return mine_pages(prog, caches, pages, options, _progress, _stopped)
 
 
 def mine_in_workers(
     dump: Dump,
     caches: list[Object],
     pages: list[SlabPage],
-    before: int,
-    after: int,
-    min_length: int,
+    options: MineOptions,
     workers: int,
     progress: Callable[[int], Any],
 ) -> tuple[FragmentTally, WalkStats, bool]:
@@ -94,12 +90,10 @@ def mine_in_workers(
     stop = context.Value("i", 0)
     shares = split_pages(pages, workers)
     addresses = [cache.value_() for cache in caches]
-    tally, stats, partial = FragmentTally(), WalkStats(), False
+    tally, stats, partial = FragmentTally(options.max_fragments), WalkStats(), False
     with context.Pool(len(shares), _init_worker, (done, stop)) as pool:
         results = [
-            pool.apply_async(
-                _work, (dump.path, dump.vmlinux, addresses, share, before, after, min_length)
-            )
+            pool.apply_async(_work, (dump.path, dump.vmlinux, addresses, share, options))
             for share in shares
         ]
         reported = 0

@@ -100,3 +100,38 @@ def test_tally_is_exact_and_order_independent(objects: list[bytes], min_length: 
     assert {t: (f.offsets, f.examples) for t, f in whole.fragments.items()} == {
         t: (f.offsets, f.examples) for t, f in merged.fragments.items()
     }
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"hot1", b"hot2"]) | st.binary(min_size=4, max_size=4), max_size=300),
+    st.integers(min_value=2, max_value=20),
+)
+def test_bounded_tally_keeps_heavy_hitters_within_error_bound(
+    texts: list[bytes], max_fragments: int
+) -> None:
+    objects = [b"\0" + t + b"\0" * 3 for t in texts] or [b"\0" * 8]
+    exact, bounded = FragmentTally(None), FragmentTally(max_fragments)
+    for i in range(0, len(objects), 7):  # several batches, so pruning happens between them
+        rows = rows_of(*objects[i : i + 7])
+        addresses = np.arange(i, i + len(rows), dtype=np.uint64) * 8
+        exact.add_objects(rows, addresses, 3)
+        bounded.add_objects(rows, addresses, 3)
+    assert len(bounded.fragments) <= max_fragments
+    assert bounded.exact == (bounded.error_bound == 0)
+    for text, truth in exact.fragments.items():
+        kept = bounded.fragments.get(text)
+        if kept is None:
+            assert truth.occurrences <= bounded.error_bound
+        else:
+            assert truth.objects - bounded.error_bound <= kept.objects <= truth.objects
+            assert truth.occurrences - bounded.error_bound <= kept.occurrences <= truth.occurrences
+
+
+def test_bounded_tally_drops_noise_and_says_so() -> None:
+    noise = [b"\0n%03d\0\0" % i for i in range(100)]
+    rows = rows_of(*([b"\0leak\0\0\0"] * 50 + noise))
+    tally = FragmentTally(10)
+    tally.add_objects(rows, np.arange(len(rows), dtype=np.uint64), 3)
+    assert not tally.exact and tally.dropped_fragments >= 90 and tally.error_bound == 1
+    assert tally.fragments[b"leak"].objects == 50
