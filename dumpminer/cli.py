@@ -35,6 +35,7 @@ from dumpminer.errors import (
 from dumpminer.fragments import DEFAULT_MAX_FRAGMENTS, DEFAULT_MIN_LENGTH
 from dumpminer.mine import mine
 from dumpminer.report import FORMATS, render, render_many, terminal_escape, write_atomically
+from dumpminer.sample import parse_sample
 from dumpminer.slabinfo import render_slab_info, slab_info
 
 
@@ -85,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="distinct fragments kept exactly before the rarest are dropped",
     )
     m.add_argument(
+        "--sample",
+        metavar="N|FRACTION",
+        help="mine a random share of the slabs: a fraction (0.1) or about N objects",
+    )
+    m.add_argument("--seed", type=_positive, default=0, help="seed of --sample (default 0)")
+    m.add_argument(
         "--workers", type=_positive, metavar="N", help="processes (default: by cache size)"
     )
     i = sub.add_parser("info", help="what a dump is, from its headers, without debuginfo")
@@ -130,6 +137,7 @@ def _emit(text: str, path: str | None) -> None:
 def run_mine(args: argparse.Namespace) -> int:
     """``dumpminer mine``: open, mine, render, write."""
     before, after = _context(args)
+    sample = None if args.sample is None else parse_sample(args.sample, args.seed)
     _check_output(args.output)
     dump = open_dump(args.vmcore, args.vmlinux, args.debug_dir)
     if args.cache is not None:
@@ -147,6 +155,9 @@ def run_mine(args: argparse.Namespace) -> int:
                 min_length=args.min_length,
                 progress=not args.quiet,
                 dump=dump,
+                workers=args.workers or None,
+                max_fragments=args.max_fragments,
+                sample=sample,
             )
         )
         if reports[-1].partial:

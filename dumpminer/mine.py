@@ -31,6 +31,7 @@ from dumpminer.dump import Dump
 from dumpminer.errors import UsageError
 from dumpminer.fragments import DEFAULT_MAX_FRAGMENTS, DEFAULT_MIN_LENGTH, FragmentTally
 from dumpminer.report import Report
+from dumpminer.sample import SampleSpec, sample_pages
 from dumpminer.walk import Slab, SlabPage, WalkStats, find_slab_pages, walk_slabs
 
 #: Bytes of objects gathered before one vectorised extraction pass.
@@ -214,13 +215,15 @@ def mine(
     dump: Dump | None = None,
     workers: int | None = None,
     max_fragments: int | None = DEFAULT_MAX_FRAGMENTS,
+    sample: SampleSpec | None = None,
 ) -> Report:
     """
     Mine every allocated object of the cache(s) named *cache* for printable
     fragments of at least *min_length* bytes, with *before* and *after* bytes
     of neighbouring memory counted apart. Returns the report; when
     interrupted (Ctrl-C), the report of what was walked so far, marked
-    partial.
+    partial. With *sample*, only a seeded random share of the slabs is
+    mined and counts are scaled (:mod:`dumpminer.sample`).
 
     With *dump* (from :func:`~dumpminer.dump.open_dump`), large caches are
     split over *workers* processes (default: :func:`default_workers`), each
@@ -234,7 +237,7 @@ def mine(
         raise UsageError("--max-fragments must be at least 1")
     options = MineOptions(before, after, min_length, max_fragments)
     with _gc_paused():
-        return _mine(prog, cache, options, progress, dump, workers)
+        return _mine(prog, cache, options, progress, dump, workers, sample)
 
 
 def _mine(
@@ -244,13 +247,16 @@ def _mine(
     progress: bool,
     dump: Dump | None,
     workers: int | None,
+    sample: SampleSpec | None,
 ) -> Report:
     """:func:`mine`, once its arguments are checked."""
     started = time.monotonic()
     caches = resolve_caches(prog, cache)
     usages = [cache_usage(c) for c in caches]
     stats = WalkStats()
-    pages = find_slab_pages(prog, {u.address for u in usages}, stats)
+    pages = found = find_slab_pages(prog, {u.address for u in usages}, stats)
+    if sample is not None:
+        pages = sample_pages(found, sample)
     bar = tqdm(
         total=sum(p.objects for p in pages),
         unit="obj",
@@ -301,4 +307,15 @@ def _mine(
         clusters=cluster_fragments(fragments),
         partial=partial,
         progress={"slabs_walked": stats.slabs, "slabs_found": len(pages)} if partial else {},
+        sample=None
+        if sample is None
+        else {
+            "fraction": sample.fraction,
+            "objects": sample.objects,
+            "seed": sample.seed,
+            "slabs_sampled": len(pages),
+            "slabs_total": len(found),
+            "objects_sampled": stats.objects_scanned,
+            "population": sum(u.allocated for u in usages),
+        },
     )

@@ -24,6 +24,7 @@ from typing import Any
 from dumpminer.cluster import MEMBERS_SHOWN, Cluster
 from dumpminer.errors import OutputError
 from dumpminer.fragments import Fragment
+from dumpminer.sample import estimate
 
 SCHEMA = "dumpminer.report/1"
 MANY_SCHEMA = "dumpminer.reports/1"
@@ -43,11 +44,35 @@ class Report:
     clusters: list[Cluster]
     partial: bool = False
     progress: dict[str, Any] = field(default_factory=dict)
+    #: With --sample: what was drawn (see :mod:`dumpminer.sample`); else None.
+    sample: dict[str, Any] | None = None
 
     def share(self, objects: int) -> float:
-        """*objects* as a fraction of the cache's allocated objects."""
+        """*objects* (as counted) as a fraction of the cache's allocated objects."""
+        if self.sample is not None:
+            sampled = self.sample["objects_sampled"]
+            return objects / sampled if sampled else 0.0
         allocated = self.cache.get("allocated") or 0
         return objects / allocated if allocated else 0.0
+
+    def counts(self, objects: int, occurrences: int, in_context: int) -> dict[str, Any]:
+        """
+        The count fields of a fragment or cluster: as counted, or with
+        --sample scaled to the whole cache, with the sampled counts and a 95%
+        interval for ``objects`` beside them.
+        """
+        if self.sample is None:
+            return {"objects": objects, "occurrences": occurrences, "in_context": in_context}
+        sampled, population = self.sample["objects_sampled"], self.sample["population"]
+        scale = population / sampled if sampled else 0.0
+        guess, low, high = estimate(objects, sampled, population)
+        return {
+            "objects": guess,
+            "occurrences": round(occurrences * scale),
+            "in_context": round(in_context * scale),
+            "objects_ci95": [low, high],
+            "sampled_objects": objects,
+        }
 
 
 def _text(data: bytes) -> str:
@@ -63,23 +88,19 @@ def look_commands(address: int, object_size: int) -> dict[str, str]:
     }
 
 
-def _fragment_json(fragment: Fragment) -> dict[str, Any]:
+def _fragment_json(report: Report, fragment: Fragment) -> dict[str, Any]:
     return {
         "text": _text(fragment.text),
-        "objects": fragment.objects,
-        "occurrences": fragment.occurrences,
-        "in_context": fragment.in_context,
+        **report.counts(fragment.objects, fragment.occurrences, fragment.in_context),
         "offsets": {str(k): v for k, v in sorted(fragment.offsets.items())},
         "examples": [f"{a:#x}" for a in fragment.examples],
     }
 
 
-def _cluster_json(cluster: Cluster, object_size: int) -> dict[str, Any]:
+def _cluster_json(report: Report, cluster: Cluster, object_size: int) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "template": _text(cluster.template),
-        "objects": cluster.objects,
-        "occurrences": cluster.occurrences,
-        "in_context": cluster.in_context,
+        **report.counts(cluster.objects, cluster.occurrences, cluster.in_context),
         "typical_offset": cluster.typical_offset,
         "distinct_members": len(cluster.members),
         "members": [
@@ -108,6 +129,7 @@ def to_json_dict(report: Report, top: int | None = None) -> dict[str, Any]:
         "dump": report.dump,
         "cache": report.cache,
         "scan": report.scan,
+        "sample": report.sample,
         "totals": {
             "fragments": len(report.fragments),
             "clusters": len(report.clusters),
@@ -115,8 +137,8 @@ def to_json_dict(report: Report, top: int | None = None) -> dict[str, Any]:
             "occurrences": sum(f.occurrences for f in report.fragments),
             "in_context": sum(f.in_context for f in report.fragments),
         },
-        "fragments": [_fragment_json(f) for f in report.fragments[:top]],
-        "clusters": [_cluster_json(c, object_size) for c in report.clusters[:top]],
+        "fragments": [_fragment_json(report, f) for f in report.fragments[:top]],
+        "clusters": [_cluster_json(report, c, object_size) for c in report.clusters[:top]],
     }
 
 
@@ -151,7 +173,7 @@ def render_csv(report: Report, top: int | None = None) -> str:
                 csv_cell(report.cache["name"]),
                 rank,
                 csv_cell(_text(c.template)),
-                c.objects,
+                report.counts(c.objects, c.occurrences, c.in_context)["objects"],
                 f"{report.share(c.objects):.6f}",
                 c.occurrences,
                 c.in_context,
@@ -206,7 +228,8 @@ def render_table(report: Report, top: int | None = None) -> str:
         rows.append(
             (
                 str(rank),
-                str(c.objects),
+                ("~" if report.sample else "")
+                + str(report.counts(c.objects, c.occurrences, c.in_context)["objects"]),
                 f"{100 * report.share(c.objects):.2f}%",
                 str(c.in_context),
                 "-" if c.typical_offset is None else f"+{c.typical_offset:#x}",
@@ -242,7 +265,8 @@ def render_markdown(report: Report, top: int | None = None) -> str:
         offset = "" if c.typical_offset is None else f"{c.typical_offset:#x}"
         examples = ", ".join(f"`{a:#x}`" for a in c.examples)
         lines.append(
-            f"| {rank} | {markdown_escape(_text(c.template))} | {c.objects} | "
+            f"| {rank} | {markdown_escape(_text(c.template))} | "
+            f"{report.counts(c.objects, c.occurrences, c.in_context)['objects']} | "
             f"{100 * report.share(c.objects):.2f}% | {c.in_context} | {offset} | {examples} |"
         )
     return "\n".join(lines) + "\n"
