@@ -141,9 +141,15 @@ class _Miner:
 
 def _dump_facts(prog: Program, dump: Dump | None) -> dict[str, Any]:
     if dump is not None:
-        return {"path": dump.path, "osrelease": dump.info.osrelease, "format": dump.info.format}
+        return {
+            "path": dump.path,
+            "osrelease": dump.info.osrelease,
+            "format": dump.info.format,
+            "build_id": dump.info.build_id,
+            "vmlinux": dump.vmlinux,
+        }
     release = prog["UTS_RELEASE"].string_().decode(errors="replace")
-    return {"path": None, "osrelease": release, "format": None}
+    return {"path": None, "osrelease": release, "format": None, "build_id": None, "vmlinux": None}
 
 
 def default_workers(pages: list[SlabPage]) -> int:
