@@ -75,10 +75,13 @@ def find_runs(rows: npt.NDArray[np.uint8], min_length: int = DEFAULT_MIN_LENGTH)
     printable = (rows - np.uint8(0x20)) < np.uint8(0x7F - 0x20)
     # A run starts at a printable byte with no printable byte before it in
     # the row, and ends at one with none after it: runs stop at row ends.
-    first = printable.copy()
-    first[:, 1:] &= ~printable[:, :-1]
-    last = printable.copy()
-    last[:, :-1] &= ~printable[:, 1:]
+    # (For booleans, a > b is a and not b: one pass, no temporaries.)
+    first = np.empty_like(printable)
+    first[:, 0] = printable[:, 0]
+    np.greater(printable[:, 1:], printable[:, :-1], out=first[:, 1:])
+    last = np.empty_like(printable)
+    last[:, -1] = printable[:, -1]
+    np.greater(printable[:, :-1], printable[:, 1:], out=last[:, :-1])
     starts = np.flatnonzero(first)
     lengths = np.flatnonzero(last) - starts + 1
     keep = lengths >= min_length
@@ -102,19 +105,33 @@ def _gather_texts(
         return np.zeros(0, dtype="S8")
     wide = -(-int(length.max()) // 8) * 8
     width = rows.shape[1]
-    flat = np.zeros(rows.size + wide, dtype=np.uint8)
-    flat[: rows.size] = rows.ravel()
-    # Each run is one row of a sliding window over the flat bytes: copying it
-    # out is one memcpy per run, not a gather per byte.
-    windows = np.lib.stride_tricks.sliding_window_view(flat, wide)
+    flat = np.ascontiguousarray(rows).ravel()
     start = row * width + offset
+    # Runs near the end, where a whole window would overrun the rows, are
+    # read from a padded copy of the last bytes; the rest straight from rows.
+    tail_from = max(0, flat.size - 2 * wide)
+    tail = np.zeros(flat.size - tail_from + wide, dtype=np.uint8)
+    tail[: flat.size - tail_from] = flat[tail_from:]
+    near_end = start >= tail_from
+    # Each run is one row of a sliding window over the bytes: copying it out
+    # is one memcpy per run, not a gather per byte.
+    view = np.lib.stride_tricks.sliding_window_view
+    windows = view(flat, wide) if tail_from else None
+    tail_windows = view(tail, wide)
     out = np.empty((len(row), wide), dtype=np.uint8)
     cols = np.arange(wide, dtype=np.intp)
-    for lo in range(0, len(row), max(1, _GATHER_BYTES // wide)):
-        hi = lo + max(1, _GATHER_BYTES // wide)
-        block = windows[start[lo:hi]]
+    step = max(1, _GATHER_BYTES // wide)
+    for lo in range(0, len(row), step):
+        hi = lo + step
+        near, first = near_end[lo:hi], start[lo:hi]
+        block = out[lo:hi]
+        if windows is not None and not near.any():
+            block[:] = windows[first]
+        else:
+            if windows is not None:
+                block[~near] = windows[first[~near]]
+            block[near] = tail_windows[first[near] - tail_from]
         block *= cols < length[lo:hi, None]
-        out[lo:hi] = block
     return out.view(f"S{wide}").ravel()
 
 
@@ -176,6 +193,57 @@ class Fragment:
         """Keep the :data:`EXAMPLES` lowest distinct addresses seen so far."""
         merged = sorted(set(self.examples).union(addresses))
         self.examples = merged[:EXAMPLES]
+
+
+@dataclass
+class BatchCounts:
+    """
+    The fragment counts of one batch, before they join a tally. Counting is
+    pure array work and may run on any thread; :meth:`FragmentTally.absorb`
+    then adds the counts, in batch order, on one.
+    """
+
+    texts: list[bytes]
+    occurrences: npt.NDArray[np.int64]
+    #: True for context windows: only ``occurrences`` (hits) is meaningful.
+    context: bool = False
+    objects: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    offsets: dict[int, dict[int, int]] = field(default_factory=dict)
+    #: Per run: its row and text index, and the rows' addresses, for examples.
+    row: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, np.intp))
+    which: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, np.intp))
+    addresses: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
+
+
+def count_objects(
+    rows: npt.NDArray[np.uint8],
+    addresses: npt.NDArray[np.uint64],
+    min_length: int = DEFAULT_MIN_LENGTH,
+) -> BatchCounts:
+    """Count the fragments of a batch of objects (row ``i`` at ``addresses[i]``)."""
+    runs = find_runs(rows, min_length)
+    if len(runs.row) == 0:
+        return BatchCounts([], np.zeros(0, np.int64))
+    texts, which, occurrences = group_texts(runs.text)
+    repeats = _repeats_in_objects(runs.row, which, rows.shape[0], len(texts))
+    return BatchCounts(
+        texts=texts.tolist(),
+        occurrences=occurrences.astype(np.int64),
+        objects=(occurrences - repeats).astype(np.int64),
+        offsets=_offset_counts(which, runs.offset, rows.shape[1], len(texts)),
+        row=runs.row,
+        which=which,
+        addresses=addresses,
+    )
+
+
+def count_context(rows: npt.NDArray[np.uint8], min_length: int = DEFAULT_MIN_LENGTH) -> BatchCounts:
+    """Count the fragments of a batch of context windows (one per row)."""
+    runs = find_runs(rows, min_length)
+    if len(runs.row) == 0:
+        return BatchCounts([], np.zeros(0, np.int64), context=True)
+    texts, _, hits = group_texts(runs.text)
+    return BatchCounts(texts.tolist(), hits.astype(np.int64), context=True)
 
 
 #: Distinct fragments a tally keeps before it drops the rarest (about
@@ -247,32 +315,32 @@ class FragmentTally:
         Count the fragments in a batch of objects: row ``i`` of *rows* is the
         bytes of the object at ``addresses[i]``.
         """
-        runs = find_runs(rows, min_length)
-        if len(runs.row) == 0:
-            return
-        texts, which, occurrences = group_texts(runs.text)
-        objects = occurrences - _repeats_in_objects(runs.row, which, rows.shape[0], len(texts))
-        offsets = _offset_counts(which, runs.offset, rows.shape[1], len(texts))
-        fragments = [self._get(text) for text in texts.tolist()]
-        examples = _lowest_objects(runs.row, which, addresses, fragments)
-        for i, fragment in enumerate(fragments):
-            fragment.objects += int(objects[i])
-            fragment.occurrences += int(occurrences[i])
-            fragment.offsets.update(offsets.get(i, {}))
-            if i in examples:
-                fragment.add_examples(examples[i])
-        self._bound()
+        self.absorb(count_objects(rows, addresses, min_length))
 
     def add_context(
         self, rows: npt.NDArray[np.uint8], min_length: int = DEFAULT_MIN_LENGTH
     ) -> None:
         """Count the fragments in a batch of context windows (one per row)."""
-        runs = find_runs(rows, min_length)
-        if len(runs.row) == 0:
+        self.absorb(count_context(rows, min_length))
+
+    def absorb(self, counts: BatchCounts) -> None:
+        """Add a batch counted by :func:`count_objects` or :func:`count_context`."""
+        if not counts.texts:
             return
-        texts, counts = np.unique(runs.text, return_counts=True)
-        for text, count in zip(texts.tolist(), counts.tolist(), strict=True):
-            self._get(text).in_context += count
+        fragments = [self._get(text) for text in counts.texts]
+        if counts.context:
+            for fragment, hits in zip(fragments, counts.occurrences.tolist(), strict=True):
+                fragment.in_context += hits
+            self._bound()
+            return
+        examples = _lowest_objects(counts.row, counts.which, counts.addresses, fragments)
+        objects, occurrences = counts.objects.tolist(), counts.occurrences.tolist()
+        for i, fragment in enumerate(fragments):
+            fragment.objects += objects[i]
+            fragment.occurrences += occurrences[i]
+            fragment.offsets.update(counts.offsets.get(i, {}))
+            if i in examples:
+                fragment.add_examples(examples[i])
         self._bound()
 
     def merge(self, other: FragmentTally) -> None:
