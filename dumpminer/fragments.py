@@ -191,6 +191,9 @@ class Fragment:
 
     def add_examples(self, addresses: list[int]) -> None:
         """Keep the :data:`EXAMPLES` lowest distinct addresses seen so far."""
+        if not self.examples and len(addresses) <= EXAMPLES:
+            self.examples = sorted(set(addresses))
+            return
         merged = sorted(set(self.examples).union(addresses))
         self.examples = merged[:EXAMPLES]
 
