@@ -34,15 +34,16 @@ CACHE = "kmalloc-32"
 def _open(vmcore: str, vmlinux: str) -> Any:
     from dumpminer.dump import open_dump
 
-    return open_dump(vmcore, vmlinux).prog
+    return open_dump(vmcore, vmlinux)
 
 
-def program_helper_loop(prog: Any) -> int:
+def program_helper_loop(dump: Any) -> int:
     """(a) drgn's helper loop: one read per object, printable runs counted."""
     from drgn.helpers.linux.slab import find_slab_cache, slab_cache_for_each_allocated_object
 
     from dumpminer.fragments import printable_runs
 
+    prog = dump.prog
     slab_cache = find_slab_cache(prog, CACHE)
     size = slab_cache.object_size.value_()
     counts: Counter[bytes] = Counter()
@@ -53,21 +54,39 @@ def program_helper_loop(prog: Any) -> int:
     return n
 
 
-def program_dumpminer(prog: Any) -> int:
+def program_dumpminer(dump: Any) -> int:
     """(b) dumpminer's exact mode, the library call behind ``dumpminer mine``."""
     import dumpminer
 
-    report = dumpminer.mine(prog, CACHE)
+    report = dumpminer.mine(dump.prog, CACHE, dump=dump, workers=1)
     return int(report.scan["objects_scanned"])
 
 
-def program_floor(prog: Any) -> int:
+def program_dumpminer_2_workers(dump: Any) -> int:
+    """(b2) dumpminer's exact mode split over two worker processes."""
+    import dumpminer
+
+    report = dumpminer.mine(dump.prog, CACHE, dump=dump, workers=2)
+    return int(report.scan["objects_scanned"])
+
+
+def program_sample(dump: Any) -> int:
+    """(c) dumpminer with ``--sample 0.1``: a tenth of the slabs."""
+    import dumpminer
+    from dumpminer.sample import SampleSpec
+
+    report = dumpminer.mine(dump.prog, CACHE, dump=dump, sample=SampleSpec(fraction=0.1))
+    return int(report.scan["objects_scanned"])
+
+
+def program_floor(dump: Any) -> int:
     """(d) the floor: find the cache's slab pages in bulk and read each slab once."""
     from drgn.helpers.linux.mm import pfn_to_virt
     from drgn.helpers.linux.slab import find_slab_cache
 
     from dumpminer.walk import WalkStats, find_slab_pages
 
+    prog = dump.prog
     slab_cache = find_slab_cache(prog, CACHE)
     stride = slab_cache.size.value_()
     pages = find_slab_pages(prog, {slab_cache.value_()}, WalkStats())
@@ -83,15 +102,17 @@ def program_floor(prog: Any) -> int:
 PROGRAMS = {
     "a-drgn-helpers": program_helper_loop,
     "b-dumpminer": program_dumpminer,
+    "b2-dumpminer-2w": program_dumpminer_2_workers,
+    "c-sample-0.1": program_sample,
     "d-floor": program_floor,
 }
 
 
 def child(name: str, vmcore: str, vmlinux: str) -> None:
     """Run one program in this process and print its measurements as JSON."""
-    prog = _open(vmcore, vmlinux)
+    dump = _open(vmcore, vmlinux)
     started = time.perf_counter()
-    objects = PROGRAMS[name](prog)
+    objects = PROGRAMS[name](dump)
     seconds = time.perf_counter() - started
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"seconds": seconds, "objects": objects, "peak_rss_mib": peak_kib / 1024}))
@@ -148,8 +169,9 @@ def main() -> None:
     if "a-drgn-helpers" in medians and "b-dumpminer" in medians:
         ratio = medians["a-drgn-helpers"] / medians["b-dumpminer"]
         print(f"speed-up of dumpminer over drgn helpers: {ratio:.1f}x")
-    if "d-floor" in medians and "b-dumpminer" in medians:
-        print(f"dumpminer / floor: {medians['b-dumpminer'] / medians['d-floor']:.2f}x")
+    for name in ("b-dumpminer", "b2-dumpminer-2w", "c-sample-0.1"):
+        if "d-floor" in medians and name in medians:
+            print(f"{name} / floor: {medians[name] / medians['d-floor']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -212,7 +212,7 @@ def find_vmlinux(info: DumpInfo, debug_dirs: Sequence[str] = (), root: str = "/"
         except (InputFileError, DebugInfoError):
             continue  # unreadable or not ELF: keep looking
         if info.build_id and build_id != info.build_id:
-            mismatched.append(path)
+            mismatched.append(f"{_show(path)} (build ID {build_id or 'none'})")
             continue
         if not has_debug:
             stripped.append(path)
@@ -224,7 +224,7 @@ def find_vmlinux(info: DumpInfo, debug_dirs: Sequence[str] = (), root: str = "/"
         what += f" (BUILD-ID {info.build_id})"
     notes = []
     if mismatched:
-        notes.append(f"other or no build ID: {', '.join(map(_show, mismatched))}")
+        notes.append(f"other or no build ID: {', '.join(mismatched)}")
     if stripped:
         notes.append(f"no .debug_info: {', '.join(map(_show, stripped))}")
     found = f" (rejected {'; '.join(notes)})" if notes else ""

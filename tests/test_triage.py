@@ -453,11 +453,6 @@ def test_other_series_vmlinux_refused(sample_manifest: dict[str, Any], tmp_path:
     assert f"linux-image-{sample_manifest['kernel_release']}-dbg" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="find_vmlinux lists a rejected candidate's path but not its build ID "
-    "(dumpminer/debuginfo.py; see docs/triage.md)",
-)
 def test_found_vmlinux_refusal_names_its_build_id(
     sample_manifest: dict[str, Any], tmp_path: Path
 ) -> None:
