@@ -189,13 +189,8 @@ class Fragment:
     #: The lowest object addresses holding the fragment, ascending.
     examples: list[int] = field(default_factory=list)
 
-    def add_examples(self, addresses: list[int]) -> None:
-        """Keep the :data:`EXAMPLES` lowest distinct addresses seen so far."""
-        if not self.examples and len(addresses) <= EXAMPLES:
-            self.examples = sorted(set(addresses))
-            return
-        merged = sorted(set(self.examples).union(addresses))
-        self.examples = merged[:EXAMPLES]
+
+_EMPTY_I64: npt.NDArray[np.int64] = np.zeros(0, np.int64)
 
 
 @dataclass
@@ -210,8 +205,11 @@ class BatchCounts:
     occurrences: npt.NDArray[np.int64]
     #: True for context windows: only ``occurrences`` (hits) is meaningful.
     context: bool = False
-    objects: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
-    offsets: dict[int, dict[int, int]] = field(default_factory=dict)
+    objects: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
+    #: (text index, offset, runs) triples.
+    offset_text: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
+    offset_at: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
+    offset_runs: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
     #: Per run: its row and text index, and the rows' addresses, for examples.
     row: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, np.intp))
     which: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, np.intp))
@@ -226,14 +224,19 @@ def count_objects(
     """Count the fragments of a batch of objects (row ``i`` at ``addresses[i]``)."""
     runs = find_runs(rows, min_length)
     if len(runs.row) == 0:
-        return BatchCounts([], np.zeros(0, np.int64))
+        return BatchCounts([], _EMPTY_I64)
     texts, which, occurrences = group_texts(runs.text)
     repeats = _repeats_in_objects(runs.row, which, rows.shape[0], len(texts))
+    offset_text, offset_at, offset_runs = _offset_counts(
+        which, runs.offset, rows.shape[1], len(texts)
+    )
     return BatchCounts(
         texts=texts.tolist(),
         occurrences=occurrences.astype(np.int64),
         objects=(occurrences - repeats).astype(np.int64),
-        offsets=_offset_counts(which, runs.offset, rows.shape[1], len(texts)),
+        offset_text=offset_text,
+        offset_at=offset_at,
+        offset_runs=offset_runs,
         row=runs.row,
         which=which,
         addresses=addresses,
@@ -244,19 +247,26 @@ def count_context(rows: npt.NDArray[np.uint8], min_length: int = DEFAULT_MIN_LEN
     """Count the fragments of a batch of context windows (one per row)."""
     runs = find_runs(rows, min_length)
     if len(runs.row) == 0:
-        return BatchCounts([], np.zeros(0, np.int64), context=True)
+        return BatchCounts([], _EMPTY_I64, context=True)
     texts, _, hits = group_texts(runs.text)
     return BatchCounts(texts.tolist(), hits.astype(np.int64), context=True)
 
 
 #: Distinct fragments a tally keeps before it drops the rarest (about
-#: 0.5 KiB of memory each).
+#: 0.5 KiB of memory each once reported).
 DEFAULT_MAX_FRAGMENTS = 1_000_000
+
+#: "No example here" in the examples table (no object lives at this address).
+_NO_ADDRESS = np.uint64(2**64 - 1)
 
 
 class FragmentTally:
     """
     Counts of every fragment, fed one batch of objects at a time.
+
+    The counts live in numpy arrays indexed by a fragment id, so adding a
+    batch is a few array operations plus one dict lookup per distinct text;
+    :attr:`fragments` builds the :class:`Fragment` objects once, at the end.
 
     Counts are exact while the tally holds at most *max_fragments* distinct
     texts. Past that, it keeps the heavy hitters by lossy counting: the
@@ -271,42 +281,62 @@ class FragmentTally:
     """
 
     def __init__(self, max_fragments: int | None = DEFAULT_MAX_FRAGMENTS) -> None:
-        self.fragments: dict[bytes, Fragment] = {}
         self.max_fragments = max_fragments
         #: How many counts any kept fragment may be short by; 0 while exact.
         self.error_bound = 0
         #: Distinct fragments dropped (a text dropped twice counts twice).
         self.dropped_fragments = 0
+        self._index: dict[bytes, int] = {}
+        self._texts: list[bytes] = []
+        self._objects = np.zeros(0, np.int64)
+        self._occurrences = np.zeros(0, np.int64)
+        self._in_context = np.zeros(0, np.int64)
+        #: The lowest addresses of each fragment, ascending, padded with _NO_ADDRESS.
+        self._examples = np.zeros((0, EXAMPLES), np.uint64)
+        #: (fragment ids, offsets, runs) pieces, reduced now and then.
+        self._offsets: list[tuple[npt.NDArray[np.int64], ...]] = []
+        self._offset_entries = 0
+        self._built: dict[bytes, Fragment] | None = None
+
+    def __len__(self) -> int:
+        return len(self._texts)
 
     @property
     def exact(self) -> bool:
         """True while no fragment was ever dropped."""
         return self.dropped_fragments == 0
 
-    def _bound(self) -> None:
-        """Drop the rarest fragments if the tally has grown past its bound."""
-        if self.max_fragments is None or len(self.fragments) <= self.max_fragments:
-            return
-        weight = np.array(
-            [f.occurrences + f.in_context for f in self.fragments.values()], dtype=np.int64
-        )
-        keep = max(1, self.max_fragments // 2)
-        # Drop every fragment at or below the weight of the keep-th heaviest.
-        threshold = int(np.partition(weight, len(weight) - keep)[len(weight) - keep])
-        threshold = max(threshold, 1)
-        dropped = [
-            t for t, f in self.fragments.items() if f.occurrences + f.in_context <= threshold
-        ]
-        for text in dropped:
-            del self.fragments[text]
-        self.dropped_fragments += len(dropped)
-        self.error_bound += threshold
-
-    def _get(self, text: bytes) -> Fragment:
-        fragment = self.fragments.get(text)
-        if fragment is None:
-            fragment = self.fragments[text] = Fragment(text)
-        return fragment
+    @property
+    def fragments(self) -> dict[bytes, Fragment]:
+        """Every fragment counted so far, by text."""
+        if self._built is None:
+            n = len(self._texts)
+            ids, at, runs = self._reduced_offsets()
+            offsets: list[Counter[int]] = [Counter() for _ in range(n)]
+            for i, offset, count in zip(ids.tolist(), at.tolist(), runs.tolist(), strict=True):
+                offsets[i][offset] = count
+            examples = self._examples[:n].tolist()
+            limit = int(_NO_ADDRESS)
+            self._built = {
+                text: Fragment(
+                    text,
+                    objects,
+                    occurrences,
+                    in_context,
+                    offsets[i],
+                    [a for a in examples[i] if a != limit],
+                )
+                for i, (text, objects, occurrences, in_context) in enumerate(
+                    zip(
+                        self._texts,
+                        self._objects[:n].tolist(),
+                        self._occurrences[:n].tolist(),
+                        self._in_context[:n].tolist(),
+                        strict=True,
+                    )
+                )
+            }
+        return self._built
 
     def add_objects(
         self,
@@ -330,34 +360,138 @@ class FragmentTally:
         """Add a batch counted by :func:`count_objects` or :func:`count_context`."""
         if not counts.texts:
             return
-        fragments = [self._get(text) for text in counts.texts]
+        ids = self._ids(counts.texts)
         if counts.context:
-            for fragment, hits in zip(fragments, counts.occurrences.tolist(), strict=True):
-                fragment.in_context += hits
-            self._bound()
-            return
-        examples = _lowest_objects(counts.row, counts.which, counts.addresses, fragments)
-        objects, occurrences = counts.objects.tolist(), counts.occurrences.tolist()
-        for i, fragment in enumerate(fragments):
-            fragment.objects += objects[i]
-            fragment.occurrences += occurrences[i]
-            fragment.offsets.update(counts.offsets.get(i, {}))
-            if i in examples:
-                fragment.add_examples(examples[i])
+            self._in_context[ids] += counts.occurrences
+        else:
+            self._objects[ids] += counts.objects
+            self._occurrences[ids] += counts.occurrences
+            self._add_offsets(ids[counts.offset_text], counts.offset_at, counts.offset_runs)
+            # Only texts whose lowest addresses can still change need looking
+            # at: fewer than EXAMPLES so far, or one above this batch's lowest.
+            # Walks go up in address, so after the first batches this is the
+            # handful of texts new in the batch.
+            last = self._examples[ids, EXAMPLES - 1]
+            needy = (last == _NO_ADDRESS) | (last > counts.addresses.min())
+            picked = np.flatnonzero(needy[counts.which])
+            if len(picked):
+                self._add_examples(ids[counts.which[picked]], counts.addresses[counts.row[picked]])
         self._bound()
 
     def merge(self, other: FragmentTally) -> None:
         """Add every count of *other* into this tally."""
-        for text, theirs in other.fragments.items():
-            ours = self._get(text)
-            ours.objects += theirs.objects
-            ours.occurrences += theirs.occurrences
-            ours.in_context += theirs.in_context
-            ours.offsets.update(theirs.offsets)
-            ours.add_examples(theirs.examples)
+        n = len(other)
+        if n:
+            ids = self._ids(other._texts)
+            self._objects[ids] += other._objects[:n]
+            self._occurrences[ids] += other._occurrences[:n]
+            self._in_context[ids] += other._in_context[:n]
+            their_ids, at, runs = other._reduced_offsets()
+            self._add_offsets(ids[their_ids], at, runs)
+            theirs = other._examples[:n].ravel()
+            present = theirs != _NO_ADDRESS
+            self._add_examples(np.repeat(ids, EXAMPLES)[present], theirs[present])
         self.error_bound += other.error_bound
         self.dropped_fragments += other.dropped_fragments
         self._bound()
+
+    def _ids(self, texts: list[bytes]) -> npt.NDArray[np.int64]:
+        """The ids of *texts* (distinct), giving new ones to new texts."""
+        self._built = None
+        index, known = self._index, self._texts
+        out = []
+        for text in texts:
+            i = index.get(text)
+            if i is None:
+                i = index[text] = len(known)
+                known.append(text)
+            out.append(i)
+        self._reserve(len(known))
+        return np.array(out, dtype=np.int64)
+
+    def _reserve(self, n: int) -> None:
+        """Make the arrays hold at least *n* fragments."""
+        have = len(self._objects)
+        if n <= have:
+            return
+        grow = max(n, 2 * have, 1024) - have
+        zeros = np.zeros(grow, np.int64)
+        self._objects = np.concatenate([self._objects, zeros])
+        self._occurrences = np.concatenate([self._occurrences, zeros])
+        self._in_context = np.concatenate([self._in_context, zeros])
+        empty = np.full((grow, EXAMPLES), _NO_ADDRESS, np.uint64)
+        self._examples = np.concatenate([self._examples, empty])
+
+    def _add_offsets(
+        self,
+        ids: npt.NDArray[np.int64],
+        at: npt.NDArray[np.int64],
+        runs: npt.NDArray[np.int64],
+    ) -> None:
+        self._offsets.append((ids, at, runs))
+        self._offset_entries += len(ids)
+        if self._offset_entries > 4 * len(self._texts) + 100_000:
+            self._reduced_offsets()
+
+    def _reduced_offsets(
+        self,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Sum the offset pieces into one (id, offset, runs) triple of arrays."""
+        if not self._offsets:
+            return _EMPTY_I64, _EMPTY_I64, _EMPTY_I64
+        ids = np.concatenate([piece[0] for piece in self._offsets])
+        at = np.concatenate([piece[1] for piece in self._offsets])
+        runs = np.concatenate([piece[2] for piece in self._offsets])
+        keys, where = np.unique((ids << 32) | at, return_inverse=True)
+        total = np.zeros(len(keys), np.int64)
+        np.add.at(total, where.ravel(), runs)
+        reduced = (keys >> 32, keys & 0xFFFFFFFF, total)
+        self._offsets = [reduced]
+        self._offset_entries = len(keys)
+        return reduced
+
+    def _add_examples(self, ids: npt.NDArray[np.int64], addresses: npt.NDArray[np.uint64]) -> None:
+        """Merge candidate (id, address) pairs into the lowest-addresses table."""
+        touched = np.unique(ids)
+        old = self._examples[touched].ravel()
+        every_id = np.concatenate([np.repeat(touched, EXAMPLES), ids])
+        every_address = np.concatenate([old, addresses.astype(np.uint64)])
+        present = every_address != _NO_ADDRESS
+        every_id, every_address = every_id[present], every_address[present]
+        order = np.lexsort((every_address, every_id))
+        every_id, every_address = every_id[order], every_address[order]
+        fresh = np.ones(len(every_id), dtype=bool)
+        fresh[1:] = (every_id[1:] != every_id[:-1]) | (every_address[1:] != every_address[:-1])
+        every_id, every_address = every_id[fresh], every_address[fresh]
+        rank = np.arange(len(every_id)) - np.searchsorted(every_id, every_id, side="left")
+        keep = rank < EXAMPLES
+        self._examples[touched] = _NO_ADDRESS
+        self._examples[every_id[keep], rank[keep]] = every_address[keep]
+
+    def _bound(self) -> None:
+        """Drop the rarest fragments if the tally has grown past its bound."""
+        n = len(self._texts)
+        if self.max_fragments is None or n <= self.max_fragments:
+            return
+        weight = self._occurrences[:n] + self._in_context[:n]
+        keep_n = max(1, self.max_fragments // 2)
+        # Drop every fragment at or below the weight of the keep_n-th heaviest.
+        threshold = max(1, int(np.partition(weight, n - keep_n)[n - keep_n]))
+        keep = weight > threshold
+        ids, at, runs = self._reduced_offsets()
+        new_id = np.cumsum(keep) - 1
+        kept_offsets = keep[ids]
+        self._offsets = [(new_id[ids[kept_offsets]], at[kept_offsets], runs[kept_offsets])]
+        self._offset_entries = int(kept_offsets.sum())
+        self._texts = [t for t, k in zip(self._texts, keep.tolist(), strict=True) if k]
+        self._index = {text: i for i, text in enumerate(self._texts)}
+        self._objects = self._objects[:n][keep]
+        self._occurrences = self._occurrences[:n][keep]
+        self._in_context = self._in_context[:n][keep]
+        self._examples = self._examples[:n][keep]
+        self.dropped_fragments += n - len(self._texts)
+        self.error_bound += threshold
+        self._built = None
 
 
 def _repeats_in_objects(
@@ -376,8 +510,8 @@ def _repeats_in_objects(
 
 def _offset_counts(
     which: npt.NDArray[np.intp], offset: npt.NDArray[np.intp], width: int, n_texts: int
-) -> dict[int, dict[int, int]]:
-    """Per text index, offset -> runs at that offset."""
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(text index, offset, runs there) for every offset a text was found at."""
     keys = which.astype(np.int64) * width + offset
     if n_texts * width <= 1 << 24:
         counts = np.bincount(keys, minlength=n_texts * width)
@@ -385,40 +519,4 @@ def _offset_counts(
         counts = counts[keys]
     else:
         keys, counts = np.unique(keys, return_counts=True)
-    out: dict[int, dict[int, int]] = {}
-    for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
-        out.setdefault(key // width, {})[key % width] = count
-    return out
-
-
-def _lowest_objects(
-    row: npt.NDArray[np.intp],
-    which: npt.NDArray[np.intp],
-    addresses: npt.NDArray[np.uint64],
-    fragments: list[Fragment],
-) -> dict[int, list[int]]:
-    """
-    Per text index, the lowest addresses of objects holding it, for the texts
-    whose examples could still change: fewer than :data:`EXAMPLES`, or some
-    higher than the lowest address in this batch. Walks go up in address, so
-    after the first batches this is a handful of new texts, not all of them.
-    """
-    lowest = int(addresses.min())
-    needy = np.array(
-        [len(f.examples) < EXAMPLES or f.examples[-1] > lowest for f in fragments], dtype=bool
-    )
-    picked = np.flatnonzero(needy[which])
-    if len(picked) == 0:
-        return {}
-    address = addresses[row[picked]]
-    order = np.lexsort((address, which[picked]))
-    text, address = which[picked][order], address[order]
-    fresh = np.ones(len(text), dtype=bool)
-    fresh[1:] = (text[1:] != text[:-1]) | (address[1:] != address[:-1])
-    text, address = text[fresh], address[fresh]
-    start = np.searchsorted(text, text, side="left")
-    keep = np.arange(len(text)) - start < EXAMPLES
-    out: dict[int, list[int]] = {}
-    for i, a in zip(text[keep].tolist(), address[keep].tolist(), strict=True):
-        out.setdefault(i, []).append(a)
-    return out
+    return keys // width, keys % width, counts.astype(np.int64)
