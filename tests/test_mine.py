@@ -176,3 +176,11 @@ def test_cli_end_to_end(sample_manifest: dict[str, Any], tmp_path: Any) -> None:
     assert table.returncode == 0, table.stderr
     assert "sbin/*agt/" in table.stdout and "rd -a 0x" in table.stdout
     assert os.listdir(tmp_path) == ["report.json"]
+
+
+def test_workers_give_the_same_report(sample_manifest: dict[str, Any]) -> None:
+    """Two worker processes, each with its own drgn program, merge to the same counts."""
+    entry = next(d for d in _dumps(sample_manifest) if d["format"] == "kdump")
+    dump = _opened(entry["path"], sample_manifest["vmlinux"])
+    split = _stable(to_json_dict(dumpminer.mine(dump.prog, "kmalloc-32", dump=dump, workers=2)))
+    assert split == _stable(_mined(entry["path"], sample_manifest["vmlinux"], "kmalloc-32"))
