@@ -46,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive(text: str) -> int:
+def _non_negative(text: str) -> int:
     try:
         value = int(text, 0)
     except ValueError:
@@ -68,19 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache", help="cache name as in /proc/slabinfo, or a glob; default: the largest caches"
     )
     m.add_argument(
-        "--caches-top", type=_positive, default=3, metavar="K", help="without --cache: mine K"
+        "--caches-top", type=_non_negative, default=3, metavar="K", help="without --cache: mine K"
     )
-    m.add_argument("--context", type=_positive, metavar="BYTES", help="bytes before and after")
-    m.add_argument("--before", type=_positive, metavar="B", help="context bytes before objects")
-    m.add_argument("--after", type=_positive, metavar="A", help="context bytes after objects")
-    m.add_argument("--min-length", type=_positive, default=DEFAULT_MIN_LENGTH, metavar="N")
-    m.add_argument("--top", type=_positive, metavar="N", help="rows to report")
+    m.add_argument("--context", type=_non_negative, metavar="BYTES", help="bytes before and after")
+    m.add_argument("--before", type=_non_negative, metavar="B", help="context bytes before objects")
+    m.add_argument("--after", type=_non_negative, metavar="A", help="context bytes after objects")
+    m.add_argument("--min-length", type=_non_negative, default=DEFAULT_MIN_LENGTH, metavar="N")
+    m.add_argument("--top", type=_non_negative, metavar="N", help="rows to report")
     m.add_argument("--format", choices=FORMATS, default="table")
     m.add_argument("-o", "--output", metavar="FILE", help="write the report here, atomically")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.add_argument(
         "--max-fragments",
-        type=_positive,
+        type=_non_negative,
         default=DEFAULT_MAX_FRAGMENTS,
         metavar="N",
         help="distinct fragments kept exactly before the rarest are dropped",
@@ -90,9 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N|FRACTION",
         help="mine a random share of the slabs: a fraction (0.1) or about N objects",
     )
-    m.add_argument("--seed", type=_positive, default=0, help="seed of --sample (default 0)")
+    m.add_argument("--seed", type=_non_negative, default=0, help="seed of --sample (default 0)")
     m.add_argument(
-        "--workers", type=_positive, metavar="N", help="processes (default: by cache size)"
+        "--workers", type=_non_negative, metavar="N", help="processes (default: by cache size)"
     )
     i = sub.add_parser("info", help="what a dump is, from its headers, without debuginfo")
     i.add_argument("vmcore")
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("vmcore")
     c.add_argument("--vmlinux", help="vmlinux with debuginfo for the dump's kernel")
     c.add_argument("--debug-dir", action="append", default=[], help="where to look for vmlinux")
-    c.add_argument("--top", type=_positive, metavar="N", help="rows to list")
+    c.add_argument("--top", type=_non_negative, metavar="N", help="rows to list")
     c.add_argument("--format", choices=FORMATS, default="table")
     c.add_argument("-o", "--output", metavar="FILE", help="write the listing here, atomically")
     return parser
