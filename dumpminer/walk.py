@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from drgn import FaultError, Object, Program, Type, sizeof
 from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_virt
-from drgn.helpers.linux.slab import _get_slab_cache_helper
+from drgn.helpers.linux.slab import _get_slab_cache_helper, slab_cache_objects_per_slab
 
 from dumpminer.caches import cache_name
 
@@ -58,6 +58,8 @@ class CacheLayout:
     freelist_random: int | None
     #: Addresses of objects free on per-CPU freelists and sheaves.
     cpu_free: frozenset[int]
+    #: Objects in a slab of the cache's preferred order: no slab holds more.
+    objects_per_slab: int = 1 << 15
 
 
 def cache_layout(cache: Object) -> CacheLayout:
@@ -79,6 +81,7 @@ def cache_layout(cache: Object) -> CacheLayout:
         freeptr_offset=cache.offset.value_(),
         freelist_random=random,
         cpu_free=frozenset(_cpu_free_objects(cache)),
+        objects_per_slab=slab_cache_objects_per_slab(cache),
     )
 
 
@@ -341,6 +344,11 @@ def read_slab(
     are allocated. Returns None, and counts why, when the slab is unreadable
     or its freelist is corrupt.
     """
+    if page.objects > layout.objects_per_slab:
+        # A struct slab claiming more objects than the cache fits in a slab
+        # is corrupt; trusting it would read (and mine) past the slab.
+        stats.corrupt(page.address)
+        return None
     base = virt + layout.red_left_pad
     length = page.objects * layout.stride
     context_missing = False

@@ -73,6 +73,13 @@ def patch(path: Path, segments: list[Segment], phys: int, data: bytes) -> None:
         f.write(data)
 
 
+def read_phys(path: Path, segments: list[Segment], phys: int, size: int) -> bytes:
+    """Read *size* bytes of physical memory *phys* from the ELF dump at *path*."""
+    with open(path, "rb") as f:
+        f.seek(phys_to_offset(segments, phys))
+        return f.read(size)
+
+
 def copy(src: str, dst: Path) -> Path:
     shutil.copyfile(src, dst)
     return dst

@@ -36,7 +36,7 @@ from drgn.helpers.linux.slab import (
     for_each_slab_cache,
     slab_cache_pages_per_slab,
 )
-from hostile import copy, patch, read_segments, relayout
+from hostile import copy, patch, read_phys, read_segments, relayout
 from test_dumpinfo import elf_core, kdump
 
 import dumpminer
@@ -139,6 +139,10 @@ def _clean(vmcore: str, vmlinux: str) -> dict[str, Any]:
         "layout": layout,
         "freelist_phys": {
             p.address: follow_phys(mm, p.address + fields.freelist).value_() for p, _ in quiet
+        },
+        "objects_field": (fields.objects_word, fields.objects_shift, fields.objects_mask),
+        "counters_phys": {
+            p.address: follow_phys(mm, p.address + fields.objects_word).value_() for p, _ in quiet
         },
         "virt_to_phys": {
             p.address: virt_to_phys(prog, pfn_virt(prog, p.pfn)).value_() for p, _ in quiet
@@ -269,7 +273,7 @@ def test_corrupt_freelists_skip_exactly_their_slabs(
     sample_manifest: dict[str, Any], clean: dict[str, Any], tmp_path: Path
 ) -> None:
     layout = clean["layout"]
-    victims = clean["quiet"][3:8]
+    victims = clean["quiet"][3:9]
     dst = copy(_elf(sample_manifest), tmp_path / "corrupt.vmcore")
     _, segments = read_segments(dst)
 
@@ -289,7 +293,14 @@ def test_corrupt_freelists_skip_exactly_their_slabs(
     def obj(page: Any, index: int) -> int:
         return int(clean["base"][page.address] + layout.red_left_pad + index * layout.stride)
 
-    outside, misaligned, loop, loop2, garbage = victims
+    outside, misaligned, loop, loop2, garbage, crowded = victims
+    # More objects than a slab of this cache holds: reading them would run
+    # past the slab into whatever follows.
+    _, shift, mask = clean["objects_field"]
+    counters_phys = clean["counters_phys"][crowded.address]
+    word = struct.unpack("<Q", read_phys(dst, segments, counters_phys, 8))[0]
+    word = (word & ~(mask << shift)) | ((layout.objects_per_slab + 1) << shift)
+    patch(dst, segments, counters_phys, struct.pack("<Q", word))
     set_freelist(outside, obj(outside, 0) + 64 * 4096)
     set_freelist(misaligned, obj(misaligned, 1) + 1)
     set_freelist(loop, obj(loop, 2))  # object 2 -> object 2 -> ...
@@ -311,12 +322,12 @@ def test_corrupt_freelists_skip_exactly_their_slabs(
     assert time.monotonic() - started < 60
     gone = sorted(p.address for p in victims)
     scan = report["scan"]
-    assert scan["corrupt_slabs"] == 5
+    assert scan["corrupt_slabs"] == 6
     assert scan["corrupt_slab_addresses"] == [f"{a:#x}" for a in gone]
     assert scan["faults"] == 0
     scanned, counts = expected_without(clean, gone)
     assert scan["objects_scanned"] == scanned
-    assert scan["slabs"] == clean["report"]["scan"]["slabs"] - 5
+    assert scan["slabs"] == clean["report"]["scan"]["slabs"] - 6
     assert fragment_counts(report) == counts
 
 
