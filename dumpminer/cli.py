@@ -33,7 +33,7 @@ from dumpminer.errors import (
     UsageError,
 )
 from dumpminer.fragments import DEFAULT_MAX_FRAGMENTS, DEFAULT_MIN_LENGTH
-from dumpminer.mine import mine
+from dumpminer.mine import MineOptions, mine
 from dumpminer.report import FORMATS, render, render_many, terminal_escape, write_atomically
 from dumpminer.sample import parse_sample
 from dumpminer.slabinfo import render_slab_info, slab_info
@@ -137,6 +137,10 @@ def _emit(text: str, path: str | None) -> None:
 def run_mine(args: argparse.Namespace) -> int:
     """``dumpminer mine``: open, mine, render, write."""
     before, after = _context(args)
+    # Every option is checked before the dump is opened, not after.
+    MineOptions(before, after, args.min_length, args.max_fragments).check()
+    if args.cache is None and args.caches_top < 1:
+        raise UsageError("--caches-top must be at least 1")
     sample = None if args.sample is None else parse_sample(args.sample, args.seed)
     _check_output(args.output)
     dump = open_dump(args.vmcore, args.vmlinux, args.debug_dir)

@@ -28,7 +28,8 @@ from dumpminer.fragments import EXAMPLES, Fragment
 #: letters) that has a digit or is at least 8 hex letters long (``%08X`` can
 #: print ``DEADBEEF``), or a run of decimal digits anywhere (``eth0``).
 VARIABLE_TOKEN = re.compile(
-    rb"(?<![0-9A-Za-z])(?:0[xX])?(?:[0-9A-Fa-f]*[0-9][0-9A-Fa-f]*|[A-Fa-f]{8,})(?![0-9A-Za-z])"
+    rb"(?<![0-9A-Za-z])(?:0[xX][0-9A-Fa-f]+|[0-9A-Fa-f]*[0-9][0-9A-Fa-f]*|[A-Fa-f]{8,})"
+    rb"(?![0-9A-Za-z])"
     rb"|[0-9]+"
 )
 _HEX_LETTER = re.compile(rb"[A-Fa-fxX]")

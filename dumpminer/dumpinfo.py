@@ -218,7 +218,9 @@ class _FlatSource:
         if length <= 0:
             return b""
         buf = bytearray(length)
-        covered: list[tuple[int, int]] = []
+        # One byte per byte asked for: marking is linear in what records
+        # bring, however many tiny records a hostile stream holds.
+        covered = bytearray(length)
         todo = length
         end = offset + length
         high = 0
@@ -231,27 +233,12 @@ class _FlatSource:
             chunk = self._f.read(hi - lo)
             buf[lo - offset : lo - offset + len(chunk)] = chunk
             high = max(high, lo - offset + len(chunk))
-            todo -= _add_interval(covered, lo, lo + len(chunk))
+            piece = slice(lo - offset, lo - offset + len(chunk))
+            todo -= covered[piece].count(0)
+            covered[piece] = b"\x01" * len(chunk)
             if todo <= 0:
                 break
         return bytes(buf[:high]) if todo > 0 else bytes(buf)
-
-
-def _add_interval(covered: list[tuple[int, int]], lo: int, hi: int) -> int:
-    """Add ``[lo, hi)`` to a sorted disjoint list; return newly covered bytes."""
-    if lo >= hi:
-        return 0
-    before = sum(b - a for a, b in covered)
-    merged: list[tuple[int, int]] = []
-    for a, b in covered:
-        if b < lo or a > hi:
-            merged.append((a, b))
-        else:
-            lo, hi = min(a, lo), max(b, hi)
-    merged.append((lo, hi))
-    merged.sort()
-    covered[:] = merged
-    return sum(b - a for a, b in covered) - before
 
 
 # --------------------------------------------------------------------------

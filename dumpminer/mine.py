@@ -68,6 +68,15 @@ class MineOptions:
     #: Distinct fragments kept before the rarest are dropped (None: no bound).
     max_fragments: int | None = DEFAULT_MAX_FRAGMENTS
 
+    def check(self) -> None:
+        """Raise :class:`UsageError` for values out of range."""
+        if self.min_length < 1:
+            raise UsageError("--min-length must be at least 1")
+        if not (0 <= self.before <= MAX_CONTEXT and 0 <= self.after <= MAX_CONTEXT):
+            raise UsageError(f"context must be between 0 and {MAX_CONTEXT} bytes")
+        if self.max_fragments is not None and self.max_fragments < 1:
+            raise UsageError("--max-fragments must be at least 1")
+
 
 @dataclass
 class _Batch:
@@ -273,13 +282,8 @@ def mine(
     split over *workers* processes (default: :func:`default_workers`), each
     with its own drgn program; their counts merge exactly.
     """
-    if min_length < 1:
-        raise UsageError("--min-length must be at least 1")
-    if not (0 <= before <= MAX_CONTEXT and 0 <= after <= MAX_CONTEXT):
-        raise UsageError(f"context must be between 0 and {MAX_CONTEXT} bytes")
-    if max_fragments is not None and max_fragments < 1:
-        raise UsageError("--max-fragments must be at least 1")
     options = MineOptions(before, after, min_length, max_fragments)
+    options.check()
     with _gc_paused():
         return _mine(prog, cache, options, progress, dump, workers, sample)
 

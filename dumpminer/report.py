@@ -104,18 +104,13 @@ def _cluster_json(report: Report, cluster: Cluster, object_size: int) -> dict[st
         "typical_offset": cluster.typical_offset,
         "distinct_members": len(cluster.members),
         "members": [
-            {
-                "text": _text(m.text),
-                "objects": m.objects,
-                "occurrences": m.occurrences,
-                "in_context": m.in_context,
-            }
+            {"text": _text(m.text), **report.counts(m.objects, m.occurrences, m.in_context)}
             for m in cluster.members[:MEMBERS_SHOWN]
         ],
         "examples": [f"{a:#x}" for a in cluster.examples],
+        # Clusters seen only in context windows have no object to show.
+        "look": look_commands(cluster.examples[0], object_size) if cluster.examples else None,
     }
-    if cluster.examples:
-        entry["look"] = look_commands(cluster.examples[0], object_size)
     return entry
 
 
@@ -168,15 +163,16 @@ def render_csv(report: Report, top: int | None = None) -> str:
          "typical_offset", "distinct_members", "examples"]
     )  # fmt: skip
     for rank, c in enumerate(report.clusters[:top], 1):
+        counts = report.counts(c.objects, c.occurrences, c.in_context)
         writer.writerow(
             [
                 csv_cell(report.cache["name"]),
                 rank,
                 csv_cell(_text(c.template)),
-                report.counts(c.objects, c.occurrences, c.in_context)["objects"],
+                counts["objects"],
                 f"{report.share(c.objects):.6f}",
-                c.occurrences,
-                c.in_context,
+                counts["occurrences"],
+                counts["in_context"],
                 "" if c.typical_offset is None else c.typical_offset,
                 len(c.members),
                 " ".join(f"{a:#x}" for a in c.examples),
@@ -215,8 +211,18 @@ def _header_lines(report: Report) -> list[str]:
         f"{scan['seconds']:.2f} s; faults {scan['faults']}, "
         f"corrupt slabs {scan['corrupt_slabs']}",
     ]
+    if report.sample:
+        sample = report.sample
+        lines.append(
+            f"SAMPLED: {sample['slabs_sampled']} of {sample['slabs_total']} slabs "
+            f"(seed {sample['seed']}); counts scaled to the cache, ~ marks estimates"
+        )
     if report.partial:
-        lines.append(f"PARTIAL: interrupted after {report.progress}")
+        progress = report.progress
+        lines.append(
+            f"PARTIAL: interrupted after {progress.get('slabs_walked')} of "
+            f"{progress.get('slabs_found')} slabs"
+        )
     return [terminal_escape(line) for line in lines]
 
 
@@ -224,14 +230,15 @@ def render_table(report: Report, top: int | None = None) -> str:
     """The top clusters as a terminal table, then how to look closer."""
     top = TABLE_TOP if top is None else top
     rows = [("#", "objects", "share", "context", "offset", "example", "template")]
+    approx = "~" if report.sample else ""
     for rank, c in enumerate(report.clusters[:top], 1):
+        counts = report.counts(c.objects, c.occurrences, c.in_context)
         rows.append(
             (
                 str(rank),
-                ("~" if report.sample else "")
-                + str(report.counts(c.objects, c.occurrences, c.in_context)["objects"]),
+                f"{approx}{counts['objects']}",
                 f"{100 * report.share(c.objects):.2f}%",
-                str(c.in_context),
+                f"{approx}{counts['in_context']}",
                 "-" if c.typical_offset is None else f"+{c.typical_offset:#x}",
                 f"{c.examples[0]:#x}" if c.examples else "-",
                 terminal_escape(_text(c.template)),
@@ -267,7 +274,9 @@ def render_markdown(report: Report, top: int | None = None) -> str:
         lines.append(
             f"| {rank} | {markdown_escape(_text(c.template))} | "
             f"{report.counts(c.objects, c.occurrences, c.in_context)['objects']} | "
-            f"{100 * report.share(c.objects):.2f}% | {c.in_context} | {offset} | {examples} |"
+            f"{100 * report.share(c.objects):.2f}% | "
+            f"{report.counts(c.objects, c.occurrences, c.in_context)['in_context']} | "
+            f"{offset} | {examples} |"
         )
     return "\n".join(lines) + "\n"
 

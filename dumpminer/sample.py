@@ -34,7 +34,10 @@ class SampleSpec:
 
 
 def parse_sample(text: str, seed: int = 0) -> SampleSpec:
-    """``0.1`` is a tenth of the slabs; ``500000`` is about that many objects."""
+    """
+    ``0.1`` is a tenth of the slabs and ``1`` all of them; a whole number
+    from 2 up (``500000``) is about that many objects.
+    """
     try:
         value = float(text)
     except ValueError:
@@ -43,7 +46,7 @@ def parse_sample(text: str, seed: int = 0) -> SampleSpec:
         ) from None
     if not math.isfinite(value) or value <= 0:
         raise UsageError(f"--sample must be positive, not {text!r}")
-    if value < 1 or "." in text:
+    if value <= 1 or "." in text:
         if value > 1:
             raise UsageError(f"--sample fraction must be at most 1, not {text!r}")
         return SampleSpec(fraction=value, seed=seed)
@@ -80,7 +83,9 @@ def estimate(hits: int, sampled: int, population: int) -> tuple[int, int, int]:
     """Estimated count in *population*, with the 95% interval, from a sample."""
     if sampled <= 0:
         return 0, 0, population
-    low, high = wilson_interval(hits, sampled)
+    # A cluster's count sums its members', so it can exceed the objects
+    # sampled; the interval is for a proportion, so it is capped at one.
+    low, high = wilson_interval(min(hits, sampled), sampled)
     return (
         round(hits * population / sampled),
         math.floor(low * population),

@@ -41,6 +41,8 @@ def test_words_are_not_numbers() -> None:
     assert skeleton(b"deadbeef") == ((b"", b""), (b"deadbeef",))
     assert skeleton(b"eth0") == ((b"eth", b""), (b"0",))
     assert skeleton(b"id=0x1f,n=12") == ((b"id=", b",n=", b""), (b"0x1f", b"12"))
+    assert skeleton(b"flags=0xff") == ((b"flags=", b""), (b"0xff",))
+    assert templates(frag(b"mask 0xff"), frag(b"mask 0xab")) == {b"mask <HEX>": 2}
 
 
 def test_cluster_fields() -> None:

@@ -72,9 +72,7 @@ def test_manifest_families(sample_manifest: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_release_matches(
-    sample_manifest: dict[str, Any], open_prog: OpenProg, fmt: str
-) -> None:
+def test_release_matches(sample_manifest: dict[str, Any], open_prog: OpenProg, fmt: str) -> None:
     prog = open_prog(dump_of(sample_manifest, fmt)["path"], sample_manifest["vmlinux"])
     release = sample_manifest["kernel_release"]
     assert prog["UTS_RELEASE"].string_().decode() == release
@@ -85,9 +83,7 @@ def test_release_matches(
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_planted_counts(
-    sample_manifest: dict[str, Any], open_prog: OpenProg, fmt: str
-) -> None:
+def test_planted_counts(sample_manifest: dict[str, Any], open_prog: OpenProg, fmt: str) -> None:
     """drgn's slab walk finds exactly the planted records, string by string."""
     prog = open_prog(dump_of(sample_manifest, fmt)["path"], sample_manifest["vmlinux"])
     for cache in CACHES:
@@ -113,8 +109,10 @@ def crash_kmem(vmlinux: str, vmcore: str, cache: str) -> tuple[int, int]:
         fields = line.split()
         if fields and fields[-1] == cache and len(fields) >= 6:
             return int(fields[2]), int(fields[3])
-    raise AssertionError(f"no kmem -s line for {cache} (rc {proc.returncode}):\n"
-                         f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    raise AssertionError(
+        f"no kmem -s line for {cache} (rc {proc.returncode}):\n"
+        f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    )
 
 
 @pytest.mark.skipif(shutil.which("crash") is None, reason="crash is not installed")
