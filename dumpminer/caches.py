@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from drgn import FaultError, Object, Program
+from drgn.helpers import ValidationError
 from drgn.helpers.linux.slab import (
     for_each_slab_cache,
     get_slab_cache_aliases,
@@ -107,5 +108,7 @@ def cache_usage(cache: Object) -> CacheUsage:
             total=usage.num_objs,
             page_size=cache.prog_["PAGE_SIZE"].value_(),
         )
-    except (FaultError, ValueError) as e:
+    except (FaultError, ValueError, ValidationError) as e:
+        # ValidationError: drgn found a per-CPU freelist or partial list
+        # that loops, as a double free leaves them.
         raise KernelDataError(f"cannot count slab cache at {cache.value_():#x}: {e}") from e

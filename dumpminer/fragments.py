@@ -61,10 +61,13 @@ class Runs(NamedTuple):
 _GATHER_BYTES = 16 << 20
 
 
-def find_runs(rows: npt.NDArray[np.uint8], min_length: int = DEFAULT_MIN_LENGTH) -> Runs:
+def find_runs(
+    rows: npt.NDArray[np.uint8], min_length: int = DEFAULT_MIN_LENGTH, texts: bool = True
+) -> Runs:
     """
     Find every printable run of at least *min_length* bytes in each row of
     *rows* (shape ``(objects, bytes_per_object)``). Runs stop at row ends.
+    With *texts* false, ``Runs.text`` is left empty (see :func:`group_runs`).
     """
     if min_length < 1:
         raise ValueError("min_length must be at least 1")
@@ -88,7 +91,8 @@ def find_runs(rows: npt.NDArray[np.uint8], min_length: int = DEFAULT_MIN_LENGTH)
     starts, lengths = starts[keep], lengths[keep]
     row = starts // width
     offset = starts % width
-    return Runs(row, offset, lengths, _gather_texts(rows, row, offset, lengths))
+    text = _gather_texts(rows, row, offset, lengths) if texts else np.zeros(0, dtype="S8")
+    return Runs(row, offset, lengths, text)
 
 
 def _gather_texts(
@@ -173,6 +177,30 @@ def group_texts(
     return distinct, which.ravel(), counts
 
 
+def group_runs(
+    rows: npt.NDArray[np.uint8], runs: Runs
+) -> tuple[list[bytes], npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    """
+    Group the texts of *runs* found in *rows*, like :func:`group_texts`, but
+    copying runs out in classes of width (8, 16, 32, ... bytes), so that one
+    long run does not make every short run as wide as itself: memory stays
+    within twice the bytes of the runs, whatever a hostile object holds.
+    Texts of different classes differ in length, so they never group.
+    """
+    width_class = np.maximum(3, np.ceil(np.log2(np.maximum(runs.length, 1))).astype(np.int64))
+    which = np.empty(len(runs.row), dtype=np.intp)
+    texts: list[bytes] = []
+    counts: list[npt.NDArray[np.int64]] = []
+    for bits in np.unique(width_class).tolist():
+        members = np.flatnonzero(width_class == bits)
+        copied = _gather_texts(rows, runs.row[members], runs.offset[members], runs.length[members])
+        distinct, where, occurrences = group_texts(copied)
+        which[members] = where + len(texts)
+        texts.extend(distinct.tolist())
+        counts.append(occurrences.astype(np.int64))
+    return texts, which, np.concatenate(counts) if counts else np.zeros(0, np.int64)
+
+
 @dataclass
 class Fragment:
     """What is known of one fragment text across the whole walk."""
@@ -222,17 +250,17 @@ def count_objects(
     min_length: int = DEFAULT_MIN_LENGTH,
 ) -> BatchCounts:
     """Count the fragments of a batch of objects (row ``i`` at ``addresses[i]``)."""
-    runs = find_runs(rows, min_length)
+    runs = find_runs(rows, min_length, texts=False)
     if len(runs.row) == 0:
         return BatchCounts([], _EMPTY_I64)
-    texts, which, occurrences = group_texts(runs.text)
+    texts, which, occurrences = group_runs(rows, runs)
     repeats = _repeats_in_objects(runs.row, which, rows.shape[0], len(texts))
     offset_text, offset_at, offset_runs = _offset_counts(
         which, runs.offset, rows.shape[1], len(texts)
     )
     return BatchCounts(
-        texts=texts.tolist(),
-        occurrences=occurrences.astype(np.int64),
+        texts=texts,
+        occurrences=occurrences,
         objects=(occurrences - repeats).astype(np.int64),
         offset_text=offset_text,
         offset_at=offset_at,
@@ -245,11 +273,11 @@ def count_objects(
 
 def count_context(rows: npt.NDArray[np.uint8], min_length: int = DEFAULT_MIN_LENGTH) -> BatchCounts:
     """Count the fragments of a batch of context windows (one per row)."""
-    runs = find_runs(rows, min_length)
+    runs = find_runs(rows, min_length, texts=False)
     if len(runs.row) == 0:
         return BatchCounts([], _EMPTY_I64, context=True)
-    texts, _, hits = group_texts(runs.text)
-    return BatchCounts(texts.tolist(), hits.astype(np.int64), context=True)
+    texts, _, hits = group_runs(rows, runs)
+    return BatchCounts(texts, hits, context=True)
 
 
 #: Distinct fragments a tally keeps before it drops the rarest (about

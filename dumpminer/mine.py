@@ -148,7 +148,9 @@ class _Miner:
         key = slab.layout.address
         batch = self.batches.setdefault(key, _Batch())
         batch.slabs.append(slab)
-        batch.nbytes += len(slab.data)
+        # Context windows are copied per object, so they weigh in too: with
+        # large windows a batch holds fewer slabs, not more memory.
+        batch.nbytes += len(slab.data) + slab.objects * (slab.before + slab.after)
         if batch.nbytes >= BATCH_BYTES:
             self.flush(key)
 
@@ -161,7 +163,11 @@ class _Miner:
         self.pending.append(self.counter.submit(self._count, batch))
 
     def _absorb_oldest(self) -> None:
-        for counts in self.pending.popleft().result():
+        # Wait before taking the batch off the queue, so that a Ctrl-C while
+        # waiting leaves it there for finish() instead of losing its counts.
+        counted = self.pending[0].result()
+        self.pending.popleft()
+        for counts in counted:
             self.tally.absorb(counts)
 
     def _count(self, batch: _Batch) -> list[BatchCounts]:
@@ -182,8 +188,12 @@ class _Miner:
             while self.pending:
                 self._absorb_oldest()
         finally:
-            self.counter.shutdown(wait=True, cancel_futures=True)
+            self.close()
         return self.tally
+
+    def close(self) -> None:
+        """Stop the counting threads (after finish(), or when the walk failed)."""
+        self.counter.shutdown(wait=True, cancel_futures=True)
 
 
 def _dump_facts(prog: Program, dump: Dump | None) -> dict[str, Any]:
@@ -238,6 +248,9 @@ def mine_pages(
                 break
     except KeyboardInterrupt:
         partial = True
+    except BaseException:
+        miner.close()
+        raise
     return miner.finish(), stats, partial
 
 
@@ -346,6 +359,7 @@ def _mine(
             "fault_addresses": [f"{a:#x}" for a in stats.fault_slabs],
             "corrupt_slabs": stats.corrupt_slabs,
             "corrupt_slab_addresses": [f"{a:#x}" for a in stats.corrupt_slab_addresses],
+            "cpu_freelist_errors": stats.cpu_errors,
             "exact": tally.exact,
             "max_fragments": options.max_fragments,
             "dropped_fragments": tally.dropped_fragments,

@@ -20,6 +20,7 @@ What is done with each object is not this module's business: it yields
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,10 +28,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from drgn import FaultError, Object, Program, Type, sizeof
+from drgn.helpers import ValidationError
 from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_virt
 from drgn.helpers.linux.slab import _get_slab_cache_helper, slab_cache_objects_per_slab
 
 from dumpminer.caches import cache_name
+from dumpminer.errors import KernelDataError
 
 #: ``struct page`` entries read from the page array at once (4 MiB of 64-byte pages).
 PAGE_CHUNK = 65536
@@ -58,12 +61,23 @@ class CacheLayout:
     freelist_random: int | None
     #: Addresses of objects free on per-CPU freelists and sheaves.
     cpu_free: frozenset[int]
-    #: Objects in a slab of the cache's preferred order: no slab holds more.
+    #: The most objects a slab of this cache can hold.
     objects_per_slab: int = 1 << 15
+    #: Why some per-CPU free objects could not be read, if they could not.
+    cpu_error: str | None = None
+
+
+#: Largest object stride believed: SLUB's largest kmalloc cache is 8 KiB on
+#: 4 KiB pages; named caches go higher, but not past a few MiB.
+MAX_STRIDE = 1 << 24
 
 
 def cache_layout(cache: Object) -> CacheLayout:
-    """Read the layout of the ``struct kmem_cache *`` *cache*."""
+    """
+    Read the layout of the ``struct kmem_cache *`` *cache*, refusing values
+    no kernel writes, which would otherwise send the walk reading gigabytes
+    or dividing by zero. Raises :class:`KernelDataError`.
+    """
     try:
         random: int | None = cache.random.value_()
     except AttributeError:
@@ -72,29 +86,57 @@ def cache_layout(cache: Object) -> CacheLayout:
         red_left_pad = cache.red_left_pad.value_()
     except AttributeError:
         red_left_pad = 0
+    name = cache_name(cache)
+    object_size, stride = cache.object_size.value_(), cache.size.value_()
+    if not (0 < object_size <= stride <= MAX_STRIDE and 0 <= red_left_pad < stride):
+        raise KernelDataError(
+            f"slab cache {name} at {cache.value_():#x} is corrupt: object_size {object_size}, "
+            f"size {stride}, red_left_pad {red_left_pad}"
+        )
+    cpu_free, cpu_error = _cpu_free_objects(cache)
     return CacheLayout(
         address=cache.value_(),
-        name=cache_name(cache),
-        object_size=cache.object_size.value_(),
-        stride=cache.size.value_(),
+        name=name,
+        object_size=object_size,
+        stride=stride,
         red_left_pad=red_left_pad,
         freeptr_offset=cache.offset.value_(),
         freelist_random=random,
-        cpu_free=frozenset(_cpu_free_objects(cache)),
-        objects_per_slab=slab_cache_objects_per_slab(cache),
+        cpu_free=frozenset(cpu_free),
+        objects_per_slab=_most_objects_per_slab(cache),
+        cpu_error=cpu_error,
     )
 
 
-def _cpu_free_objects(cache: Object) -> set[int]:
+def _most_objects_per_slab(cache: Object) -> int:
+    """
+    The most objects a slab of *cache* can hold: ``s->oo`` is the order new
+    slabs get, but slabs made before an ``order`` change in sysfs keep the
+    larger ``s->max``.
+    """
+    most = slab_cache_objects_per_slab(cache)
+    with contextlib.suppress(AttributeError):
+        most = max(most, cache.max.x.value_() & 0xFFFF)
+    return int(most)
+
+
+def _cpu_free_objects(cache: Object) -> tuple[set[int], str | None]:
     """
     Objects free on the per-CPU freelists (and, since 6.18, in sheaves).
-    This is drgn's own code for it, which follows every kernel's layout.
+    This is drgn's own code for it, which follows every kernel's layout. A
+    corrupt per-CPU freelist (a double free often makes one) does not stop
+    the walk: what could be read is used, and the error is returned.
     """
     # Private to drgn, so untyped here; pyproject pins the drgn versions tested.
     helper: Any = _get_slab_cache_helper(cache)
-    free: set[int] = set(helper._per_cpu_info().free_objects)
-    free |= helper._sheaves_full_objects()
-    return free
+    info = helper._per_cpu_info(catch_errors=True)
+    free: set[int] = set(info.free_objects)
+    error = None if info.error is None else str(info.error)
+    try:
+        free |= helper._sheaves_full_objects()
+    except (FaultError, ValidationError) as e:
+        error = str(e)
+    return free, error
 
 
 @dataclass
@@ -133,6 +175,8 @@ class WalkStats:
     fault_slabs: list[int] = field(default_factory=list)
     corrupt_slabs: int = 0
     corrupt_slab_addresses: list[int] = field(default_factory=list)
+    #: Per-CPU freelists that could not be read whole, by cache.
+    cpu_errors: list[str] = field(default_factory=list)
 
     def fault(self, address: int) -> None:
         """Count one failed read at *address*."""
@@ -149,6 +193,7 @@ class WalkStats:
         self.corrupt_slabs += other.corrupt_slabs
         merged = sorted(self.corrupt_slab_addresses + other.corrupt_slab_addresses)
         self.corrupt_slab_addresses = merged[:NAMED_SLABS]
+        self.cpu_errors = sorted(set(self.cpu_errors + other.cpu_errors))
 
     def corrupt(self, address: int) -> None:
         """Count one slab whose freelist cannot be trusted."""
@@ -405,6 +450,10 @@ def walk_slabs(
     """
     stats = stats if stats is not None else WalkStats()
     layouts = {cache.value_(): cache_layout(cache) for cache in caches}
+    for layout in layouts.values():
+        message = f"{layout.name}: {layout.cpu_error}"
+        if layout.cpu_error and message not in stats.cpu_errors:
+            stats.cpu_errors.append(message)
     if pages is None:
         pages = find_slab_pages(prog, set(layouts), stats)
     page_shift = prog["PAGE_SHIFT"].value_()

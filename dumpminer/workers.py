@@ -3,23 +3,30 @@ Mining with several processes: the slab pages of a cache are split into
 contiguous shares, each worker opens its own drgn program on the same dump
 and mines its share, and the tallies merge exactly.
 
-Workers ignore SIGINT and SIGTERM; the parent turns either into a shared
-stop flag, so that every worker returns what it has and the report comes out
-partial instead of lost.
+Workers ignore SIGINT, which reaches the whole process group; the parent
+turns it (and SIGTERM, which the CLI turns into the same interrupt) into a
+shared stop flag, so that every worker returns what it has and the report
+comes out partial instead of lost. A worker that dies (killed, out of
+memory) ends the run with a one-line error, never a hang.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
 from drgn import Object
 
 from dumpminer.dump import Dump, open_dump
+from dumpminer.errors import DumpminerError
 from dumpminer.fragments import FragmentTally
 from dumpminer.mine import MineOptions, mine_pages
 from dumpminer.walk import SlabPage, WalkStats
@@ -43,9 +50,10 @@ def split_pages(pages: list[SlabPage], shares: int) -> list[list[SlabPage]]:
 
 
 def _init_worker(done: Synchronized[int], stop: Synchronized[int]) -> None:
+    # Ctrl-C reaches the whole process group; the parent turns it into the
+    # stop flag. SIGTERM keeps its default, so a worker can always be ended.
     global _done, _stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _done, _stop = done, stop
 
 
@@ -91,15 +99,19 @@ def mine_in_workers(
     shares = split_pages(pages, workers)
     addresses = [cache.value_() for cache in caches]
     tally, stats, partial = FragmentTally(options.max_fragments), WalkStats(), False
-    with context.Pool(len(shares), _init_worker, (done, stop)) as pool:
-        results = [
-            pool.apply_async(_work, (dump.path, dump.vmlinux, addresses, share, options))
-            for share in shares
-        ]
+    pool = ProcessPoolExecutor(len(shares), context, _init_worker, (done, stop))
+    try:
+        # Workers start as tasks are submitted: they start with SIGINT
+        # ignored, so a Ctrl-C then cannot kill one before _init_worker runs.
+        with _ignoring_sigint():
+            futures = [
+                pool.submit(_work, dump.path, dump.vmlinux, addresses, share, options)
+                for share in shares
+            ]
         reported = 0
         while True:
             try:
-                finished = all(r.ready() for r in results)
+                finished = all(f.done() for f in futures)
                 current = done.value
                 progress(current - reported)
                 reported = current
@@ -109,9 +121,29 @@ def mine_in_workers(
             except KeyboardInterrupt:
                 stop.value = 1
                 partial = True
-        for result in results:
-            share_tally, share_stats, share_partial = result.get()
+        for future in futures:
+            try:
+                share_tally, share_stats, share_partial = future.result()
+            except BrokenProcessPool as e:
+                raise DumpminerError(f"a worker process died: {e}") from e
             tally.merge(share_tally)
             stats.merge(share_stats)
             partial = partial or share_partial
+    finally:
+        # Sentinels, not signals, end the workers: nothing waits on a
+        # worker that cannot be stopped.
+        pool.shutdown(wait=True, cancel_futures=True)
     return tally, stats, partial
+
+
+@contextmanager
+def _ignoring_sigint() -> Iterator[None]:
+    """Ignore SIGINT in this block, where it can be changed (the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -135,3 +135,13 @@ def test_bounded_tally_drops_noise_and_says_so() -> None:
     tally.add_objects(rows, np.arange(len(rows), dtype=np.uint64), 3)
     assert not tally.exact and tally.dropped_fragments >= 90 and tally.error_bound == 1
     assert tally.fragments[b"leak"].objects == 50
+
+
+def test_long_and_short_runs_group_apart_and_exactly() -> None:
+    """One long printable object among short runs: counts exact, texts by class."""
+    long_text = bytes(0x41 + i % 26 for i in range(1000))
+    objects = [long_text, long_text] + [b"\0abc\0" + b"\0" * 995] * 50 + [b"x" * 9 + b"\0" * 991]
+    tally = FragmentTally()
+    tally.add_objects(rows_of(*objects), np.arange(len(objects), dtype=np.uint64) * 1024, 3)
+    got = {t: f.objects for t, f in tally.fragments.items()}
+    assert got == {long_text: 2, b"abc": 50, b"x" * 9: 1}
