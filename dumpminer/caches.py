@@ -29,7 +29,7 @@ from dumpminer.errors import KernelDataError, UnknownCacheError
 
 #: The SLAB allocator's general caches were ``size-N``; SLUB calls them
 #: ``kmalloc-N``. ``size-32(DMA)`` became ``dma-kmalloc-32``.
-_OLD_KMALLOC_NAME = re.compile(r"size-(\d+)(\(DMA\))?")
+_OLD_KMALLOC_NAME = re.compile(r"size-([\d*?\[\]]+)(\(DMA\))?")
 
 
 def cache_name(cache: Object) -> str:
@@ -38,7 +38,7 @@ def cache_name(cache: Object) -> str:
 
 
 def modern_name(name: str) -> str:
-    """Translate the story's ``size-32`` to today's ``kmalloc-32``."""
+    """Translate the story's ``size-32`` (or ``size-*``) to today's ``kmalloc-32``."""
     match = _OLD_KMALLOC_NAME.fullmatch(name)
     if not match:
         return name

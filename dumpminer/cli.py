@@ -31,6 +31,7 @@ from dumpminer.errors import (
     KernelDataError,
     OutputError,
     UsageError,
+    first_line,
 )
 from dumpminer.fragments import DEFAULT_MAX_FRAGMENTS, DEFAULT_MIN_LENGTH
 from dumpminer.mine import MineOptions, mine
@@ -257,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # cache list, a struct kmem_cache, per-CPU data).
         print(
             "dumpminer: kernel data needed before the walk is unreadable: "
-            f"{terminal_escape(_first_line(e))}",
+            f"{terminal_escape(first_line(e))}",
             file=sys.stderr,
         )
         return KernelDataError.exit_code
@@ -270,18 +271,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("DUMPMINER_DEBUG"):
             raise
         print(
-            f"dumpminer: internal error: {type(e).__name__}: {terminal_escape(_first_line(e))} "
+            f"dumpminer: internal error: {type(e).__name__}: {terminal_escape(first_line(e))} "
             "(set DUMPMINER_DEBUG=1 for a traceback)",
             file=sys.stderr,
         )
         return 1
     finally:
         _set_handler(signal.SIGTERM, previous)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 if __name__ == "__main__":

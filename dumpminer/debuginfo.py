@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from dumpminer.dumpinfo import DumpInfo, iter_elf_notes
-from dumpminer.errors import DebugInfoError, InputFileError
+from dumpminer.errors import DebugInfoError, InputFileError, show_path
 
 __all__ = [
     "check_vmlinux_matches",
@@ -31,10 +31,6 @@ _NT_GNU_BUILD_ID = 3
 _MAX_NOTE_SECTION = 1 << 20
 
 
-def _show(path: str) -> str:
-    return repr(path) if any(c < " " for c in path) else path
-
-
 def _open_elf(path: str | os.PathLike[str]) -> tuple[Any, Any]:
     """Open ``path`` as ELF; return (file, ELFFile).  Caller closes the file."""
     from elftools.common.exceptions import ELFError
@@ -44,11 +40,11 @@ def _open_elf(path: str | os.PathLike[str]) -> tuple[Any, Any]:
     try:
         f = open(spath, "rb")  # noqa: SIM115 - returned to the caller
     except OSError as e:
-        raise InputFileError(f"cannot read vmlinux {_show(spath)}: {e.strerror or e}") from e
+        raise InputFileError(f"cannot read vmlinux {show_path(spath)}: {e.strerror or e}") from e
     try:
         if f.read(4) != b"\x7fELF":
             raise DebugInfoError(
-                f"{_show(spath)} is not an ELF file (a compressed vmlinuz? "
+                f"{show_path(spath)} is not an ELF file (a compressed vmlinuz? "
                 "dumpminer needs the uncompressed vmlinux with debug info)"
             )
         f.seek(0)
@@ -58,13 +54,15 @@ def _open_elf(path: str | os.PathLike[str]) -> tuple[Any, Any]:
         raise
     except OSError as e:
         f.close()
-        raise InputFileError(f"cannot read vmlinux {_show(spath)}: {e.strerror or e}") from e
+        raise InputFileError(f"cannot read vmlinux {show_path(spath)}: {e.strerror or e}") from e
     except ELFError as e:
         f.close()
-        raise DebugInfoError(f"{_show(spath)} is a corrupt ELF file ({e})") from e
+        raise DebugInfoError(f"{show_path(spath)} is a corrupt ELF file ({e})") from e
     except Exception as e:  # pyelftools/construct raise many kinds on bad input
         f.close()
-        raise DebugInfoError(f"{_show(spath)} is a corrupt ELF file ({type(e).__name__})") from e
+        raise DebugInfoError(
+            f"{show_path(spath)} is a corrupt ELF file ({type(e).__name__})"
+        ) from e
 
 
 def _build_id_notes(elf: Any) -> Iterator[bytes]:
@@ -95,10 +93,10 @@ def vmlinux_build_id(path: str | os.PathLike[str]) -> str | None:
                     if name == b"GNU" and ntype == _NT_GNU_BUILD_ID and desc:
                         return desc.hex()
         except OSError as e:
-            raise InputFileError(f"cannot read vmlinux {_show(os.fsdecode(path))}: {e}") from e
+            raise InputFileError(f"cannot read vmlinux {show_path(os.fsdecode(path))}: {e}") from e
         except Exception as e:
             raise DebugInfoError(
-                f"{_show(os.fsdecode(path))} is a corrupt ELF file ({type(e).__name__})"
+                f"{show_path(os.fsdecode(path))} is a corrupt ELF file ({type(e).__name__})"
             ) from e
     return None
 
@@ -116,7 +114,7 @@ def vmlinux_has_debuginfo(path: str | os.PathLike[str]) -> bool:
             sec = elf.get_section_by_name(".debug_info")
         except Exception as e:
             raise DebugInfoError(
-                f"{_show(os.fsdecode(path))} is a corrupt ELF file ({type(e).__name__})"
+                f"{show_path(os.fsdecode(path))} is a corrupt ELF file ({type(e).__name__})"
             ) from e
         return bool(sec is not None and sec["sh_type"] != "SHT_NOBITS" and sec["sh_size"] > 0)
 
@@ -146,7 +144,7 @@ def _candidates(info: DumpInfo, debug_dirs: Sequence[str], root: str) -> list[st
             out.append(d)  # a vmlinux named directly
             continue
         if not os.path.isdir(d):
-            raise InputFileError(f"cannot read debug directory {_show(d)}: No such directory")
+            raise InputFileError(f"cannot read debug directory {show_path(d)}: No such directory")
         if rel:
             out.append(os.path.join(d, f"vmlinux-{rel}"))
         out.append(os.path.join(d, "vmlinux"))
@@ -212,7 +210,7 @@ def find_vmlinux(info: DumpInfo, debug_dirs: Sequence[str] = (), root: str = "/"
         except (InputFileError, DebugInfoError):
             continue  # unreadable or not ELF: keep looking
         if info.build_id and build_id != info.build_id:
-            mismatched.append(f"{_show(path)} (build ID {build_id or 'none'})")
+            mismatched.append(f"{show_path(path)} (build ID {build_id or 'none'})")
             continue
         if not has_debug:
             stripped.append(path)
@@ -226,7 +224,7 @@ def find_vmlinux(info: DumpInfo, debug_dirs: Sequence[str] = (), root: str = "/"
     if mismatched:
         notes.append(f"other or no build ID: {', '.join(mismatched)}")
     if stripped:
-        notes.append(f"no .debug_info: {', '.join(map(_show, stripped))}")
+        notes.append(f"no .debug_info: {', '.join(map(show_path, stripped))}")
     found = f" (rejected {'; '.join(notes)})" if notes else ""
     raise DebugInfoError(
         f"{what} found{found}; {debuginfo_package_hint(info.osrelease)} "
@@ -242,7 +240,7 @@ def check_vmlinux_matches(info: DumpInfo, vmlinux: str | os.PathLike[str]) -> No
     :raises DebugInfoError: if it is not ELF, has no ``.debug_info``, or its
         build ID differs from the dump's ``BUILD-ID`` (when both are known).
     """
-    spath = _show(os.fsdecode(vmlinux))
+    spath = show_path(os.fsdecode(vmlinux))
     build_id = vmlinux_build_id(vmlinux)
     if info.build_id and build_id and build_id != info.build_id:
         raise DebugInfoError(

@@ -19,7 +19,7 @@ import drgn
 
 from dumpminer.debuginfo import check_vmlinux_matches, find_vmlinux
 from dumpminer.dumpinfo import DumpInfo, check_architecture, read_dump_info
-from dumpminer.errors import DebugInfoError, InputFileError, NotADumpError
+from dumpminer.errors import DebugInfoError, InputFileError, NotADumpError, first_line
 
 _PLATFORMS = {
     "x86_64": drgn.Platform(
@@ -71,17 +71,11 @@ def open_dump(
     except Exception as e:
         # libkdumpfile raises a bare Exception when the dump is cut before
         # the kernel's page tables; any failure here means the same.
-        raise NotADumpError(f"drgn cannot open {path}: {_one_line(e)}") from e
+        raise NotADumpError(f"drgn cannot open {path}: {first_line(e)}") from e
     try:
         prog.load_debug_info([vmlinux_path])
     except drgn.MissingDebugInfoError as e:
-        raise DebugInfoError(f"no usable debuginfo in {vmlinux_path}: {_one_line(e)}") from e
+        raise DebugInfoError(f"no usable debuginfo in {vmlinux_path}: {first_line(e)}") from e
     except Exception as e:
-        raise DebugInfoError(f"cannot load {vmlinux_path}: {_one_line(e)}") from e
+        raise DebugInfoError(f"cannot load {vmlinux_path}: {first_line(e)}") from e
     return Dump(path=path, info=info, vmlinux=vmlinux_path, prog=prog)
-
-
-def _one_line(error: Exception) -> str:
-    """The first line of an error's message."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

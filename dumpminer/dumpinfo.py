@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from dumpminer.errors import ArchitectureError, InputFileError, NotADumpError
+from dumpminer.errors import ArchitectureError, InputFileError, NotADumpError, show_path
 
 __all__ = [
     "SUPPORTED_ARCHES",
@@ -148,13 +148,8 @@ class DumpInfo:
     vmcoreinfo: dict[str, str] = field(default_factory=dict)
 
 
-def _show(path: str) -> str:
-    """Render a path for a one-line message (control characters escaped)."""
-    return repr(path) if any(c < " " for c in path) else path
-
-
 def _bad(path: str, what: str) -> NotADumpError:
-    return NotADumpError(f"{_show(path)} is not a vmcore dumpminer can read: {what}")
+    return NotADumpError(f"{show_path(path)} is not a vmcore dumpminer can read: {what}")
 
 
 # --------------------------------------------------------------------------
@@ -341,14 +336,14 @@ def _read(path: str | os.PathLike[str], truncated_data_ok: bool = False) -> _Res
     try:
         f = open(spath, "rb")  # noqa: SIM115 - closed below
     except OSError as e:
-        raise InputFileError(f"cannot read VMCORE {_show(spath)}: {e.strerror or e}") from e
+        raise InputFileError(f"cannot read VMCORE {show_path(spath)}: {e.strerror or e}") from e
     try:
         with f:
             size = os.fstat(f.fileno()).st_size
             head = f.read(_FLAT_HEADER_SIZE)
             return _identify(spath, f, size, head, truncated_data_ok)
     except OSError as e:
-        raise InputFileError(f"cannot read VMCORE {_show(spath)}: {e.strerror or e}") from e
+        raise InputFileError(f"cannot read VMCORE {show_path(spath)}: {e.strerror or e}") from e
     except (struct.error, ValueError, OverflowError, IndexError, MemoryError) as e:
         raise _bad(spath, f"corrupt header ({type(e).__name__})") from e
 
@@ -712,7 +707,7 @@ def check_architecture(info: DumpInfo) -> None:
     """
     if info.arch not in SUPPORTED_ARCHES:
         raise ArchitectureError(
-            f"{_show(info.path)} is a {info.arch} dump; dumpminer supports only "
+            f"{show_path(info.path)} is a {info.arch} dump; dumpminer supports only "
             f"{', '.join(SUPPORTED_ARCHES)}"
         )
 

@@ -64,6 +64,17 @@ class KernelDataError(DumpminerError):
     exit_code = 9
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, or its type when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def show_path(path: str) -> str:
+    """A path for a one-line message: quoted when it holds control characters."""
+    return repr(path) if any(c < " " for c in path) else path
+
+
 #: Exit code after SIGINT: the partial report was written (128 + SIGINT).
 EXIT_INTERRUPTED = 130
 #: Exit code after SIGTERM: the partial report was written (128 + SIGTERM).
