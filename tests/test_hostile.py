@@ -423,24 +423,23 @@ def test_vmlinux_of_another_kernel(sample_manifest: dict[str, Any]) -> None:
     assert sample_manifest["build_id"] in done.stderr and theirs["build_id"] in done.stderr
 
 
+def _run_bytes(*args: bytes | str) -> subprocess.CompletedProcess[bytes]:
+    """The CLI with arguments that may not be valid text, output as bytes."""
+    return subprocess.run(
+        [sys.executable, "-m", "dumpminer.cli", *args],
+        capture_output=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=TIMEOUT,
+    )
+
+
 def test_control_characters_in_paths_never_reach_the_terminal(tmp_path: Path) -> None:
     evil = os.fsencode(str(tmp_path)) + b"/\xff\x1b[2J\x07\n/r.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "dumpminer.cli", "mine", b"/no/such\x1b]0;x\x07", "-o", evil],
-        capture_output=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=TIMEOUT,
-    )
+    done = _run_bytes("mine", b"/no/such\x1b]0;x\x07", "-o", evil)
     assert done.returncode == 8
     assert_one_line(done.stderr.decode("ascii"))
-    done = subprocess.run(
-        [sys.executable, "-m", "dumpminer.cli", "mine", b"/no/such\x1b]0;x\x07\xff"],
-        capture_output=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=TIMEOUT,
-    )
+    done = _run_bytes("mine", b"/no/such\x1b]0;x\x07\xff")
     assert done.returncode == 3
     assert_one_line(done.stderr.decode("ascii"))
 
