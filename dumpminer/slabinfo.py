@@ -17,13 +17,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from drgn import Program
 from drgn.helpers.linux.slab import for_each_slab_cache, get_slab_cache_aliases, slab_total_usage
 
 from dumpminer.caches import CacheUsage, cache_usage
+from dumpminer.errors import KernelDataError
 from dumpminer.report import csv_cell, markdown_escape, terminal_escape
 
 SCHEMA = "dumpminer.caches/1"
@@ -49,11 +50,20 @@ class SlabInfo:
     #: The kernel's NR_SLAB_RECLAIMABLE_B + NR_SLAB_UNRECLAIMABLE_B, in bytes: the
     #: ``Slab:`` line of /proc/meminfo, which also counts large ``kmalloc()``.
     kernel_slab_memory: int
+    #: Caches whose counts could not be read: (address, why). A corrupt
+    #: cache is listed here instead of ending the listing of the others.
+    unreadable: list[tuple[int, str]] = field(default_factory=list)
 
 
 def slab_info(prog: Program) -> SlabInfo:
     """Count every cache in *prog* and sort by memory, descending."""
-    usages = [cache_usage(cache) for cache in for_each_slab_cache(prog)]
+    usages = []
+    unreadable = []
+    for cache in for_each_slab_cache(prog):
+        try:
+            usages.append(cache_usage(cache))
+        except KernelDataError as e:
+            unreadable.append((cache.value_(), str(e)))
     merged: dict[str, list[str]] = {}
     try:
         aliases = get_slab_cache_aliases(prog)
@@ -70,7 +80,7 @@ def slab_info(prog: Program) -> SlabInfo:
     total = slab_total_usage(prog)
     page_size = prog["PAGE_SIZE"].value_()
     kernel = (total.reclaimable_pages + total.unreclaimable_pages) * page_size
-    return SlabInfo(lines, memory, kernel)
+    return SlabInfo(lines, memory, kernel, unreadable)
 
 
 def human(size: float) -> str:
@@ -109,6 +119,7 @@ def render_slab_info(info: SlabInfo, fmt: str, top: int | None = None) -> str:
             "slab_memory": info.memory,
             "kernel_slab_memory": info.kernel_slab_memory,
             "caches": rows,
+            "unreadable": [{"address": f"{a:#x}", "error": e} for a, e in info.unreadable],
         }
         return json.dumps(doc, indent=2, ensure_ascii=True) + "\n"
     columns = ["name", "object_size", "allocated", "total", "slabs", "memory_human", "share"]
@@ -140,4 +151,6 @@ def render_slab_info(info: SlabInfo, fmt: str, top: int | None = None) -> str:
         f"Slab: in /proc/meminfo {human(info.kernel_slab_memory)}, which also counts "
         "kmalloc() too large for any cache (docs/triage.md)"
     )
+    for address, error in info.unreadable:
+        lines.append(terminal_escape(f"unreadable cache at {address:#x}: {error}"))
     return "\n".join(lines) + "\n"

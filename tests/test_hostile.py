@@ -331,6 +331,31 @@ def test_corrupt_freelists_skip_exactly_their_slabs(
     assert fragment_counts(report) == counts
 
 
+def test_corrupt_cache_is_listed_unreadable_not_fatal(
+    sample_manifest: dict[str, Any], tmp_path: Path
+) -> None:
+    """A cache whose partial list points nowhere: `caches` lists the others, mine says 9."""
+    src = _elf(sample_manifest)
+    prog = dumpminer.open_dump(src, sample_manifest["vmlinux"]).prog
+    victim = find_slab_cache(prog, CACHE)
+    head = victim.node[0].partial.address_of_().value_()
+    phys = follow_phys(prog["init_mm"].address_of_(), head).value_()
+    dst = copy(src, tmp_path / "bad-cache.vmcore")
+    _, segments = read_segments(dst)
+    patch(dst, segments, phys, struct.pack("<Q", 0x00DEAD0000000100))  # list_head.next
+    listing = run_cli(
+        "caches", str(dst), "--vmlinux", sample_manifest["vmlinux"], "--format", "json"
+    )
+    assert listing.returncode == 0, listing.stderr
+    doc = json.loads(listing.stdout)
+    assert [u["address"] for u in doc["unreadable"]] == [f"{victim.value_():#x}"]
+    assert CACHE not in {c["name"] for c in doc["caches"]}
+    assert len(doc["caches"]) > 100
+    mined = run_cli("mine", str(dst), "--vmlinux", sample_manifest["vmlinux"], "--cache", CACHE)
+    assert mined.returncode == 9
+    assert_one_line(mined.stderr)
+
+
 # --------------------------------------------------------------------------
 # 3. Wrong inputs: one line, the documented code
 # --------------------------------------------------------------------------
