@@ -14,11 +14,9 @@ import logging
 import os
 import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from types import FrameType
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from drgn import FaultError
 
@@ -34,6 +32,7 @@ from dumpminer.errors import (
     first_line,
 )
 from dumpminer.fragments import DEFAULT_MAX_FRAGMENTS, DEFAULT_MIN_LENGTH
+from dumpminer.interrupts import set_handler, signals_noted
 from dumpminer.mine import MineOptions, mine
 from dumpminer.report import FORMATS, render, render_many, terminal_escape, write_atomically
 from dumpminer.sample import parse_sample
@@ -170,12 +169,13 @@ def run_mine(args: argparse.Namespace) -> int:
     # The report of an interrupted walk is what the user waits for: a
     # second Ctrl-C (or SIGTERM) while it is rendered and written is noted,
     # not obeyed, so the file is whole.
-    with _signals_deferred() as late:
+    with signals_noted() as noted:
         if args.cache is not None:
             text = render(reports[0], args.format, args.top)
         else:
             text = render_many(reports, args.format, args.top)
         _emit(text, args.output)
+    late = [sig for report in reports for sig in report.late_signals] + noted
     if reports[-1].partial or late:
         terminated = _TERMINATED or late[-1:] == [signal.SIGTERM]
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
@@ -190,29 +190,6 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     global _TERMINATED
     _TERMINATED = True
     raise KeyboardInterrupt
-
-
-@contextmanager
-def _signals_deferred() -> Iterator[list[int]]:
-    """Record SIGINT and SIGTERM in the yielded list instead of acting on them."""
-    late: list[int] = []
-
-    def note(signum: int, frame: FrameType | None) -> None:
-        late.append(signum)
-
-    previous = {sig: _set_handler(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield late
-    finally:
-        for sig, handler in previous.items():
-            _set_handler(sig, handler)
-
-
-def _set_handler(sig: int, handler: Any) -> Any:
-    """signal.signal, except outside the main thread (main() called by a library)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(sig, handler)
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -244,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # drgn warns about kernel modules it cannot find; dumpminer needs only
         # vmlinux, and stderr is for dumpminer's one-line messages.
         logging.getLogger("drgn").setLevel(logging.ERROR)
-    previous = _set_handler(signal.SIGTERM, _on_sigterm)
+    previous = set_handler(signal.SIGTERM, _on_sigterm)
     try:
         args = build_parser().parse_args(argv)
         commands = {"mine": run_mine, "caches": run_caches, "info": run_info}
@@ -277,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     finally:
-        _set_handler(signal.SIGTERM, previous)
+        set_handler(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import numpy.typing as npt
 from drgn import Object, Program
 from tqdm import tqdm
 
-from dumpminer.caches import cache_usage, resolve_caches
+from dumpminer.caches import CacheUsage, cache_usage, resolve_caches
 from dumpminer.cluster import cluster_fragments, fragment_sort_key
 from dumpminer.dump import Dump
 from dumpminer.errors import UsageError
@@ -39,6 +39,7 @@ from dumpminer.fragments import (
     count_context,
     count_objects,
 )
+from dumpminer.interrupts import signals_noted
 from dumpminer.report import Report
 from dumpminer.sample import SampleSpec, sample_pages
 from dumpminer.walk import Slab, SlabPage, WalkStats, find_slab_pages, walk_slabs
@@ -251,7 +252,10 @@ def mine_pages(
     except BaseException:
         miner.close()
         raise
-    return miner.finish(), stats, partial
+    with signals_noted() as late:
+        tally = miner.finish()
+    stats.late_signals += late
+    return tally, stats, partial
 
 
 @contextmanager
@@ -337,6 +341,29 @@ def _mine(
     finally:
         bar.close()
     stats.merge(walked)
+    with signals_noted() as late:
+        report = _report(
+            prog, cache, options, dump, usages, stats, tally, pages, found, partial, sample, started
+        )
+    report.late_signals = stats.late_signals + late
+    return report
+
+
+def _report(
+    prog: Program,
+    cache: str,
+    options: MineOptions,
+    dump: Dump | None,
+    usages: list[CacheUsage],
+    stats: WalkStats,
+    tally: FragmentTally,
+    pages: list[SlabPage],
+    found: list[SlabPage],
+    partial: bool,
+    sample: SampleSpec | None,
+    started: float,
+) -> Report:
+    """Sort, cluster and put together the report of a walk."""
     fragments = sorted(tally.fragments.values(), key=fragment_sort_key)
     return Report(
         dump=_dump_facts(prog, dump),

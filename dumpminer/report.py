@@ -46,6 +46,9 @@ class Report:
     progress: dict[str, Any] = field(default_factory=dict)
     #: With --sample: what was drawn (see :mod:`dumpminer.sample`); else None.
     sample: dict[str, Any] | None = None
+    #: SIGINT/SIGTERM that arrived after the walk, held until the report was
+    #: whole; the CLI exits 130/143 for them after writing it.
+    late_signals: list[int] = field(default_factory=list)
 
     def share(self, objects: int) -> float:
         """*objects* (as counted) as a fraction of the cache's allocated objects."""

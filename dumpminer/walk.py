@@ -177,6 +177,8 @@ class WalkStats:
     corrupt_slab_addresses: list[int] = field(default_factory=list)
     #: Per-CPU freelists that could not be read whole, by cache.
     cpu_errors: list[str] = field(default_factory=list)
+    #: Stop signals held while the last batches were counted.
+    late_signals: list[int] = field(default_factory=list)
 
     def fault(self, address: int) -> None:
         """Count one failed read at *address*."""
@@ -194,6 +196,7 @@ class WalkStats:
         merged = sorted(self.corrupt_slab_addresses + other.corrupt_slab_addresses)
         self.corrupt_slab_addresses = merged[:NAMED_SLABS]
         self.cpu_errors = sorted(set(self.cpu_errors + other.cpu_errors))
+        self.late_signals += other.late_signals
 
     def corrupt(self, address: int) -> None:
         """Count one slab whose freelist cannot be trusted."""

@@ -595,6 +595,42 @@ def test_signal_while_writing_keeps_the_report_whole(
     assert os.listdir(tmp_path) == ["r.json"]
 
 
+#: Sends itself SIGINT (or SIGTERM) after the walk, while fragments are clustered.
+_SIGNAL_WHILE_CLUSTERING = """
+import os, signal, sys
+import dumpminer.cli as cli
+miner = sys.modules["dumpminer.mine"]
+real = miner.cluster_fragments
+def cluster(fragments):
+    os.kill(os.getpid(), int(os.environ["SIGNUM"]))
+    return real(fragments)
+miner.cluster_fragments = cluster
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_after_the_walk_keeps_the_report(
+    sample_manifest: dict[str, Any], tmp_path: Path, signum: int, code: int
+) -> None:
+    """The walk is done: a signal while clustering is held, the whole report written."""
+    out = tmp_path / "r.json"
+    args = ["mine", _elf(sample_manifest, "kdump"), "--vmlinux", sample_manifest["vmlinux"]]
+    args += ["--cache", CACHE, "--format", "json", "-o", str(out), "--quiet"]
+    done = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_WHILE_CLUSTERING, *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "SIGNUM": str(int(signum))},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == code, done.stderr
+    report = json.loads(out.read_text())
+    assert report["partial"] is False
+    assert report["scan"]["objects_scanned"] == report["cache"]["allocated"]
+
+
 def test_signal_handlers_restored(sample_manifest: dict[str, Any], tmp_path: Path) -> None:
     from dumpminer.cli import main
 
