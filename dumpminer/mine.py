@@ -212,16 +212,18 @@ def _dump_facts(prog: Program, dump: Dump | None) -> dict[str, Any]:
 
 def default_workers(pages: list[SlabPage]) -> int:
     """
-    Processes worth starting for *pages*: each costs about half a second to
-    start and open the dump, and on the 2-CPU machines measured
-    (docs/performance.md) two workers were slower than one for 3 million
-    objects, so only caches of ten million objects or more are split, over
-    at most :data:`MAX_WORKERS` of the machine's CPUs.
+    Processes worth starting for *pages*. One process already keeps two
+    CPUs busy (the walk, and counting on threads), and on 2-CPU machines two
+    workers were no faster than one (docs/performance.md: 10.07 s against
+    10.19 s for 31 million objects), while each costs start-up and memory.
+    So caches are split only on machines with four CPUs or more, one worker
+    per two CPUs, and only from :data:`PARALLEL_OBJECTS` objects.
     """
     objects = sum(page.objects for page in pages)
-    if objects < PARALLEL_OBJECTS:
+    cpus = len(os.sched_getaffinity(0))
+    if objects < PARALLEL_OBJECTS or cpus < 4:
         return 1
-    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+    return min(MAX_WORKERS, cpus // 2)
 
 
 def mine_pages(
