@@ -321,7 +321,7 @@ def _mine(
     caches = resolve_caches(prog, cache)
     usages = [cache_usage(c) for c in caches]
     stats = WalkStats()
-    pages = found = find_slab_pages(prog, {u.address for u in usages}, stats)
+    pages = found = find_slab_pages(prog, {u.address for u in usages}, stats, progress)
     if sample is not None:
         pages = sample_pages(found, sample)
     bar = tqdm(

@@ -31,6 +31,7 @@ from drgn import FaultError, Object, Program, Type, sizeof
 from drgn.helpers import ValidationError
 from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_virt
 from drgn.helpers.linux.slab import _get_slab_cache_helper, slab_cache_objects_per_slab
+from tqdm import tqdm
 
 from dumpminer.caches import cache_name
 from dumpminer.errors import KernelDataError
@@ -258,19 +259,34 @@ def _column(buf: bytes, n: int, stride: int, offset: int, dtype: str) -> npt.NDA
     return np.ndarray(shape=(n,), dtype=dtype, buffer=buf, offset=offset, strides=(stride,))
 
 
-def find_slab_pages(prog: Program, cache_addresses: set[int], stats: WalkStats) -> list[SlabPage]:
+def find_slab_pages(
+    prog: Program, cache_addresses: set[int], stats: WalkStats, progress: bool = False
+) -> list[SlabPage]:
     """
     Read the whole page array in chunks and return the head pages of the
-    slabs of the caches at *cache_addresses*, in PFN order.
+    slabs of the caches at *cache_addresses*, in PFN order. With *progress*,
+    a bar on stderr counts pages: on a machine with terabytes of memory the
+    page array alone is gigabytes.
     """
     fields = _PageFields(prog)
     wanted = np.array(sorted(cache_addresses), dtype=np.uint64)
     found: list[SlabPage] = []
-    for start_pfn, end_pfn, mem_map in for_each_valid_page_range(prog):
-        page0 = mem_map.value_()
-        for lo in range(start_pfn, end_pfn, PAGE_CHUNK):
-            hi = min(end_pfn, lo + PAGE_CHUNK)
-            found.extend(_scan_page_chunk(prog, fields, page0, lo, hi, wanted, stats))
+    ranges = [
+        (start, end, mem_map.value_()) for start, end, mem_map in for_each_valid_page_range(prog)
+    ]
+    with tqdm(
+        total=sum(end - start for start, end, _ in ranges),
+        unit="page",
+        unit_scale=True,
+        desc="finding slabs",
+        disable=not progress,
+        leave=False,
+    ) as bar:
+        for start_pfn, end_pfn, page0 in ranges:
+            for lo in range(start_pfn, end_pfn, PAGE_CHUNK):
+                hi = min(end_pfn, lo + PAGE_CHUNK)
+                found.extend(_scan_page_chunk(prog, fields, page0, lo, hi, wanted, stats))
+                bar.update(hi - lo)
     return found
 
 
