@@ -54,6 +54,11 @@ def skeleton(text: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
     return tuple(fixed), tuple(tokens)
 
 
+def cluster_key(text: bytes) -> tuple[bytes, ...]:
+    """What puts *text* in its cluster: its fixed parts (see :func:`skeleton`)."""
+    return skeleton(text)[0]
+
+
 @dataclass
 class Cluster:
     """Fragments that one format string could have printed."""
@@ -67,6 +72,10 @@ class Cluster:
     in_context: int = 0
     offsets: Counter[int] = field(default_factory=Counter)
     examples: list[int] = field(default_factory=list)
+    #: With per-slab counts: the cluster's own per-slab sums (not the
+    #: members' added: those would miss the cross terms).
+    slab_square: float = 0.0
+    slab_cross: float = 0.0
 
     @property
     def typical_offset(self) -> int | None:

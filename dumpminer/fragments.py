@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -216,6 +216,10 @@ class Fragment:
     offsets: Counter[int] = field(default_factory=Counter)
     #: The lowest object addresses holding the fragment, ascending.
     examples: list[int] = field(default_factory=list)
+    #: With per-slab counts: sum over slabs of (objects in the slab holding
+    #: the fragment)^2, and of that times the slab's allocated objects.
+    slab_square: float = 0.0
+    slab_cross: float = 0.0
 
 
 _EMPTY_I64: npt.NDArray[np.int64] = np.zeros(0, np.int64)
@@ -242,23 +246,39 @@ class BatchCounts:
     row: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, np.intp))
     which: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, np.intp))
     addresses: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
+    #: With per-slab counts (sampling): allocated objects of each slab of the
+    #: batch, and (text index, slab index, objects) for every pair seen.
+    slab_sizes: npt.NDArray[np.int64] | None = None
+    slab_text: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
+    slab_index: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
+    slab_objects: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
 
 
 def count_objects(
     rows: npt.NDArray[np.uint8],
     addresses: npt.NDArray[np.uint64],
     min_length: int = DEFAULT_MIN_LENGTH,
+    slab_of_row: npt.NDArray[np.int64] | None = None,
+    slabs: int = 0,
 ) -> BatchCounts:
-    """Count the fragments of a batch of objects (row ``i`` at ``addresses[i]``)."""
+    """
+    Count the fragments of a batch of objects (row ``i`` at ``addresses[i]``).
+    With *slab_of_row* (which of the batch's *slabs* each row is in), also
+    count objects per fragment per slab, which sampling needs for honest
+    intervals (:mod:`dumpminer.sample`).
+    """
+    sizes = None
+    if slab_of_row is not None:
+        sizes = np.bincount(slab_of_row, minlength=slabs).astype(np.int64)
     runs = find_runs(rows, min_length, texts=False)
     if len(runs.row) == 0:
-        return BatchCounts([], _EMPTY_I64)
+        return BatchCounts([], _EMPTY_I64, slab_sizes=sizes)
     texts, which, occurrences = group_runs(rows, runs)
     repeats = _repeats_in_objects(runs.row, which, rows.shape[0], len(texts))
     offset_text, offset_at, offset_runs = _offset_counts(
         which, runs.offset, rows.shape[1], len(texts)
     )
-    return BatchCounts(
+    counts = BatchCounts(
         texts=texts,
         occurrences=occurrences,
         objects=(occurrences - repeats).astype(np.int64),
@@ -268,7 +288,16 @@ def count_objects(
         row=runs.row,
         which=which,
         addresses=addresses,
+        slab_sizes=sizes,
     )
+    if slab_of_row is not None:
+        n = rows.shape[0]
+        pairs = np.unique(which.astype(np.int64) * n + runs.row)
+        text_slab = (pairs // n) * slabs + slab_of_row[pairs % n]
+        keys, objects = np.unique(text_slab, return_counts=True)
+        counts.slab_text, counts.slab_index = keys // slabs, keys % slabs
+        counts.slab_objects = objects.astype(np.int64)
+    return counts
 
 
 def count_context(rows: npt.NDArray[np.uint8], min_length: int = DEFAULT_MIN_LENGTH) -> BatchCounts:
@@ -308,8 +337,25 @@ class FragmentTally:
     adds two tallies, and while exact the result does not depend on the order.
     """
 
-    def __init__(self, max_fragments: int | None = DEFAULT_MAX_FRAGMENTS) -> None:
+    def __init__(
+        self,
+        max_fragments: int | None = DEFAULT_MAX_FRAGMENTS,
+        group_of: Callable[[bytes], Hashable] | None = None,
+    ) -> None:
         self.max_fragments = max_fragments
+        #: Names the group (cluster) of a text, for per-slab group sums.
+        self.group_of = group_of
+        #: Per-slab sums, with sampling: slabs, their objects, and objects^2.
+        self.slabs_seen = 0
+        self.slab_objects = 0
+        self.slab_objects_square = 0
+        #: Group key -> [sum of (group objects in a slab)^2, cross sum].
+        self.group_spread: dict[Hashable, list[float]] = {}
+        self._group_ids: dict[Hashable, int] = {}
+        self._group_keys: list[Hashable] = []
+        self._group_of_text = np.zeros(0, np.int64)
+        self._slab_square = np.zeros(0, np.float64)
+        self._slab_cross = np.zeros(0, np.float64)
         #: How many counts any kept fragment may be short by; 0 while exact.
         self.error_bound = 0
         #: Distinct fragments dropped (a text dropped twice counts twice).
@@ -344,6 +390,7 @@ class FragmentTally:
             for i, offset, count in zip(ids.tolist(), at.tolist(), runs.tolist(), strict=True):
                 offsets[i][offset] = count
             examples = self._examples[:n].tolist()
+            square, cross = self._slab_square[:n].tolist(), self._slab_cross[:n].tolist()
             limit = int(_NO_ADDRESS)
             self._built = {
                 text: Fragment(
@@ -353,6 +400,8 @@ class FragmentTally:
                     in_context,
                     offsets[i],
                     [a for a in examples[i] if a != limit],
+                    square[i],
+                    cross[i],
                 )
                 for i, (text, objects, occurrences, in_context) in enumerate(
                     zip(
@@ -386,9 +435,16 @@ class FragmentTally:
 
     def absorb(self, counts: BatchCounts) -> None:
         """Add a batch counted by :func:`count_objects` or :func:`count_context`."""
+        if counts.slab_sizes is not None:
+            sizes = counts.slab_sizes
+            self.slabs_seen += len(sizes)
+            self.slab_objects += int(sizes.sum())
+            self.slab_objects_square += int((sizes * sizes).sum())
         if not counts.texts:
             return
         ids = self._ids(counts.texts)
+        if counts.slab_sizes is not None and len(counts.slab_text):
+            self._add_spread(ids, counts)
         if counts.context:
             self._in_context[ids] += counts.occurrences
         else:
@@ -419,22 +475,67 @@ class FragmentTally:
             theirs = other._examples[:n].ravel()
             present = theirs != _NO_ADDRESS
             self._add_examples(np.repeat(ids, EXAMPLES)[present], theirs[present])
+            self._slab_square[ids] += other._slab_square[:n]
+            self._slab_cross[ids] += other._slab_cross[:n]
+        # A slab is in one share only, so per-slab sums add.
+        for key, (square, cross) in other.group_spread.items():
+            sums = self.group_spread.setdefault(key, [0.0, 0.0])
+            sums[0] += square
+            sums[1] += cross
+        self.slabs_seen += other.slabs_seen
+        self.slab_objects += other.slab_objects
+        self.slab_objects_square += other.slab_objects_square
         self.error_bound += other.error_bound
         self.dropped_fragments += other.dropped_fragments
         self._bound()
+
+    def _add_spread(self, ids: npt.NDArray[np.int64], counts: BatchCounts) -> None:
+        """Add one batch's per-slab sums, per fragment and per group."""
+        assert counts.slab_sizes is not None
+        n = len(self._texts)
+        text = ids[counts.slab_text]
+        objects = counts.slab_objects.astype(np.float64)
+        size = counts.slab_sizes[counts.slab_index].astype(np.float64)
+        self._slab_square[:n] += np.bincount(text, weights=objects * objects, minlength=n)
+        self._slab_cross[:n] += np.bincount(text, weights=objects * size, minlength=n)
+        if self.group_of is None:
+            return
+        slabs = len(counts.slab_sizes)
+        keys, where = np.unique(
+            self._group_of_text[text] * slabs + counts.slab_index, return_inverse=True
+        )
+        per_group = np.bincount(where.ravel(), weights=objects)
+        group_size = counts.slab_sizes[keys % slabs].astype(np.float64)
+        groups = keys // slabs
+        square = np.bincount(groups, weights=per_group * per_group)
+        cross = np.bincount(groups, weights=per_group * group_size)
+        for g in np.flatnonzero(square).tolist():
+            sums = self.group_spread.setdefault(self._group_keys[g], [0.0, 0.0])
+            sums[0] += float(square[g])
+            sums[1] += float(cross[g])
 
     def _ids(self, texts: list[bytes]) -> npt.NDArray[np.int64]:
         """The ids of *texts* (distinct), giving new ones to new texts."""
         self._built = None
         index, known = self._index, self._texts
-        out = []
+        out: list[int] = []
+        new: list[int] = []
         for text in texts:
             i = index.get(text)
             if i is None:
                 i = index[text] = len(known)
                 known.append(text)
+                new.append(i)
             out.append(i)
         self._reserve(len(known))
+        if self.group_of is not None:
+            for i in new:
+                key = self.group_of(known[i])
+                group = self._group_ids.get(key)
+                if group is None:
+                    group = self._group_ids[key] = len(self._group_keys)
+                    self._group_keys.append(key)
+                self._group_of_text[i] = group
         return np.array(out, dtype=np.int64)
 
     def _reserve(self, n: int) -> None:
@@ -449,6 +550,10 @@ class FragmentTally:
         self._in_context = np.concatenate([self._in_context, zeros])
         empty = np.full((grow, EXAMPLES), _NO_ADDRESS, np.uint64)
         self._examples = np.concatenate([self._examples, empty])
+        self._group_of_text = np.concatenate([self._group_of_text, zeros])
+        floats = np.zeros(grow, np.float64)
+        self._slab_square = np.concatenate([self._slab_square, floats])
+        self._slab_cross = np.concatenate([self._slab_cross, floats])
 
     def _add_offsets(
         self,
@@ -517,6 +622,9 @@ class FragmentTally:
         self._occurrences = self._occurrences[:n][keep]
         self._in_context = self._in_context[:n][keep]
         self._examples = self._examples[:n][keep]
+        self._group_of_text = self._group_of_text[:n][keep]
+        self._slab_square = self._slab_square[:n][keep]
+        self._slab_cross = self._slab_cross[:n][keep]
         self.dropped_fragments += n - len(self._texts)
         self.error_bound += threshold
         self._built = None

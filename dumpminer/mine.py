@@ -28,7 +28,7 @@ from drgn import Object, Program
 from tqdm import tqdm
 
 from dumpminer.caches import CacheUsage, cache_usage, resolve_caches
-from dumpminer.cluster import cluster_fragments, fragment_sort_key
+from dumpminer.cluster import cluster_fragments, cluster_key, fragment_sort_key
 from dumpminer.dump import Dump
 from dumpminer.errors import UsageError
 from dumpminer.fragments import (
@@ -68,6 +68,12 @@ class MineOptions:
     min_length: int = DEFAULT_MIN_LENGTH
     #: Distinct fragments kept before the rarest are dropped (None: no bound).
     max_fragments: int | None = DEFAULT_MAX_FRAGMENTS
+    #: Keep per-slab sums for sampling intervals (see dumpminer/sample.py).
+    per_slab: bool = False
+
+    def new_tally(self) -> FragmentTally:
+        """An empty tally for these options."""
+        return FragmentTally(self.max_fragments, cluster_key if self.per_slab else None)
 
     def check(self) -> None:
         """Raise :class:`UsageError` for values out of range."""
@@ -140,7 +146,8 @@ class _Miner:
 
     def __init__(self, options: MineOptions) -> None:
         self.min_length = options.min_length
-        self.tally = FragmentTally(options.max_fragments)
+        self.per_slab = options.per_slab
+        self.tally = options.new_tally()
         self.batches: dict[int, _Batch] = {}
         self.counter = ThreadPoolExecutor(COUNTING_THREADS, thread_name_prefix="dumpminer")
         self.pending: deque[Future[list[BatchCounts]]] = deque()
@@ -173,7 +180,19 @@ class _Miner:
 
     def _count(self, batch: _Batch) -> list[BatchCounts]:
         rows, addresses, allocated = batch_rows(batch.slabs)
-        out = [count_objects(rows[allocated], addresses[allocated], self.min_length)]
+        slab_of_row = None
+        if self.per_slab:
+            counts = [slab.objects for slab in batch.slabs]
+            slab_of_row = np.repeat(np.arange(len(counts), dtype=np.int64), counts)[allocated]
+        out = [
+            count_objects(
+                rows[allocated],
+                addresses[allocated],
+                self.min_length,
+                slab_of_row,
+                len(batch.slabs),
+            )
+        ]
         if batch.slabs[0].before or batch.slabs[0].after:
             windows = [context_rows(slab) for slab in batch.slabs]
             for side in (0, 1):
@@ -301,7 +320,7 @@ def mine(
     split over *workers* processes (default: :func:`default_workers`), each
     with its own drgn program; their counts merge exactly.
     """
-    options = MineOptions(before, after, min_length, max_fragments)
+    options = MineOptions(before, after, min_length, max_fragments, per_slab=sample is not None)
     options.check()
     with _gc_paused():
         return _mine(prog, cache, options, progress, dump, workers, sample)
@@ -367,6 +386,9 @@ def _report(
 ) -> Report:
     """Sort, cluster and put together the report of a walk."""
     fragments = sorted(tally.fragments.values(), key=fragment_sort_key)
+    clusters = cluster_fragments(fragments)
+    for cluster in clusters:
+        cluster.slab_square, cluster.slab_cross = tally.group_spread.get(cluster.key, (0.0, 0.0))
     return Report(
         dump=_dump_facts(prog, dump),
         cache={
@@ -395,7 +417,7 @@ def _report(
             "error_bound": tally.error_bound,
         },
         fragments=fragments,
-        clusters=cluster_fragments(fragments),
+        clusters=clusters,
         partial=partial,
         progress={"slabs_walked": stats.slabs, "slabs_found": len(pages)} if partial else {},
         sample=None
@@ -407,6 +429,7 @@ def _report(
             "slabs_sampled": len(pages),
             "slabs_total": len(found),
             "objects_sampled": stats.objects_scanned,
+            "slab_objects_square": tally.slab_objects_square,
             "population": sum(u.allocated for u in usages),
         },
     )

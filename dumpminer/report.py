@@ -24,7 +24,7 @@ from typing import Any
 from dumpminer.cluster import MEMBERS_SHOWN, Cluster
 from dumpminer.errors import OutputError
 from dumpminer.fragments import Fragment
-from dumpminer.sample import estimate
+from dumpminer.sample import SampledSlabs, interval
 
 SCHEMA = "dumpminer.report/1"
 MANY_SCHEMA = "dumpminer.reports/1"
@@ -58,23 +58,39 @@ class Report:
         allocated = self.cache.get("allocated") or 0
         return objects / allocated if allocated else 0.0
 
-    def counts(self, objects: int, occurrences: int, in_context: int) -> dict[str, Any]:
+    def counts(self, item: Fragment | Cluster) -> dict[str, Any]:
         """
         The count fields of a fragment or cluster: as counted, or with
-        --sample scaled to the whole cache, with the sampled counts and a 95%
-        interval for ``objects`` beside them.
+        --sample scaled to the whole cache, with the sampled count and a 95%
+        interval for ``objects`` beside them (:func:`dumpminer.sample.interval`).
         """
         if self.sample is None:
-            return {"objects": objects, "occurrences": occurrences, "in_context": in_context}
-        sampled, population = self.sample["objects_sampled"], self.sample["population"]
+            return {
+                "objects": item.objects,
+                "occurrences": item.occurrences,
+                "in_context": item.in_context,
+            }
+        sample = self.sample
+        sampled, population = sample["objects_sampled"], sample["population"]
         scale = population / sampled if sampled else 0.0
-        guess, low, high = estimate(objects, sampled, population)
+        low, high = interval(
+            item.objects,
+            item.slab_square,
+            item.slab_cross,
+            SampledSlabs(
+                slabs=sample["slabs_sampled"],
+                slabs_total=sample["slabs_total"],
+                objects=sampled,
+                objects_square=sample["slab_objects_square"],
+                population=population,
+            ),
+        )
         return {
-            "objects": guess,
-            "occurrences": round(occurrences * scale),
-            "in_context": round(in_context * scale),
+            "objects": round(item.objects * scale),
+            "occurrences": round(item.occurrences * scale),
+            "in_context": round(item.in_context * scale),
             "objects_ci95": [low, high],
-            "sampled_objects": objects,
+            "sampled_objects": item.objects,
         }
 
 
@@ -94,7 +110,7 @@ def look_commands(address: int, object_size: int) -> dict[str, str]:
 def _fragment_json(report: Report, fragment: Fragment) -> dict[str, Any]:
     return {
         "text": _text(fragment.text),
-        **report.counts(fragment.objects, fragment.occurrences, fragment.in_context),
+        **report.counts(fragment),
         "offsets": {str(k): v for k, v in sorted(fragment.offsets.items())},
         "examples": [f"{a:#x}" for a in fragment.examples],
     }
@@ -103,12 +119,11 @@ def _fragment_json(report: Report, fragment: Fragment) -> dict[str, Any]:
 def _cluster_json(report: Report, cluster: Cluster, object_size: int) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "template": _text(cluster.template),
-        **report.counts(cluster.objects, cluster.occurrences, cluster.in_context),
+        **report.counts(cluster),
         "typical_offset": cluster.typical_offset,
         "distinct_members": len(cluster.members),
         "members": [
-            {"text": _text(m.text), **report.counts(m.objects, m.occurrences, m.in_context)}
-            for m in cluster.members[:MEMBERS_SHOWN]
+            {"text": _text(m.text), **report.counts(m)} for m in cluster.members[:MEMBERS_SHOWN]
         ],
         "examples": [f"{a:#x}" for a in cluster.examples],
         # Clusters seen only in context windows have no object to show.
@@ -166,7 +181,7 @@ def render_csv(report: Report, top: int | None = None) -> str:
          "typical_offset", "distinct_members", "examples"]
     )  # fmt: skip
     for rank, c in enumerate(report.clusters[:top], 1):
-        counts = report.counts(c.objects, c.occurrences, c.in_context)
+        counts = report.counts(c)
         writer.writerow(
             [
                 csv_cell(report.cache["name"]),
@@ -235,7 +250,7 @@ def render_table(report: Report, top: int | None = None) -> str:
     rows = [("#", "objects", "share", "context", "offset", "example", "template")]
     approx = "~" if report.sample else ""
     for rank, c in enumerate(report.clusters[:top], 1):
-        counts = report.counts(c.objects, c.occurrences, c.in_context)
+        counts = report.counts(c)
         rows.append(
             (
                 str(rank),
@@ -276,9 +291,9 @@ def render_markdown(report: Report, top: int | None = None) -> str:
         examples = ", ".join(f"`{a:#x}`" for a in c.examples)
         lines.append(
             f"| {rank} | {markdown_escape(_text(c.template))} | "
-            f"{report.counts(c.objects, c.occurrences, c.in_context)['objects']} | "
+            f"{report.counts(c)['objects']} | "
             f"{100 * report.share(c.objects):.2f}% | "
-            f"{report.counts(c.objects, c.occurrences, c.in_context)['in_context']} | "
+            f"{report.counts(c)['in_context']} | "
             f"{offset} | {examples} |"
         )
     return "\n".join(lines) + "\n"

@@ -98,7 +98,7 @@ def mine_in_workers(
     stop = context.Value("i", 0)
     shares = split_pages(pages, workers)
     addresses = [cache.value_() for cache in caches]
-    tally, stats, partial = FragmentTally(options.max_fragments), WalkStats(), False
+    tally, stats, partial = options.new_tally(), WalkStats(), False
     pool = ProcessPoolExecutor(len(shares), context, _init_worker, (done, stop))
     try:
         # Workers start as tasks are submitted: they start with SIGINT
