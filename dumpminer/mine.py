@@ -429,6 +429,7 @@ def _report(
             "slabs_sampled": len(pages),
             "slabs_total": len(found),
             "objects_sampled": stats.objects_scanned,
+            "slabs_read": tally.slabs_seen,
             "slab_objects_square": tally.slab_objects_square,
             "population": sum(u.allocated for u in usages),
         },

@@ -78,7 +78,8 @@ class Report:
             item.slab_square,
             item.slab_cross,
             SampledSlabs(
-                slabs=sample["slabs_sampled"],
+                # Slabs mined: fewer than drawn if some were unreadable.
+                slabs=sample["slabs_read"],
                 slabs_total=sample["slabs_total"],
                 objects=sampled,
                 objects_square=sample["slab_objects_square"],
