@@ -245,6 +245,12 @@ def _header_lines(report: Report) -> list[str]:
     return [terminal_escape(line) for line in lines]
 
 
+def _shown_template(template: bytes) -> str:
+    """A template for the table: quoted when spaces at its ends would hide."""
+    text = terminal_escape(_text(template))
+    return f'"{text}"' if text != text.strip() else text
+
+
 def render_table(report: Report, top: int | None = None) -> str:
     """The top clusters as a terminal table, then how to look closer."""
     top = TABLE_TOP if top is None else top
@@ -260,7 +266,7 @@ def render_table(report: Report, top: int | None = None) -> str:
                 f"{approx}{counts['in_context']}",
                 "-" if c.typical_offset is None else f"+{c.typical_offset:#x}",
                 f"{c.examples[0]:#x}" if c.examples else "-",
-                terminal_escape(_text(c.template)),
+                _shown_template(c.template),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]

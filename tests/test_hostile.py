@@ -781,3 +781,16 @@ def test_fuzzed_real_headers(sample_manifest: dict[str, Any], tmp_path: Path) ->
         seen[done.returncode] += 1
         os.unlink(dst)
     assert time.monotonic() - started < 90, seen
+
+
+def test_table_quotes_templates_with_spaces_at_the_ends() -> None:
+    fragments = [Fragment(b" 12", 3, 3), Fragment(b" 13", 2, 2), Fragment(b"usr", 1, 1)]
+    report = Report(
+        dump={"path": "d", "format": "elf", "osrelease": "r"},
+        cache={"name": "c", "caches": ["c"], "object_size": 32, "allocated": 6, "total": 8},
+        scan={"objects_scanned": 6, "slabs": 1, "seconds": 0.0, "faults": 0, "corrupt_slabs": 0},
+        fragments=fragments,
+        clusters=cluster_fragments(fragments),
+    )
+    table = render(report, "table")
+    assert '" <NUM>"' in table and " usr" in table and '"usr"' not in table
