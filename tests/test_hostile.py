@@ -558,6 +558,26 @@ def test_signal_mid_walk_writes_partial_report(
     assert sorted(os.listdir(tmp_path)) == ["r.json", "walking"]
 
 
+def _mine_signalled(
+    script: str, manifest: dict[str, Any], out: Path, signum: int, code: int
+) -> None:
+    """Mine through *script*, which signals itself, and check the whole report."""
+    args = ["mine", _elf(manifest, "kdump"), "--vmlinux", manifest["vmlinux"]]
+    args += ["--cache", CACHE, "--format", "json", "-o", str(out), "--quiet"]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "SIGNUM": str(int(signum))},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == code, done.stderr
+    report = json.loads(out.read_text())
+    assert report["partial"] is False
+    assert report["scan"]["objects_scanned"] == report["cache"]["allocated"]
+
+
 #: Sends itself SIGINT (or SIGTERM) while the report is being written.
 _SIGNAL_WHILE_WRITING = """
 import os, signal, sys, time
@@ -578,20 +598,7 @@ def test_signal_while_writing_keeps_the_report_whole(
 ) -> None:
     out = tmp_path / "r.json"
     out.write_text("old")
-    args = ["mine", _elf(sample_manifest, "kdump"), "--vmlinux", sample_manifest["vmlinux"]]
-    args += ["--cache", CACHE, "--format", "json", "-o", str(out), "--quiet"]
-    done = subprocess.run(
-        [sys.executable, "-c", _SIGNAL_WHILE_WRITING, *args],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), "SIGNUM": str(int(signum))},
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert done.returncode == code, done.stderr
-    report = json.loads(out.read_text())
-    assert report["partial"] is False
-    assert report["scan"]["objects_scanned"] == report["cache"]["allocated"]
+    _mine_signalled(_SIGNAL_WHILE_WRITING, sample_manifest, out, signum, code)
     assert os.listdir(tmp_path) == ["r.json"]
 
 
@@ -614,21 +621,7 @@ def test_signal_after_the_walk_keeps_the_report(
     sample_manifest: dict[str, Any], tmp_path: Path, signum: int, code: int
 ) -> None:
     """The walk is done: a signal while clustering is held, the whole report written."""
-    out = tmp_path / "r.json"
-    args = ["mine", _elf(sample_manifest, "kdump"), "--vmlinux", sample_manifest["vmlinux"]]
-    args += ["--cache", CACHE, "--format", "json", "-o", str(out), "--quiet"]
-    done = subprocess.run(
-        [sys.executable, "-c", _SIGNAL_WHILE_CLUSTERING, *args],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), "SIGNUM": str(int(signum))},
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert done.returncode == code, done.stderr
-    report = json.loads(out.read_text())
-    assert report["partial"] is False
-    assert report["scan"]["objects_scanned"] == report["cache"]["allocated"]
+    _mine_signalled(_SIGNAL_WHILE_CLUSTERING, sample_manifest, tmp_path / "r.json", signum, code)
 
 
 def test_signal_handlers_restored(sample_manifest: dict[str, Any], tmp_path: Path) -> None:
