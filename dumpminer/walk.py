@@ -21,6 +21,7 @@ What is done with each object is not this module's business: it yields
 from __future__ import annotations
 
 import contextlib
+from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,8 +61,8 @@ class CacheLayout:
     freeptr_offset: int
     #: ``s->random`` with CONFIG_SLAB_FREELIST_HARDENED, else None.
     freelist_random: int | None
-    #: Addresses of objects free on per-CPU freelists and sheaves.
-    cpu_free: frozenset[int]
+    #: Addresses of objects free on per-CPU freelists and sheaves, ascending.
+    cpu_free: tuple[int, ...]
     #: The most objects a slab of this cache can hold.
     objects_per_slab: int = 1 << 15
     #: Why some per-CPU free objects could not be read, if they could not.
@@ -103,7 +104,7 @@ def cache_layout(cache: Object) -> CacheLayout:
         red_left_pad=red_left_pad,
         freeptr_offset=cache.offset.value_(),
         freelist_random=random,
-        cpu_free=frozenset(cpu_free),
+        cpu_free=tuple(sorted(cpu_free)),
         objects_per_slab=_most_objects_per_slab(cache),
         cpu_error=cpu_error,
     )
@@ -157,8 +158,6 @@ class Slab:
     data: bytes
     before: int
     after: int
-    #: True when the context bytes could not be read and are zeros.
-    context_missing: bool = False
 
     def object_address(self, index: int) -> int:
         """The address of object *index* of this slab."""
@@ -415,7 +414,6 @@ def read_slab(
         return None
     base = virt + layout.red_left_pad
     length = page.objects * layout.stride
-    context_missing = False
     try:
         data = prog.read(base - before, before + length + after)
     except FaultError:
@@ -426,7 +424,6 @@ def read_slab(
             return None
         if before or after:
             stats.fault(page.address)
-            context_missing = True
             data = bytes(before) + data + bytes(after)
     slab = Slab(
         address=page.address,
@@ -437,7 +434,6 @@ def read_slab(
         data=data,
         before=before,
         after=after,
-        context_missing=context_missing,
     )
     if page.freelist:
         free = decoder.free_indices(slab, page.freelist)
@@ -445,11 +441,13 @@ def read_slab(
             stats.corrupt(page.address)
             return None
         slab.allocated[list(free)] = False
-    if layout.cpu_free:
-        end = base + length
-        for ptr in layout.cpu_free:
-            if base <= ptr < end:
-                slab.allocated[(ptr - base) // layout.stride] = False
+    # cpu_free is sorted: find this slab's share by bisection, not by a scan
+    # per slab (with sheaves, since 6.18, it can hold thousands).
+    on_cpus = layout.cpu_free[
+        bisect_left(layout.cpu_free, base) : bisect_left(layout.cpu_free, base + length)
+    ]
+    for ptr in on_cpus:
+        slab.allocated[(ptr - base) // layout.stride] = False
     return slab
 
 
