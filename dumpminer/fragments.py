@@ -16,10 +16,9 @@ tests compare with.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -75,22 +74,22 @@ def find_runs(
     if n == 0 or width == 0:
         empty = np.zeros(0, dtype=np.intp)
         return Runs(empty, empty, empty, np.zeros(0, dtype="S1"))
-    printable = (rows - np.uint8(0x20)) < np.uint8(0x7F - 0x20)
-    # A run starts at a printable byte with no printable byte before it in
-    # the row, and ends at one with none after it: runs stop at row ends.
-    # (For booleans, a > b is a and not b: one pass, no temporaries.)
-    first = np.empty_like(printable)
-    first[:, 0] = printable[:, 0]
-    np.greater(printable[:, 1:], printable[:, :-1], out=first[:, 1:])
-    last = np.empty_like(printable)
-    last[:, -1] = printable[:, -1]
-    np.greater(printable[:, :-1], printable[:, 1:], out=last[:, :-1])
-    starts = np.flatnonzero(first)
-    lengths = np.flatnonzero(last) - starts + 1
+    # Printable bytes, each row followed by one non-printable pad byte, so
+    # that in the flattened array a run can never cross a row end.
+    printable = np.zeros((n, width + 1), dtype=bool)
+    np.less(rows - np.uint8(0x20), np.uint8(0x7F - 0x20), out=printable[:, :width])
+    flat = printable.ravel()
+    # Edges: where printable differs from the byte before. They alternate,
+    # run start then run end (exclusive), and every run ends by its pad byte.
+    edge = np.empty_like(flat)
+    edge[0] = flat[0]
+    np.not_equal(flat[1:], flat[:-1], out=edge[1:])
+    bounds = np.flatnonzero(edge)
+    starts, lengths = bounds[0::2], bounds[1::2] - bounds[0::2]
     keep = lengths >= min_length
     starts, lengths = starts[keep], lengths[keep]
-    row = starts // width
-    offset = starts % width
+    row = starts // (width + 1)
+    offset = starts - row * (width + 1)
     text = _gather_texts(rows, row, offset, lengths) if texts else np.zeros(0, dtype="S8")
     return Runs(row, offset, lengths, text)
 
@@ -141,67 +140,157 @@ def _gather_texts(
 
 _HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 
+#: Runs of at most this many bytes are copied out word by word, straight
+#: from the rows; longer ones as whole windows (:func:`_gather_texts`).
+_WORD_GATHER_BYTES = 64
 
-def _unique_unsorted(values: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[Any], ...]:
-    """np.unique with first index, inverse and counts; unsorted where numpy can."""
-    try:
-        return tuple(
-            np.unique(
-                values, return_index=True, return_inverse=True, return_counts=True, sorted=False
-            )
-        )
-    except TypeError:  # numpy < 2.3 has no sorted=False.
-        return tuple(np.unique(values, return_index=True, return_inverse=True, return_counts=True))
+#: _WORD_MASKS[k] keeps the low k bytes of a little-endian word.
+_WORD_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
 
 
-def group_texts(
-    texts: npt.NDArray[np.bytes_],
-) -> tuple[npt.NDArray[np.bytes_], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+def _run_words(
+    flat: npt.NDArray[np.uint8],
+    start: npt.NDArray[np.intp],
+    length: npt.NDArray[np.intp],
+    words: int,
+) -> npt.NDArray[np.uint64]:
     """
-    Group equal texts: the distinct texts, which of them each input is, and
-    how many times each occurs. Texts are grouped by a 64-bit hash of their
-    words, which is much faster than sorting strings; the grouping is then
-    checked against the texts themselves, and redone by sorting in the
+    The bytes of each run (at ``flat[start:start + length]``) as *words*
+    little-endian 64-bit words, zero past the run's end: shape
+    ``(words, runs)``. Each word is one gather from an unaligned view of the
+    bytes; the few words that would read past the end are read one by one.
+    """
+    out = np.empty((words, len(start)), dtype=np.uint64)
+    last = flat.size - 8
+    view = (
+        np.ndarray((last + 1,), dtype="<u8", buffer=flat, strides=(1,))
+        if last >= 0
+        else np.zeros(1, dtype="<u8")
+    )
+    for j in range(words):
+        pos = start + 8 * j
+        word = view[np.clip(pos, 0, max(last, 0))]
+        for i in np.flatnonzero(pos > last).tolist():
+            chunk = flat[int(pos[i]) : int(pos[i]) + 8].tobytes()
+            word[i] = int.from_bytes(chunk.ljust(8, b"\0"), "little")
+        word &= _WORD_MASKS[np.clip(length - 8 * j, 0, 8)]
+        out[j] = word
+    return out
+
+
+def _unique_values(keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """The distinct values of *keys*, by hashing where numpy can (2.3+)."""
+    try:
+        return np.unique(keys, sorted=False)
+    except TypeError:  # numpy < 2.3 has no sorted=False.
+        return np.unique(keys)
+
+
+def _group_keys(
+    keys: npt.NDArray[np.uint64],
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    """
+    Group equal 64-bit *keys* (already well mixed): for each distinct key the
+    index of one occurrence, for each key which distinct key it is, and how
+    often each occurs. Like ``np.unique`` with every ``return_*``, but the
+    inverse comes from a hash table of the distinct keys, small enough to stay
+    in cache, instead of from sorting every key.
+    """
+    distinct = _unique_values(keys)
+    size = 1 << max(4, (2 * len(distinct)).bit_length())
+    mask = size - 1
+    slot_of = np.full(size, -1, dtype=np.intp)
+    # Insert the distinct keys with linear probing, all at once: where two
+    # land on one free slot one wins, and the others try the next slot.
+    home = (distinct & np.uint64(mask)).astype(np.intp)
+    pending = np.arange(len(distinct), dtype=np.intp)
+    while len(pending):
+        slots = home[pending]
+        free = slot_of[slots] < 0
+        slot_of[slots[free]] = pending[free]
+        placed = slot_of[slots] == pending
+        pending = pending[~placed]
+        home[pending] = (home[pending] + 1) & mask
+    # Look every key up the same way: it is found before any empty slot.
+    which = np.empty(len(keys), dtype=np.intp)
+    todo = np.arange(len(keys), dtype=np.intp)
+    slots = (keys & np.uint64(mask)).astype(np.intp)
+    while len(todo):
+        candidate = slot_of[slots]
+        hit = distinct[candidate] == keys[todo]
+        which[todo[hit]] = candidate[hit]
+        todo, slots = todo[~hit], (slots[~hit] + 1) & mask
+    first = np.empty(len(distinct), dtype=np.intp)
+    first[which] = np.arange(len(keys), dtype=np.intp)
+    return first, which, np.bincount(which, minlength=len(distinct)).astype(np.int64)
+
+
+def _group_words(
+    words: npt.NDArray[np.uint64],
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    """
+    Group equal texts given as words (shape ``(words, texts)``, zero padded):
+    the distinct texts (one row of words each), which of them each text is,
+    and how often each occurs. Texts are grouped by a 64-bit hash of their
+    words, which is much faster than sorting them; the grouping is then
+    checked against the words themselves, and redone by sorting in the
     unlikely case of a collision, so it is always exact.
     """
-    words = texts.view(np.uint64).reshape(len(texts), -1)
-    digest = np.zeros(len(texts), dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for column in words.T:
-            digest = (digest ^ column) * _HASH_MULTIPLIER
+        digest = words[0] * _HASH_MULTIPLIER
+        for column in words[1:]:
             digest ^= digest >> np.uint64(29)
-    _, first, which, counts = _unique_unsorted(digest)
-    distinct = texts[first]
-    if not np.array_equal(distinct[which], texts):
-        distinct, which, counts = np.unique(texts, return_inverse=True, return_counts=True)
-    return distinct, which.ravel(), counts
+            digest = (digest ^ column) * _HASH_MULTIPLIER
+        digest ^= digest >> np.uint64(32)
+    first, which, counts = _group_keys(digest)
+    if all(np.array_equal(column[first][which], column) for column in words):
+        return np.ascontiguousarray(words[:, first].T), which, counts
+    distinct, where, occurrences = np.unique(
+        words.T, axis=0, return_inverse=True, return_counts=True
+    )
+    return distinct, where.ravel(), occurrences.astype(np.int64)
 
 
 def group_runs(
     rows: npt.NDArray[np.uint8], runs: Runs
 ) -> tuple[list[bytes], npt.NDArray[np.intp], npt.NDArray[np.int64]]:
     """
-    Group the texts of *runs* found in *rows*, like :func:`group_texts`, but
-    copying runs out in classes of width (8, 16, 32, ... bytes), so that one
-    long run does not make every short run as wide as itself: memory stays
-    within twice the bytes of the runs, whatever a hostile object holds.
-    Texts of different classes differ in length, so they never group.
+    Group the texts of *runs* found in *rows*: the distinct texts, which of
+    them each run is, and how many runs each is. Runs are copied out in
+    classes of width (8, 16, 32, ... bytes), so that one long run does not
+    make every short run as wide as itself: memory stays within twice the
+    bytes of the runs, whatever a hostile object holds. Texts of different
+    classes differ in length, so they never group.
     """
-    width_class = np.maximum(3, np.ceil(np.log2(np.maximum(runs.length, 1))).astype(np.int64))
+    flat = np.ascontiguousarray(rows).ravel()
+    start = runs.row * rows.shape[1] + runs.offset
+    # Words a run needs, rounded up to a power of two: 2**width_class.
+    width_class = np.frexp(((runs.length + 7) // 8 - 1).astype(np.float64))[1]
+    present = np.flatnonzero(np.bincount(width_class)).tolist()
     which = np.empty(len(runs.row), dtype=np.intp)
     texts: list[bytes] = []
     counts: list[npt.NDArray[np.int64]] = []
-    for bits in np.unique(width_class).tolist():
-        members = np.flatnonzero(width_class == bits)
-        copied = _gather_texts(rows, runs.row[members], runs.offset[members], runs.length[members])
-        distinct, where, occurrences = group_texts(copied)
-        which[members] = where + len(texts)
-        texts.extend(distinct.tolist())
-        counts.append(occurrences.astype(np.int64))
+    for bits in present:
+        members = np.flatnonzero(width_class == bits) if len(present) > 1 else None
+        at = start if members is None else start[members]
+        length = runs.length if members is None else runs.length[members]
+        if 8 << bits <= _WORD_GATHER_BYTES:
+            words = _run_words(flat, at, length, 1 << bits)
+        else:
+            row = runs.row if members is None else runs.row[members]
+            copied = _gather_texts(rows, row, at - row * rows.shape[1], length)
+            words = copied.view(np.uint64).reshape(len(copied), -1).T
+        distinct, where, occurrences = _group_words(words)
+        if members is None:
+            which[:] = where
+        else:
+            which[members] = where + len(texts)
+        texts.extend(distinct.view(f"S{distinct.shape[1] * 8}").ravel().tolist())
+        counts.append(occurrences)
     return texts, which, np.concatenate(counts) if counts else np.zeros(0, np.int64)
 
 
-@dataclass
+@dataclass(slots=True)
 class Fragment:
     """What is known of one fragment text across the whole walk."""
 
@@ -213,7 +302,7 @@ class Fragment:
     #: Runs in the memory next to objects (the context windows).
     in_context: int = 0
     #: Offset inside the object -> number of runs there.
-    offsets: Counter[int] = field(default_factory=Counter)
+    offsets: dict[int, int] = field(default_factory=dict)
     #: The lowest object addresses holding the fragment, ascending.
     examples: list[int] = field(default_factory=list)
     #: With per-slab counts: sum over slabs of (objects in the slab holding
@@ -242,10 +331,11 @@ class BatchCounts:
     offset_text: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
     offset_at: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
     offset_runs: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
-    #: Per run: its row and text index, and the rows' addresses, for examples.
-    row: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, np.intp))
-    which: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, np.intp))
-    addresses: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
+    #: Per text, the lowest addresses of objects holding it, ascending,
+    #: padded with _NO_ADDRESS: shape ``(texts, EXAMPLES)``.
+    examples: npt.NDArray[np.uint64] = field(
+        default_factory=lambda: np.zeros((0, EXAMPLES), np.uint64)
+    )
     #: With per-slab counts (sampling): allocated objects of each slab of the
     #: batch, and (text index, slab index, objects) for every pair seen.
     slab_sizes: npt.NDArray[np.int64] | None = None
@@ -285,9 +375,7 @@ def count_objects(
         offset_text=offset_text,
         offset_at=offset_at,
         offset_runs=offset_runs,
-        row=runs.row,
-        which=which,
-        addresses=addresses,
+        examples=_lowest_addresses(which, addresses[runs.row], len(texts)),
         slab_sizes=sizes,
     )
     if slab_of_row is not None:
@@ -386,9 +474,10 @@ class FragmentTally:
         if self._built is None:
             n = len(self._texts)
             ids, at, runs = self._reduced_offsets()
-            offsets: list[Counter[int]] = [Counter() for _ in range(n)]
-            for i, offset, count in zip(ids.tolist(), at.tolist(), runs.tolist(), strict=True):
-                offsets[i][offset] = count
+            # The reduced triples are sorted by id: each fragment's offsets
+            # are one slice of them.
+            bounds = np.searchsorted(ids, np.arange(n + 1)).tolist()
+            at_list, runs_list = at.tolist(), runs.tolist()
             examples = self._examples[:n].tolist()
             square, cross = self._slab_square[:n].tolist(), self._slab_cross[:n].tolist()
             limit = int(_NO_ADDRESS)
@@ -398,7 +487,13 @@ class FragmentTally:
                     objects,
                     occurrences,
                     in_context,
-                    offsets[i],
+                    dict(
+                        zip(
+                            at_list[bounds[i] : bounds[i + 1]],
+                            runs_list[bounds[i] : bounds[i + 1]],
+                            strict=True,
+                        )
+                    ),
                     [a for a in examples[i] if a != limit],
                     square[i],
                     cross[i],
@@ -451,15 +546,7 @@ class FragmentTally:
             self._objects[ids] += counts.objects
             self._occurrences[ids] += counts.occurrences
             self._add_offsets(ids[counts.offset_text], counts.offset_at, counts.offset_runs)
-            # Only texts whose lowest addresses can still change need looking
-            # at: fewer than EXAMPLES so far, or one above this batch's lowest.
-            # Walks go up in address, so after the first batches this is the
-            # handful of texts new in the batch.
-            last = self._examples[ids, EXAMPLES - 1]
-            needy = (last == _NO_ADDRESS) | (last > counts.addresses.min())
-            picked = np.flatnonzero(needy[counts.which])
-            if len(picked):
-                self._add_examples(ids[counts.which[picked]], counts.addresses[counts.row[picked]])
+            self._add_examples(ids, counts.examples)
         self._bound()
 
     def merge(self, other: FragmentTally) -> None:
@@ -472,9 +559,7 @@ class FragmentTally:
             self._in_context[ids] += other._in_context[:n]
             their_ids, at, runs = other._reduced_offsets()
             self._add_offsets(ids[their_ids], at, runs)
-            theirs = other._examples[:n].ravel()
-            present = theirs != _NO_ADDRESS
-            self._add_examples(np.repeat(ids, EXAMPLES)[present], theirs[present])
+            self._add_examples(ids, other._examples[:n])
             self._slab_square[ids] += other._slab_square[:n]
             self._slab_cross[ids] += other._slab_cross[:n]
         # A slab is in one share only, so per-slab sums add.
@@ -518,15 +603,13 @@ class FragmentTally:
         """The ids of *texts* (distinct), giving new ones to new texts."""
         self._built = None
         index, known = self._index, self._texts
-        out: list[int] = []
+        # Known texts are looked up in one pass in C; only new ones need Python.
+        found: list[int | None] = list(map(index.get, texts))
         new: list[int] = []
-        for text in texts:
-            i = index.get(text)
-            if i is None:
-                i = index[text] = len(known)
-                known.append(text)
-                new.append(i)
-            out.append(i)
+        for k in [k for k, i in enumerate(found) if i is None]:
+            i = found[k] = index[texts[k]] = len(known)
+            known.append(texts[k])
+            new.append(i)
         self._reserve(len(known))
         if self.group_of is not None:
             for i in new:
@@ -536,7 +619,7 @@ class FragmentTally:
                     group = self._group_ids[key] = len(self._group_keys)
                     self._group_keys.append(key)
                 self._group_of_text[i] = group
-        return np.array(out, dtype=np.int64)
+        return np.array(found, dtype=np.int64)
 
     def _reserve(self, n: int) -> None:
         """Make the arrays hold at least *n* fragments."""
@@ -583,23 +666,24 @@ class FragmentTally:
         self._offset_entries = len(keys)
         return reduced
 
-    def _add_examples(self, ids: npt.NDArray[np.int64], addresses: npt.NDArray[np.uint64]) -> None:
-        """Merge candidate (id, address) pairs into the lowest-addresses table."""
-        touched = np.unique(ids)
-        old = self._examples[touched].ravel()
-        every_id = np.concatenate([np.repeat(touched, EXAMPLES), ids])
-        every_address = np.concatenate([old, addresses.astype(np.uint64)])
-        present = every_address != _NO_ADDRESS
-        every_id, every_address = every_id[present], every_address[present]
-        order = np.lexsort((every_address, every_id))
-        every_id, every_address = every_id[order], every_address[order]
-        fresh = np.ones(len(every_id), dtype=bool)
-        fresh[1:] = (every_id[1:] != every_id[:-1]) | (every_address[1:] != every_address[:-1])
-        every_id, every_address = every_id[fresh], every_address[fresh]
-        rank = np.arange(len(every_id)) - np.searchsorted(every_id, every_id, side="left")
-        keep = rank < EXAMPLES
-        self._examples[touched] = _NO_ADDRESS
-        self._examples[every_id[keep], rank[keep]] = every_address[keep]
+    def _add_examples(self, ids: npt.NDArray[np.int64], lowest: npt.NDArray[np.uint64]) -> None:
+        """
+        Merge the lowest addresses *lowest* (one padded row per id in *ids*,
+        ids distinct) into the examples table. Only ids whose examples can
+        change are touched: after the first batches of a walk that goes up in
+        address, the handful of texts that are new or still short of examples.
+        """
+        table = self._examples[ids]
+        needy = np.flatnonzero(lowest[:, 0] < table[:, EXAMPLES - 1])
+        if len(needy) == 0:
+            return
+        both = np.sort(np.concatenate([table[needy], lowest[needy]], axis=1), axis=1)
+        # An address seen twice (the same object merged twice) counts once.
+        repeated = both[:, 1:] == both[:, :-1]
+        if repeated.any():
+            both[:, 1:][repeated] = _NO_ADDRESS
+            both.sort(axis=1)
+        self._examples[ids[needy]] = both[:, :EXAMPLES]
 
     def _bound(self) -> None:
         """Drop the rarest fragments if the tally has grown past its bound."""
@@ -628,6 +712,28 @@ class FragmentTally:
         self.dropped_fragments += n - len(self._texts)
         self.error_bound += threshold
         self._built = None
+
+
+def _lowest_addresses(
+    which: npt.NDArray[np.intp], address: npt.NDArray[np.uint64], n_texts: int
+) -> npt.NDArray[np.uint64]:
+    """
+    Per text, the lowest distinct addresses among its runs (run ``i`` is text
+    ``which[i]`` in the object at ``address[i]``), ascending, padded with
+    _NO_ADDRESS: shape ``(n_texts, EXAMPLES)``. Each round takes every
+    text's lowest address and drops the runs at it, so objects holding a
+    text twice count once.
+    """
+    lowest = np.full((n_texts, EXAMPLES), _NO_ADDRESS, dtype=np.uint64)
+    for k in range(EXAMPLES):
+        best = np.full(n_texts, _NO_ADDRESS, dtype=np.uint64)
+        np.minimum.at(best, which, address)
+        lowest[:, k] = best
+        later = address != best[which]
+        which, address = which[later], address[later]
+        if len(which) == 0:
+            break
+    return lowest
 
 
 def _repeats_in_objects(

@@ -145,3 +145,45 @@ def test_long_and_short_runs_group_apart_and_exactly() -> None:
     tally.add_objects(rows_of(*objects), np.arange(len(objects), dtype=np.uint64) * 1024, 3)
     got = {t: f.objects for t, f in tally.fragments.items()}
     assert got == {long_text: 2, b"abc": 50, b"x" * 9: 1}
+
+
+# Mostly printable bytes, so that runs of every width class come up: short
+# ones (copied word by word) and ones past 64 bytes (copied as windows).
+printable_heavy = st.binary(min_size=1, max_size=1).map(lambda b: b if b[0] % 4 else b"\0") | (
+    st.sampled_from(list(b"ab.-0123456789 "))
+).map(lambda c: bytes([c]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=150).flatmap(
+        lambda width: st.lists(
+            st.lists(printable_heavy, min_size=width, max_size=width).map(b"".join),
+            min_size=1,
+            max_size=30,
+        )
+    ),
+    st.integers(min_value=1, max_value=5),
+    st.booleans(),
+)
+def test_grouping_matches_reference(objects: list[bytes], min_length: int, collide: bool) -> None:
+    """
+    group_runs gives each run its own text, on rows of any width (under one
+    word too) and runs of any length; with every hash equal (collide), the
+    exact fallback gives the same.
+    """
+    import dumpminer.fragments as fragments
+
+    rows = rows_of(*objects)
+    runs = find_runs(rows, min_length, texts=False)
+    multiplier = fragments._HASH_MULTIPLIER
+    try:
+        if collide:
+            fragments._HASH_MULTIPLIER = np.uint64(0)
+        texts, which, counts = fragments.group_runs(rows, runs)
+    finally:
+        fragments._HASH_MULTIPLIER = multiplier
+    want = [text for o in objects for _, text in printable_runs(o, min_length)]
+    assert [texts[i] for i in which.tolist()] == want
+    assert len(set(texts)) == len(texts)
+    assert dict(zip(texts, counts.tolist(), strict=True)) == dict(Counter(want))
