@@ -59,7 +59,7 @@ def cluster_key(text: bytes) -> tuple[bytes, ...]:
     return skeleton(text)[0]
 
 
-@dataclass
+@dataclass(slots=True)
 class Cluster:
     """Fragments that one format string could have printed."""
 
@@ -70,7 +70,8 @@ class Cluster:
     objects: int = 0
     occurrences: int = 0
     in_context: int = 0
-    offsets: Counter[int] = field(default_factory=Counter)
+    #: Offset inside the object -> runs of members there.
+    offsets: dict[int, int] = field(default_factory=dict)
     examples: list[int] = field(default_factory=list)
     #: With per-slab counts: the cluster's own per-slab sums (not the
     #: members' added: those would miss the cross terms).
@@ -116,12 +117,14 @@ def cluster_fragments(fragments: Iterable[Fragment]) -> list[Cluster]:
         groups.setdefault(fixed, []).append((fragment, tokens))
     clusters = []
     for fixed, entries in groups.items():
-        if len(entries) == 1:  # Most noise: a cluster of one, its own template.
+        if len(entries) == 1:
+            # Most noise: a cluster of one, its own template. It shares its
+            # member's offsets and examples (neither is changed once built).
             only = entries[0][0]
             clusters.append(
                 Cluster(
                     only.text, [only], fixed, only.objects, only.occurrences,
-                    only.in_context, Counter(only.offsets), list(only.examples),
+                    only.in_context, only.offsets, only.examples,
                 )
             )  # fmt: skip
             continue
@@ -129,12 +132,14 @@ def cluster_fragments(fragments: Iterable[Fragment]) -> list[Cluster]:
         members = [fragment for fragment, _ in entries]
         cluster = Cluster(_template(fixed, [tokens for _, tokens in entries]), members, fixed)
         examples: set[int] = set()
+        offsets: Counter[int] = Counter()
         for member in members:
             cluster.objects += member.objects
             cluster.occurrences += member.occurrences
             cluster.in_context += member.in_context
-            cluster.offsets.update(member.offsets)
+            offsets.update(member.offsets)
             examples.update(member.examples)
+        cluster.offsets = dict(sorted(offsets.items()))
         cluster.examples = sorted(examples)[:EXAMPLES]
         clusters.append(cluster)
     clusters.sort(key=lambda c: (-c.objects, -c.occurrences, -c.in_context, c.template, c.key))

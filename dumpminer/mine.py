@@ -95,24 +95,31 @@ class _Batch:
 
 def batch_rows(
     slabs: list[Slab],
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint64], npt.NDArray[np.bool_] | None]:
     """
     The objects of *slabs* (all of one cache) as rows of ``object_size``
-    bytes, their addresses, and which of them are allocated. Rows keep the
-    slabs' order, so addresses ascend when the slabs do.
+    bytes, their addresses, and which of them are allocated (None when all
+    are, as in the full slabs that make up most of a leaking cache). Rows
+    keep the slabs' order, so addresses ascend when the slabs do.
     """
     layout = slabs[0].layout
     stride, size = layout.stride, layout.object_size
     counts = np.array([slab.objects for slab in slabs], dtype=np.int64)
     total = int(counts.sum())
-    region = b"".join(
-        memoryview(slab.data)[slab.before : slab.before + slab.objects * stride] for slab in slabs
-    )
+    if any(slab.before or slab.after for slab in slabs):
+        region = b"".join(
+            memoryview(slab.data)[slab.before : slab.before + slab.objects * stride]
+            for slab in slabs
+        )
+    else:
+        region = b"".join([slab.data for slab in slabs])
     rows = np.frombuffer(region, dtype=np.uint8).reshape(total, stride)[:, :size]
     first = np.repeat(np.cumsum(counts) - counts, counts)
     bases = np.repeat(np.array([slab.base for slab in slabs], dtype=np.uint64), counts)
     index = (np.arange(total, dtype=np.int64) - first).astype(np.uint64)
     addresses = bases + index * np.uint64(stride)
+    if all(slab.full for slab in slabs):
+        return rows, addresses, None
     allocated = np.concatenate([slab.allocated for slab in slabs])
     return rows, addresses, allocated
 
@@ -180,14 +187,18 @@ class _Miner:
 
     def _count(self, batch: _Batch) -> list[BatchCounts]:
         rows, addresses, allocated = batch_rows(batch.slabs)
+        if allocated is not None:
+            rows, addresses = rows[allocated], addresses[allocated]
         slab_of_row = None
         if self.per_slab:
             counts = [slab.objects for slab in batch.slabs]
-            slab_of_row = np.repeat(np.arange(len(counts), dtype=np.int64), counts)[allocated]
+            slab_of_row = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+            if allocated is not None:
+                slab_of_row = slab_of_row[allocated]
         out = [
             count_objects(
-                rows[allocated],
-                addresses[allocated],
+                rows,
+                addresses,
                 self.min_length,
                 slab_of_row,
                 len(batch.slabs),

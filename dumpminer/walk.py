@@ -24,6 +24,7 @@ import contextlib
 from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -162,6 +163,16 @@ class Slab:
     def object_address(self, index: int) -> int:
         """The address of object *index* of this slab."""
         return self.base + index * self.layout.stride
+
+    @property
+    def full(self) -> bool:
+        """True when every object of the slab is allocated."""
+        return self.allocated is _all_allocated(self.objects)
+
+    @property
+    def allocated_objects(self) -> int:
+        """How many objects of the slab are allocated."""
+        return self.objects if self.full else int(np.count_nonzero(self.allocated))
 
 
 @dataclass
@@ -430,25 +441,36 @@ def read_slab(
         layout=layout,
         base=base,
         objects=page.objects,
-        allocated=np.ones(page.objects, dtype=bool),
+        allocated=_all_allocated(page.objects),
         data=data,
         before=before,
         after=after,
     )
+    free: set[int] = set()
     if page.freelist:
-        free = decoder.free_indices(slab, page.freelist)
-        if free is None:
+        on_freelist = decoder.free_indices(slab, page.freelist)
+        if on_freelist is None:
             stats.corrupt(page.address)
             return None
-        slab.allocated[list(free)] = False
+        free = on_freelist
     # cpu_free is sorted: find this slab's share by bisection, not by a scan
     # per slab (with sheaves, since 6.18, it can hold thousands).
     on_cpus = layout.cpu_free[
         bisect_left(layout.cpu_free, base) : bisect_left(layout.cpu_free, base + length)
     ]
-    for ptr in on_cpus:
-        slab.allocated[(ptr - base) // layout.stride] = False
+    free.update((ptr - base) // layout.stride for ptr in on_cpus)
+    if free:
+        slab.allocated = np.ones(page.objects, dtype=bool)
+        slab.allocated[list(free)] = False
     return slab
+
+
+@lru_cache(maxsize=64)
+def _all_allocated(objects: int) -> npt.NDArray[np.bool_]:
+    """A read-only all-true mask: a full slab's (most slabs of a leaking cache)."""
+    mask = np.ones(objects, dtype=bool)
+    mask.flags.writeable = False
+    return mask
 
 
 def walk_slabs(
@@ -483,5 +505,5 @@ def walk_slabs(
         )
         if slab is not None:
             stats.slabs += 1
-            stats.objects_scanned += int(np.count_nonzero(slab.allocated))
+            stats.objects_scanned += slab.allocated_objects
             yield slab
