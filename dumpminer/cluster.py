@@ -32,6 +32,7 @@ VARIABLE_TOKEN = re.compile(
     rb"(?![0-9A-Za-z])"
     rb"|[0-9]+"
 )
+_SPLIT_TOKENS = re.compile(rb"(" + VARIABLE_TOKEN.pattern + rb")")
 _HEX_LETTER = re.compile(rb"[A-Fa-fxX]")
 
 #: How many member fragments a cluster lists in the report.
@@ -43,15 +44,9 @@ def skeleton(text: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
     Split *text* into its fixed parts and its variable tokens. The fixed parts
     are the cluster key; there is always one more fixed part than tokens.
     """
-    fixed: list[bytes] = []
-    tokens: list[bytes] = []
-    pos = 0
-    for match in VARIABLE_TOKEN.finditer(text):
-        fixed.append(text[pos : match.start()])
-        tokens.append(match.group())
-        pos = match.end()
-    fixed.append(text[pos:])
-    return tuple(fixed), tuple(tokens)
+    # Split around the tokens, kept by the group: fixed, token, fixed, ...
+    parts = _SPLIT_TOKENS.split(text)
+    return tuple(parts[0::2]), tuple(parts[1::2])
 
 
 def cluster_key(text: bytes) -> tuple[bytes, ...]:

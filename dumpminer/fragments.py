@@ -178,51 +178,38 @@ def _run_words(
     return out
 
 
-def _unique_values(keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-    """The distinct values of *keys*, by hashing where numpy can (2.3+)."""
-    try:
-        return np.unique(keys, sorted=False)
-    except TypeError:  # numpy < 2.3 has no sorted=False.
-        return np.unique(keys)
-
-
 def _group_keys(
     keys: npt.NDArray[np.uint64],
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.int64]]:
     """
     Group equal 64-bit *keys* (already well mixed): for each distinct key the
     index of one occurrence, for each key which distinct key it is, and how
-    often each occurs. Like ``np.unique`` with every ``return_*``, but the
-    inverse comes from a hash table of the distinct keys, small enough to stay
-    in cache, instead of from sorting every key.
+    often each occurs; like ``np.unique`` with every ``return_*``. It inserts
+    all keys at once into an open-addressing table at most half full, in
+    whole-array passes: numpy's own unique sorts, or hashes holding the GIL,
+    which stalls the walk that reads the next slabs on another thread.
     """
-    distinct = _unique_values(keys)
-    size = 1 << max(4, (2 * len(distinct)).bit_length())
+    size = 1 << max(4, (2 * len(keys)).bit_length())
     mask = size - 1
-    slot_of = np.full(size, -1, dtype=np.intp)
-    # Insert the distinct keys with linear probing, all at once: where two
-    # land on one free slot one wins, and the others try the next slot.
-    home = (distinct & np.uint64(mask)).astype(np.intp)
-    pending = np.arange(len(distinct), dtype=np.intp)
-    while len(pending):
-        slots = home[pending]
-        free = slot_of[slots] < 0
-        slot_of[slots[free]] = pending[free]
-        placed = slot_of[slots] == pending
-        pending = pending[~placed]
-        home[pending] = (home[pending] + 1) & mask
-    # Look every key up the same way: it is found before any empty slot.
-    which = np.empty(len(keys), dtype=np.intp)
-    todo = np.arange(len(keys), dtype=np.intp)
+    #: Slot -> index of the first key to claim it, or -1 while empty.
+    owner = np.full(size, -1, dtype=np.intp)
+    slot_of = np.empty(len(keys), dtype=np.intp)
+    pending = np.arange(len(keys), dtype=np.intp)
     slots = (keys & np.uint64(mask)).astype(np.intp)
-    while len(todo):
-        candidate = slot_of[slots]
-        hit = distinct[candidate] == keys[todo]
-        which[todo[hit]] = candidate[hit]
-        todo, slots = todo[~hit], (slots[~hit] + 1) & mask
-    first = np.empty(len(distinct), dtype=np.intp)
-    first[which] = np.arange(len(keys), dtype=np.intp)
-    return first, which, np.bincount(which, minlength=len(distinct)).astype(np.int64)
+    while len(pending):
+        # Claim the empty slots (of several claims on one slot, one wins),
+        # then settle every key whose slot holds an equal key; the rest
+        # probe the next slot.
+        empty = owner[slots] < 0
+        owner[slots[empty]] = pending[empty]
+        settled = keys[owner[slots]] == keys[pending]
+        slot_of[pending[settled]] = slots[settled]
+        pending, slots = pending[~settled], (slots[~settled] + 1) & mask
+    used = np.flatnonzero(owner >= 0)
+    id_of_slot = np.empty(size, dtype=np.intp)
+    id_of_slot[used] = np.arange(len(used), dtype=np.intp)
+    which = id_of_slot[slot_of]
+    return owner[used], which, np.bincount(which, minlength=len(used)).astype(np.int64)
 
 
 def _group_words(
@@ -479,8 +466,9 @@ class FragmentTally:
             bounds = np.searchsorted(ids, np.arange(n + 1)).tolist()
             at_list, runs_list = at.tolist(), runs.tolist()
             examples = self._examples[:n].tolist()
+            # Rows are ascending with the padding last: keep each row's head.
+            kept = np.count_nonzero(self._examples[:n] != _NO_ADDRESS, axis=1).tolist()
             square, cross = self._slab_square[:n].tolist(), self._slab_cross[:n].tolist()
-            limit = int(_NO_ADDRESS)
             self._built = {
                 text: Fragment(
                     text,
@@ -494,7 +482,7 @@ class FragmentTally:
                             strict=True,
                         )
                     ),
-                    [a for a in examples[i] if a != limit],
+                    examples[i][: kept[i]],
                     square[i],
                     cross[i],
                 )
