@@ -21,6 +21,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from dumpminer.fragments import EXAMPLES, Fragment
 
@@ -101,15 +102,32 @@ def fragment_sort_key(fragment: Fragment) -> tuple[int, int, int, bytes]:
     return (-fragment.objects, -fragment.occurrences, -fragment.in_context, fragment.text)
 
 
+_BY_TEXT = attrgetter("text")
+_BY_COUNTS = attrgetter("objects", "occurrences", "in_context")
+_BY_TEMPLATE = attrgetter("template", "key")
+
+
+def sort_fragments(fragments: Iterable[Fragment]) -> list[Fragment]:
+    """
+    *fragments* in report order (:func:`fragment_sort_key`), sorted in two
+    stable passes with C-level keys: by text, then by counts, descending.
+    """
+    ordered = sorted(fragments, key=_BY_TEXT)
+    ordered.sort(key=_BY_COUNTS, reverse=True)
+    return ordered
+
+
 def cluster_fragments(fragments: Iterable[Fragment]) -> list[Cluster]:
     """
     Group *fragments* into clusters, sorted like the report: most objects
     first. The result is the same whatever order the fragments come in.
     """
-    groups: dict[tuple[bytes, ...], list[tuple[Fragment, tuple[bytes, ...]]]] = {}
+    groups: dict[tuple[bytes, ...], list[tuple[Fragment, list[bytes]]]] = {}
+    split = _SPLIT_TOKENS.split
     for fragment in fragments:
-        fixed, tokens = skeleton(fragment.text)
-        groups.setdefault(fixed, []).append((fragment, tokens))
+        # Fixed parts and tokens alternate: see skeleton().
+        parts = split(fragment.text)
+        groups.setdefault(tuple(parts[0::2]), []).append((fragment, parts))
     clusters = []
     for fixed, entries in groups.items():
         if len(entries) == 1:
@@ -123,9 +141,9 @@ def cluster_fragments(fragments: Iterable[Fragment]) -> list[Cluster]:
                 )
             )  # fmt: skip
             continue
-        entries.sort(key=lambda entry: fragment_sort_key(entry[0]))
-        members = [fragment for fragment, _ in entries]
-        cluster = Cluster(_template(fixed, [tokens for _, tokens in entries]), members, fixed)
+        members = sort_fragments(fragment for fragment, _ in entries)
+        tokens = [tuple(parts[1::2]) for _, parts in entries]
+        cluster = Cluster(_template(fixed, tokens), members, fixed)
         examples: set[int] = set()
         offsets: Counter[int] = Counter()
         for member in members:
@@ -137,5 +155,7 @@ def cluster_fragments(fragments: Iterable[Fragment]) -> list[Cluster]:
         cluster.offsets = dict(sorted(offsets.items()))
         cluster.examples = sorted(examples)[:EXAMPLES]
         clusters.append(cluster)
-    clusters.sort(key=lambda c: (-c.objects, -c.occurrences, -c.in_context, c.template, c.key))
+    # Most objects first, then most hits; ties by template (two stable sorts).
+    clusters.sort(key=_BY_TEMPLATE)
+    clusters.sort(key=_BY_COUNTS, reverse=True)
     return clusters

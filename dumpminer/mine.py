@@ -29,7 +29,7 @@ from drgn import Object, Program
 from tqdm import tqdm
 
 from dumpminer.caches import CacheUsage, cache_usage, resolve_caches
-from dumpminer.cluster import cluster_fragments, cluster_key, fragment_sort_key
+from dumpminer.cluster import cluster_fragments, cluster_key, sort_fragments
 from dumpminer.dump import Dump
 from dumpminer.errors import UsageError
 from dumpminer.fragments import (
@@ -420,7 +420,7 @@ def _report(
     started: float,
 ) -> Report:
     """Sort, cluster and put together the report of a walk."""
-    fragments = sorted(tally.fragments.values(), key=fragment_sort_key)
+    fragments = sort_fragments(tally.fragments.values())
     clusters = cluster_fragments(fragments)
     for cluster in clusters:
         cluster.slab_square, cluster.slab_cross = tally.group_spread.get(cluster.key, (0.0, 0.0))
