@@ -7,10 +7,11 @@ never cross an object boundary: the bytes of two neighbouring objects are two
 fragments, as they are two allocations.
 
 Extraction works on a batch of objects at once: a 2-D ``uint8`` array with one
-row per object. The run boundaries, the fragment texts and their counts are all
-found with numpy, so the per-object cost is a few array operations, not a
-Python loop. :func:`printable_runs` is the plain reference implementation the
-tests compare with.
+row per object. :func:`scan_runs` finds the runs of the whole batch and groups
+equal texts in one pass of compiled code (dumpminer/_runs.c) that runs with
+the GIL released, so it overlaps with the walk reading the next slabs; the
+tally is kept in numpy arrays. :func:`printable_runs` is the plain reference
+implementation the tests compare with.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+
+from dumpminer import _runs
 
 #: Default shortest run worth counting. Three keeps the story's ``tmp`` and
 #: ``usr``; docs/extraction.md measures what two would add in noise.
@@ -46,235 +49,65 @@ def printable_runs(
             yield match.start(), match.group()
 
 
-class Runs(NamedTuple):
-    """The printable runs found in a batch of rows, one entry per run."""
+class Scan(NamedTuple):
+    """The printable runs of a batch of rows, and their distinct texts."""
 
-    row: npt.NDArray[np.intp]
-    offset: npt.NDArray[np.intp]
-    length: npt.NDArray[np.intp]
-    #: Run bytes as fixed-width ``S`` strings; numpy drops the NUL padding.
-    text: npt.NDArray[np.bytes_]
+    #: Per run, in row order: its row, its offset in the row, and its text
+    #: (an index into ``texts``).
+    row: npt.NDArray[np.int64]
+    offset: npt.NDArray[np.int64]
+    which: npt.NDArray[np.int64]
+    #: The distinct texts, in order of first appearance.
+    texts: list[bytes]
+    #: Per text: runs, and rows holding it.
+    occurrences: npt.NDArray[np.int64]
+    objects: npt.NDArray[np.int64]
+    #: Per text, the lowest addresses of rows holding it, ascending, padded
+    #: with _NO_ADDRESS: shape ``(texts, EXAMPLES)`` (no rows without addresses).
+    examples: npt.NDArray[np.uint64]
 
 
-# Gather at most this many bytes at once when copying run texts out.
-_GATHER_BYTES = 16 << 20
+#: "No example here" in the examples tables (no object lives at this address).
+_NO_ADDRESS = np.uint64(2**64 - 1)
 
 
-def find_runs(
-    rows: npt.NDArray[np.uint8], min_length: int = DEFAULT_MIN_LENGTH, texts: bool = True
-) -> Runs:
+def scan_runs(
+    rows: npt.NDArray[np.uint8],
+    min_length: int = DEFAULT_MIN_LENGTH,
+    addresses: npt.NDArray[np.uint64] | None = None,
+    hash_bits: int = 64,
+) -> Scan:
     """
     Find every printable run of at least *min_length* bytes in each row of
-    *rows* (shape ``(objects, bytes_per_object)``). Runs stop at row ends.
-    With *texts* false, ``Runs.text`` is left empty (see :func:`group_runs`).
+    *rows* (shape ``(rows, bytes_per_row)``; runs stop at row ends) and group
+    equal texts exactly. With *addresses* (one per row), also count the rows
+    holding each text and keep the lowest addresses. *hash_bits* below 64
+    weakens the hash that groups texts, for tests of its collisions.
     """
     if min_length < 1:
         raise ValueError("min_length must be at least 1")
     n, width = rows.shape
     if n == 0 or width == 0:
-        empty = np.zeros(0, dtype=np.intp)
-        return Runs(empty, empty, empty, np.zeros(0, dtype="S1"))
-    # Printable bytes, each row followed by one non-printable pad byte, so
-    # that in the flattened array a run can never cross a row end.
-    printable = np.zeros((n, width + 1), dtype=bool)
-    np.less(rows - np.uint8(0x20), np.uint8(0x7F - 0x20), out=printable[:, :width])
-    flat = printable.ravel()
-    # Edges: where printable differs from the byte before. They alternate,
-    # run start then run end (exclusive), and every run ends by its pad byte.
-    edge = np.empty_like(flat)
-    edge[0] = flat[0]
-    np.not_equal(flat[1:], flat[:-1], out=edge[1:])
-    bounds = np.flatnonzero(edge)
-    starts, lengths = bounds[0::2], bounds[1::2] - bounds[0::2]
-    keep = lengths >= min_length
-    starts, lengths = starts[keep], lengths[keep]
-    row = starts // (width + 1)
-    offset = starts - row * (width + 1)
-    text = _gather_texts(rows, row, offset, lengths) if texts else np.zeros(0, dtype="S8")
-    return Runs(row, offset, lengths, text)
-
-
-def _gather_texts(
-    rows: npt.NDArray[np.uint8],
-    row: npt.NDArray[np.intp],
-    offset: npt.NDArray[np.intp],
-    length: npt.NDArray[np.intp],
-) -> npt.NDArray[np.bytes_]:
-    """
-    Copy each run out of *rows* as a NUL-padded fixed-width string, padded to
-    a multiple of 8 bytes so that :func:`group_texts` can hash it by words.
-    """
-    if len(row) == 0:
-        return np.zeros(0, dtype="S8")
-    wide = -(-int(length.max()) // 8) * 8
-    width = rows.shape[1]
-    flat = np.ascontiguousarray(rows).ravel()
-    start = row * width + offset
-    # Runs near the end, where a whole window would overrun the rows, are
-    # read from a padded copy of the last bytes; the rest straight from rows.
-    tail_from = max(0, flat.size - 2 * wide)
-    tail = np.zeros(flat.size - tail_from + wide, dtype=np.uint8)
-    tail[: flat.size - tail_from] = flat[tail_from:]
-    near_end = start >= tail_from
-    # Each run is one row of a sliding window over the bytes: copying it out
-    # is one memcpy per run, not a gather per byte.
-    view = np.lib.stride_tricks.sliding_window_view
-    windows = view(flat, wide) if tail_from else None
-    tail_windows = view(tail, wide)
-    out = np.empty((len(row), wide), dtype=np.uint8)
-    cols = np.arange(wide, dtype=np.intp)
-    step = max(1, _GATHER_BYTES // wide)
-    for lo in range(0, len(row), step):
-        hi = lo + step
-        near, first = near_end[lo:hi], start[lo:hi]
-        block = out[lo:hi]
-        if windows is not None and not near.any():
-            block[:] = windows[first]
-        else:
-            if windows is not None:
-                block[~near] = windows[first[~near]]
-            block[near] = tail_windows[first[near] - tail_from]
-        block *= cols < length[lo:hi, None]
-    return out.view(f"S{wide}").ravel()
-
-
-_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
-
-#: Runs of at most this many bytes are copied out word by word, straight
-#: from the rows; longer ones as whole windows (:func:`_gather_texts`).
-_WORD_GATHER_BYTES = 64
-
-#: _WORD_MASKS[k] keeps the low k bytes of a little-endian word.
-_WORD_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
-
-
-def _run_words(
-    flat: npt.NDArray[np.uint8],
-    start: npt.NDArray[np.intp],
-    length: npt.NDArray[np.intp],
-    words: int,
-) -> npt.NDArray[np.uint64]:
-    """
-    The bytes of each run (at ``flat[start:start + length]``) as *words*
-    little-endian 64-bit words, zero past the run's end: shape
-    ``(words, runs)``. Each word is one gather from an unaligned view of the
-    bytes; the few words that would read past the end are read one by one.
-    """
-    out = np.empty((words, len(start)), dtype=np.uint64)
-    last = flat.size - 8
-    view = (
-        np.ndarray((last + 1,), dtype="<u8", buffer=flat, strides=(1,))
-        if last >= 0
-        else np.zeros(1, dtype="<u8")
+        empty = np.zeros(0, dtype=np.int64)
+        return Scan(empty, empty, empty, [], empty, empty, np.zeros((0, EXAMPLES), np.uint64))
+    data = np.ascontiguousarray(rows, dtype=np.uint8)
+    where = None if addresses is None else np.ascontiguousarray(addresses, dtype=np.uint64)
+    row, offset, which, ends, blob, occurrences, objects, lowest = _runs.scan(
+        data, width, min_length, where, EXAMPLES, hash_bits
     )
-    for j in range(words):
-        pos = start + 8 * j
-        word = view[np.clip(pos, 0, max(last, 0))]
-        for i in np.flatnonzero(pos > last).tolist():
-            chunk = flat[int(pos[i]) : int(pos[i]) + 8].tobytes()
-            word[i] = int.from_bytes(chunk.ljust(8, b"\0"), "little")
-        word &= _WORD_MASKS[np.clip(length - 8 * j, 0, 8)]
-        out[j] = word
-    return out
-
-
-def _group_keys(
-    keys: npt.NDArray[np.uint64],
-) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.int64]]:
-    """
-    Group equal 64-bit *keys* (already well mixed): for each distinct key the
-    index of one occurrence, for each key which distinct key it is, and how
-    often each occurs; like ``np.unique`` with every ``return_*``. It inserts
-    all keys at once into an open-addressing table at most half full, in
-    whole-array passes: numpy's own unique sorts, or hashes holding the GIL,
-    which stalls the walk that reads the next slabs on another thread.
-    """
-    size = 1 << max(4, (2 * len(keys)).bit_length())
-    mask = size - 1
-    #: Slot -> index of the first key to claim it, or -1 while empty.
-    owner = np.full(size, -1, dtype=np.intp)
-    slot_of = np.empty(len(keys), dtype=np.intp)
-    pending = np.arange(len(keys), dtype=np.intp)
-    slots = (keys & np.uint64(mask)).astype(np.intp)
-    while len(pending):
-        # Claim the empty slots (of several claims on one slot, one wins),
-        # then settle every key whose slot holds an equal key; the rest
-        # probe the next slot.
-        empty = owner[slots] < 0
-        owner[slots[empty]] = pending[empty]
-        settled = keys[owner[slots]] == keys[pending]
-        slot_of[pending[settled]] = slots[settled]
-        pending, slots = pending[~settled], (slots[~settled] + 1) & mask
-    used = np.flatnonzero(owner >= 0)
-    id_of_slot = np.empty(size, dtype=np.intp)
-    id_of_slot[used] = np.arange(len(used), dtype=np.intp)
-    which = id_of_slot[slot_of]
-    return owner[used], which, np.bincount(which, minlength=len(used)).astype(np.int64)
-
-
-def _group_words(
-    words: npt.NDArray[np.uint64],
-) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.intp], npt.NDArray[np.int64]]:
-    """
-    Group equal texts given as words (shape ``(words, texts)``, zero padded):
-    the distinct texts (one row of words each), which of them each text is,
-    and how often each occurs. Texts are grouped by a 64-bit hash of their
-    words, which is much faster than sorting them; the grouping is then
-    checked against the words themselves, and redone by sorting in the
-    unlikely case of a collision, so it is always exact.
-    """
-    with np.errstate(over="ignore"):
-        digest = words[0] * _HASH_MULTIPLIER
-        for column in words[1:]:
-            digest ^= digest >> np.uint64(29)
-            digest = (digest ^ column) * _HASH_MULTIPLIER
-        digest ^= digest >> np.uint64(32)
-    first, which, counts = _group_keys(digest)
-    if all(np.array_equal(column[first][which], column) for column in words):
-        return np.ascontiguousarray(words[:, first].T), which, counts
-    distinct, where, occurrences = np.unique(
-        words.T, axis=0, return_inverse=True, return_counts=True
+    bounds = [0, *np.frombuffer(ends, dtype=np.int64).tolist()]
+    texts = [blob[start:stop] for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+    return Scan(
+        np.frombuffer(row, dtype=np.int64),
+        np.frombuffer(offset, dtype=np.int64),
+        np.frombuffer(which, dtype=np.int64),
+        texts,
+        np.frombuffer(occurrences, dtype=np.int64),
+        np.frombuffer(objects, dtype=np.int64),
+        np.frombuffer(lowest, dtype=np.uint64).reshape(-1, EXAMPLES)
+        if addresses is not None
+        else np.zeros((0, EXAMPLES), np.uint64),
     )
-    return distinct, where.ravel(), occurrences.astype(np.int64)
-
-
-def group_runs(
-    rows: npt.NDArray[np.uint8], runs: Runs
-) -> tuple[list[bytes], npt.NDArray[np.intp], npt.NDArray[np.int64]]:
-    """
-    Group the texts of *runs* found in *rows*: the distinct texts, which of
-    them each run is, and how many runs each is. Runs are copied out in
-    classes of width (8, 16, 32, ... bytes), so that one long run does not
-    make every short run as wide as itself: memory stays within twice the
-    bytes of the runs, whatever a hostile object holds. Texts of different
-    classes differ in length, so they never group.
-    """
-    flat = np.ascontiguousarray(rows).ravel()
-    start = runs.row * rows.shape[1] + runs.offset
-    # Words a run needs, rounded up to a power of two: 2**width_class.
-    width_class = np.frexp(((runs.length + 7) // 8 - 1).astype(np.float64))[1]
-    present = np.flatnonzero(np.bincount(width_class)).tolist()
-    which = np.empty(len(runs.row), dtype=np.intp)
-    texts: list[bytes] = []
-    counts: list[npt.NDArray[np.int64]] = []
-    for bits in present:
-        members = np.flatnonzero(width_class == bits) if len(present) > 1 else None
-        at = start if members is None else start[members]
-        length = runs.length if members is None else runs.length[members]
-        if 8 << bits <= _WORD_GATHER_BYTES:
-            words = _run_words(flat, at, length, 1 << bits)
-        else:
-            row = runs.row if members is None else runs.row[members]
-            copied = _gather_texts(rows, row, at - row * rows.shape[1], length)
-            words = copied.view(np.uint64).reshape(len(copied), -1).T
-        distinct, where, occurrences = _group_words(words)
-        if members is None:
-            which[:] = where
-        else:
-            which[members] = where + len(texts)
-        texts.extend(distinct.view(f"S{distinct.shape[1] * 8}").ravel().tolist())
-        counts.append(occurrences)
-    return texts, which, np.concatenate(counts) if counts else np.zeros(0, np.int64)
 
 
 @dataclass(slots=True)
@@ -347,27 +180,25 @@ def count_objects(
     sizes = None
     if slab_of_row is not None:
         sizes = np.bincount(slab_of_row, minlength=slabs).astype(np.int64)
-    runs = find_runs(rows, min_length, texts=False)
-    if len(runs.row) == 0:
+    scan = scan_runs(rows, min_length, addresses)
+    if len(scan.row) == 0:
         return BatchCounts([], _EMPTY_I64, slab_sizes=sizes)
-    texts, which, occurrences = group_runs(rows, runs)
-    repeats = _repeats_in_objects(runs.row, which, rows.shape[0], len(texts))
     offset_text, offset_at, offset_runs = _offset_counts(
-        which, runs.offset, rows.shape[1], len(texts)
+        scan.which, scan.offset, rows.shape[1], len(scan.texts)
     )
     counts = BatchCounts(
-        texts=texts,
-        occurrences=occurrences,
-        objects=(occurrences - repeats).astype(np.int64),
+        texts=scan.texts,
+        occurrences=scan.occurrences,
+        objects=scan.objects,
         offset_text=offset_text,
         offset_at=offset_at,
         offset_runs=offset_runs,
-        examples=_lowest_addresses(which, addresses[runs.row], len(texts)),
+        examples=scan.examples,
         slab_sizes=sizes,
     )
     if slab_of_row is not None:
         n = rows.shape[0]
-        pairs = np.unique(which.astype(np.int64) * n + runs.row)
+        pairs = np.unique(scan.which * n + scan.row)
         text_slab = (pairs // n) * slabs + slab_of_row[pairs % n]
         keys, objects = np.unique(text_slab, return_counts=True)
         counts.slab_text, counts.slab_index = keys // slabs, keys % slabs
@@ -377,20 +208,15 @@ def count_objects(
 
 def count_context(rows: npt.NDArray[np.uint8], min_length: int = DEFAULT_MIN_LENGTH) -> BatchCounts:
     """Count the fragments of a batch of context windows (one per row)."""
-    runs = find_runs(rows, min_length, texts=False)
-    if len(runs.row) == 0:
+    scan = scan_runs(rows, min_length)
+    if len(scan.row) == 0:
         return BatchCounts([], _EMPTY_I64, context=True)
-    texts, _, hits = group_runs(rows, runs)
-    return BatchCounts(texts, hits, context=True)
+    return BatchCounts(scan.texts, scan.occurrences, context=True)
 
 
 #: Distinct fragments a tally keeps before it drops the rarest (about
 #: 0.5 KiB of memory each once reported).
 DEFAULT_MAX_FRAGMENTS = 1_000_000
-
-#: "No example here" in the examples table (no object lives at this address).
-_NO_ADDRESS = np.uint64(2**64 - 1)
-
 
 class FragmentTally:
     """
@@ -462,40 +288,31 @@ class FragmentTally:
             n = len(self._texts)
             ids, at, runs = self._reduced_offsets()
             # The reduced triples are sorted by id: each fragment's offsets
-            # are one slice of them.
-            bounds = np.searchsorted(ids, np.arange(n + 1)).tolist()
+            # are one slice of them. Most fragments have one offset.
+            bounds = np.searchsorted(ids, np.arange(n + 1))
             at_list, runs_list = at.tolist(), runs.tolist()
-            examples = self._examples[:n].tolist()
+            offsets: list[dict[int, int]] = [
+                {at_list[lo]: runs_list[lo]} if hi - lo == 1 else dict(
+                    zip(at_list[lo:hi], runs_list[lo:hi], strict=True)
+                )
+                for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+            ]
             # Rows are ascending with the padding last: keep each row's head.
-            kept = np.count_nonzero(self._examples[:n] != _NO_ADDRESS, axis=1).tolist()
-            square, cross = self._slab_square[:n].tolist(), self._slab_cross[:n].tolist()
-            self._built = {
-                text: Fragment(
-                    text,
-                    objects,
-                    occurrences,
-                    in_context,
-                    dict(
-                        zip(
-                            at_list[bounds[i] : bounds[i + 1]],
-                            runs_list[bounds[i] : bounds[i + 1]],
-                            strict=True,
-                        )
-                    ),
-                    examples[i][: kept[i]],
-                    square[i],
-                    cross[i],
-                )
-                for i, (text, objects, occurrences, in_context) in enumerate(
-                    zip(
-                        self._texts,
-                        self._objects[:n].tolist(),
-                        self._occurrences[:n].tolist(),
-                        self._in_context[:n].tolist(),
-                        strict=True,
-                    )
-                )
-            }
+            table = self._examples[:n]
+            kept = np.count_nonzero(table != _NO_ADDRESS, axis=1)
+            examples = [row[:k] for row, k in zip(table.tolist(), kept.tolist(), strict=True)]
+            fragments = map(
+                Fragment,
+                self._texts,
+                self._objects[:n].tolist(),
+                self._occurrences[:n].tolist(),
+                self._in_context[:n].tolist(),
+                offsets,
+                examples,
+                self._slab_square[:n].tolist(),
+                self._slab_cross[:n].tolist(),
+            )
+            self._built = dict(zip(self._texts, fragments, strict=True))
         return self._built
 
     def add_objects(
@@ -700,42 +517,6 @@ class FragmentTally:
         self.dropped_fragments += n - len(self._texts)
         self.error_bound += threshold
         self._built = None
-
-
-def _lowest_addresses(
-    which: npt.NDArray[np.intp], address: npt.NDArray[np.uint64], n_texts: int
-) -> npt.NDArray[np.uint64]:
-    """
-    Per text, the lowest distinct addresses among its runs (run ``i`` is text
-    ``which[i]`` in the object at ``address[i]``), ascending, padded with
-    _NO_ADDRESS: shape ``(n_texts, EXAMPLES)``. Each round takes every
-    text's lowest address and drops the runs at it, so objects holding a
-    text twice count once.
-    """
-    lowest = np.full((n_texts, EXAMPLES), _NO_ADDRESS, dtype=np.uint64)
-    for k in range(EXAMPLES):
-        best = np.full(n_texts, _NO_ADDRESS, dtype=np.uint64)
-        np.minimum.at(best, which, address)
-        lowest[:, k] = best
-        later = address != best[which]
-        which, address = which[later], address[later]
-        if len(which) == 0:
-            break
-    return lowest
-
-
-def _repeats_in_objects(
-    row: npt.NDArray[np.intp], which: npt.NDArray[np.intp], n_rows: int, n_texts: int
-) -> npt.NDArray[np.int64]:
-    """Per text, runs that repeat a text already found in the same object."""
-    per_row = np.bincount(row, minlength=n_rows)
-    several = per_row[row] >= 2
-    if not several.any():
-        return np.zeros(n_texts, dtype=np.int64)
-    pairs, counts = np.unique(
-        which[several].astype(np.int64) * n_rows + row[several], return_counts=True
-    )
-    return np.bincount(pairs // n_rows, weights=counts - 1, minlength=n_texts).astype(np.int64)
 
 
 def _offset_counts(

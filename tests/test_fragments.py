@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dumpminer.fragments import FragmentTally, find_runs, printable_runs
+from dumpminer.fragments import FragmentTally, printable_runs, scan_runs
 
 
 def rows_of(*objects: bytes) -> np.ndarray:
@@ -25,10 +25,10 @@ def test_printable_runs_reference() -> None:
 def test_runs_stop_at_object_boundaries() -> None:
     # Two objects glued in memory: the text spans both but is two fragments.
     rows = rows_of(b"\0" * 29 + b"abc", b"defgh" + b"\0" * 27)
-    runs = find_runs(rows, 3)
-    assert runs.row.tolist() == [0, 1]
-    assert runs.offset.tolist() == [29, 0]
-    assert runs.text.tolist() == [b"abc", b"defgh"]
+    scan = scan_runs(rows, 3)
+    assert scan.row.tolist() == [0, 1]
+    assert scan.offset.tolist() == [29, 0]
+    assert [scan.texts[i] for i in scan.which] == [b"abc", b"defgh"]
 
 
 def test_tally_counts_objects_occurrences_offsets_examples() -> None:
@@ -63,13 +63,13 @@ objects_strategy = st.lists(st.binary(min_size=16, max_size=16), min_size=1, max
 @given(objects_strategy, st.integers(min_value=1, max_value=6))
 def test_vector_extraction_matches_reference(objects: list[bytes], min_length: int) -> None:
     rows = rows_of(*objects)
-    runs = find_runs(rows, min_length)
-    got = list(zip(runs.row.tolist(), runs.offset.tolist(), runs.text.tolist(), strict=True))
+    scan = scan_runs(rows, min_length)
+    texts = [scan.texts[i] for i in scan.which]
+    got = list(zip(scan.row.tolist(), scan.offset.tolist(), texts, strict=True))
     want = [
         (i, off, text) for i, o in enumerate(objects) for off, text in printable_runs(o, min_length)
     ]
     assert got == want
-    assert runs.length.tolist() == [len(t) for _, _, t in want]
 
 
 @settings(max_examples=100, deadline=None)
@@ -168,22 +168,20 @@ printable_heavy = st.binary(min_size=1, max_size=1).map(lambda b: b if b[0] % 4 
 )
 def test_grouping_matches_reference(objects: list[bytes], min_length: int, collide: bool) -> None:
     """
-    group_runs gives each run its own text, on rows of any width (under one
-    word too) and runs of any length; with every hash equal (collide), the
-    exact fallback gives the same.
+    scan_runs gives each run its own text and counts exactly, on rows of any
+    width and runs of any length; with a one-bit hash (collide), texts that
+    differ share hash values and must still be told apart byte by byte.
     """
-    import dumpminer.fragments as fragments
-
     rows = rows_of(*objects)
-    runs = find_runs(rows, min_length, texts=False)
-    multiplier = fragments._HASH_MULTIPLIER
-    try:
-        if collide:
-            fragments._HASH_MULTIPLIER = np.uint64(0)
-        texts, which, counts = fragments.group_runs(rows, runs)
-    finally:
-        fragments._HASH_MULTIPLIER = multiplier
-    want = [text for o in objects for _, text in printable_runs(o, min_length)]
-    assert [texts[i] for i in which.tolist()] == want
-    assert len(set(texts)) == len(texts)
-    assert dict(zip(texts, counts.tolist(), strict=True)) == dict(Counter(want))
+    addresses = np.arange(len(objects), dtype=np.uint64)[::-1] * 64
+    scan = scan_runs(rows, min_length, addresses, hash_bits=1 if collide else 64)
+    per_object = [[text for _, text in printable_runs(o, min_length)] for o in objects]
+    want = [text for texts in per_object for text in texts]
+    assert [scan.texts[i] for i in scan.which.tolist()] == want
+    assert len(set(scan.texts)) == len(scan.texts)
+    assert dict(zip(scan.texts, scan.occurrences.tolist(), strict=True)) == dict(Counter(want))
+    holders = Counter(text for texts in per_object for text in set(texts))
+    assert dict(zip(scan.texts, scan.objects.tolist(), strict=True)) == dict(holders)
+    for i, text in enumerate(scan.texts):
+        lowest = sorted(int(addresses[k]) for k, texts in enumerate(per_object) if text in texts)
+        assert [a for a in scan.examples[i].tolist() if a != 2**64 - 1] == lowest[:5]

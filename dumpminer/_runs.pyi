@@ -1,0 +1,12 @@
+"""Types of dumpminer/_runs.c: see its comment for what scan() returns."""
+
+# rows and addresses are any C-contiguous buffers (collections.abc.Buffer is
+# Python 3.12+).
+def scan(
+    rows: object,
+    width: int,
+    min_length: int,
+    addresses: object | None,
+    examples: int,
+    hash_bits: int,
+) -> tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes]: ...
