@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import NamedTuple
 
 import numpy as np
@@ -96,7 +97,7 @@ def scan_runs(
         data, width, min_length, where, EXAMPLES, hash_bits
     )
     bounds = [0, *np.frombuffer(ends, dtype=np.int64).tolist()]
-    texts = [blob[start:stop] for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+    texts = [blob[start:stop] for start, stop in pairwise(bounds)]
     return Scan(
         np.frombuffer(row, dtype=np.int64),
         np.frombuffer(offset, dtype=np.int64),

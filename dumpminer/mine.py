@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -291,29 +290,6 @@ def mine_pages(
     return tally, stats, partial
 
 
-#: How long a thread may hold the GIL while another waits for it, during a
-#: walk (Python's default is 5 ms): see :func:`_quick_gil_handoff`.
-SWITCH_INTERVAL = 0.0001
-
-
-@contextmanager
-def _quick_gil_handoff() -> Iterator[None]:
-    """
-    Shorten Python's switch interval while a walk runs. drgn's reads hold the
-    GIL, so the walking thread wants it nearly all the time; each numpy call
-    of a counting thread then waits up to the interval to get it back, and a
-    batch makes a few hundred calls. On the big sample, a batch counted beside
-    a thread that holds the GIL took 148 ms at the default interval against
-    70 ms alone. The old interval is restored afterwards.
-    """
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(min(old, SWITCH_INTERVAL))
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
-
-
 @contextmanager
 def _gc_paused() -> Iterator[None]:
     """
@@ -357,7 +333,7 @@ def mine(
     """
     options = MineOptions(before, after, min_length, max_fragments, per_slab=sample is not None)
     options.check()
-    with _gc_paused(), _quick_gil_handoff():
+    with _gc_paused():
         return _mine(prog, cache, options, progress, dump, workers, sample)
 
 
