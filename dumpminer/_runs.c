@@ -69,11 +69,11 @@ struct scan {
 	size_t n, width, min_length, examples;
 	const uint64_t *addresses; /* NULL: no objects or examples */
 	uint64_t hash_mask;
-	/* Per run. */
-	size_t runs;
+	/* Per run: runs of run_room. */
+	size_t runs, run_room;
 	int64_t *run_row, *run_offset, *run_text;
-	/* Per distinct text. */
-	size_t texts, blob_bytes;
+	/* Per distinct text: texts of text_room. */
+	size_t texts, text_room, blob_bytes;
 	const uint8_t **text_at;
 	int64_t *text_length, *occurrences, *objects, *last_row;
 	uint64_t *text_hash, *lowest;
@@ -82,25 +82,50 @@ struct scan {
 	size_t table_mask;
 };
 
-static size_t count_runs(const struct scan *s)
+/* Make *array (of *room elements of size bytes) hold `need`; 0 on failure. */
+static int reserve(void *array, size_t room, size_t need, size_t size)
 {
-	size_t r, i, j, runs = 0;
+	void **p = array, *grown;
 
-	for (r = 0; r < s->n; r++) {
-		const uint8_t *row = s->rows + r * s->width;
+	if (need <= room)
+		return 1;
+	grown = realloc(*p, need * size);
+	if (!grown)
+		return 0;
+	*p = grown;
+	return 1;
+}
 
-		for (i = 0; i < s->width; i = j) {
-			if (!printable(row[i])) {
-				j = i + 1;
-				continue;
-			}
-			for (j = i + 1; j < s->width && printable(row[j]); j++)
-				;
-			if (j - i >= s->min_length)
-				runs++;
-		}
-	}
-	return runs;
+/* Double the room for runs; 0 when out of memory. */
+static int grow_runs(struct scan *s)
+{
+	size_t room = 2 * s->run_room;
+
+	if (!reserve(&s->run_row, s->run_room, room, sizeof(int64_t)) ||
+	    !reserve(&s->run_offset, s->run_room, room, sizeof(int64_t)) ||
+	    !reserve(&s->run_text, s->run_room, room, sizeof(int64_t)))
+		return 0;
+	s->run_room = room;
+	return 1;
+}
+
+/* Double the room for texts; 0 when out of memory. */
+static int grow_texts(struct scan *s)
+{
+	size_t room = 2 * s->text_room;
+
+	if (!reserve(&s->text_at, s->text_room, room, sizeof(*s->text_at)) ||
+	    !reserve(&s->text_length, s->text_room, room, sizeof(int64_t)) ||
+	    !reserve(&s->occurrences, s->text_room, room, sizeof(int64_t)) ||
+	    !reserve(&s->objects, s->text_room, room, sizeof(int64_t)) ||
+	    !reserve(&s->last_row, s->text_room, room, sizeof(int64_t)) ||
+	    !reserve(&s->text_hash, s->text_room, room, sizeof(uint64_t)) ||
+	    (s->addresses &&
+	     !reserve(&s->lowest, s->text_room * s->examples,
+		      room * s->examples, sizeof(uint64_t))))
+		return 0;
+	s->text_room = room;
+	return 1;
 }
 
 /* Keep the s->examples lowest distinct addresses of text t, ascending. */
@@ -166,6 +191,8 @@ static size_t find_text(struct scan *s, const uint8_t *p, size_t n)
 		    memcmp(s->text_at[t], p, n) == 0)
 			return t;
 	}
+	if (s->texts == s->text_room && !grow_texts(s))
+		return SIZE_MAX;
 	if (2 * (s->texts + 1) > s->table_mask + 1) {
 		if (!grow_table(s))
 			return SIZE_MAX;
@@ -205,7 +232,7 @@ static int group_runs(struct scan *s)
 			if (j - i < s->min_length)
 				continue;
 			t = find_text(s, row + i, j - i);
-			if (t == SIZE_MAX)
+			if (t == SIZE_MAX || (k == s->run_room && !grow_runs(s)))
 				return 0;
 			s->run_row[k] = r;
 			s->run_offset[k] = i;
@@ -222,6 +249,7 @@ static int group_runs(struct scan *s)
 			}
 		}
 	}
+	s->runs = k;
 	return 1;
 }
 
@@ -240,30 +268,32 @@ static void free_scan(struct scan *s)
 	free(s->table);
 }
 
-/* Allocate for s->runs runs (and as many texts, at worst) and a first hash
- * table; 0 on failure. */
+/* Allocate room for a run per row, a first thousand texts and their hash
+ * table (all grown as needed); 0 on failure. */
 static int alloc_scan(struct scan *s)
 {
-	size_t m = s->runs ? s->runs : 1, size = 1024;
+	size_t texts = 1024;
 
-	s->table_mask = size - 1;
-	s->run_row = malloc(m * sizeof(int64_t));
-	s->run_offset = malloc(m * sizeof(int64_t));
-	s->run_text = malloc(m * sizeof(int64_t));
-	s->text_at = malloc(m * sizeof(*s->text_at));
-	s->text_length = malloc(m * sizeof(int64_t));
-	s->occurrences = malloc(m * sizeof(int64_t));
-	s->objects = malloc(m * sizeof(int64_t));
-	s->last_row = malloc(m * sizeof(int64_t));
-	s->text_hash = malloc(m * sizeof(uint64_t));
-	s->lowest = s->addresses ? malloc(m * s->examples * sizeof(uint64_t)) : NULL;
-	s->table = malloc(size * sizeof(int64_t));
+	s->run_room = s->n > 1024 ? s->n : 1024;
+	s->text_room = texts;
+	s->table_mask = 2 * texts - 1;
+	s->run_row = malloc(s->run_room * sizeof(int64_t));
+	s->run_offset = malloc(s->run_room * sizeof(int64_t));
+	s->run_text = malloc(s->run_room * sizeof(int64_t));
+	s->text_at = malloc(texts * sizeof(*s->text_at));
+	s->text_length = malloc(texts * sizeof(int64_t));
+	s->occurrences = malloc(texts * sizeof(int64_t));
+	s->objects = malloc(texts * sizeof(int64_t));
+	s->last_row = malloc(texts * sizeof(int64_t));
+	s->text_hash = malloc(texts * sizeof(uint64_t));
+	s->lowest = s->addresses ? malloc(texts * s->examples * sizeof(uint64_t)) : NULL;
+	s->table = malloc(2 * texts * sizeof(int64_t));
 	if (!s->run_row || !s->run_offset || !s->run_text || !s->text_at ||
 	    !s->text_length || !s->occurrences || !s->objects ||
 	    !s->last_row || !s->text_hash || !s->table ||
 	    (s->addresses && !s->lowest))
 		return 0;
-	memset(s->table, 0xff, size * sizeof(int64_t));
+	memset(s->table, 0xff, 2 * texts * sizeof(int64_t));
 	return 1;
 }
 
@@ -344,7 +374,6 @@ static PyObject *scan(PyObject *self, PyObject *args)
 		s.addresses = addresses.buf;
 	}
 	Py_BEGIN_ALLOW_THREADS
-	s.runs = count_runs(&s);
 	ok = alloc_scan(&s);
 	if (ok)
 		ok = group_runs(&s);
