@@ -122,25 +122,27 @@ def cluster_fragments(fragments: Iterable[Fragment]) -> list[Cluster]:
     Group *fragments* into clusters, sorted like the report: most objects
     first. The result is the same whatever order the fragments come in.
     """
-    fragments = list(fragments)
-    # Fixed parts and tokens alternate in each split: see skeleton().
-    parts = list(map(_SPLIT_TOKENS.split, map(_BY_TEXT, fragments)))
-    keys = [tuple(split[0::2]) for split in parts]
-    sizes = Counter(keys)
-    # Most noise is a cluster of one, its own template. It shares its
-    # member's offsets and examples (neither is changed once built).
-    clusters = [
-        Cluster(f.text, [f], key, f.objects, f.occurrences, f.in_context, f.offsets, f.examples)
-        for f, key in zip(fragments, keys, strict=True)
-        if sizes[key] == 1
-    ]
     groups: dict[tuple[bytes, ...], list[tuple[Fragment, list[bytes]]]] = {}
-    for fragment, key, split in zip(fragments, keys, parts, strict=True):
-        if sizes[key] > 1:
-            groups.setdefault(key, []).append((fragment, split))
+    split = _SPLIT_TOKENS.split
+    for fragment in fragments:
+        # Fixed parts and tokens alternate: see skeleton().
+        parts = split(fragment.text)
+        groups.setdefault(tuple(parts[0::2]), []).append((fragment, parts))
+    clusters = []
     for fixed, entries in groups.items():
+        if len(entries) == 1:
+            # Most noise: a cluster of one, its own template. It shares its
+            # member's offsets and examples (neither is changed once built).
+            only = entries[0][0]
+            clusters.append(
+                Cluster(
+                    only.text, [only], fixed, only.objects, only.occurrences,
+                    only.in_context, only.offsets, only.examples,
+                )
+            )  # fmt: skip
+            continue
         members = sort_fragments(fragment for fragment, _ in entries)
-        tokens = [tuple(split[1::2]) for _, split in entries]
+        tokens = [tuple(parts[1::2]) for _, parts in entries]
         cluster = Cluster(_template(fixed, tokens), members, fixed)
         examples: set[int] = set()
         offsets: Counter[int] = Counter()
