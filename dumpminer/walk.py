@@ -142,7 +142,7 @@ def _cpu_free_objects(cache: Object) -> tuple[set[int], str | None]:
     return free, error
 
 
-@dataclass
+@dataclass(slots=True)
 class Slab:
     """One slab of a cache, read in one piece."""
 
@@ -455,10 +455,11 @@ def read_slab(
         free = on_freelist
     # cpu_free is sorted: find this slab's share by bisection, not by a scan
     # per slab (with sheaves, since 6.18, it can hold thousands).
-    on_cpus = layout.cpu_free[
-        bisect_left(layout.cpu_free, base) : bisect_left(layout.cpu_free, base + length)
-    ]
-    free.update((ptr - base) // layout.stride for ptr in on_cpus)
+    cpu_free = layout.cpu_free
+    first = bisect_left(cpu_free, base)
+    if first < len(cpu_free) and cpu_free[first] < base + length:
+        on_cpus = cpu_free[first : bisect_left(cpu_free, base + length)]
+        free.update((ptr - base) // layout.stride for ptr in on_cpus)
     if free:
         slab.allocated = np.ones(page.objects, dtype=bool)
         slab.allocated[list(free)] = False
