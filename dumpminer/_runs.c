@@ -15,10 +15,11 @@
  *   run_row, run_offset, run_text   per run of at least min_length bytes of
  *                                   0x20..0x7e, in row order: where it is and
  *                                   which distinct text it is
- *   text_end, blob                  the distinct texts, concatenated in order
- *                                   of first appearance; text i ends at
- *                                   text_end[i]
+ *   texts                           the distinct texts, a list of bytes in
+ *                                   order of first appearance
  *   occurrences, objects            per text: runs, and rows holding it
+ *   pair_text, pair_offset,         per distinct (text, offset inside the
+ *   pair_runs                       row): runs of that text there
  *   lowest                          per text, the `examples` lowest distinct
  *                                   addresses of rows holding it, ascending,
  *                                   padded with UINT64_MAX (empty when
@@ -73,13 +74,18 @@ struct scan {
 	size_t runs, run_room;
 	int64_t *run_row, *run_offset, *run_text;
 	/* Per distinct text: texts of text_room. */
-	size_t texts, text_room, blob_bytes;
+	size_t texts, text_room;
 	const uint8_t **text_at;
 	int64_t *text_length, *occurrences, *objects, *last_row;
 	uint64_t *text_hash, *lowest;
 	/* The hash table: text index per slot, -1 when empty. */
 	int64_t *table;
 	size_t table_mask;
+	/* Distinct (text, offset) pairs, pairs of pair_room, and their table. */
+	size_t pairs, pair_room;
+	int64_t *pair_text, *pair_offset, *pair_runs;
+	int64_t *pair_table;
+	size_t pair_mask;
 };
 
 /* Make *array (of *room elements of size bytes) hold `need`; 0 on failure. */
@@ -211,8 +217,73 @@ static size_t find_text(struct scan *s, const uint8_t *p, size_t n)
 	if (s->addresses)
 		for (k = 0; k < s->examples; k++)
 			s->lowest[t * s->examples + k] = NO_ADDRESS;
-	s->blob_bytes += n;
 	return t;
+}
+
+static inline size_t pair_slot(int64_t t, int64_t offset, size_t mask)
+{
+	uint64_t h = ((uint64_t)t << 24 ^ (uint64_t)offset) * 0x9e3779b97f4a7c15ull;
+
+	return (h ^ h >> 32) & mask;
+}
+
+/* Double the pair table (kept at most half full); 0 when out of memory. */
+static int grow_pair_table(struct scan *s)
+{
+	size_t size = 2 * (s->pair_mask + 1), p, slot;
+	int64_t *table = malloc(size * sizeof(int64_t));
+
+	if (!table)
+		return 0;
+	memset(table, 0xff, size * sizeof(int64_t));
+	for (p = 0; p < s->pairs; p++) {
+		for (slot = pair_slot(s->pair_text[p], s->pair_offset[p], size - 1);
+		     table[slot] >= 0; slot = (slot + 1) & (size - 1))
+			;
+		table[slot] = p;
+	}
+	free(s->pair_table);
+	s->pair_table = table;
+	s->pair_mask = size - 1;
+	return 1;
+}
+
+/* Count one run of text t at offset; 0 when out of memory. */
+static int count_pair(struct scan *s, int64_t t, int64_t offset)
+{
+	size_t slot = pair_slot(t, offset, s->pair_mask), room;
+	int64_t p;
+
+	for (;; slot = (slot + 1) & s->pair_mask) {
+		p = s->pair_table[slot];
+		if (p < 0)
+			break;
+		if (s->pair_text[p] == t && s->pair_offset[p] == offset) {
+			s->pair_runs[p]++;
+			return 1;
+		}
+	}
+	if (s->pairs == s->pair_room) {
+		room = 2 * s->pair_room;
+		if (!reserve(&s->pair_text, s->pair_room, room, sizeof(int64_t)) ||
+		    !reserve(&s->pair_offset, s->pair_room, room, sizeof(int64_t)) ||
+		    !reserve(&s->pair_runs, s->pair_room, room, sizeof(int64_t)))
+			return 0;
+		s->pair_room = room;
+	}
+	if (2 * (s->pairs + 1) > s->pair_mask + 1) {
+		if (!grow_pair_table(s))
+			return 0;
+		for (slot = pair_slot(t, offset, s->pair_mask);
+		     s->pair_table[slot] >= 0; slot = (slot + 1) & s->pair_mask)
+			;
+	}
+	p = s->pairs++;
+	s->pair_table[slot] = p;
+	s->pair_text[p] = t;
+	s->pair_offset[p] = offset;
+	s->pair_runs[p] = 1;
+	return 1;
 }
 
 static int group_runs(struct scan *s)
@@ -232,7 +303,8 @@ static int group_runs(struct scan *s)
 			if (j - i < s->min_length)
 				continue;
 			t = find_text(s, row + i, j - i);
-			if (t == SIZE_MAX || (k == s->run_room && !grow_runs(s)))
+			if (t == SIZE_MAX || (k == s->run_room && !grow_runs(s)) ||
+			    !count_pair(s, t, i))
 				return 0;
 			s->run_row[k] = r;
 			s->run_offset[k] = i;
@@ -266,6 +338,10 @@ static void free_scan(struct scan *s)
 	free(s->text_hash);
 	free(s->lowest);
 	free(s->table);
+	free(s->pair_text);
+	free(s->pair_offset);
+	free(s->pair_runs);
+	free(s->pair_table);
 }
 
 /* Allocate room for a run per row, a first thousand texts and their hash
@@ -288,12 +364,20 @@ static int alloc_scan(struct scan *s)
 	s->text_hash = malloc(texts * sizeof(uint64_t));
 	s->lowest = s->addresses ? malloc(texts * s->examples * sizeof(uint64_t)) : NULL;
 	s->table = malloc(2 * texts * sizeof(int64_t));
+	s->pair_room = texts;
+	s->pair_mask = 2 * texts - 1;
+	s->pair_text = malloc(texts * sizeof(int64_t));
+	s->pair_offset = malloc(texts * sizeof(int64_t));
+	s->pair_runs = malloc(texts * sizeof(int64_t));
+	s->pair_table = malloc(2 * texts * sizeof(int64_t));
 	if (!s->run_row || !s->run_offset || !s->run_text || !s->text_at ||
 	    !s->text_length || !s->occurrences || !s->objects ||
 	    !s->last_row || !s->text_hash || !s->table ||
-	    (s->addresses && !s->lowest))
+	    (s->addresses && !s->lowest) || !s->pair_text ||
+	    !s->pair_offset || !s->pair_runs || !s->pair_table)
 		return 0;
 	memset(s->table, 0xff, 2 * texts * sizeof(int64_t));
+	memset(s->pair_table, 0xff, 2 * texts * sizeof(int64_t));
 	return 1;
 }
 
@@ -304,39 +388,39 @@ static PyObject *int64_bytes(const void *data, size_t count)
 
 static PyObject *build_result(struct scan *s)
 {
-	PyObject *items[8] = { NULL }, *result = NULL;
-	char *blob;
-	int64_t *end;
-	size_t t, pos = 0;
+	PyObject *items[10] = { NULL }, *text, *result = NULL;
+	size_t t;
 	int i;
 
 	items[0] = int64_bytes(s->run_row, s->runs);
 	items[1] = int64_bytes(s->run_offset, s->runs);
 	items[2] = int64_bytes(s->run_text, s->runs);
-	items[3] = PyBytes_FromStringAndSize(NULL, s->texts * sizeof(int64_t));
-	items[4] = PyBytes_FromStringAndSize(NULL, s->blob_bytes);
-	items[5] = int64_bytes(s->occurrences, s->texts);
-	items[6] = int64_bytes(s->objects, s->texts);
-	items[7] = s->addresses ? int64_bytes(s->lowest, s->texts * s->examples)
+	items[3] = PyList_New(s->texts);
+	items[4] = int64_bytes(s->occurrences, s->texts);
+	items[5] = int64_bytes(s->objects, s->texts);
+	items[6] = s->addresses ? int64_bytes(s->lowest, s->texts * s->examples)
 				: PyBytes_FromStringAndSize(NULL, 0);
-	for (i = 0; i < 8; i++)
+	items[7] = int64_bytes(s->pair_text, s->pairs);
+	items[8] = int64_bytes(s->pair_offset, s->pairs);
+	items[9] = int64_bytes(s->pair_runs, s->pairs);
+	for (i = 0; i < 10; i++)
 		if (!items[i])
 			goto out;
-	end = (int64_t *)PyBytes_AS_STRING(items[3]);
-	blob = PyBytes_AS_STRING(items[4]);
 	for (t = 0; t < s->texts; t++) {
-		memcpy(blob + pos, s->text_at[t], s->text_length[t]);
-		pos += s->text_length[t];
-		end[t] = pos;
+		text = PyBytes_FromStringAndSize((const char *)s->text_at[t],
+						 s->text_length[t]);
+		if (!text)
+			goto out;
+		PyList_SET_ITEM(items[3], t, text);
 	}
-	result = PyTuple_New(8);
+	result = PyTuple_New(10);
 	if (result)
-		for (i = 0; i < 8; i++) {
+		for (i = 0; i < 10; i++) {
 			PyTuple_SET_ITEM(result, i, items[i]);
 			items[i] = NULL;
 		}
 out:
-	for (i = 0; i < 8; i++)
+	for (i = 0; i < 10; i++)
 		Py_XDECREF(items[i]);
 	return result;
 }

@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import NamedTuple
 
 import numpy as np
@@ -66,6 +65,11 @@ class Scan(NamedTuple):
     #: Per text, the lowest addresses of rows holding it, ascending, padded
     #: with _NO_ADDRESS: shape ``(texts, EXAMPLES)`` (no rows without addresses).
     examples: npt.NDArray[np.uint64]
+    #: Per distinct (text, offset in the row): the text, the offset, and how
+    #: many runs of the text start there.
+    offset_text: npt.NDArray[np.int64]
+    offset_at: npt.NDArray[np.int64]
+    offset_runs: npt.NDArray[np.int64]
 
 
 #: "No example here" in the examples tables (no object lives at this address).
@@ -90,14 +94,13 @@ def scan_runs(
     n, width = rows.shape
     if n == 0 or width == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return Scan(empty, empty, empty, [], empty, empty, np.zeros((0, EXAMPLES), np.uint64))
+        no_examples = np.zeros((0, EXAMPLES), np.uint64)
+        return Scan(empty, empty, empty, [], empty, empty, no_examples, empty, empty, empty)
     data = np.ascontiguousarray(rows, dtype=np.uint8)
     where = None if addresses is None else np.ascontiguousarray(addresses, dtype=np.uint64)
-    row, offset, which, ends, blob, occurrences, objects, lowest = _runs.scan(
+    row, offset, which, texts, occurrences, objects, lowest, *pairs = _runs.scan(
         data, width, min_length, where, EXAMPLES, hash_bits
     )
-    bounds = [0, *np.frombuffer(ends, dtype=np.int64).tolist()]
-    texts = [blob[start:stop] for start, stop in pairwise(bounds)]
     return Scan(
         np.frombuffer(row, dtype=np.int64),
         np.frombuffer(offset, dtype=np.int64),
@@ -108,6 +111,7 @@ def scan_runs(
         np.frombuffer(lowest, dtype=np.uint64).reshape(-1, EXAMPLES)
         if addresses is not None
         else np.zeros((0, EXAMPLES), np.uint64),
+        *(np.frombuffer(column, dtype=np.int64) for column in pairs),
     )
 
 
@@ -184,16 +188,13 @@ def count_objects(
     scan = scan_runs(rows, min_length, addresses)
     if len(scan.row) == 0:
         return BatchCounts([], _EMPTY_I64, slab_sizes=sizes)
-    offset_text, offset_at, offset_runs = _offset_counts(
-        scan.which, scan.offset, rows.shape[1], len(scan.texts)
-    )
     counts = BatchCounts(
         texts=scan.texts,
         occurrences=scan.occurrences,
         objects=scan.objects,
-        offset_text=offset_text,
-        offset_at=offset_at,
-        offset_runs=offset_runs,
+        offset_text=scan.offset_text,
+        offset_at=scan.offset_at,
+        offset_runs=scan.offset_runs,
         examples=scan.examples,
         slab_sizes=sizes,
     )
@@ -518,17 +519,3 @@ class FragmentTally:
         self.dropped_fragments += n - len(self._texts)
         self.error_bound += threshold
         self._built = None
-
-
-def _offset_counts(
-    which: npt.NDArray[np.intp], offset: npt.NDArray[np.intp], width: int, n_texts: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """(text index, offset, runs there) for every offset a text was found at."""
-    keys = which.astype(np.int64) * width + offset
-    if n_texts * width <= 1 << 24:
-        counts = np.bincount(keys, minlength=n_texts * width)
-        keys = np.flatnonzero(counts)
-        counts = counts[keys]
-    else:
-        keys, counts = np.unique(keys, return_counts=True)
-    return keys // width, keys % width, counts.astype(np.int64)

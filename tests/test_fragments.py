@@ -180,6 +180,9 @@ def test_grouping_matches_reference(objects: list[bytes], min_length: int, colli
     assert [scan.texts[i] for i in scan.which.tolist()] == want
     assert len(set(scan.texts)) == len(scan.texts)
     assert dict(zip(scan.texts, scan.occurrences.tolist(), strict=True)) == dict(Counter(want))
+    at = Counter((text, off) for o in objects for off, text in printable_runs(o, min_length))
+    pairs = zip(scan.offset_text.tolist(), scan.offset_at.tolist(), scan.offset_runs.tolist())
+    assert {(scan.texts[t], off): runs for t, off, runs in pairs} == dict(at)
     holders = Counter(text for texts in per_object for text in set(texts))
     assert dict(zip(scan.texts, scan.objects.tolist(), strict=True)) == dict(holders)
     for i, text in enumerate(scan.texts):
