@@ -181,7 +181,9 @@ def test_grouping_matches_reference(objects: list[bytes], min_length: int, colli
     assert len(set(scan.texts)) == len(scan.texts)
     assert dict(zip(scan.texts, scan.occurrences.tolist(), strict=True)) == dict(Counter(want))
     at = Counter((text, off) for o in objects for off, text in printable_runs(o, min_length))
-    pairs = zip(scan.offset_text.tolist(), scan.offset_at.tolist(), scan.offset_runs.tolist())
+    pairs = zip(
+        scan.offset_text.tolist(), scan.offset_at.tolist(), scan.offset_runs.tolist(), strict=True
+    )
     assert {(scan.texts[t], off): runs for t, off, runs in pairs} == dict(at)
     holders = Counter(text for texts in per_object for text in set(texts))
     assert dict(zip(scan.texts, scan.objects.tolist(), strict=True)) == dict(holders)
