@@ -273,7 +273,12 @@ def mine_pages(
     miner = _Miner(options)
     partial = False
     try:
-        for slab in walk_slabs(prog, caches, options.before, options.after, stats, pages):
+        # Runs of full slabs are read as one, except when sampling, whose
+        # intervals need counts per slab.
+        slabs = walk_slabs(
+            prog, caches, options.before, options.after, stats, pages, not options.per_slab
+        )
+        for slab in slabs:
             miner.add(slab)
             progress(slab.objects)
             if stop():

@@ -144,9 +144,14 @@ def _cpu_free_objects(cache: Object) -> tuple[set[int], str | None]:
 
 @dataclass(slots=True)
 class Slab:
-    """One slab of a cache, read in one piece."""
+    """
+    One slab of a cache, read in one piece; or, from ``walk_slabs(...,
+    merge_full=True)``, a run of full slabs adjacent in memory whose objects
+    follow one another at one stride.
+    """
 
-    #: Address of the ``struct slab`` (the head ``struct page``).
+    #: Address of the ``struct slab`` (the head ``struct page``); of the
+    #: first slab of a run.
     address: int
     layout: CacheLayout
     #: Address of the first object.
@@ -481,12 +486,18 @@ def walk_slabs(
     after: int = 0,
     stats: WalkStats | None = None,
     pages: list[SlabPage] | None = None,
+    merge_full: bool = False,
 ) -> Iterator[Slab]:
     """
     Yield every readable slab of *caches*, in PFN order, with *before* and
     *after* bytes of context around its objects. Unreadable and corrupt slabs
     are counted in *stats* and skipped. *pages* (from :func:`find_slab_pages`)
     may be given to walk a part of the caches, as parallel workers do.
+
+    With *merge_full* (and no context), runs of full slabs adjacent in memory
+    (see :func:`_full_runs`) are read with one read each and yielded as one
+    :class:`Slab` holding all their objects: the same objects at the same
+    addresses, without a read and a Python object per slab.
     """
     stats = stats if stats is not None else WalkStats()
     layouts = {cache.value_(): cache_layout(cache) for cache in caches}
@@ -499,8 +510,23 @@ def walk_slabs(
     page_shift = prog["PAGE_SHIFT"].value_()
     virt0 = pfn_to_virt(prog, 0).value_()
     decoder = _FreelistDecoder()
-    for page in pages:
+    runs: dict[int, int] = {}
+    if merge_full and not (before or after):
+        runs = _full_runs(pages, layouts, page_shift, virt0)
+    i = 0
+    while i < len(pages):
+        page = pages[i]
         layout = layouts[page.cache]
+        count = runs.pop(i, 1)
+        if count > 1:
+            merged = _read_full_run(prog, page, layout, virt0 + (page.pfn << page_shift), count)
+            if merged is not None:
+                stats.slabs += count
+                stats.objects_scanned += merged.objects
+                yield merged
+                i += count
+                continue
+            # A page of the run is missing: its slabs are read one by one.
         slab = read_slab(
             prog, page, layout, virt0 + (page.pfn << page_shift), before, after, decoder, stats
         )
@@ -508,3 +534,79 @@ def walk_slabs(
             stats.slabs += 1
             stats.objects_scanned += slab.allocated_objects
             yield slab
+        i += 1
+
+
+#: Most bytes one merged read of full slabs takes: drgn holds the GIL through
+#: a read, and the counting threads need it between batches.
+MERGED_BYTES = 256 << 10
+
+
+def _full_runs(
+    pages: list[SlabPage], layouts: dict[int, CacheLayout], page_shift: int, virt0: int
+) -> dict[int, int]:
+    """
+    Runs of slabs that can be read with one read and mined as one array of
+    objects: adjacent in memory, of one cache whose objects fill its slabs
+    exactly (as every power-of-two kmalloc cache does), full (empty freelist),
+    and with no object free on a CPU. Returns {index of the first page: slabs}
+    for runs of two slabs or more. In a leaking cache, these are most slabs.
+    """
+    n = len(pages)
+    if n < 2:
+        return {}
+    pfn = np.array([p.pfn for p in pages], dtype=np.int64)
+    cache = np.array([p.cache for p in pages], dtype=np.uint64)
+    objects = np.array([p.objects for p in pages], dtype=np.int64)
+    freelist = np.array([p.freelist for p in pages], dtype=np.uint64)
+    base = np.uint64(virt0) + (pfn.astype(np.uint64) << np.uint64(page_shift))
+    # Pages spanned by each slab that may join a run; 0 for the others.
+    span = np.zeros(n, dtype=np.int64)
+    for address, layout in layouts.items():
+        size = layout.objects_per_slab * layout.stride
+        if layout.red_left_pad or size % (1 << page_shift):
+            continue
+        ok = (cache == np.uint64(address)) & (objects == layout.objects_per_slab) & (freelist == 0)
+        cpu = np.array(layout.cpu_free, dtype=np.uint64)
+        if len(cpu):
+            first = np.searchsorted(cpu, base)
+            ok &= np.searchsorted(cpu, base + np.uint64(size)) == first
+        span[ok] = size >> page_shift
+    # joins[i]: slab i + 1 continues slab i's run.
+    joins = (span[1:] > 0) & (span[:-1] > 0) & (cache[1:] == cache[:-1])
+    joins &= pfn[1:] == pfn[:-1] + span[:-1]
+    limit = np.maximum(2, (MERGED_BYTES >> page_shift) // np.maximum(span, 1)).tolist()
+    runs: dict[int, int] = {}
+    start = 0
+    for i, joined in enumerate(joins.tolist()):
+        if not joined or i + 1 - start >= limit[start]:
+            if i + 1 - start > 1:
+                runs[start] = i + 1 - start
+            start = i + 1
+    if n - start > 1:
+        runs[start] = n - start
+    return runs
+
+
+def _read_full_run(
+    prog: Program, page: SlabPage, layout: CacheLayout, base: int, count: int
+) -> Slab | None:
+    """
+    Read *count* full slabs adjacent in memory from the one at *page* as one
+    :class:`Slab` of all their objects; None if any of their memory faults.
+    """
+    objects = count * layout.objects_per_slab
+    try:
+        data = prog.read(base, objects * layout.stride)
+    except FaultError:
+        return None
+    return Slab(
+        address=page.address,
+        layout=layout,
+        base=base,
+        objects=objects,
+        allocated=_all_allocated(objects),
+        data=data,
+        before=0,
+        after=0,
+    )

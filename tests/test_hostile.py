@@ -504,18 +504,21 @@ def test_write_atomically_interrupted_leaves_no_temporary(
     assert os.listdir(tmp_path) == ["r.txt"]
 
 
-#: Runs the CLI with every slab read slowed down, so that a signal can land
-#: mid-walk on the small seed sample; $MARK is created when the walk starts.
+#: Runs the CLI with every slab read slowed down by 20 ms a slab (runs of
+#: full slabs read as one included), so that a signal can land mid-walk on the
+#: small seed sample; $MARK is created when the walk starts.
 _SLOW_WALK = """
 import os, sys, time
 import dumpminer.walk as walk
-real = walk.read_slab
-def slow(*args, **kwargs):
-    if not os.path.exists(os.environ["MARK"]):
-        open(os.environ["MARK"], "w").close()
-    time.sleep(0.02)
-    return real(*args, **kwargs)
-walk.read_slab = slow
+def slowed(real, slabs):
+    def slow(*args):
+        if not os.path.exists(os.environ["MARK"]):
+            open(os.environ["MARK"], "w").close()
+        time.sleep(0.02 * slabs(args))
+        return real(*args)
+    return slow
+walk.read_slab = slowed(walk.read_slab, lambda args: 1)
+walk._read_full_run = slowed(walk._read_full_run, lambda args: args[4])
 from dumpminer.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -27,7 +27,7 @@ from drgn.helpers.linux.slab import (
 import dumpminer
 from dumpminer.fragments import printable_runs
 from dumpminer.report import to_json_dict
-from dumpminer.walk import walk_slabs
+from dumpminer.walk import WalkStats, find_slab_pages, walk_slabs
 
 MIN_LENGTH = 3
 STORY = ["sbin/*agt/", "t.point.*", "@Vv*/", "tmp", "usr"]
@@ -71,19 +71,24 @@ def dump_entry(request: pytest.FixtureRequest, sample_manifest: dict[str, Any]) 
     return {**entry, "vmlinux": sample_manifest["vmlinux"], "manifest": sample_manifest}
 
 
+@pytest.mark.parametrize("merge_full", [False, True], ids=["slab-by-slab", "merged-runs"])
 @pytest.mark.parametrize("cache_name", ["kmalloc-32", "kmalloc-64"])
-def test_walker_finds_exactly_drgns_objects(dump_entry: dict[str, Any], cache_name: str) -> None:
+def test_walker_finds_exactly_drgns_objects(
+    dump_entry: dict[str, Any], cache_name: str, merge_full: bool
+) -> None:
     dump = _opened(dump_entry["path"], dump_entry["vmlinux"])
     slab_cache = find_slab_cache(dump.prog, cache_name)
+    stats = WalkStats()
+    walked = list(walk_slabs(dump.prog, [slab_cache], stats=stats, merge_full=merge_full))
     ours = sorted(
-        slab.object_address(i)
-        for slab in walk_slabs(dump.prog, [slab_cache])
-        for i in range(slab.objects)
-        if slab.allocated[i]
+        slab.object_address(i) for slab in walked for i in range(slab.objects) if slab.allocated[i]
     )
     theirs, _, allocated = _oracle(dump_entry["path"], dump_entry["vmlinux"], cache_name)
     assert ours == theirs
-    assert len(ours) == allocated
+    assert len(ours) == allocated == stats.objects_scanned
+    assert stats.slabs == len(find_slab_pages(dump.prog, {slab_cache.value_()}, WalkStats()))
+    if merge_full:  # The leak fills whole slabs: most are read in runs.
+        assert len(walked) < stats.slabs / 2
 
 
 @pytest.mark.parametrize("cache_name", ["kmalloc-32", "kmalloc-64"])
