@@ -8,9 +8,11 @@
  * of those handoffs waits (a batch took 148 ms beside it against 70 ms
  * alone). Here the whole batch is one pass with the GIL released.
  *
- * scan(rows, width, min_length, addresses, examples, hash_bits) takes a
- * buffer of n rows of width bytes (one object, or one context window, per
- * row) and returns, as bytes holding native 64-bit integers:
+ * scan(rows, width, min_length, addresses, examples, hash_bits, slab_of_row)
+ * takes a buffer of n rows of width bytes (one object, or one context window,
+ * per row), and optionally n uint64 addresses and n int64 slab indices, one
+ * per row. It returns a tuple; all but texts are bytes holding native 64-bit
+ * integers:
  *
  *   run_row, run_offset, run_text   per run of at least min_length bytes of
  *                                   0x20..0x7e, in row order: where it is and
@@ -18,12 +20,15 @@
  *   texts                           the distinct texts, a list of bytes in
  *                                   order of first appearance
  *   occurrences, objects            per text: runs, and rows holding it
- *   pair_text, pair_offset,         per distinct (text, offset inside the
- *   pair_runs                       row): runs of that text there
  *   lowest                          per text, the `examples` lowest distinct
  *                                   addresses of rows holding it, ascending,
- *                                   padded with UINT64_MAX (empty when
- *                                   addresses is None)
+ *                                   padded with UINT64_MAX (empty without
+ *                                   addresses)
+ *   at_text, at_offset, at_runs     per distinct (text, offset in the row):
+ *                                   runs of the text starting there
+ *   slab_text, slab, slab_objects   per distinct (text, slab): rows of the
+ *                                   slab holding the text (empty without
+ *                                   slab_of_row)
  *
  * Texts are grouped in an open-addressing hash table and always compared
  * byte for byte, so grouping is exact whatever the hash does. hash_bits
@@ -64,6 +69,15 @@ static uint64_t hash_text(const uint8_t *p, size_t n)
 	return h;
 }
 
+/* Counts per distinct (text, key) pair, in an open-addressing table. */
+struct pairs {
+	size_t n, room;
+	int64_t *text, *key, *count;
+	/* Pair index per slot, -1 when empty; kept at most half full. */
+	int64_t *table;
+	size_t mask;
+};
+
 struct scan {
 	/* Inputs. */
 	const uint8_t *rows;
@@ -81,11 +95,11 @@ struct scan {
 	/* The hash table: text index per slot, -1 when empty. */
 	int64_t *table;
 	size_t table_mask;
-	/* Distinct (text, offset) pairs, pairs of pair_room, and their table. */
-	size_t pairs, pair_room;
-	int64_t *pair_text, *pair_offset, *pair_runs;
-	int64_t *pair_table;
-	size_t pair_mask;
+	/* Runs per (text, offset in the row). */
+	struct pairs at;
+	/* With slab_of_row: objects per (text, slab). */
+	const int64_t *slab_of_row;
+	struct pairs in_slab;
 };
 
 /* Make *array (of *room elements of size bytes) hold `need`; 0 on failure. */
@@ -220,69 +234,91 @@ static size_t find_text(struct scan *s, const uint8_t *p, size_t n)
 	return t;
 }
 
-static inline size_t pair_slot(int64_t t, int64_t offset, size_t mask)
+static inline size_t pair_slot(int64_t t, int64_t key, size_t mask)
 {
-	uint64_t h = ((uint64_t)t << 24 ^ (uint64_t)offset) * 0x9e3779b97f4a7c15ull;
+	uint64_t h = ((uint64_t)t << 24 ^ (uint64_t)key) * 0x9e3779b97f4a7c15ull;
 
 	return (h ^ h >> 32) & mask;
 }
 
-/* Double the pair table (kept at most half full); 0 when out of memory. */
-static int grow_pair_table(struct scan *s)
+static int alloc_pairs(struct pairs *p, size_t room)
 {
-	size_t size = 2 * (s->pair_mask + 1), p, slot;
+	p->room = room;
+	p->mask = 2 * room - 1;
+	p->text = malloc(room * sizeof(int64_t));
+	p->key = malloc(room * sizeof(int64_t));
+	p->count = malloc(room * sizeof(int64_t));
+	p->table = malloc(2 * room * sizeof(int64_t));
+	if (!p->text || !p->key || !p->count || !p->table)
+		return 0;
+	memset(p->table, 0xff, 2 * room * sizeof(int64_t));
+	return 1;
+}
+
+static void free_pairs(struct pairs *p)
+{
+	free(p->text);
+	free(p->key);
+	free(p->count);
+	free(p->table);
+}
+
+/* Double the table; 0 when out of memory. */
+static int grow_pair_table(struct pairs *p)
+{
+	size_t size = 2 * (p->mask + 1), i, slot;
 	int64_t *table = malloc(size * sizeof(int64_t));
 
 	if (!table)
 		return 0;
 	memset(table, 0xff, size * sizeof(int64_t));
-	for (p = 0; p < s->pairs; p++) {
-		for (slot = pair_slot(s->pair_text[p], s->pair_offset[p], size - 1);
+	for (i = 0; i < p->n; i++) {
+		for (slot = pair_slot(p->text[i], p->key[i], size - 1);
 		     table[slot] >= 0; slot = (slot + 1) & (size - 1))
 			;
-		table[slot] = p;
+		table[slot] = i;
 	}
-	free(s->pair_table);
-	s->pair_table = table;
-	s->pair_mask = size - 1;
+	free(p->table);
+	p->table = table;
+	p->mask = size - 1;
 	return 1;
 }
 
-/* Count one run of text t at offset; 0 when out of memory. */
-static int count_pair(struct scan *s, int64_t t, int64_t offset)
+/* Count one for the pair (t, key); 0 when out of memory. */
+static int count_pair(struct pairs *p, int64_t t, int64_t key)
 {
-	size_t slot = pair_slot(t, offset, s->pair_mask), room;
-	int64_t p;
+	size_t slot = pair_slot(t, key, p->mask), room;
+	int64_t i;
 
-	for (;; slot = (slot + 1) & s->pair_mask) {
-		p = s->pair_table[slot];
-		if (p < 0)
+	for (;; slot = (slot + 1) & p->mask) {
+		i = p->table[slot];
+		if (i < 0)
 			break;
-		if (s->pair_text[p] == t && s->pair_offset[p] == offset) {
-			s->pair_runs[p]++;
+		if (p->text[i] == t && p->key[i] == key) {
+			p->count[i]++;
 			return 1;
 		}
 	}
-	if (s->pairs == s->pair_room) {
-		room = 2 * s->pair_room;
-		if (!reserve(&s->pair_text, s->pair_room, room, sizeof(int64_t)) ||
-		    !reserve(&s->pair_offset, s->pair_room, room, sizeof(int64_t)) ||
-		    !reserve(&s->pair_runs, s->pair_room, room, sizeof(int64_t)))
+	if (p->n == p->room) {
+		room = 2 * p->room;
+		if (!reserve(&p->text, p->room, room, sizeof(int64_t)) ||
+		    !reserve(&p->key, p->room, room, sizeof(int64_t)) ||
+		    !reserve(&p->count, p->room, room, sizeof(int64_t)))
 			return 0;
-		s->pair_room = room;
+		p->room = room;
 	}
-	if (2 * (s->pairs + 1) > s->pair_mask + 1) {
-		if (!grow_pair_table(s))
+	if (2 * (p->n + 1) > p->mask + 1) {
+		if (!grow_pair_table(p))
 			return 0;
-		for (slot = pair_slot(t, offset, s->pair_mask);
-		     s->pair_table[slot] >= 0; slot = (slot + 1) & s->pair_mask)
+		for (slot = pair_slot(t, key, p->mask); p->table[slot] >= 0;
+		     slot = (slot + 1) & p->mask)
 			;
 	}
-	p = s->pairs++;
-	s->pair_table[slot] = p;
-	s->pair_text[p] = t;
-	s->pair_offset[p] = offset;
-	s->pair_runs[p] = 1;
+	i = p->n++;
+	p->table[slot] = i;
+	p->text[i] = t;
+	p->key[i] = key;
+	p->count[i] = 1;
 	return 1;
 }
 
@@ -304,7 +340,7 @@ static int group_runs(struct scan *s)
 				continue;
 			t = find_text(s, row + i, j - i);
 			if (t == SIZE_MAX || (k == s->run_room && !grow_runs(s)) ||
-			    !count_pair(s, t, i))
+			    !count_pair(&s->at, t, i))
 				return 0;
 			s->run_row[k] = r;
 			s->run_offset[k] = i;
@@ -318,6 +354,9 @@ static int group_runs(struct scan *s)
 				s->objects[t]++;
 				if (s->addresses)
 					add_example(s, t, s->addresses[r]);
+				if (s->slab_of_row &&
+				    !count_pair(&s->in_slab, t, s->slab_of_row[r]))
+					return 0;
 			}
 		}
 	}
@@ -338,10 +377,8 @@ static void free_scan(struct scan *s)
 	free(s->text_hash);
 	free(s->lowest);
 	free(s->table);
-	free(s->pair_text);
-	free(s->pair_offset);
-	free(s->pair_runs);
-	free(s->pair_table);
+	free_pairs(&s->at);
+	free_pairs(&s->in_slab);
 }
 
 /* Allocate room for a run per row, a first thousand texts and their hash
@@ -364,20 +401,13 @@ static int alloc_scan(struct scan *s)
 	s->text_hash = malloc(texts * sizeof(uint64_t));
 	s->lowest = s->addresses ? malloc(texts * s->examples * sizeof(uint64_t)) : NULL;
 	s->table = malloc(2 * texts * sizeof(int64_t));
-	s->pair_room = texts;
-	s->pair_mask = 2 * texts - 1;
-	s->pair_text = malloc(texts * sizeof(int64_t));
-	s->pair_offset = malloc(texts * sizeof(int64_t));
-	s->pair_runs = malloc(texts * sizeof(int64_t));
-	s->pair_table = malloc(2 * texts * sizeof(int64_t));
 	if (!s->run_row || !s->run_offset || !s->run_text || !s->text_at ||
 	    !s->text_length || !s->occurrences || !s->objects ||
 	    !s->last_row || !s->text_hash || !s->table ||
-	    (s->addresses && !s->lowest) || !s->pair_text ||
-	    !s->pair_offset || !s->pair_runs || !s->pair_table)
+	    (s->addresses && !s->lowest) || !alloc_pairs(&s->at, texts) ||
+	    (s->slab_of_row && !alloc_pairs(&s->in_slab, texts)))
 		return 0;
 	memset(s->table, 0xff, 2 * texts * sizeof(int64_t));
-	memset(s->pair_table, 0xff, 2 * texts * sizeof(int64_t));
 	return 1;
 }
 
@@ -388,7 +418,7 @@ static PyObject *int64_bytes(const void *data, size_t count)
 
 static PyObject *build_result(struct scan *s)
 {
-	PyObject *items[10] = { NULL }, *text, *result = NULL;
+	PyObject *items[13] = { NULL }, *text, *result = NULL;
 	size_t t;
 	int i;
 
@@ -400,10 +430,13 @@ static PyObject *build_result(struct scan *s)
 	items[5] = int64_bytes(s->objects, s->texts);
 	items[6] = s->addresses ? int64_bytes(s->lowest, s->texts * s->examples)
 				: PyBytes_FromStringAndSize(NULL, 0);
-	items[7] = int64_bytes(s->pair_text, s->pairs);
-	items[8] = int64_bytes(s->pair_offset, s->pairs);
-	items[9] = int64_bytes(s->pair_runs, s->pairs);
-	for (i = 0; i < 10; i++)
+	items[7] = int64_bytes(s->at.text, s->at.n);
+	items[8] = int64_bytes(s->at.key, s->at.n);
+	items[9] = int64_bytes(s->at.count, s->at.n);
+	items[10] = int64_bytes(s->in_slab.text, s->in_slab.n);
+	items[11] = int64_bytes(s->in_slab.key, s->in_slab.n);
+	items[12] = int64_bytes(s->in_slab.count, s->in_slab.n);
+	for (i = 0; i < 13; i++)
 		if (!items[i])
 			goto out;
 	for (t = 0; t < s->texts; t++) {
@@ -413,28 +446,28 @@ static PyObject *build_result(struct scan *s)
 			goto out;
 		PyList_SET_ITEM(items[3], t, text);
 	}
-	result = PyTuple_New(10);
+	result = PyTuple_New(13);
 	if (result)
-		for (i = 0; i < 10; i++) {
+		for (i = 0; i < 13; i++) {
 			PyTuple_SET_ITEM(result, i, items[i]);
 			items[i] = NULL;
 		}
 out:
-	for (i = 0; i < 10; i++)
+	for (i = 0; i < 13; i++)
 		Py_XDECREF(items[i]);
 	return result;
 }
 
 static PyObject *scan(PyObject *self, PyObject *args)
 {
-	Py_buffer rows, addresses = { 0 };
-	PyObject *addresses_obj, *result = NULL;
+	Py_buffer rows, addresses = { 0 }, slabs = { 0 };
+	PyObject *addresses_obj, *slabs_obj, *result = NULL;
 	Py_ssize_t width, min_length, examples, hash_bits;
 	struct scan s = { 0 };
 	int ok;
 
-	if (!PyArg_ParseTuple(args, "y*nnOnn:scan", &rows, &width, &min_length,
-			      &addresses_obj, &examples, &hash_bits))
+	if (!PyArg_ParseTuple(args, "y*nnOnnO:scan", &rows, &width, &min_length,
+			      &addresses_obj, &examples, &hash_bits, &slabs_obj))
 		return NULL;
 	if (width < 1 || min_length < 1 || examples < 1 || hash_bits < 1 ||
 	    hash_bits > 64 || rows.len % width) {
@@ -457,6 +490,15 @@ static PyObject *scan(PyObject *self, PyObject *args)
 		}
 		s.addresses = addresses.buf;
 	}
+	if (slabs_obj != Py_None) {
+		if (PyObject_GetBuffer(slabs_obj, &slabs, PyBUF_SIMPLE))
+			goto out;
+		if ((size_t)slabs.len != s.n * sizeof(int64_t)) {
+			PyErr_SetString(PyExc_ValueError, "scan: one slab per row");
+			goto out;
+		}
+		s.slab_of_row = slabs.buf;
+	}
 	Py_BEGIN_ALLOW_THREADS
 	ok = alloc_scan(&s);
 	if (ok)
@@ -471,6 +513,8 @@ out:
 	free_scan(&s);
 	if (addresses.obj)
 		PyBuffer_Release(&addresses);
+	if (slabs.obj)
+		PyBuffer_Release(&slabs);
 	PyBuffer_Release(&rows);
 	return result;
 }

@@ -1,6 +1,6 @@
 """Types of dumpminer/_runs.c: see its comment for what scan() returns."""
 
-# rows and addresses are any C-contiguous buffers (collections.abc.Buffer is
+# rows, addresses and slab_of_row are any C-contiguous buffers (collections.abc.Buffer is
 # Python 3.12+).
 def scan(
     rows: object,
@@ -9,4 +9,7 @@ def scan(
     addresses: object | None,
     examples: int,
     hash_bits: int,
-) -> tuple[bytes, bytes, bytes, list[bytes], bytes, bytes, bytes, bytes, bytes, bytes]: ...
+    slab_of_row: object | None,
+) -> tuple[
+    bytes, bytes, bytes, list[bytes], bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes
+]: ...

@@ -70,6 +70,11 @@ class Scan(NamedTuple):
     offset_text: npt.NDArray[np.int64]
     offset_at: npt.NDArray[np.int64]
     offset_runs: npt.NDArray[np.int64]
+    #: With slab_of_row, per distinct (text, slab): the text, the slab, and
+    #: how many rows of the slab hold the text.
+    slab_text: npt.NDArray[np.int64]
+    slab_index: npt.NDArray[np.int64]
+    slab_objects: npt.NDArray[np.int64]
 
 
 #: "No example here" in the examples tables (no object lives at this address).
@@ -81,13 +86,15 @@ def scan_runs(
     min_length: int = DEFAULT_MIN_LENGTH,
     addresses: npt.NDArray[np.uint64] | None = None,
     hash_bits: int = 64,
+    slab_of_row: npt.NDArray[np.int64] | None = None,
 ) -> Scan:
     """
     Find every printable run of at least *min_length* bytes in each row of
     *rows* (shape ``(rows, bytes_per_row)``; runs stop at row ends) and group
     equal texts exactly. With *addresses* (one per row), also count the rows
-    holding each text and keep the lowest addresses. *hash_bits* below 64
-    weakens the hash that groups texts, for tests of its collisions.
+    holding each text and keep the lowest addresses; with *slab_of_row*
+    (the slab index of each row), count them per slab too. *hash_bits* below
+    64 weakens the hash that groups texts, for tests of its collisions.
     """
     if min_length < 1:
         raise ValueError("min_length must be at least 1")
@@ -95,11 +102,12 @@ def scan_runs(
     if n == 0 or width == 0:
         empty = np.zeros(0, dtype=np.int64)
         no_examples = np.zeros((0, EXAMPLES), np.uint64)
-        return Scan(empty, empty, empty, [], empty, empty, no_examples, empty, empty, empty)
+        return Scan(empty, empty, empty, [], empty, empty, no_examples, *[empty] * 6)
     data = np.ascontiguousarray(rows, dtype=np.uint8)
     where = None if addresses is None else np.ascontiguousarray(addresses, dtype=np.uint64)
+    slabs = None if slab_of_row is None else np.ascontiguousarray(slab_of_row, dtype=np.int64)
     row, offset, which, texts, occurrences, objects, lowest, *pairs = _runs.scan(
-        data, width, min_length, where, EXAMPLES, hash_bits
+        data, width, min_length, where, EXAMPLES, hash_bits, slabs
     )
     return Scan(
         np.frombuffer(row, dtype=np.int64),
@@ -185,7 +193,7 @@ def count_objects(
     sizes = None
     if slab_of_row is not None:
         sizes = np.bincount(slab_of_row, minlength=slabs).astype(np.int64)
-    scan = scan_runs(rows, min_length, addresses)
+    scan = scan_runs(rows, min_length, addresses, slab_of_row=slab_of_row)
     if len(scan.row) == 0:
         return BatchCounts([], _EMPTY_I64, slab_sizes=sizes)
     counts = BatchCounts(
@@ -199,12 +207,8 @@ def count_objects(
         slab_sizes=sizes,
     )
     if slab_of_row is not None:
-        n = rows.shape[0]
-        pairs = np.unique(scan.which * n + scan.row)
-        text_slab = (pairs // n) * slabs + slab_of_row[pairs % n]
-        keys, objects = np.unique(text_slab, return_counts=True)
-        counts.slab_text, counts.slab_index = keys // slabs, keys % slabs
-        counts.slab_objects = objects.astype(np.int64)
+        counts.slab_text, counts.slab_index = scan.slab_text, scan.slab_index
+        counts.slab_objects = scan.slab_objects
     return counts
 
 

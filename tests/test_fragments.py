@@ -168,13 +168,15 @@ printable_heavy = st.binary(min_size=1, max_size=1).map(lambda b: b if b[0] % 4 
 )
 def test_grouping_matches_reference(objects: list[bytes], min_length: int, collide: bool) -> None:
     """
-    scan_runs gives each run its own text and counts exactly, on rows of any
-    width and runs of any length; with a one-bit hash (collide), texts that
-    differ share hash values and must still be told apart byte by byte.
+    scan_runs gives each run its own text and counts exactly (runs, objects,
+    offsets, objects per slab, lowest addresses), on rows of any width and
+    runs of any length; with a one-bit hash (collide), texts that differ
+    share hash values and must still be told apart byte by byte.
     """
     rows = rows_of(*objects)
     addresses = np.arange(len(objects), dtype=np.uint64)[::-1] * 64
-    scan = scan_runs(rows, min_length, addresses, hash_bits=1 if collide else 64)
+    slab_of_row = np.arange(len(objects), dtype=np.int64) // 3
+    scan = scan_runs(rows, min_length, addresses, 1 if collide else 64, slab_of_row)
     per_object = [[text for _, text in printable_runs(o, min_length)] for o in objects]
     want = [text for texts in per_object for text in texts]
     assert [scan.texts[i] for i in scan.which.tolist()] == want
@@ -186,6 +188,11 @@ def test_grouping_matches_reference(objects: list[bytes], min_length: int, colli
     )
     assert {(scan.texts[t], off): runs for t, off, runs in pairs} == dict(at)
     holders = Counter(text for texts in per_object for text in set(texts))
+    per_slab = Counter((text, k // 3) for k, texts in enumerate(per_object) for text in set(texts))
+    slabs = zip(
+        scan.slab_text.tolist(), scan.slab_index.tolist(), scan.slab_objects.tolist(), strict=True
+    )
+    assert {(scan.texts[t], slab): n for t, slab, n in slabs} == dict(per_slab)
     assert dict(zip(scan.texts, scan.objects.tolist(), strict=True)) == dict(holders)
     for i, text in enumerate(scan.texts):
         lowest = sorted(int(addresses[k]) for k, texts in enumerate(per_object) if text in texts)
