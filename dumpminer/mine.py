@@ -244,8 +244,9 @@ def default_workers(pages: list[SlabPage]) -> int:
     """
     Processes worth starting for *pages*. One process already keeps two
     CPUs busy (the walk, and counting on threads), and on 2-CPU machines two
-    workers were no faster than one (docs/performance.md: 10.07 s against
-    10.19 s for 31 million objects), while each costs start-up and memory.
+    workers were not clearly faster than one (docs/performance.md: 5.33 s
+    against 5.68 s in one run, 5.11 s against 5.03 s in another, for 31
+    million objects), while each costs start-up and memory.
     So caches are split only on machines with four CPUs or more, one worker
     per two CPUs, and only from :data:`PARALLEL_OBJECTS` objects.
     """
