@@ -171,28 +171,36 @@ static void add_example(struct scan *s, size_t t, uint64_t address)
 }
 
 /*
- * Double the hash table. It starts small and is kept at most half full, so
- * that it stays in cache when a batch holds few distinct texts, as a leak's
- * batches do. Returns 0 when out of memory.
+ * Double an open-addressing table of n entries (the entry's index per slot,
+ * -1 when empty), putting entry i back from slot home(ctx, i, new mask).
+ * Tables start small and are kept at most half full, so that they stay in
+ * cache when a batch holds few distinct texts, as a leak's batches do.
+ * Returns 0 when out of memory.
  */
-static int grow_table(struct scan *s)
+static int grow_index(int64_t **table, size_t *mask, size_t n,
+		      size_t (*home)(const void *, size_t, size_t), const void *ctx)
 {
-	size_t size = 2 * (s->table_mask + 1), t, slot;
-	int64_t *table = malloc(size * sizeof(int64_t));
+	size_t size = 2 * (*mask + 1), i, slot;
+	int64_t *grown = malloc(size * sizeof(int64_t));
 
-	if (!table)
+	if (!grown)
 		return 0;
-	memset(table, 0xff, size * sizeof(int64_t));
-	for (t = 0; t < s->texts; t++) {
-		for (slot = s->text_hash[t] & (size - 1); table[slot] >= 0;
+	memset(grown, 0xff, size * sizeof(int64_t));
+	for (i = 0; i < n; i++) {
+		for (slot = home(ctx, i, size - 1); grown[slot] >= 0;
 		     slot = (slot + 1) & (size - 1))
 			;
-		table[slot] = t;
+		grown[slot] = i;
 	}
-	free(s->table);
-	s->table = table;
-	s->table_mask = size - 1;
+	free(*table);
+	*table = grown;
+	*mask = size - 1;
 	return 1;
+}
+
+static size_t text_home(const void *ctx, size_t t, size_t mask)
+{
+	return ((const struct scan *)ctx)->text_hash[t] & mask;
 }
 
 /* The index of the text at p (n bytes), adding it if new; SIZE_MAX when out
@@ -214,7 +222,7 @@ static size_t find_text(struct scan *s, const uint8_t *p, size_t n)
 	if (s->texts == s->text_room && !grow_texts(s))
 		return SIZE_MAX;
 	if (2 * (s->texts + 1) > s->table_mask + 1) {
-		if (!grow_table(s))
+		if (!grow_index(&s->table, &s->table_mask, s->texts, text_home, s))
 			return SIZE_MAX;
 		for (slot = h & s->table_mask; s->table[slot] >= 0;
 		     slot = (slot + 1) & s->table_mask)
@@ -263,25 +271,11 @@ static void free_pairs(struct pairs *p)
 	free(p->table);
 }
 
-/* Double the table; 0 when out of memory. */
-static int grow_pair_table(struct pairs *p)
+static size_t pair_home(const void *ctx, size_t i, size_t mask)
 {
-	size_t size = 2 * (p->mask + 1), i, slot;
-	int64_t *table = malloc(size * sizeof(int64_t));
+	const struct pairs *p = ctx;
 
-	if (!table)
-		return 0;
-	memset(table, 0xff, size * sizeof(int64_t));
-	for (i = 0; i < p->n; i++) {
-		for (slot = pair_slot(p->text[i], p->key[i], size - 1);
-		     table[slot] >= 0; slot = (slot + 1) & (size - 1))
-			;
-		table[slot] = i;
-	}
-	free(p->table);
-	p->table = table;
-	p->mask = size - 1;
-	return 1;
+	return pair_slot(p->text[i], p->key[i], mask);
 }
 
 /* Count one for the pair (t, key); 0 when out of memory. */
@@ -308,7 +302,7 @@ static int count_pair(struct pairs *p, int64_t t, int64_t key)
 		p->room = room;
 	}
 	if (2 * (p->n + 1) > p->mask + 1) {
-		if (!grow_pair_table(p))
+		if (!grow_index(&p->table, &p->mask, p->n, pair_home, p))
 			return 0;
 		for (slot = pair_slot(t, key, p->mask); p->table[slot] >= 0;
 		     slot = (slot + 1) & p->mask)
