@@ -41,8 +41,8 @@ def printable_runs(
 ) -> Iterator[tuple[int, bytes]]:
     """
     Yield ``(offset, text)`` for each maximal printable run in *data* of at
-    least *min_length* bytes. This is the scalar reference for
-    :func:`find_runs`, and what ``strings`` or crash's ``rd -a`` would show.
+    least *min_length* bytes. This is the plain reference for
+    :func:`scan_runs`, and what ``strings`` or crash's ``rd -a`` would show.
     """
     for match in _PRINTABLE_RUN.finditer(data):
         if match.end() - match.start() >= min_length:
@@ -90,11 +90,12 @@ def scan_runs(
 ) -> Scan:
     """
     Find every printable run of at least *min_length* bytes in each row of
-    *rows* (shape ``(rows, bytes_per_row)``; runs stop at row ends) and group
-    equal texts exactly. With *addresses* (one per row), also count the rows
-    holding each text and keep the lowest addresses; with *slab_of_row*
-    (the slab index of each row), count them per slab too. *hash_bits* below
-    64 weakens the hash that groups texts, for tests of its collisions.
+    *rows* (shape ``(rows, bytes_per_row)``; runs stop at row ends), group
+    equal texts exactly, and count runs and rows per text and runs per
+    (text, offset). With *addresses* (one per row), also keep each text's
+    lowest addresses; with *slab_of_row* (the slab index of each row), count
+    rows per (text, slab). *hash_bits* below 64 weakens the hash that groups
+    texts, for tests of its collisions.
     """
     if min_length < 1:
         raise ValueError("min_length must be at least 1")
