@@ -97,11 +97,6 @@ def _template(fixed: tuple[bytes, ...], members: list[tuple[bytes, ...]]) -> byt
     return b"".join(out)
 
 
-def fragment_sort_key(fragment: Fragment) -> tuple[int, int, int, bytes]:
-    """Report order: most objects first, then most hits, then by text."""
-    return (-fragment.objects, -fragment.occurrences, -fragment.in_context, fragment.text)
-
-
 _BY_TEXT = attrgetter("text")
 _BY_COUNTS = attrgetter("objects", "occurrences", "in_context")
 _BY_TEMPLATE = attrgetter("template", "key")
@@ -109,8 +104,9 @@ _BY_TEMPLATE = attrgetter("template", "key")
 
 def sort_fragments(fragments: Iterable[Fragment]) -> list[Fragment]:
     """
-    *fragments* in report order (:func:`fragment_sort_key`), sorted in two
-    stable passes with C-level keys: by text, then by counts, descending.
+    *fragments* in report order: most objects first, then most occurrences,
+    then most context hits, then by text. Sorted in two stable passes with
+    C-level keys: by text, then by the counts, descending.
     """
     ordered = sorted(fragments, key=_BY_TEXT)
     ordered.sort(key=_BY_COUNTS, reverse=True)
