@@ -172,7 +172,9 @@ class Slab:
     @property
     def full(self) -> bool:
         """True when every object of the slab is allocated."""
-        return self.allocated is _all_allocated(self.objects)
+        # Full slabs share one cached mask; the check by value is for a mask
+        # that has left the cache since.
+        return self.allocated is _all_allocated(self.objects) or bool(self.allocated.all())
 
     @property
     def allocated_objects(self) -> int:
@@ -517,9 +519,10 @@ def walk_slabs(
     while i < len(pages):
         page = pages[i]
         layout = layouts[page.cache]
+        virt = virt0 + (page.pfn << page_shift)
         count = runs.pop(i, 1)
         if count > 1:
-            merged = _read_full_run(prog, page, layout, virt0 + (page.pfn << page_shift), count)
+            merged = _read_full_run(prog, page, layout, virt, count)
             if merged is not None:
                 stats.slabs += count
                 stats.objects_scanned += merged.objects
@@ -527,9 +530,7 @@ def walk_slabs(
                 i += count
                 continue
             # A page of the run is missing: its slabs are read one by one.
-        slab = read_slab(
-            prog, page, layout, virt0 + (page.pfn << page_shift), before, after, decoder, stats
-        )
+        slab = read_slab(prog, page, layout, virt, before, after, decoder, stats)
         if slab is not None:
             stats.slabs += 1
             stats.objects_scanned += slab.allocated_objects
