@@ -152,20 +152,16 @@ static int grow_texts(struct scan *s)
 static void add_example(struct scan *s, size_t t, uint64_t address)
 {
 	uint64_t *lowest = s->lowest + t * s->examples;
-	size_t k = s->examples - 1;
+	size_t k = s->examples - 1, i;
 
 	if (address >= lowest[k])
 		return;
+	for (i = 0; i < k; i++)
+		if (lowest[i] == address)
+			return;
 	while (k > 0 && lowest[k - 1] > address) {
 		lowest[k] = lowest[k - 1];
 		k--;
-	}
-	if (k > 0 && lowest[k - 1] == address) {
-		/* Seen already: undo the shift. */
-		memmove(lowest + k, lowest + k + 1,
-			(s->examples - 1 - k) * sizeof(*lowest));
-		lowest[s->examples - 1] = NO_ADDRESS;
-		return;
 	}
 	lowest[k] = address;
 }

@@ -197,3 +197,11 @@ def test_grouping_matches_reference(objects: list[bytes], min_length: int, colli
     for i, text in enumerate(scan.texts):
         lowest = sorted(int(addresses[k]) for k, texts in enumerate(per_object) if text in texts)
         assert [a for a in scan.examples[i].tolist() if a != 2**64 - 1] == lowest[:5]
+
+
+def test_an_address_seen_twice_is_one_example() -> None:
+    """Rows at one address (a hostile or merged input) give one example, losing none."""
+    rows = rows_of(*[b"leak"] * 6)
+    addresses = np.array([50, 10, 20, 30, 40, 20], dtype=np.uint64)
+    scan = scan_runs(rows, 3, addresses)
+    assert scan.examples[0].tolist() == [10, 20, 30, 40, 50]
