@@ -1,25 +1,45 @@
 """
-Clustering fragments into templates: ``t.point.00017`` -> ``t.point.<NUM>``.
+Clustering fragments into templates: ``t.point.00017`` -> ``t.point.<NUM>``,
+``/opt/agent/state/kelo.json`` -> ``/opt/agent/state/<*>.json``.
 
-A leak usually comes from one ``kmalloc`` filled by one ``sprintf``. Its
-fragments differ only where the format string had a conversion. So each
-fragment is split into fixed text and *variable tokens* (numbers, hex words),
-and fragments with the same fixed text around the same number of tokens form
-one cluster. A token slot whose value differs between members is shown as
-``<NUM>`` (decimal digits only in every member) or ``<HEX>`` (some member has
-hex letters or ``0x``); a slot that has one value in every member stays
-literal. So ``SESSION-0A1B2C3D`` and ``SESSION-00012345`` are one cluster,
-``SESSION-<HEX>``, as ``%08X`` printed both.
+A leak usually comes from one ``kmalloc`` filled by one ``sprintf``: its
+fragments differ only where the format string had a conversion, a number
+(``%u``, ``%08X``) or a word (``%s``). Clustering finds those conversions in
+three steps, each a pure function of the set of fragment texts:
+
+1. **Allocator fill.** A fragment that is one byte repeated (``kkkk``, the
+   slab poison of ``slub_debug=P``, or any other fill) joins the one cluster
+   of its byte value, ``<fill 'k' x N>``, whatever its length.
+2. **Numbers.** Numbers (decimal runs, hex words: :data:`VARIABLE_TOKEN`)
+   are masked; fragments with the same masked text form one cluster. A
+   number slot whose value differs between members shows as ``<NUM>`` or
+   ``<HEX>``.
+3. **Words.** Masked texts are split into *tokens* at :data:`SEPARATORS`.
+   Clusters with the same separators that differ in exactly one token, a
+   word, at the same position merge when at least :data:`MIN_DISTINCT` of
+   them do and what stays fixed is recognisable (:func:`recognisable`); the
+   token becomes ``<*>``. Positions are tried left to right, so a template
+   can gain several word slots.
+
+Steps 2 and 3 never turn punctuation or numbers into ``<*>``: ``t.point.*``
+and ``t.point.<NUM>`` are two leaks and stay two clusters, and ``tmp`` and
+``usr`` never become ``<*>`` (nothing would stay fixed).
 
 Every fragment belongs to exactly one cluster, so the counts of the clusters
-add up to the counts of the fragments.
+add up to the counts of the fragments. docs/clustering.md gives the rules and
+the measurements behind the thresholds.
+
+A tally that ran out of room folds the members of a template into one
+:class:`FoldedTemplate` (counts kept exactly, per-member detail bounded);
+:func:`cluster_fragments` takes those too, and :class:`TemplateIndex`
+matches new texts against them.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -36,23 +56,285 @@ VARIABLE_TOKEN = re.compile(
 _SPLIT_TOKENS = re.compile(rb"(" + VARIABLE_TOKEN.pattern + rb")")
 _HEX_LETTER = re.compile(rb"[A-Fa-fxX]")
 
+#: Bytes that end a token: path, name and key=value punctuation, and space.
+SEPARATORS = b"/._-:=@,; "
+_SEPARATED = re.compile(rb"([" + re.escape(SEPARATORS) + rb"])")
+
+#: Placeholders in a masked text (never in a fragment: fragments are printable).
+NUM = b"\x00"
+WILD = b"\x01"
+FILL = b"\x02"
+
+#: A word: letters, possibly with numbers inside (``host12`` masked is ``host\0``).
+_WORD = re.compile(rb"[A-Za-z\x00]*[A-Za-z][A-Za-z\x00]*")
+_ALNUM = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+#: A word slot needs this many distinct words (clusters) behind it.
+MIN_DISTINCT = 3
+#: A template with a word slot keeps at least this many letters and digits.
+MIN_FIXED_CHARS = 4
+
 #: How many member fragments a cluster lists in the report.
 MEMBERS_SHOWN = 10
+#: How many values each slot lists (the most frequent).
+SLOT_VALUES_SHOWN = 5
 
 
 def skeleton(text: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
     """
-    Split *text* into its fixed parts and its variable tokens. The fixed parts
-    are the cluster key; there is always one more fixed part than tokens.
+    Split *text* into its fixed parts and its number tokens; there is always
+    one more fixed part than tokens.
     """
-    # Split around the tokens, kept by the group: fixed, token, fixed, ...
     parts = _SPLIT_TOKENS.split(text)
     return tuple(parts[0::2]), tuple(parts[1::2])
 
 
-def cluster_key(text: bytes) -> tuple[bytes, ...]:
-    """What puts *text* in its cluster: its fixed parts (see :func:`skeleton`)."""
-    return skeleton(text)[0]
+def fill_byte(text: bytes) -> int | None:
+    """The byte *text* repeats, if it is one byte repeated (allocator fill)."""
+    if text and text.count(text[:1]) == len(text):
+        return text[0]
+    return None
+
+
+def masked(text: bytes) -> bytes:
+    """
+    The key *text* clusters by: :data:`FILL` and its byte for a fill, else
+    *text* with each number token replaced by :data:`NUM`.
+    """
+    if text and text.count(text[:1]) == len(text):
+        return FILL + text[:1]
+    return NUM.join(_SPLIT_TOKENS.split(text)[0::2])
+
+
+def recognisable(tokens: Sequence[bytes]) -> bool:
+    """
+    Whether a template made of *tokens* (some :data:`WILD`) keeps enough
+    fixed text to name its leak: at least :data:`MIN_FIXED_CHARS` letters and
+    digits outside the word slots, and no more word slots than fixed tokens.
+    """
+    wild = fixed = chars = 0
+    for token in tokens:
+        if token == WILD:
+            wild += 1
+        elif token:
+            fixed += 1
+            chars += len(token) - len(token.translate(None, _ALNUM))
+    return chars >= MIN_FIXED_CHARS and 0 < wild <= fixed
+
+
+def _is_word(token: bytes) -> bool:
+    return token == WILD or _WORD.fullmatch(token) is not None
+
+
+def slot_values(template: bytes, text: bytes) -> list[bytes]:
+    """
+    The values *text* gives the variable slots of the masked *template* (one
+    per :data:`WILD` token and per :data:`NUM`), left to right. *text* must be
+    a member of the template.
+    """
+    if template.startswith(FILL):
+        return [b"%d" % len(text)]
+    if WILD not in template:
+        return _SPLIT_TOKENS.split(text)[1::2]
+    values: list[bytes] = []
+    mine = _SEPARATED.split(text)[0::2]
+    for token, value in zip(_SEPARATED.split(template)[0::2], mine, strict=True):
+        if token == WILD:
+            values.append(value)
+        elif NUM in token:
+            values.extend(_SPLIT_TOKENS.split(value)[1::2])
+    return values
+
+
+@dataclass(slots=True)
+class Slot:
+    """One variable slot of a template: what kind, how many values, the top ones."""
+
+    #: "word", "num", "hex", or "length" (the length of a fill run).
+    kind: str
+    distinct: int
+    #: False when the tally ran out of room: ``distinct`` is then a lower bound.
+    distinct_exact: bool
+    #: The most frequent values, with the objects holding each.
+    top: list[tuple[bytes, int]]
+
+
+@dataclass(slots=True)
+class FoldedTemplate:
+    """
+    Counts of the members of one template that a bounded tally folded
+    together instead of keeping one entry each: the counts are exact, the
+    per-member detail (slot values, distinct members) is bounded.
+    """
+
+    #: The masked template (see :func:`masked`, :data:`WILD`).
+    key: bytes
+    objects: int = 0
+    occurrences: int = 0
+    in_context: int = 0
+    offsets: dict[int, int] = field(default_factory=dict)
+    examples: list[int] = field(default_factory=list)
+    #: Per slot: objects per value (at most :data:`SLOT_VALUES_KEPT` values).
+    values: list[Counter[bytes]] = field(default_factory=list)
+    #: Per slot: False once values were dropped for room.
+    values_exact: list[bool] = field(default_factory=list)
+    #: Per slot: the most distinct values ever held (a lower bound of the true number).
+    distinct_floor: list[int] = field(default_factory=list)
+    #: False once templates with other slots were merged in (values unknown).
+    aligned: bool = True
+    slab_square: float = 0.0
+    slab_cross: float = 0.0
+
+    def add_values(self, values: list[bytes], objects: int) -> None:
+        """Count *objects* objects whose member gave the slots *values*."""
+        if not self.values:
+            self.values = [Counter() for _ in values]
+            self.values_exact = [True] * len(values)
+            self.distinct_floor = [0] * len(values)
+        if len(values) != len(self.values):
+            self.aligned = False
+            return
+        for slot, value in enumerate(values):
+            counter = self.values[slot]
+            counter[value] += objects
+            if len(counter) > SLOT_VALUES_KEPT:
+                # Keep the heavier half: the top values stay right.
+                self.distinct_floor[slot] = max(self.distinct_floor[slot], len(counter))
+                kept = counter.most_common(SLOT_VALUES_KEPT // 2)
+                counter.clear()
+                counter.update(dict(kept))
+                self.values_exact[slot] = False
+
+
+#: Values a folded template keeps per slot before it drops the rarest half.
+SLOT_VALUES_KEPT = 4096
+
+
+class TemplateIndex:
+    """
+    Finds the template a text belongs to among a set of masked templates
+    (:class:`FoldedTemplate` keys): by its masked text, or, for templates
+    with word slots, by its masked tokens with the slots' positions wild.
+    """
+
+    def __init__(self, keys: Iterable[bytes] = ()) -> None:
+        self._exact: dict[bytes, bytes] = {}
+        #: Separators -> word-slot positions of the templates with that shape.
+        self._positions: dict[bytes, set[tuple[int, ...]]] = {}
+        for key in keys:
+            self.add(key)
+
+    def __bool__(self) -> bool:
+        return bool(self._exact)
+
+    def add(self, key: bytes) -> None:
+        self._exact[key] = key
+        if WILD in key and not key.startswith(FILL):
+            parts = _SEPARATED.split(key)
+            tokens = parts[0::2]
+            positions = tuple(i for i, token in enumerate(tokens) if token == WILD)
+            self._positions.setdefault(b"".join(parts[1::2]), set()).add(positions)
+
+    def find(self, key: bytes) -> bytes | None:
+        """The template of a text whose masked form is *key*, if any."""
+        found = self._exact.get(key)
+        if found is not None or not self._positions or key.startswith(FILL):
+            return found
+        parts = _SEPARATED.split(key)
+        shapes = self._positions.get(b"".join(parts[1::2]))
+        if not shapes:
+            return None
+        tokens = parts[0::2]
+        for positions in sorted(shapes):
+            if all(_is_word(tokens[i]) for i in positions):
+                wild = parts.copy()
+                for i in positions:
+                    wild[2 * i] = WILD
+                found = self._exact.get(b"".join(wild))
+                if found is not None:
+                    return found
+        return None
+
+
+@dataclass(slots=True)
+class TextGroup:
+    """One cluster's worth of texts: indices into what :func:`group_texts` got."""
+
+    #: The masked template (:func:`masked`, with :data:`WILD` word slots).
+    key: bytes
+    members: list[int] = field(default_factory=list)
+    folded: list[int] = field(default_factory=list)
+
+
+def _merge_words(units: dict[bytes, TextGroup]) -> dict[bytes, TextGroup]:
+    """Step 3: merge groups that differ in one word token, left to right."""
+    by_shape: dict[bytes, list[tuple[list[bytes], TextGroup]]] = {}
+    for key, group in units.items():
+        if key.startswith(FILL):
+            continue
+        parts = _SEPARATED.split(key)
+        if len(parts) > 1:
+            by_shape.setdefault(b"".join(parts[1::2]), []).append((parts, group))
+    for shape_units in by_shape.values():
+        if len(shape_units) < 2:
+            continue
+        if len(shape_units) < MIN_DISTINCT and not any(WILD in g.key for _, g in shape_units):
+            continue
+        for position in range(0, len(shape_units[0][0]), 2):
+            candidates: dict[bytes, list[tuple[list[bytes], TextGroup]]] = {}
+            for parts, group in shape_units:
+                if _is_word(parts[position]):
+                    wild = parts.copy()
+                    wild[position] = WILD
+                    candidates.setdefault(b"".join(wild), []).append((parts, group))
+            merged: list[tuple[list[bytes], TextGroup]] = []
+            gone: set[int] = set()
+            for key, same in candidates.items():
+                if len(same) < 2 or (
+                    len(same) < MIN_DISTINCT and all(p[position] != WILD for p, _ in same)
+                ):
+                    continue
+                parts = same[0][0].copy()
+                parts[position] = WILD
+                if not recognisable(parts[0::2]):
+                    continue
+                into = TextGroup(key)
+                for _, group in same:
+                    into.members += group.members
+                    into.folded += group.folded
+                    gone.add(id(group))
+                    del units[group.key]
+                units[key] = into
+                merged.append((parts, into))
+            if gone:
+                shape_units = [u for u in shape_units if id(u[1]) not in gone] + merged
+    return units
+
+
+def group_texts(texts: Sequence[bytes], folded: Sequence[bytes] = ()) -> list[TextGroup]:
+    """
+    Group *texts* (distinct fragment texts) and *folded* (keys of
+    :class:`FoldedTemplate`) into clusters: the three steps of this module.
+    Each text and each folded key is in exactly one group. The result depends
+    only on the two sets, not on their order (group order aside).
+    """
+    units: dict[bytes, TextGroup] = {}
+    for i, text in enumerate(texts):
+        key = masked(text)
+        group = units.get(key)
+        if group is None:
+            group = units[key] = TextGroup(key)
+        group.members.append(i)
+    if folded:
+        index = TemplateIndex(folded)
+        for j, key in enumerate(folded):
+            units.setdefault(key, TextGroup(key)).folded.append(j)
+        # Texts that fit a folded template with word slots join it first.
+        for key in [k for k in units if WILD not in k]:
+            found = index.find(key)
+            if found is not None and found != key:
+                units[found].members += units.pop(key).members
+    return list(_merge_words(units).values())
 
 
 @dataclass(slots=True)
@@ -61,14 +343,23 @@ class Cluster:
 
     template: bytes
     members: list[Fragment]
-    #: The fixed parts around the variable tokens: what makes a cluster.
-    key: tuple[bytes, ...] = ()
+    #: The masked template: what makes a cluster (see :func:`masked`).
+    key: bytes = b""
     objects: int = 0
     occurrences: int = 0
     in_context: int = 0
     #: Offset inside the object -> runs of members there.
     offsets: dict[int, int] = field(default_factory=dict)
     examples: list[int] = field(default_factory=list)
+    #: The variable slots, left to right (empty for a one-member cluster).
+    slots: list[Slot] = field(default_factory=list)
+    #: The byte of an allocator-fill cluster (see :func:`fill_byte`), else None.
+    fill: int | None = None
+    #: Distinct member fragments (a lower bound unless ``members_exact``).
+    distinct_members: int = 0
+    members_exact: bool = True
+    #: Keys of the folded templates counted in (see :class:`FoldedTemplate`).
+    folded: list[bytes] = field(default_factory=list)
     #: With per-slab counts: the cluster's own per-slab sums (not the
     #: members' added: those would miss the cross terms).
     slab_square: float = 0.0
@@ -82,19 +373,68 @@ class Cluster:
         return min(self.offsets.items(), key=lambda item: (-item[1], item[0]))[0]
 
 
-def _template(fixed: tuple[bytes, ...], members: list[tuple[bytes, ...]]) -> bytes:
-    """Render a cluster's template from its fixed parts and members' tokens."""
-    out = [fixed[0]]
-    for slot in range(len(fixed) - 1):
-        values = {tokens[slot] for tokens in members}
-        if len(values) == 1:
-            out.append(next(iter(values)))
-        elif any(_HEX_LETTER.search(value) for value in values):
-            out.append(b"<HEX>")
-        else:
-            out.append(b"<NUM>")
-        out.append(fixed[slot + 1])
-    return b"".join(out)
+def _slots(
+    key: bytes, members: list[Fragment], folded: list[FoldedTemplate]
+) -> tuple[list[Slot], bytes]:
+    """
+    The variable slots of a cluster and its rendered template. Folded
+    templates add their kept slot values; one whose values do not line up
+    with *key* (it had other slots) makes every slot inexact.
+    """
+    count = key.count(WILD) + key.count(NUM) if not key.startswith(FILL) else 1
+    counters: list[Counter[bytes]] = [Counter() for _ in range(count)]
+    exact = [True] * count
+    floor = [0] * count
+    for member in members:
+        values = slot_values(key, member.text)
+        for counter, value in zip(counters, values, strict=True):
+            counter[value] += member.objects
+    for entry in folded:
+        if entry.key != key or not entry.aligned or len(entry.values) != count:
+            exact = [False] * count
+            continue
+        for slot in range(count):
+            counters[slot].update(entry.values[slot])
+            exact[slot] = exact[slot] and entry.values_exact[slot]
+            floor[slot] = max(floor[slot], entry.distinct_floor[slot])
+    fill = key.startswith(FILL)
+    slots: list[Slot] = []
+    out: list[bytes] = []
+    if fill:
+        out.append(b"<fill %s x N>" % _quoted(key[1:]))
+    pieces = [] if fill else _SEPARATED.split(key)
+    slot_stats = iter(zip(counters, exact, floor, strict=True))
+    for n, piece in enumerate(pieces):
+        if n % 2 or (piece != WILD and NUM not in piece):
+            out.append(piece)
+            continue
+        if piece == WILD:
+            slots.append(_slot("word", *next(slot_stats)))
+            out.append(b"<*>")
+            continue
+        numbers = piece.split(NUM)
+        out.append(numbers[0])
+        for rest in numbers[1:]:
+            counter, known, least = next(slot_stats)
+            if len(counter) == 1 and known:
+                out.append(next(iter(counter)))
+            else:
+                hexy = any(_HEX_LETTER.search(v) for v in counter)
+                slots.append(_slot("hex" if hexy else "num", counter, known, least))
+                out.append(b"<HEX>" if hexy else b"<NUM>")
+            out.append(rest)
+    if fill:
+        slots.append(_slot("length", *next(slot_stats)))
+    return slots, b"".join(out)
+
+
+def _quoted(byte: bytes) -> bytes:
+    return b"'\\''" if byte == b"'" else b"'" + byte + b"'"
+
+
+def _slot(kind: str, counter: Counter[bytes], exact: bool, floor: int = 0) -> Slot:
+    top = sorted(counter.items(), key=lambda item: (-item[1], item[0]))[:SLOT_VALUES_SHOWN]
+    return Slot(kind, max(len(counter), floor), exact, top)
 
 
 _BY_TEXT = attrgetter("text")
@@ -113,41 +453,50 @@ def sort_fragments(fragments: Iterable[Fragment]) -> list[Fragment]:
     return ordered
 
 
-def cluster_fragments(fragments: Iterable[Fragment]) -> list[Cluster]:
+def cluster_fragments(
+    fragments: Sequence[Fragment], folded: Sequence[FoldedTemplate] = ()
+) -> list[Cluster]:
     """
-    Group *fragments* into clusters, sorted like the report: most objects
-    first. The result is the same whatever order the fragments come in.
+    Group *fragments* (and the *folded* templates of a tally that ran out of
+    room) into clusters, sorted like the report: most objects first. The
+    result is the same whatever order the fragments come in.
     """
-    groups: dict[tuple[bytes, ...], list[tuple[Fragment, list[bytes]]]] = {}
-    split = _SPLIT_TOKENS.split
-    for fragment in fragments:
-        # Fixed parts and tokens alternate: see skeleton().
-        parts = split(fragment.text)
-        groups.setdefault(tuple(parts[0::2]), []).append((fragment, parts))
     clusters = []
-    for fixed, entries in groups.items():
-        if len(entries) == 1:
+    for group in group_texts([f.text for f in fragments], [t.key for t in folded]):
+        if len(group.members) == 1 and not group.folded and not group.key.startswith(FILL):
             # Most noise: a cluster of one, its own template. It shares its
             # member's offsets and examples (neither is changed once built).
-            only = entries[0][0]
+            only = fragments[group.members[0]]
             clusters.append(
                 Cluster(
-                    only.text, [only], fixed, only.objects, only.occurrences,
-                    only.in_context, only.offsets, only.examples,
+                    only.text, [only], group.key, only.objects, only.occurrences,
+                    only.in_context, only.offsets, only.examples, distinct_members=1,
                 )
             )  # fmt: skip
             continue
-        members = sort_fragments(fragment for fragment, _ in entries)
-        tokens = [tuple(parts[1::2]) for _, parts in entries]
-        cluster = Cluster(_template(fixed, tokens), members, fixed)
+        members = sort_fragments(fragments[i] for i in group.members)
+        entries = [folded[j] for j in group.folded]
+        slots, template = _slots(group.key, members, entries)
+        cluster = Cluster(template, members, group.key, slots=slots)
+        if group.key.startswith(FILL):
+            cluster.fill = group.key[1]
         examples: set[int] = set()
         offsets: Counter[int] = Counter()
-        for member in members:
-            cluster.objects += member.objects
-            cluster.occurrences += member.occurrences
-            cluster.in_context += member.in_context
-            offsets.update(member.offsets)
-            examples.update(member.examples)
+        items: list[Fragment | FoldedTemplate] = [*members, *entries]
+        for item in items:
+            cluster.objects += item.objects
+            cluster.occurrences += item.occurrences
+            cluster.in_context += item.in_context
+            offsets.update(item.offsets)
+            examples.update(item.examples)
+        cluster.distinct_members = len(members)
+        if entries:
+            # Folded members are known by their slot values only: with one
+            # slot, its distinct values are the distinct members.
+            widest = max((slot.distinct for slot in slots), default=0)
+            cluster.distinct_members = max(len(members), widest)
+            cluster.members_exact = len(slots) == 1 and slots[0].distinct_exact
+        cluster.folded = [e.key for e in entries]
         cluster.offsets = dict(sorted(offsets.items()))
         cluster.examples = sorted(examples)[:EXAMPLES]
         clusters.append(cluster)

@@ -28,20 +28,14 @@ from drgn import Object, Program
 from tqdm import tqdm
 
 from dumpminer.caches import CacheUsage, cache_usage, resolve_caches
-from dumpminer.cluster import cluster_fragments, cluster_key, sort_fragments
+from dumpminer.cluster import cluster_fragments, sort_fragments
 from dumpminer.dump import Dump
 from dumpminer.errors import UsageError
-from dumpminer.fragments import (
-    DEFAULT_MAX_FRAGMENTS,
-    DEFAULT_MIN_LENGTH,
-    BatchCounts,
-    FragmentTally,
-    count_context,
-    count_objects,
-)
+from dumpminer.fragments import DEFAULT_MIN_LENGTH, BatchCounts, count_context, count_objects
 from dumpminer.interrupts import signals_noted
 from dumpminer.report import Report
 from dumpminer.sample import SampleSpec, sample_pages
+from dumpminer.tally import DEFAULT_MAX_FRAGMENTS, FragmentTally
 from dumpminer.walk import Slab, SlabPage, WalkStats, find_slab_pages, walk_slabs
 
 #: Bytes of objects gathered before one vectorised extraction pass.
@@ -73,7 +67,7 @@ class MineOptions:
 
     def new_tally(self) -> FragmentTally:
         """An empty tally for these options."""
-        return FragmentTally(self.max_fragments, cluster_key if self.per_slab else None)
+        return FragmentTally(self.max_fragments, per_slab=self.per_slab)
 
     def check(self) -> None:
         """Raise :class:`UsageError` for values out of range."""
@@ -403,9 +397,10 @@ def _report(
 ) -> Report:
     """Sort, cluster and put together the report of a walk."""
     fragments = sort_fragments(tally.fragments.values())
-    clusters = cluster_fragments(fragments)
-    for cluster in clusters:
-        cluster.slab_square, cluster.slab_cross = tally.group_spread.get(cluster.key, (0.0, 0.0))
+    clusters = cluster_fragments(fragments, tally.templates)
+    if options.per_slab:
+        for cluster, spread in zip(clusters, tally.cluster_spreads(clusters), strict=True):
+            cluster.slab_square, cluster.slab_cross = spread.square, spread.cross
     return Report(
         dump=_dump_facts(prog, dump),
         cache={
@@ -429,8 +424,11 @@ def _report(
             "corrupt_slab_addresses": [f"{a:#x}" for a in stats.corrupt_slab_addresses],
             "cpu_freelist_errors": stats.cpu_errors,
             "exact": tally.exact,
+            "complete": tally.complete,
             "max_fragments": options.max_fragments,
             "dropped_fragments": tally.dropped_fragments,
+            "folded_fragments": tally.folded_fragments,
+            "folded_templates": len(tally.templates),
             "error_bound": tally.error_bound,
         },
         fragments=fragments,

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from dumpminer.cluster import MEMBERS_SHOWN, Cluster
+from dumpminer.cluster import MEMBERS_SHOWN, Cluster, Slot
 from dumpminer.errors import OutputError
 from dumpminer.fragments import Fragment
 from dumpminer.sample import SampledSlabs, interval
@@ -117,12 +117,25 @@ def _fragment_json(report: Report, fragment: Fragment) -> dict[str, Any]:
     }
 
 
+def _slot_json(slot: Slot) -> dict[str, Any]:
+    return {
+        "kind": slot.kind,
+        "distinct": slot.distinct,
+        "distinct_exact": slot.distinct_exact,
+        "top": [{"value": _text(value), "objects": objects} for value, objects in slot.top],
+    }
+
+
 def _cluster_json(report: Report, cluster: Cluster, object_size: int) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "template": _text(cluster.template),
         **report.counts(cluster),
         "typical_offset": cluster.typical_offset,
-        "distinct_members": len(cluster.members),
+        "distinct_members": cluster.distinct_members,
+        "distinct_members_exact": cluster.members_exact,
+        "allocator_fill": cluster.fill is not None,
+        "fill_byte": None if cluster.fill is None else f"{cluster.fill:#04x}",
+        "slots": [_slot_json(slot) for slot in cluster.slots],
         "members": [
             {"text": _text(m.text), **report.counts(m)} for m in cluster.members[:MEMBERS_SHOWN]
         ],
@@ -147,9 +160,10 @@ def to_json_dict(report: Report, top: int | None = None) -> dict[str, Any]:
         "totals": {
             "fragments": len(report.fragments),
             "clusters": len(report.clusters),
-            "objects": sum(f.objects for f in report.fragments),
-            "occurrences": sum(f.occurrences for f in report.fragments),
-            "in_context": sum(f.in_context for f in report.fragments),
+            # Clusters hold every count, folded members too (see scan.complete).
+            "objects": sum(c.objects for c in report.clusters),
+            "occurrences": sum(c.occurrences for c in report.clusters),
+            "in_context": sum(c.in_context for c in report.clusters),
         },
         "fragments": [_fragment_json(report, f) for f in report.fragments[:top]],
         "clusters": [_cluster_json(report, c, object_size) for c in report.clusters[:top]],
@@ -236,6 +250,7 @@ def _header_lines(report: Report) -> list[str]:
             f"SAMPLED: {sample['slabs_sampled']} of {sample['slabs_total']} slabs "
             f"(seed {sample['seed']}); counts scaled to the cache, ~ marks estimates"
         )
+    lines += _bound_lines(scan)
     if report.partial:
         progress = report.progress
         lines.append(
@@ -243,6 +258,25 @@ def _header_lines(report: Report) -> list[str]:
             f"{progress.get('slabs_found')} slabs"
         )
     return [terminal_escape(line) for line in lines]
+
+
+def _bound_lines(scan: dict[str, Any]) -> list[str]:
+    """What the memory bound (--max-fragments) did, when it did anything."""
+    lines = []
+    if not scan.get("exact", True):
+        lines.append(
+            f"INEXACT: {scan.get('dropped_fragments')} rare fragments fitting no template were "
+            f"dropped (--max-fragments {scan.get('max_fragments')}); counts may be short by "
+            f"up to {scan.get('error_bound')} per dropped member"
+        )
+    if scan.get("folded_fragments"):
+        lines.append(
+            f"folded: {scan['folded_fragments']} member fragments counted into "
+            f"{scan.get('folded_templates')} templates only (--max-fragments "
+            f"{scan.get('max_fragments')}); template counts "
+            + ("exact" if scan.get("exact", True) else "as above")
+        )
+    return lines
 
 
 def _shown_template(template: bytes) -> str:

@@ -27,8 +27,8 @@ from drgn import Object
 
 from dumpminer.dump import Dump, open_dump
 from dumpminer.errors import DumpminerError
-from dumpminer.fragments import FragmentTally
 from dumpminer.mine import MineOptions, mine_pages
+from dumpminer.tally import FragmentTally
 from dumpminer.walk import SlabPage, WalkStats
 
 #: Seconds between two looks at the workers' progress.

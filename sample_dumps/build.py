@@ -71,9 +71,15 @@ COUNTER_MODULUS = 997
 SESSION_MODULUS = 1021
 RULE_MAGIC = 0xA5D7
 SESSION_MAGIC = 0xA5D8
+STATE_MAGIC = 0xA5D9
+NAME_MODULUS = 1499
+NAME_SCRAMBLE = 389
+CONSONANTS = "bdfgklmnprstvz"
+VOWELS = "aeiou"
 STRING_OFFSET = 16
 COUNTER_TEMPLATE = "t.point.<NUM>"
 SESSION_TEMPLATE = "SESSION-<HEX>"
+STATE_TEMPLATE = "/opt/agent/state/<*>.json"
 
 
 @dataclass(frozen=True)
@@ -83,28 +89,40 @@ class SampleSpec:
     reloads: int  # rule reloads, each leaking len(RULE_SET) kmalloc-32 records
     counters: int  # kmalloc-32 records "t.point.%05u"
     sessions: int  # kmalloc-64 records "SESSION-%08X"
+    states: int  # kmalloc-128 records "/opt/agent/state/%s.json" (names of letters)
     guest_memory_mib: int
     boot_timeout_s: float
+    #: Extra kernel command line, e.g. "slub_debug=FZPU" (red zones, poison, tracks).
+    boot_options: str = ""
 
     def params(self) -> dict[str, int]:
         """Module parameters, as passed to leaky_agent."""
-        return {"reloads": self.reloads, "counters": self.counters, "sessions": self.sessions}
+        return {"reloads": self.reloads, "counters": self.counters, "sessions": self.sessions,
+                "states": self.states}
 
 
 SAMPLES: dict[str, SampleSpec] = {
-    # ~41,000 kmalloc-32 and 3,000 kmalloc-64 records in a 512 MiB guest.
+    # ~41,000 kmalloc-32, 3,000 kmalloc-64 and 4,000 kmalloc-128 records in a 512 MiB guest.
     "seed": SampleSpec(
-        reloads=6000, counters=5000, sessions=3000, guest_memory_mib=512, boot_timeout_s=180
+        reloads=6000, counters=5000, sessions=3000, states=4000, guest_memory_mib=512,
+        boot_timeout_s=180,
+    ),
+    # seed booted with slub_debug=FZPU: every cache gets red zones, poison (objects hold
+    # runs of 'k' and 'Z'), alloc/free tracks, and no cache is merged with another.
+    "slub-debug": SampleSpec(
+        reloads=6000, counters=5000, sessions=3000, states=4000, guest_memory_mib=512,
+        boot_timeout_s=240, boot_options="slub_debug=FZPU",
     ),
     # 3,100,000 kmalloc-32 and 20,000 kmalloc-64 records in a 4 GiB guest (benchmarks).
     "big": SampleSpec(
-        reloads=500_000, counters=100_000, sessions=20_000, guest_memory_mib=4096,
+        reloads=500_000, counters=100_000, sessions=20_000, states=20_000, guest_memory_mib=4096,
         boot_timeout_s=900,
     ),
     # 31,000,000 kmalloc-32 records in a 6 GiB guest: 10x big, to check that
     # mining time grows linearly with objects (docs/performance.md).
     "huge": SampleSpec(
-        reloads=5_000_000, counters=1_000_000, sessions=20_000, guest_memory_mib=6144,
+        reloads=5_000_000, counters=1_000_000, sessions=20_000, states=20_000,
+        guest_memory_mib=6144,
         boot_timeout_s=1800,
     ),
 }
@@ -119,6 +137,13 @@ def session_value(i: int) -> int:
     return 0x0A000000 | ((k * 2654435761) & 0x00FFFFFF)  # second digit is always 'A'
 
 
+def state_name(i: int) -> str:
+    """The name in state record i, as state_name() in leaky_agent.c makes it."""
+    j = (i % NAME_MODULUS) * NAME_SCRAMBLE % NAME_MODULUS
+    syllables = (j % 70, j // 70 % 70, j * 7 % 70)[: 3 if j % 3 == 0 else 2]
+    return "".join(CONSONANTS[s % 14] + VOWELS[s // 14] for s in syllables)
+
+
 def planted(spec: SampleSpec) -> dict[str, Any]:
     """The manifest's "planted" section: exact object counts per string and template."""
     small: Counter[str] = Counter()
@@ -126,12 +151,16 @@ def planted(spec: SampleSpec) -> dict[str, Any]:
         small[comp] += spec.reloads
     small.update(f"t.point.{i % COUNTER_MODULUS:05d}" for i in range(spec.counters))
     sessions = Counter(f"SESSION-{session_value(i):08X}" for i in range(spec.sessions))
+    states = Counter(f"/opt/agent/state/{state_name(i)}.json" for i in range(spec.states))
     return {
         "kmalloc-32": _family(
             small, 32, RULE_MAGIC, {COUNTER_TEMPLATE: spec.counters} if spec.counters else {}
         ),
         "kmalloc-64": _family(
             sessions, 64, SESSION_MAGIC, {SESSION_TEMPLATE: spec.sessions} if spec.sessions else {}
+        ),
+        "kmalloc-128": _family(
+            states, 128, STATE_MAGIC, {STATE_TEMPLATE: spec.states} if spec.states else {}
         ),
     }
 
@@ -505,7 +534,8 @@ class Qmp:
 
 def kernel_cmdline(spec: SampleSpec) -> str:
     params = " ".join(f"leaky_agent.{k}={v}" for k, v in spec.params().items())
-    return f"console=ttyS0 panic=-1 loglevel=7 {params}"
+    extra = f" {spec.boot_options}" if spec.boot_options else ""
+    return f"console=ttyS0 panic=-1 loglevel=7{extra} {params}"
 
 
 def start_qemu(
@@ -697,6 +727,7 @@ def sample_key(spec: SampleSpec, release: str, dump_level: int) -> str:
         "dump_level": dump_level,
         "sources": sources_digest(),
         "params": spec.params(),
+        "boot_options": spec.boot_options,
         "guest_memory_mib": spec.guest_memory_mib,
         "kernel_release": release,
     }, sort_keys=True)
@@ -716,8 +747,8 @@ def reusable(manifest_path: Path, key: str) -> bool:
 
 
 def check_planted(counts: dict[str, int], expected: dict[str, Any], work: Path) -> None:
-    got = (counts.get("planted32"), counts.get("planted64"))
-    want = (expected["kmalloc-32"]["objects"], expected["kmalloc-64"]["objects"])
+    got = (counts.get("planted32"), counts.get("planted64"), counts.get("planted128"))
+    want = tuple(expected[f"kmalloc-{size}"]["objects"] for size in (32, 64, 128))
     if got != want:
         raise BuildError(f"module planted {got}, expected {want}\n{serial_tail(work)}")
 
@@ -794,6 +825,7 @@ def build_sample(sample: str = "seed", series: str = DEFAULT_SERIES,
             "vmlinuz": str(kernel.vmlinuz),
             "system_map": str(kernel.system_map) if kernel.system_map else None,
             "guest_memory_mib": spec.guest_memory_mib,
+            "boot_options": spec.boot_options,
             "dumps": dump_entries(final, FILTER_DUMP_LEVEL[series]),
             "module": {"name": "leaky_agent", "params": spec.params()},
             "planted": expected,

@@ -8,7 +8,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dumpminer.fragments import FragmentTally, printable_runs, scan_runs
+from dumpminer.fragments import printable_runs, scan_runs
+from dumpminer.cluster import TemplateIndex, cluster_fragments, masked
+from dumpminer.tally import FragmentTally
 
 
 def rows_of(*objects: bytes) -> np.ndarray:
@@ -119,17 +121,27 @@ def test_bounded_tally_keeps_heavy_hitters_within_error_bound(
         bounded.add_objects(rows, addresses, 3)
     assert len(bounded.fragments) <= max_fragments
     assert bounded.exact == (bounded.error_bound == 0)
+    folded = TemplateIndex(t.key for t in bounded.templates)
     for text, truth in exact.fragments.items():
         kept = bounded.fragments.get(text)
         if kept is None:
-            assert truth.occurrences <= bounded.error_bound
+            # Counted into a folded template, or dropped as rare.
+            assert folded.find(masked(text)) is not None or truth.occurrences <= bounded.error_bound
         else:
             assert truth.objects - bounded.error_bound <= kept.objects <= truth.objects
             assert truth.occurrences - bounded.error_bound <= kept.occurrences <= truth.occurrences
+    # Nothing is lost between fragments, folded templates and dropped texts.
+    total = sum(f.objects for f in exact.fragments.values())
+    held = sum(f.objects for f in bounded.fragments.values())
+    held += sum(t.objects for t in bounded.templates)
+    assert total - bounded.dropped_fragments * bounded.error_bound <= held <= total
+    if bounded.exact:
+        assert held == total
 
 
 def test_bounded_tally_drops_noise_and_says_so() -> None:
-    noise = [b"\0n%03d\0\0" % i for i in range(100)]
+    # Distinct words with nothing in common: no template can fold them.
+    noise = [b"\0" + bytes([97 + i % 26, 97 + i // 26 % 26, 113]) + b"\0\0" for i in range(100)]
     rows = rows_of(*([b"\0leak\0\0\0"] * 50 + noise))
     tally = FragmentTally(10)
     tally.add_objects(rows, np.arange(len(rows), dtype=np.uint64), 3)
@@ -205,3 +217,24 @@ def test_an_address_seen_twice_is_one_example() -> None:
     addresses = np.array([50, 10, 20, 30, 40, 20], dtype=np.uint64)
     scan = scan_runs(rows, 3, addresses)
     assert scan.examples[0].tolist() == [10, 20, 30, 40, 50]
+
+
+def test_a_template_stays_exact_far_below_the_bound() -> None:
+    """An id per record: 997 distinct members, room for 20 fragments, exact count."""
+    leak = [b"\0t.point.%05d\0" % (i % 997) for i in range(5000)]
+    names = [b"\0/opt/s/%s.json\0" % bytes([97 + i % 26, 97 + i // 26 % 26]) for i in range(600)]
+    noise = [b"\0usr\0", b"\0tmp\0"] * 300
+    objects = leak + names + noise
+    tally = FragmentTally(20)
+    for i in range(0, len(objects), 64):
+        rows = rows_of(*objects[i : i + 64])
+        tally.add_objects(rows, np.arange(i, i + len(rows), dtype=np.uint64) * 32, 3)
+    assert tally.exact and not tally.complete and len(tally) <= 20
+    clusters = {c.template: c for c in cluster_fragments(list(tally.fragments.values()),
+                                                        tally.templates)}
+    assert clusters[b"t.point.<NUM>"].objects == 5000
+    assert clusters[b"/opt/s/<*>.json"].objects == 600
+    assert clusters[b"usr"].objects == clusters[b"tmp"].objects == 300
+    [slot] = clusters[b"t.point.<NUM>"].slots
+    assert (slot.kind, slot.distinct, slot.distinct_exact) == ("num", 997, True)
+    assert clusters[b"t.point.<NUM>"].examples == [i * 32 for i in range(5)]

@@ -12,7 +12,9 @@
  *   reloads   rule reloads; each leaks one set of NR_SET_COMPONENTS kmalloc-32 records
  *   counters  kmalloc-32 records "t.point.%05u" with value i % COUNTER_MODULUS
  *   sessions  kmalloc-64 records "SESSION-%08X" (see session_value())
- * Read-only results: planted32, planted64 (records actually allocated).
+ *   states    kmalloc-128 records "/opt/agent/state/%s.json", the name made of letters only
+ *             (see state_name()): a leak whose strings differ in words, not numbers
+ * Read-only results: planted32, planted64, planted128 (records actually allocated).
  */
 #include <linux/build_bug.h>
 #include <linux/kernel.h>
@@ -26,8 +28,11 @@
 
 #define RULE_MAGIC	0xa5d7	/* little endian: bytes d7 a5, not printable */
 #define SESSION_MAGIC	0xa5d8	/* little endian: bytes d8 a5, not printable */
+#define STATE_MAGIC	0xa5d9	/* little endian: bytes d9 a5, not printable */
 #define COUNTER_MODULUS	997
 #define SESSION_MODULUS	1021
+#define NAME_MODULUS	1499	/* distinct state names (prime) */
+#define NAME_SCRAMBLE	389	/* coprime with NAME_MODULUS: name order is not index order */
 #define COUNTER_SET	8	/* counter records are chained in sets of this many */
 
 enum rule_type {
@@ -36,6 +41,7 @@ enum rule_type {
 	RULE_GLOB_FILE = 3,	/* a file name pattern */
 	RULE_FILE = 4,		/* a concrete file name */
 	RULE_SESSION = 5,	/* a session tag (kmalloc-64 family) */
+	RULE_STATE = 6,		/* a per-name state file (kmalloc-128 family) */
 };
 
 struct rule_rec {		/* 32 bytes -> kmalloc-32 */
@@ -59,6 +65,17 @@ struct session_rec {		/* 64 bytes -> kmalloc-64 */
 };
 static_assert(sizeof(struct session_rec) == 64, "session_rec must be 64 bytes");
 static_assert(offsetof(struct session_rec, comp) == 16, "comp must start at offset 16");
+
+struct state_rec {		/* 128 bytes -> kmalloc-128 */
+	u8 len;			/* strlen(path), < 0x70 */
+	u8 type;		/* RULE_STATE */
+	u16 magic;		/* STATE_MAGIC */
+	u32 gen_lo_zero;	/* always 0 */
+	struct state_rec *next;	/* previous state record, NULL for the first */
+	char path[112];		/* NUL-terminated, NUL-padded "/opt/agent/state/%s.json" */
+};
+static_assert(sizeof(struct state_rec) == 128, "state_rec must be 128 bytes");
+static_assert(offsetof(struct state_rec, path) == 16, "path must start at offset 16");
 
 struct component {
 	const char *text;
@@ -88,6 +105,10 @@ static uint sessions = 3000;
 module_param(sessions, uint, 0444);
 MODULE_PARM_DESC(sessions, "leaked kmalloc-64 records SESSION-%08X");
 
+static uint states = 4000;
+module_param(states, uint, 0444);
+MODULE_PARM_DESC(states, "leaked kmalloc-128 records /opt/agent/state/<name>.json");
+
 static ulong planted32;
 module_param(planted32, ulong, 0444);
 MODULE_PARM_DESC(planted32, "kmalloc-32 records allocated (read-only result)");
@@ -96,9 +117,14 @@ static ulong planted64;
 module_param(planted64, ulong, 0444);
 MODULE_PARM_DESC(planted64, "kmalloc-64 records allocated (read-only result)");
 
+static ulong planted128;
+module_param(planted128, ulong, 0444);
+MODULE_PARM_DESC(planted128, "kmalloc-128 records allocated (read-only result)");
+
 /* Keep the newest head of each family reachable, as a real agent would. */
 static struct rule_rec *current_rules;
 static struct session_rec *last_session;
+static struct state_rec *last_state;
 
 static struct rule_rec *new_rule(const char *text, u8 type, struct rule_rec *next)
 {
@@ -198,6 +224,52 @@ static int plant_sessions(void)
 	return 0;
 }
 
+/*
+ * The name of state record i: two or three consonant-vowel syllables ("kelo", "vimaru"),
+ * letters only, so no part of it is a number. j below is a bijection of i % NAME_MODULUS,
+ * and its first two base-70 digits (70 syllables) already tell names apart: NAME_MODULUS
+ * distinct names, none longer than 6 letters.
+ */
+static void state_name(uint i, char *buf)
+{
+	static const char consonants[] = "bdfgklmnprstvz";	/* 14 */
+	static const char vowels[] = "aeiou";			/* 5 */
+	u32 j = (i % NAME_MODULUS) * NAME_SCRAMBLE % NAME_MODULUS;
+	u32 syllables[3] = { j % 70, j / 70 % 70, j * 7 % 70 };
+	int count = j % 3 == 0 ? 3 : 2;
+	int k;
+
+	for (k = 0; k < count; k++) {
+		*buf++ = consonants[syllables[k] % 14];
+		*buf++ = vowels[syllables[k] / 14];
+	}
+	*buf = '\0';
+}
+
+static int plant_states(void)
+{
+	struct state_rec *rec;
+	char name[8];
+	uint i;
+
+	for (i = 0; i < states; i++) {
+		rec = kmalloc(sizeof(*rec), GFP_KERNEL);
+		if (!rec)
+			return -ENOMEM;
+		memset(rec, 0, sizeof(*rec));
+		state_name(i, name);
+		rec->len = snprintf(rec->path, sizeof(rec->path), "/opt/agent/state/%s.json", name);
+		rec->type = RULE_STATE;
+		rec->magic = STATE_MAGIC;
+		rec->next = last_state;
+		last_state = rec;
+		planted128++;
+		if (i % 4096 == 0)
+			cond_resched();
+	}
+	return 0;
+}
+
 static int __init leaky_agent_init(void)
 {
 	uint r;
@@ -213,10 +285,12 @@ static int __init leaky_agent_init(void)
 	err = plant_counters();
 	if (!err)
 		err = plant_sessions();
+	if (!err)
+		err = plant_states();
 	if (err)
 		return err;
-	pr_info("leaky_agent: planted kmalloc-32=%lu kmalloc-64=%lu (rules at %px)\n",
-		planted32, planted64, current_rules);
+	pr_info("leaky_agent: planted kmalloc-32=%lu kmalloc-64=%lu kmalloc-128=%lu (rules at %px)\n",
+		planted32, planted64, planted128, current_rules);
 	return 0;
 }
 
@@ -224,4 +298,4 @@ static int __init leaky_agent_init(void)
 module_init(leaky_agent_init);
 
 MODULE_LICENSE("GPL");
-MODULE_DESCRIPTION("Leaks rule records into kmalloc-32/64 for dumpminer sample vmcores");
+MODULE_DESCRIPTION("Leaks rule records into kmalloc-32/64/128 for dumpminer sample vmcores");

@@ -1,0 +1,616 @@
+"""
+The tally: counts of every fragment of a walk, fed one batch at a time, in
+bounded memory that never loses a leak's template.
+
+Counts live in numpy arrays indexed by a fragment id, so adding a batch is a
+few array operations plus one dict lookup per distinct text; the
+:class:`~dumpminer.fragments.Fragment` objects are built once, at the end.
+
+Memory is bounded by *max_fragments* distinct texts. A leak with an id per
+record (``t.point.<NUM>`` with a million values, a file name per record) has
+as many distinct texts as records, each one rare, so dropping the rarest
+texts (lossy counting) would drop the leak itself. When the tally is full it
+therefore first **folds**: it clusters the texts it holds
+(:func:`dumpminer.cluster.group_texts`) and moves every member of a
+template, but its few heaviest, into one
+:class:`~dumpminer.cluster.FoldedTemplate` that keeps the counts exactly and
+bounds the per-member detail (top slot values). Texts arriving later that fit
+a folded template are counted into it directly. Only texts that fit no
+template are then dropped, rarest first, and :attr:`FragmentTally.error_bound`
+grows by the largest count dropped: a text still in the tally, and every
+cluster, is short of its true count by at most that bound.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from dumpminer.cluster import (
+    FILL,
+    MIN_DISTINCT,
+    Cluster,
+    FoldedTemplate,
+    TemplateIndex,
+    group_texts,
+    masked,
+    slot_values,
+)
+from dumpminer.fragments import _NO_ADDRESS, EXAMPLES, BatchCounts, Fragment, count_context
+from dumpminer.fragments import count_objects as count_objects
+
+#: Distinct fragments a tally keeps before it folds templates and drops the
+#: rarest (about 0.5 KiB of memory each once reported).
+DEFAULT_MAX_FRAGMENTS = 1_000_000
+
+#: Members of a folded template kept as fragments of their own (the heaviest).
+MEMBERS_KEPT = max(10, MIN_DISTINCT)
+
+_EMPTY_I64: npt.NDArray[np.int64] = np.zeros(0, np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """One cluster's per-slab sums, for sampling intervals (dumpminer/sample.py)."""
+
+    square: float
+    cross: float
+
+
+class FragmentTally:
+    """
+    Counts of every fragment, fed one batch of objects at a time; see the
+    module docstring for how memory stays bounded.
+
+    Batches can come in any order and from several workers; :meth:`merge`
+    adds two tallies, and while nothing was folded or dropped the result
+    does not depend on the order.
+    """
+
+    def __init__(
+        self, max_fragments: int | None = DEFAULT_MAX_FRAGMENTS, per_slab: bool = False
+    ) -> None:
+        self.max_fragments = max_fragments
+        #: Keep (fragment, slab, objects) triples, for per-cluster sampling sums.
+        self.per_slab = per_slab
+        self.slabs_seen = 0
+        self.slab_objects = 0
+        self.slab_objects_square = 0
+        #: How many counts any kept fragment or cluster may be short by; 0 while exact.
+        self.error_bound = 0
+        #: Distinct fragments dropped (a text dropped twice counts twice).
+        self.dropped_fragments = 0
+        #: Member texts counted into a folded template instead of kept (a
+        #: text folded in two batches counts twice).
+        self.folded_fragments = 0
+        self._index: dict[bytes, int] = {}
+        self._texts: list[bytes] = []
+        self._objects = np.zeros(0, np.int64)
+        self._occurrences = np.zeros(0, np.int64)
+        self._in_context = np.zeros(0, np.int64)
+        #: The lowest addresses of each fragment, ascending, padded with _NO_ADDRESS.
+        self._examples = np.zeros((0, EXAMPLES), np.uint64)
+        self._slab_square = np.zeros(0, np.float64)
+        self._slab_cross = np.zeros(0, np.float64)
+        #: (fragment ids, offsets, runs) pieces, reduced now and then.
+        self._offsets: list[tuple[npt.NDArray[np.int64], ...]] = []
+        self._offset_entries = 0
+        #: Folded templates, in the order they were made; their "id" in the
+        #: per-slab triples is -(position + 1).
+        self._templates: dict[bytes, FoldedTemplate] = {}
+        self._template_ids: dict[bytes, int] = {}
+        self._template_index = TemplateIndex()
+        #: Per-slab triples (fragment or template id, slab, objects) and slab sizes.
+        self._spread: list[tuple[npt.NDArray[np.int64], ...]] = []
+        self._slab_sizes: list[npt.NDArray[np.int64]] = []
+        self._built: dict[bytes, Fragment] | None = None
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    @property
+    def exact(self) -> bool:
+        """True while no fragment was ever dropped: every count is exact."""
+        return self.dropped_fragments == 0
+
+    @property
+    def complete(self) -> bool:
+        """True while every distinct fragment is listed (nothing folded or dropped)."""
+        return self.exact and not self._templates
+
+    @property
+    def templates(self) -> list[FoldedTemplate]:
+        """The folded templates, for :func:`~dumpminer.cluster.cluster_fragments`."""
+        return list(self._templates.values())
+
+    @property
+    def fragments(self) -> dict[bytes, Fragment]:
+        """Every fragment counted so far (and not folded or dropped), by text."""
+        if self._built is None:
+            n = len(self._texts)
+            ids, at, runs = self._reduced_offsets()
+            # The reduced triples are sorted by id: each fragment's offsets
+            # are one slice of them. Most fragments have one offset.
+            bounds = np.searchsorted(ids, np.arange(n + 1))
+            at_list, runs_list = at.tolist(), runs.tolist()
+            offsets: list[dict[int, int]] = [
+                {at_list[lo]: runs_list[lo]} if hi - lo == 1 else dict(
+                    zip(at_list[lo:hi], runs_list[lo:hi], strict=True)
+                )
+                for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+            ]
+            # Rows are ascending with the padding last: keep each row's head.
+            table = self._examples[:n]
+            kept = np.count_nonzero(table != _NO_ADDRESS, axis=1)
+            examples = [row[:k] for row, k in zip(table.tolist(), kept.tolist(), strict=True)]
+            fragments = map(
+                Fragment,
+                self._texts,
+                self._objects[:n].tolist(),
+                self._occurrences[:n].tolist(),
+                self._in_context[:n].tolist(),
+                offsets,
+                examples,
+                self._slab_square[:n].tolist(),
+                self._slab_cross[:n].tolist(),
+            )
+            self._built = dict(zip(self._texts, fragments, strict=True))
+        return self._built
+
+    def add_objects(
+        self, rows: npt.NDArray[np.uint8], addresses: npt.NDArray[np.uint64], min_length: int
+    ) -> None:
+        """
+        Count the fragments in a batch of objects: row ``i`` of *rows* is the
+        bytes of the object at ``addresses[i]``.
+        """
+        self.absorb(count_objects(rows, addresses, min_length))
+
+    def add_context(self, rows: npt.NDArray[np.uint8], min_length: int) -> None:
+        """Count the fragments in a batch of context windows (one per row)."""
+        self.absorb(count_context(rows, min_length))
+
+    def absorb(self, counts: BatchCounts) -> None:
+        """Add a batch counted by :func:`count_objects` or :func:`count_context`."""
+        first_slab = self.slabs_seen
+        if counts.slab_sizes is not None:
+            sizes = counts.slab_sizes
+            self.slabs_seen += len(sizes)
+            self.slab_objects += int(sizes.sum())
+            self.slab_objects_square += int((sizes * sizes).sum())
+            if self.per_slab:
+                self._slab_sizes.append(sizes)
+        if not counts.texts:
+            return
+        ids = self._ids(counts.texts)
+        routed = ids < 0
+        if routed.any():
+            self._fold_batch(counts, ids)
+        if counts.slab_sizes is not None and len(counts.slab_text):
+            self._add_spread(ids, counts, first_slab)
+        kept = ~routed
+        if not kept.all():
+            counts, ids = _subset(counts, kept), ids[kept]
+        if counts.context:
+            self._in_context[ids] += counts.occurrences
+        else:
+            self._objects[ids] += counts.objects
+            self._occurrences[ids] += counts.occurrences
+            self._add_offsets(ids[counts.offset_text], counts.offset_at, counts.offset_runs)
+            self._add_examples(ids, counts.examples)
+        self._bound()
+
+    def merge(self, other: FragmentTally) -> None:
+        """Add every count of *other* into this tally."""
+        n = len(other)
+        # Template codes of *other* (-(id + 1)) -> this tally's codes.
+        codes = np.zeros(len(other._template_ids) + 1, np.int64)
+        for key, their_id in other._template_ids.items():
+            _add_template(self._template(key), other._templates[key])
+            codes[their_id + 1] = -(self._template_ids[key] + 1)
+        if n or other._spread:
+            ids = self._ids(other._texts, route=False)
+            self._objects[ids] += other._objects[:n]
+            self._occurrences[ids] += other._occurrences[:n]
+            self._in_context[ids] += other._in_context[:n]
+            their_ids, at, runs = other._reduced_offsets()
+            self._add_offsets(ids[their_ids], at, runs)
+            self._add_examples(ids, other._examples[:n])
+            self._slab_square[ids] += other._slab_square[:n]
+            self._slab_cross[ids] += other._slab_cross[:n]
+            for who, slab, objects in other._spread:
+                mapped = np.where(who >= 0, ids[np.maximum(who, 0)], codes[np.maximum(-who, 0)])
+                self._spread.append((mapped, slab + self.slabs_seen, objects))
+        self._slab_sizes += other._slab_sizes
+        self.slabs_seen += other.slabs_seen
+        self.slab_objects += other.slab_objects
+        self.slab_objects_square += other.slab_objects_square
+        self.error_bound += other.error_bound
+        self.dropped_fragments += other.dropped_fragments
+        self.folded_fragments += other.folded_fragments
+        self._bound()
+
+    def cluster_spreads(self, clusters: list[Cluster]) -> list[Spread]:
+        """
+        Each cluster's per-slab sums over the slabs read: sum of (objects of
+        the slab in the cluster)^2, and of that count times the slab's
+        objects. Exact for any clustering, as the tally keeps its per-slab
+        triples (sampling reads few slabs).
+        """
+        if not self._spread:
+            return [Spread(0.0, 0.0) for _ in clusters]
+        n = len(self._texts)
+        of_text = np.full(n, -1, np.int64)
+        of_template = np.full(len(self._template_ids), -1, np.int64)
+        for c, cluster in enumerate(clusters):
+            for member in cluster.members:
+                i = self._index.get(member.text)
+                if i is not None:
+                    of_text[i] = c
+            for key in cluster.folded:
+                of_template[self._template_ids[key]] = c
+        who = np.concatenate([piece[0] for piece in self._spread])
+        slab = np.concatenate([piece[1] for piece in self._spread])
+        objects = np.concatenate([piece[2] for piece in self._spread]).astype(np.float64)
+        which = np.where(who >= 0, of_text[np.maximum(who, 0)], of_template[-who - 1])
+        known = which >= 0
+        which, slab, objects = which[known], slab[known], objects[known]
+        sizes = np.concatenate(self._slab_sizes).astype(np.float64)
+        pairs, where = np.unique(which * self.slabs_seen + slab, return_inverse=True)
+        per_pair = np.bincount(where.ravel(), weights=objects)
+        cluster_of_pair = pairs // self.slabs_seen
+        square = np.bincount(cluster_of_pair, weights=per_pair * per_pair, minlength=len(clusters))
+        cross = np.bincount(
+            cluster_of_pair,
+            weights=per_pair * sizes[pairs % self.slabs_seen],
+            minlength=len(clusters),
+        )
+        return [Spread(float(s), float(x)) for s, x in zip(square, cross, strict=True)]
+
+    # --- Ids, and counts that join a folded template ----------------------------
+
+    def _ids(self, texts: list[bytes], route: bool = True) -> npt.NDArray[np.int64]:
+        """
+        The ids of *texts* (distinct), giving new ones to new texts; a new
+        text that fits a folded template gets -(template id + 1) instead.
+        """
+        self._built = None
+        index, known = self._index, self._texts
+        # Known texts are looked up in one pass in C; only new ones need Python.
+        found: list[int | None] = list(map(index.get, texts))
+        template_index = self._template_index if route else None
+        for k in [k for k, i in enumerate(found) if i is None]:
+            if template_index:
+                key = template_index.find(masked(texts[k]))
+                if key is not None:
+                    found[k] = -(self._template_ids[key] + 1)
+                    continue
+            found[k] = index[texts[k]] = len(known)
+            known.append(texts[k])
+        self._reserve(len(known))
+        return np.array(found, dtype=np.int64)
+
+    def _template(self, key: bytes) -> FoldedTemplate:
+        """The folded template *key*, made if new."""
+        template = self._templates.get(key)
+        if template is None:
+            template = self._templates[key] = FoldedTemplate(key)
+            self._template_ids[key] = len(self._template_ids)
+            self._template_index.add(key)
+        return template
+
+    def _fold_batch(self, counts: BatchCounts, ids: npt.NDArray[np.int64]) -> None:
+        """Count the texts of a batch that fit a folded template into it."""
+        keys = list(self._template_ids)  # by id: ids are given in insertion order
+        routed = np.flatnonzero(ids < 0).tolist()
+        offsets: dict[int, list[tuple[int, int]]] = {}
+        if not counts.context:
+            rows = np.flatnonzero(ids[counts.offset_text] < 0)
+            for text, at, runs in zip(
+                counts.offset_text[rows].tolist(),
+                counts.offset_at[rows].tolist(),
+                counts.offset_runs[rows].tolist(),
+                strict=True,
+            ):
+                offsets.setdefault(text, []).append((at, runs))
+        for k in routed:
+            template = self._templates[keys[-int(ids[k]) - 1]]
+            if counts.context:
+                template.in_context += int(counts.occurrences[k])
+                continue
+            objects = int(counts.objects[k])
+            template.objects += objects
+            template.occurrences += int(counts.occurrences[k])
+            for at, runs in offsets.get(k, ()):
+                template.offsets[at] = template.offsets.get(at, 0) + runs
+            row = counts.examples[k]
+            template.examples = _lowest(template.examples, row[row != _NO_ADDRESS].tolist())
+            template.add_values(slot_values(template.key, counts.texts[k]), objects)
+            self.folded_fragments += 1
+
+    # --- Per-slab sums (sampling) ------------------------------------------------
+
+    def _add_spread(
+        self, ids: npt.NDArray[np.int64], counts: BatchCounts, first_slab: int
+    ) -> None:
+        """Add one batch's per-slab sums per fragment, and keep its triples."""
+        assert counts.slab_sizes is not None
+        n = len(self._texts)
+        who = ids[counts.slab_text]
+        objects = counts.slab_objects.astype(np.float64)
+        size = counts.slab_sizes[counts.slab_index].astype(np.float64)
+        mine = who >= 0
+        self._slab_square[:n] += np.bincount(
+            who[mine], weights=(objects * objects)[mine], minlength=n
+        )
+        self._slab_cross[:n] += np.bincount(who[mine], weights=(objects * size)[mine], minlength=n)
+        if self.per_slab:
+            self._spread.append((who, counts.slab_index + first_slab, counts.slab_objects))
+
+    # --- Arrays ------------------------------------------------------------------
+
+    def _reserve(self, n: int) -> None:
+        """Make the arrays hold at least *n* fragments."""
+        have = len(self._objects)
+        if n <= have:
+            return
+        grow = max(n, 2 * have, 1024) - have
+        zeros = np.zeros(grow, np.int64)
+        self._objects = np.concatenate([self._objects, zeros])
+        self._occurrences = np.concatenate([self._occurrences, zeros])
+        self._in_context = np.concatenate([self._in_context, zeros])
+        empty = np.full((grow, EXAMPLES), _NO_ADDRESS, np.uint64)
+        self._examples = np.concatenate([self._examples, empty])
+        floats = np.zeros(grow, np.float64)
+        self._slab_square = np.concatenate([self._slab_square, floats])
+        self._slab_cross = np.concatenate([self._slab_cross, floats])
+
+    def _add_offsets(
+        self,
+        ids: npt.NDArray[np.int64],
+        at: npt.NDArray[np.int64],
+        runs: npt.NDArray[np.int64],
+    ) -> None:
+        self._offsets.append((ids, at, runs))
+        self._offset_entries += len(ids)
+        if self._offset_entries > 4 * len(self._texts) + 100_000:
+            self._reduced_offsets()
+
+    def _reduced_offsets(
+        self,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Sum the offset pieces into one (id, offset, runs) triple of arrays."""
+        if not self._offsets:
+            return _EMPTY_I64, _EMPTY_I64, _EMPTY_I64
+        ids = np.concatenate([piece[0] for piece in self._offsets])
+        at = np.concatenate([piece[1] for piece in self._offsets])
+        runs = np.concatenate([piece[2] for piece in self._offsets])
+        keys, where = np.unique((ids << 32) | at, return_inverse=True)
+        total = np.zeros(len(keys), np.int64)
+        np.add.at(total, where.ravel(), runs)
+        reduced = (keys >> 32, keys & 0xFFFFFFFF, total)
+        self._offsets = [reduced]
+        self._offset_entries = len(keys)
+        return reduced
+
+    def _add_examples(self, ids: npt.NDArray[np.int64], lowest: npt.NDArray[np.uint64]) -> None:
+        """
+        Merge the lowest addresses *lowest* (one padded row per id in *ids*,
+        ids distinct) into the examples table. Only ids whose examples can
+        change are touched: after the first batches of a walk that goes up in
+        address, the handful of texts that are new or still short of examples.
+        """
+        table = self._examples[ids]
+        needy = np.flatnonzero(lowest[:, 0] < table[:, EXAMPLES - 1])
+        if len(needy) == 0:
+            return
+        both = np.sort(np.concatenate([table[needy], lowest[needy]], axis=1), axis=1)
+        # An address seen twice (the same object merged twice) counts once.
+        repeated = both[:, 1:] == both[:, :-1]
+        if repeated.any():
+            both[:, 1:][repeated] = _NO_ADDRESS
+            both.sort(axis=1)
+        self._examples[ids[needy]] = both[:, :EXAMPLES]
+
+    # --- Bounding memory ------------------------------------------------------------
+
+    def _bound(self) -> None:
+        """Fold templates, then drop the rarest texts, once past the bound."""
+        n = len(self._texts)
+        if self.max_fragments is None or n <= self.max_fragments:
+            return
+        room = max(1, self.max_fragments // 2)
+        keep, member_of = self._fold(room)
+        weight = self._occurrences[:n] + self._in_context[:n]
+        if int(keep.sum()) > room:
+            # Drop every text at or below the weight of the room-th heaviest;
+            # a template's kept members are folded into it instead.
+            kept_weight = weight[keep]
+            cut = len(kept_weight) - room
+            threshold = max(1, int(np.partition(kept_weight, cut)[cut]))
+            light = np.flatnonzero(keep & (weight <= threshold)).tolist()
+            fold: dict[bytes, list[int]] = {}
+            dropped = 0
+            for i in light:
+                key = member_of.get(i)
+                if key is None:
+                    dropped += 1
+                else:
+                    fold.setdefault(key, []).append(i)
+                keep[i] = False
+            self._fold_many(fold)
+            if dropped:
+                self.dropped_fragments += dropped
+                self.error_bound += threshold
+        self._compact(keep)
+
+    def _fold(self, room: int) -> tuple[npt.NDArray[np.bool_], dict[int, bytes]]:
+        """
+        Cluster the texts held and fold every template's members but its
+        heaviest few (at most :data:`MEMBERS_KEPT`, fewer when templates are
+        many) into its :class:`FoldedTemplate`. Returns which texts stay,
+        and the template of each member kept.
+        """
+        n = len(self._texts)
+        keep = np.ones(n, np.bool_)
+        old_keys = list(self._templates)
+        groups = group_texts(self._texts, old_keys)
+        templates = [
+            g for g in groups
+            if len(g.members) + len(g.folded) >= 2 or g.key.startswith(FILL)
+        ]  # fmt: skip
+        kept_each = min(MEMBERS_KEPT, room // (2 * len(templates))) if templates else 0
+        weight = (self._occurrences[:n] + self._in_context[:n]).tolist()
+        member_of: dict[int, bytes] = {}
+        folds: dict[bytes, list[int]] = {}
+        for group in templates:
+            template = self._template(group.key)
+            for j in group.folded:
+                old = old_keys[j]
+                if old != group.key:
+                    # Templates that merged on a word slot become one.
+                    _add_template(template, self._templates.pop(old), aligned=False)
+                    self._remap_template(old, group.key)
+            members = sorted(group.members, key=lambda i: (-weight[i], self._texts[i]))
+            for i in members[:kept_each]:
+                member_of[i] = group.key
+            if len(members) > kept_each:
+                folds[group.key] = members[kept_each:]
+                keep[members[kept_each:]] = False
+        self._fold_many(folds)
+        return keep, member_of
+
+    def _fold_many(self, folds: dict[bytes, list[int]]) -> None:
+        """Add the counts of fragments into folded templates: key -> fragment ids."""
+        n = len(self._texts)
+        code = np.full(n, -1, np.int64)
+        keys = list(folds)
+        for t, texts in enumerate(folds.values()):
+            code[texts] = t
+        ids, at, runs = self._reduced_offsets()
+        which = code[ids]
+        sel = which >= 0
+        pairs, where = np.unique((which[sel] << 32) | at[sel], return_inverse=True)
+        total = np.bincount(where.ravel(), weights=runs[sel], minlength=len(pairs))
+        for pair, count in zip(pairs.tolist(), total.astype(np.int64).tolist(), strict=True):
+            offsets = self._templates[keys[pair >> 32]].offsets
+            offsets[pair & 0xFFFFFFFF] = offsets.get(pair & 0xFFFFFFFF, 0) + count
+        for key, texts in folds.items():
+            template = self._templates[key]
+            chosen = np.asarray(texts, np.int64)
+            objects = self._objects[chosen].tolist()
+            template.objects += sum(objects)
+            template.occurrences += int(self._occurrences[chosen].sum())
+            template.in_context += int(self._in_context[chosen].sum())
+            rows = self._examples[chosen]
+            lowest = np.unique(rows[rows != _NO_ADDRESS])[:EXAMPLES].tolist()
+            template.examples = _lowest(template.examples, lowest)
+            for i, count in zip(texts, objects, strict=True):
+                template.add_values(slot_values(key, self._texts[i]), count)
+            self.folded_fragments += len(texts)
+            if self._spread:
+                self._route_spread(texts, self._template_ids[key])
+
+    def _remap_template(self, old: bytes, new: bytes) -> None:
+        """Per-slab triples of template *old* now belong to *new*."""
+        old_code, new_code = -(self._template_ids[old] + 1), -(self._template_ids[new] + 1)
+        self._spread = [
+            (np.where(who == old_code, new_code, who), slab, objects)
+            for who, slab, objects in self._spread
+        ]
+        self._template_index = TemplateIndex(self._templates)
+
+    def _route_spread(self, texts: list[int], template_id: int) -> None:
+        """Per-slab triples of fragments *texts* now belong to a template."""
+        moved = np.zeros(len(self._texts), np.bool_)
+        moved[texts] = True
+        code = -(template_id + 1)
+        self._spread = [
+            (np.where((who >= 0) & moved[np.maximum(who, 0)], code, who), slab, objects)
+            for who, slab, objects in self._spread
+        ]
+
+    def _compact(self, keep: npt.NDArray[np.bool_]) -> None:
+        """Keep only the texts *keep* says, renumbering their ids."""
+        n = len(self._texts)
+        if keep.all():
+            return
+        ids, at, runs = self._reduced_offsets()
+        new_id = np.cumsum(keep) - 1
+        kept_offsets = keep[ids]
+        self._offsets = [(new_id[ids[kept_offsets]], at[kept_offsets], runs[kept_offsets])]
+        self._offset_entries = int(kept_offsets.sum())
+        spread: list[tuple[npt.NDArray[np.int64], ...]] = []
+        for who, slab, objects in self._spread:
+            alive = (who < 0) | keep[np.maximum(who, 0)]
+            who = who[alive]
+            spread.append((np.where(who >= 0, new_id[np.maximum(who, 0)], who), slab[alive],
+                           objects[alive]))
+        self._spread = spread
+        self._texts = [t for t, k in zip(self._texts, keep.tolist(), strict=True) if k]
+        self._index = {text: i for i, text in enumerate(self._texts)}
+        self._objects = self._objects[:n][keep]
+        self._occurrences = self._occurrences[:n][keep]
+        self._in_context = self._in_context[:n][keep]
+        self._examples = self._examples[:n][keep]
+        self._slab_square = self._slab_square[:n][keep]
+        self._slab_cross = self._slab_cross[:n][keep]
+        self._built = None
+
+
+def _lowest(have: list[int], more: list[int]) -> list[int]:
+    """The :data:`EXAMPLES` lowest distinct addresses of two lists."""
+    return sorted(set(have).union(more))[:EXAMPLES]
+
+
+def _add_template(into: FoldedTemplate, other: FoldedTemplate, aligned: bool = True) -> None:
+    """
+    Add the counts of folded template *other* into *into*. Not *aligned*:
+    *other* had another template (a word slot merged it), so its slot values
+    do not line up with *into*'s and only make *into*'s inexact.
+    """
+    into.objects += other.objects
+    into.occurrences += other.occurrences
+    into.in_context += other.in_context
+    for at, runs in other.offsets.items():
+        into.offsets[at] = into.offsets.get(at, 0) + runs
+    into.examples = _lowest(into.examples, other.examples)
+    into.slab_square += other.slab_square
+    into.slab_cross += other.slab_cross
+    if not aligned or (into.values and len(other.values) != len(into.values)):
+        into.aligned = False
+        return
+    if not into.values:
+        into.values = [Counter() for _ in other.values]
+        into.values_exact = [True] * len(other.values)
+        into.distinct_floor = [0] * len(other.values)
+    for slot, counter in enumerate(other.values):
+        into.values[slot].update(counter)
+        into.values_exact[slot] = into.values_exact[slot] and other.values_exact[slot]
+        into.distinct_floor[slot] = max(
+            into.distinct_floor[slot], other.distinct_floor[slot], len(into.values[slot])
+        )
+    into.aligned = into.aligned and other.aligned
+
+
+def _subset(counts: BatchCounts, rows: npt.NDArray[np.bool_]) -> BatchCounts:
+    """The counts of the texts *rows* selects, renumbered."""
+    new_index = np.cumsum(rows) - 1
+    keep_offsets = rows[counts.offset_text] if len(counts.offset_text) else counts.offset_text
+    return BatchCounts(
+        texts=[t for t, k in zip(counts.texts, rows.tolist(), strict=True) if k],
+        occurrences=counts.occurrences[rows],
+        context=counts.context,
+        objects=counts.objects[rows] if len(counts.objects) else counts.objects,
+        offset_text=new_index[counts.offset_text[keep_offsets]]
+        if len(counts.offset_text)
+        else counts.offset_text,
+        offset_at=counts.offset_at[keep_offsets] if len(counts.offset_at) else counts.offset_at,
+        offset_runs=counts.offset_runs[keep_offsets]
+        if len(counts.offset_runs)
+        else counts.offset_runs,
+        examples=counts.examples[rows] if len(counts.examples) else counts.examples,
+    )
