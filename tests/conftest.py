@@ -58,3 +58,13 @@ def sample_manifest(request: pytest.FixtureRequest) -> dict[str, Any]:
 def open_prog() -> Callable[[str, str], drgn.Program]:
     """open_prog(vmcore_path, vmlinux) -> drgn.Program (see tests/oracle.py)."""
     return _open_prog
+
+
+@pytest.fixture(scope="session")
+def slub_debug_manifest() -> dict[str, Any]:
+    """The "slub-debug" sample (seed booted with slub_debug=FZPU) on 6.1, built on first use."""
+    if "6.1" not in selected_series():
+        pytest.skip("DUMPMINER_SERIES leaves out 6.1, the series of the slub-debug sample")
+    manifest_path = build_sample("slub-debug", "6.1")
+    manifest: dict[str, Any] = json.loads(Path(manifest_path).read_text())
+    return manifest

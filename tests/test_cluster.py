@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from hypothesis import given, settings
@@ -67,6 +68,102 @@ def test_every_fragment_in_one_cluster_and_totals_reconcile(items: list[tuple[by
     assert sorted(members) == sorted(t for t, _ in items)
     assert sum(c.objects for c in clusters) == sum(n for _, n in items)
     assert sum(c.occurrences for c in clusters) == sum(n for _, n in items)
+    again = cluster_fragments(list(reversed(fragments)))
+    assert [(c.template, c.objects, [m.text for m in c.members]) for c in again] == [
+        (c.template, c.objects, [m.text for m in c.members]) for c in clusters
+    ]
+
+
+# --- Word slots, fills, and a brute-force reference ---------------------------------------
+
+
+def test_words_generalise_and_keep_their_values() -> None:
+    names = [b"kelo", b"marisu", b"vizu", b"bada"]
+    clusters = cluster_fragments(
+        [frag(b"/opt/agent/state/%s.json" % n, 2 + i) for i, n in enumerate(names)]
+    )
+    [cluster] = clusters
+    assert cluster.template == b"/opt/agent/state/<*>.json" and cluster.objects == 14
+    [slot] = cluster.slots
+    assert (slot.kind, slot.distinct, slot.distinct_exact) == ("word", 4, True)
+    assert slot.top[0] == (b"bada", 5)
+
+
+def test_no_over_merging() -> None:
+    # Nothing would stay fixed; punctuation and numbers are not words; two members are too few.
+    assert templates(frag(b"tmp", 5), frag(b"usr", 4), frag(b"var", 3)) == {
+        b"tmp": 5,
+        b"usr": 4,
+        b"var": 3,
+    }
+    got = templates(frag(b"t.point.*", 6), frag(b"t.point.00017"), frag(b"t.point.00018"))
+    assert got == {b"t.point.*": 6, b"t.point.<NUM>": 2}
+    assert len(templates(frag(b"/opt/x/kelo.json"), frag(b"/opt/x/vizu.json"))) == 2
+    # Too little fixed text: "ab" is not enough to name a leak.
+    assert len(templates(frag(b"ab.cd"), frag(b"ab.ef"), frag(b"ab.gh"))) == 3
+
+
+def test_fill_is_one_cluster_per_byte() -> None:
+    got = cluster_fragments([frag(b"k" * n, n) for n in (3, 15, 47)] + [frag(b"ZZZZ", 2)])
+    fills = {c.template: (c.objects, c.fill) for c in got}
+    assert fills == {b"<fill 'k' x N>": (65, 0x6B), b"<fill 'Z' x N>": (2, 0x5A)}
+
+
+FIXED_CHARS = re.compile(rb"[A-Za-z0-9]")
+
+
+def _pattern(template: bytes) -> re.Pattern[bytes]:
+    """A template as a regular expression over its members (the reference's view)."""
+    fill = re.fullmatch(rb"<fill '(.)' x N>", template)
+    if fill:
+        return re.compile(re.escape(fill.group(1)) + b"+")
+    out = re.escape(template)
+    for slot, rx in (
+        (b"<\\*>", rb"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*"),
+        (b"<NUM>", rb"[0-9]+"),
+        (b"<HEX>", rb"(?:0[xX])?[0-9A-Fa-f]+"),
+    ):
+        out = out.replace(re.escape(slot), rx)
+    return re.compile(out)
+
+
+words = st.sampled_from([b"usr", b"tmp", b"kelo", b"vizu", b"ab", b"x", b"sbin", b"*agt", b"42"])
+structured = st.lists(words, min_size=1, max_size=4).flatmap(
+    lambda parts: st.lists(
+        st.sampled_from(list(b"/._- ")), min_size=len(parts) - 1, max_size=len(parts) - 1
+    ).map(
+        lambda seps: (
+            parts[0] + b"".join(bytes([s]) + p for s, p in zip(seps, parts[1:], strict=True))
+        )
+    )
+)
+any_text = texts | structured | st.sampled_from([b"kkk", b"kkkkkkk", b"ZZZZ", b"   "])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(any_text, st.integers(1, 50)), max_size=80, unique_by=lambda t: t[0]))
+def test_clusters_against_a_brute_force_reference(items: list[tuple[bytes, int]]) -> None:
+    fragments = [frag(t, n) for t, n in items]
+    clusters = cluster_fragments(fragments)
+    # Every fragment in exactly one cluster; sums preserved.
+    members = [m.text for c in clusters for m in c.members]
+    assert sorted(members) == sorted(t for t, _ in items)
+    assert sum(c.objects for c in clusters) == sum(n for _, n in items)
+    for c in clusters:
+        # Brute force: the template, read as a pattern, matches each member whole.
+        for m in c.members:
+            assert _pattern(c.template).fullmatch(m.text), (c.template, m.text)
+        assert c.objects == sum(m.objects for m in c.members)
+        if any(s.kind == "word" for s in c.slots):
+            fixed = c.template.replace(b"<*>", b"").replace(b"<NUM>", b"").replace(b"<HEX>", b"")
+            assert len(FIXED_CHARS.findall(fixed)) >= 4, c.template
+            assert len(c.members) >= 3
+        # A template with no fixed text at all is never made (fills aside).
+        if c.fill is None and len(c.members) > 1:
+            assert c.template.strip(b"<>*NUMHEX") != b""
+        for slot in c.slots:
+            assert slot.distinct >= 2 or slot.kind == "length"
+            assert sum(n for _, n in slot.top) <= c.objects
     again = cluster_fragments(list(reversed(fragments)))
     assert [(c.template, c.objects, [m.text for m in c.members]) for c in again] == [
         (c.template, c.objects, [m.text for m in c.members]) for c in clusters

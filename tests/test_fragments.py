@@ -8,8 +8,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dumpminer.fragments import printable_runs, scan_runs
 from dumpminer.cluster import TemplateIndex, cluster_fragments, masked
+from dumpminer.fragments import printable_runs, scan_runs
 from dumpminer.tally import FragmentTally
 
 
@@ -230,11 +230,47 @@ def test_a_template_stays_exact_far_below_the_bound() -> None:
         rows = rows_of(*objects[i : i + 64])
         tally.add_objects(rows, np.arange(i, i + len(rows), dtype=np.uint64) * 32, 3)
     assert tally.exact and not tally.complete and len(tally) <= 20
-    clusters = {c.template: c for c in cluster_fragments(list(tally.fragments.values()),
-                                                        tally.templates)}
+    clusters = {
+        c.template: c for c in cluster_fragments(list(tally.fragments.values()), tally.templates)
+    }
     assert clusters[b"t.point.<NUM>"].objects == 5000
     assert clusters[b"/opt/s/<*>.json"].objects == 600
     assert clusters[b"usr"].objects == clusters[b"tmp"].objects == 300
     [slot] = clusters[b"t.point.<NUM>"].slots
     assert (slot.kind, slot.distinct, slot.distinct_exact) == ("num", 997, True)
     assert clusters[b"t.point.<NUM>"].examples == [i * 32 for i in range(5)]
+
+
+_members = st.sampled_from(
+    [b"t.point.%05d" % i for i in range(40)]
+    + [b"/opt/s/%s.json" % bytes([97 + i, 98 + i]) for i in range(20)]
+    + [b"kkkk", b"kkkkkkkkk", b"usr", b"tmp", b"@Vv*/"]
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(_members, min_size=1, max_size=400),
+    st.integers(min_value=4, max_value=40),
+    st.integers(min_value=1, max_value=50),
+)
+def test_folding_keeps_every_cluster_count(
+    texts: list[bytes], max_fragments: int, batch: int
+) -> None:
+    """Bounded or not, in any batching: the same clusters with the same counts."""
+    objects = [b"\0" + t + b"\0" for t in texts]
+    exact, bounded = FragmentTally(None), FragmentTally(max_fragments)
+    for i in range(0, len(objects), batch):
+        rows = rows_of(*objects[i : i + batch])
+        addresses = np.arange(i, i + len(rows), dtype=np.uint64) * 64
+        exact.add_objects(rows, addresses, 3)
+        bounded.add_objects(rows, addresses, 3)
+    want = cluster_fragments(list(exact.fragments.values()))
+    got = cluster_fragments(list(bounded.fragments.values()), bounded.templates)
+    assert len(bounded.fragments) <= max_fragments
+    if bounded.exact:
+        assert {(c.template, c.objects, c.occurrences) for c in got} == {
+            (c.template, c.objects, c.occurrences) for c in want
+        }
+        assert {c.template: c.examples for c in got} == {c.template: c.examples for c in want}
+        assert {c.template: c.offsets for c in got} == {c.template: c.offsets for c in want}
