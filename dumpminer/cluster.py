@@ -65,8 +65,6 @@ NUM = b"\x00"
 WILD = b"\x01"
 FILL = b"\x02"
 
-#: A word: letters, possibly with numbers inside (``host12`` masked is ``host\0``).
-_WORD = re.compile(rb"[A-Za-z\x00]*[A-Za-z][A-Za-z\x00]*")
 _ALNUM = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 #: A word slot needs this many distinct words (clusters) behind it.
@@ -89,11 +87,19 @@ def skeleton(text: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
     return tuple(parts[0::2]), tuple(parts[1::2])
 
 
+#: Shortest run of one byte that counts as fill ("kk" is text, "kkk" fill).
+FILL_MIN_LENGTH = 3
+
+
 def fill_byte(text: bytes) -> int | None:
     """The byte *text* repeats, if it is one byte repeated (allocator fill)."""
-    if text and text.count(text[:1]) == len(text):
+    if len(text) >= FILL_MIN_LENGTH and text.count(text[:1]) == len(text):
         return text[0]
     return None
+
+
+_DIGITS = b"0123456789"
+_HEX_WORD = re.compile(rb"[A-Fa-f]{8}")
 
 
 def masked(text: bytes) -> bytes:
@@ -101,8 +107,11 @@ def masked(text: bytes) -> bytes:
     The key *text* clusters by: :data:`FILL` and its byte for a fill, else
     *text* with each number token replaced by :data:`NUM`.
     """
-    if text and text.count(text[:1]) == len(text):
+    if len(text) >= FILL_MIN_LENGTH and text.count(text[:1]) == len(text):
         return FILL + text[:1]
+    # Most texts have no number at all: two C-level checks instead of the split.
+    if len(text.translate(None, _DIGITS)) == len(text) and not _HEX_WORD.search(text):
+        return text
     return NUM.join(_SPLIT_TOKENS.split(text)[0::2])
 
 
@@ -123,7 +132,8 @@ def recognisable(tokens: Sequence[bytes]) -> bool:
 
 
 def _is_word(token: bytes) -> bool:
-    return token == WILD or _WORD.fullmatch(token) is not None
+    """Letters, with numbers (:data:`NUM`) inside allowed; or a word slot already."""
+    return token == WILD or token.translate(None, NUM).isalpha()
 
 
 def slot_values(template: bytes, text: bytes) -> list[bytes]:
@@ -134,6 +144,10 @@ def slot_values(template: bytes, text: bytes) -> list[bytes]:
     """
     if template.startswith(FILL):
         return [b"%d" % len(text)]
+    if template.count(WILD) + template.count(NUM) == 1:
+        # One slot: the member is the template with the slot filled in.
+        head = template.find(WILD) if WILD in template else template.find(NUM)
+        return [text[head : len(text) - (len(template) - head - 1)]]
     if WILD not in template:
         return _SPLIT_TOKENS.split(text)[1::2]
     values: list[bytes] = []
@@ -262,8 +276,8 @@ class TextGroup:
 
     #: The masked template (:func:`masked`, with :data:`WILD` word slots).
     key: bytes
-    members: list[int] = field(default_factory=list)
-    folded: list[int] = field(default_factory=list)
+    members: list[int]
+    folded: list[int]
 
 
 def _merge_words(units: dict[bytes, TextGroup]) -> dict[bytes, TextGroup]:
@@ -281,6 +295,9 @@ def _merge_words(units: dict[bytes, TextGroup]) -> dict[bytes, TextGroup]:
         if len(shape_units) < MIN_DISTINCT and not any(WILD in g.key for _, g in shape_units):
             continue
         for position in range(0, len(shape_units[0][0]), 2):
+            # A token that every group shares cannot become a word slot here.
+            if len({parts[position] for parts, _ in shape_units}) < 2:
+                continue
             candidates: dict[bytes, list[tuple[list[bytes], TextGroup]]] = {}
             for parts, group in shape_units:
                 if _is_word(parts[position]):
@@ -298,7 +315,7 @@ def _merge_words(units: dict[bytes, TextGroup]) -> dict[bytes, TextGroup]:
                 parts[position] = WILD
                 if not recognisable(parts[0::2]):
                     continue
-                into = TextGroup(key)
+                into = TextGroup(key, [], [])
                 for _, group in same:
                     into.members += group.members
                     into.folded += group.folded
@@ -318,17 +335,14 @@ def group_texts(texts: Sequence[bytes], folded: Sequence[bytes] = ()) -> list[Te
     Each text and each folded key is in exactly one group. The result depends
     only on the two sets, not on their order (group order aside).
     """
-    units: dict[bytes, TextGroup] = {}
-    for i, text in enumerate(texts):
-        key = masked(text)
-        group = units.get(key)
-        if group is None:
-            group = units[key] = TextGroup(key)
-        group.members.append(i)
+    members: dict[bytes, list[int]] = {}
+    for i, key in enumerate(map(masked, texts)):
+        members.setdefault(key, []).append(i)
+    units = {key: TextGroup(key, indices, []) for key, indices in members.items()}
     if folded:
         index = TemplateIndex(folded)
         for j, key in enumerate(folded):
-            units.setdefault(key, TextGroup(key)).folded.append(j)
+            units.setdefault(key, TextGroup(key, [], [])).folded.append(j)
         # Texts that fit a folded template with word slots join it first.
         for key in [k for k in units if WILD not in k]:
             found = index.find(key)
@@ -385,10 +399,16 @@ def _slots(
     counters: list[Counter[bytes]] = [Counter() for _ in range(count)]
     exact = [True] * count
     floor = [0] * count
-    for member in members:
-        values = slot_values(key, member.text)
-        for counter, value in zip(counters, values, strict=True):
-            counter[value] += member.objects
+    if count == 1:
+        only = counters[0]
+        for member in members:
+            [value] = slot_values(key, member.text)
+            only[value] += member.objects
+    else:
+        for member in members:
+            values = slot_values(key, member.text)
+            for counter, value in zip(counters, values, strict=True):
+                counter[value] += member.objects
     for entry in folded:
         if entry.key != key or not entry.aligned or len(entry.values) != count:
             exact = [False] * count
@@ -429,7 +449,7 @@ def _slots(
 
 
 def _quoted(byte: bytes) -> bytes:
-    return b"'\\''" if byte == b"'" else b"'" + byte + b"'"
+    return b'"\'"' if byte == b"'" else b"'" + byte + b"'"
 
 
 def _slot(kind: str, counter: Counter[bytes], exact: bool, floor: int = 0) -> Slot:
@@ -481,13 +501,14 @@ def cluster_fragments(
         if group.key.startswith(FILL):
             cluster.fill = group.key[1]
         examples: set[int] = set()
-        offsets: Counter[int] = Counter()
+        offsets: dict[int, int] = {}
         items: list[Fragment | FoldedTemplate] = [*members, *entries]
         for item in items:
             cluster.objects += item.objects
             cluster.occurrences += item.occurrences
             cluster.in_context += item.in_context
-            offsets.update(item.offsets)
+            for at, runs in item.offsets.items():
+                offsets[at] = offsets.get(at, 0) + runs
             examples.update(item.examples)
         cluster.distinct_members = len(members)
         if entries:

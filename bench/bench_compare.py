@@ -1,0 +1,99 @@
+"""
+Benchmark: ``dumpminer mine`` end to end from two source trees, as a user runs
+it (a fresh process: start-up, opening the dump, the walk, the report).
+
+    python3 bench/bench_compare.py --baseline DIR [--sample big] [--series 6.1]
+                                   [--cache kmalloc-32] [--runs 5]
+
+DIR is another checkout of dumpminer with its extension built in place
+(``git worktree add /tmp/base REV && cd /tmp/base && python3 setup.py
+build_ext --inplace``). Each round runs both trees once, in alternating order,
+so that a noisy neighbour slows both alike; the table gives each tree's median
+wall time and peak RSS and the ratio of the medians, measured in the same run.
+The two reports' cluster counts are compared too: a speed-up that changes a
+count is a bug, not a speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sample_dumps.build import build_sample  # noqa: E402
+
+
+def run_tree(tree: Path, args: list[str], out: Path) -> tuple[float, float]:
+    """Run ``dumpminer mine`` from *tree*; return (wall seconds, peak RSS MiB)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "dumpminer.cli", "mine", *args, "--format", "json",
+         "-o", str(out), "--quiet"],
+        env=env, cwd=tree, capture_output=True, text=True,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{tree}: exit {done.returncode}: {done.stderr.strip()}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return seconds, max(peak, before) / 1024
+
+
+def clusters(path: Path) -> dict[str, int]:
+    report: dict[str, Any] = json.loads(path.read_text())
+    return {c["template"]: c["objects"] for c in report["clusters"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--baseline", required=True, type=Path)
+    parser.add_argument("--sample", default="big")
+    parser.add_argument("--series", default="6.1")
+    parser.add_argument("--cache", default="kmalloc-32")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    manifest = json.loads(Path(build_sample(args.sample, args.series)).read_text())
+    vmcore = next(d["path"] for d in manifest["dumps"] if d["format"] == "kdump")
+    mine = [vmcore, "--vmlinux", manifest["vmlinux"], "--cache", args.cache]
+    trees = {"baseline": args.baseline.resolve(), "this": ROOT}
+    times: dict[str, list[float]] = {name: [] for name in trees}
+    peaks: dict[str, float] = dict.fromkeys(trees, 0.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = {name: Path(tmp) / f"{name}.json" for name in trees}
+        for round_ in range(args.runs):
+            order = list(trees) if round_ % 2 == 0 else list(reversed(trees))
+            for name in order:
+                seconds, peak = run_tree(trees[name], mine, outs[name])
+                times[name].append(seconds)
+                peaks[name] = max(peaks[name], peak)
+        counts = {name: clusters(outs[name]) for name in trees}
+    print(
+        f"{args.sample} {args.series} {args.cache}, {args.runs} rounds, "
+        f"{manifest['kernel_release']}"
+    )
+    for name, tree in trees.items():
+        spread = f"{min(times[name]):.2f}-{max(times[name]):.2f}"
+        print(
+            f"  {name:8} {statistics.median(times[name]):7.2f} s  ({spread})  "
+            f"peak RSS {peaks[name]:6.0f} MiB  {tree}"
+        )
+    ratio = statistics.median(times["this"]) / statistics.median(times["baseline"])
+    print(f"  this / baseline: {ratio:.3f}")
+    lost = {t: n for t, n in counts["baseline"].items() if counts["this"].get(t, n) != n}
+    print(f"  clusters whose template is in both and whose count differs: {len(lost)}")
+
+
+if __name__ == "__main__":
+    main()
