@@ -366,14 +366,14 @@ class Cluster:
     offsets: dict[int, int] = field(default_factory=dict)
     examples: list[int] = field(default_factory=list)
     #: The variable slots, left to right (empty for a one-member cluster).
-    slots: list[Slot] = field(default_factory=list)
+    slots: tuple[Slot, ...] = ()
     #: The byte of an allocator-fill cluster (see :func:`fill_byte`), else None.
     fill: int | None = None
     #: Distinct member fragments (a lower bound unless ``members_exact``).
     distinct_members: int = 0
     members_exact: bool = True
     #: Keys of the folded templates counted in (see :class:`FoldedTemplate`).
-    folded: list[bytes] = field(default_factory=list)
+    folded: tuple[bytes, ...] = ()
     #: With per-slab counts: the cluster's own per-slab sums (not the
     #: members' added: those would miss the cross terms).
     slab_square: float = 0.0
@@ -497,7 +497,7 @@ def cluster_fragments(
         members = sort_fragments(fragments[i] for i in group.members)
         entries = [folded[j] for j in group.folded]
         slots, template = _slots(group.key, members, entries)
-        cluster = Cluster(template, members, group.key, slots=slots)
+        cluster = Cluster(template, members, group.key, slots=tuple(slots))
         if group.key.startswith(FILL):
             cluster.fill = group.key[1]
         examples: set[int] = set()
@@ -517,7 +517,7 @@ def cluster_fragments(
             widest = max((slot.distinct for slot in slots), default=0)
             cluster.distinct_members = max(len(members), widest)
             cluster.members_exact = len(slots) == 1 and slots[0].distinct_exact
-        cluster.folded = [e.key for e in entries]
+        cluster.folded = tuple(e.key for e in entries)
         cluster.offsets = dict(sorted(offsets.items()))
         cluster.examples = sorted(examples)[:EXAMPLES]
         clusters.append(cluster)
