@@ -611,9 +611,9 @@ import os, signal, sys
 import dumpminer.cli as cli
 miner = sys.modules["dumpminer.mine"]
 real = miner.cluster_fragments
-def cluster(fragments):
+def cluster(*args, **kwargs):
     os.kill(os.getpid(), int(os.environ["SIGNUM"]))
-    return real(fragments)
+    return real(*args, **kwargs)
 miner.cluster_fragments = cluster
 sys.exit(cli.main(sys.argv[1:]))
 """
