@@ -380,7 +380,8 @@ def render_markdown(report: Report, top: int | None = None) -> str:
         examples = ", ".join(f"`{a:#x}`" for a in c.examples)
         interval_cell = f" {_interval(report, c)} |" if sampled else ""
         lines.append(
-            f"| {rank} | {markdown_escape(_text(c.template))} | {approx}{counts['objects']} |"
+            f"| {rank} | {markdown_escape(_shown_template(c.template))} | "
+            f"{approx}{counts['objects']} |"
             f"{interval_cell} {100 * report.share(c.objects):.2f}% | "
             f"{approx}{counts['in_context']} | {offset} | {examples} |"
         )
