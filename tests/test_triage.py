@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import sys
+import time
 from collections import Counter
 from functools import cache
 from pathlib import Path
