@@ -369,6 +369,8 @@ def _crash_order_hint(words: list[str]) -> str:
     vmcore = getattr(args, "vmcore", None)
     if vmcore is None or not looks_like_vmlinux(vmcore):
         return ""
+    if args.command == "info":
+        return f"; {vmcore} is a vmlinux (a kernel), not a dump"
     return (
         f"; {vmcore} is a vmlinux: dumpminer takes the dump first and vmlinux with "
         f"--vmlinux (dumpminer {args.command} VMCORE --vmlinux VMLINUX), "
