@@ -32,6 +32,7 @@ from typing import Any
 
 import drgn
 import pytest
+from conftest import unprivileged
 from drgn.helpers.linux.slab import for_each_slab_cache, slab_cache_usage
 from oracle import count_records
 
@@ -157,17 +158,6 @@ def test_output_through_a_symlink_writes_its_target(
 # --------------------------------------------------------------------------
 # As a user whom file modes apply to
 # --------------------------------------------------------------------------
-
-
-def unprivileged() -> tuple[str, ...]:
-    """
-    A command prefix that runs as a user held to file modes: as root, root
-    without any capability (no CAP_DAC_OVERRIDE), so that the interpreter,
-    which may live under /root, is still found; else nothing.
-    """
-    if os.geteuid() != 0:
-        return ()
-    return ("setpriv", "--inh-caps=-all", "--bounding-set=-all", "--")
 
 
 def test_unreadable_vmcore_as_a_user(sample_manifest: dict[str, Any], tmp_path: Path) -> None:
