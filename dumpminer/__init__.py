@@ -1,15 +1,67 @@
 """
 dumpminer: mine a slab cache in a vmcore for the strings that leaked.
 
-From drgn's REPL or a script::
+From a script or Python's REPL (QEMU's kdump files need the platform that
+:func:`open_dump` gives drgn; ``drgn -c`` alone cannot open them)::
 
     import dumpminer
-    report = dumpminer.mine(prog, "kmalloc-32")
+    dump = dumpminer.open_dump("kdump.vmcore", "vmlinux-6.1.0-28-cloud-amd64")
+    report = dumpminer.mine(dump.prog, "kmalloc-32", dump=dump)
     print(dumpminer.render(report, "table"))
+
+With a drgn program opened some other way, ``dumpminer.mine(prog, ...)``.
+
+.. note::
+    The API is imported on first use, not with the package: ``dumpminer``
+    itself imports nothing heavy, so that the command line can answer a
+    Ctrl-C during its start-up (drgn and numpy take most of a second to
+    import) without a traceback. See :mod:`dumpminer.__main__`.
 """
 
-from dumpminer.dump import Dump, open_dump
-from dumpminer.mine import mine
-from dumpminer.report import Report, render
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dumpminer.dump import Dump, open_dump
+    from dumpminer.mine import mine
+    from dumpminer.report import Report, render
 
 __all__ = ["Dump", "Report", "mine", "open_dump", "render"]
+
+#: Where each name of the API is defined.
+_API = {
+    "Dump": "dumpminer.dump",
+    "open_dump": "dumpminer.dump",
+    "mine": "dumpminer.mine",
+    "Report": "dumpminer.report",
+    "render": "dumpminer.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import an API name on first use (PEP 562)."""
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dumpminer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+class _Package(types.ModuleType):
+    """The package module, whose API names are not replaced by its submodules."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Importing dumpminer.mine sets the submodule as the package's
+        # attribute "mine"; dumpminer.mine is the function, as it was when
+        # the package imported its API eagerly.
+        if name in _API and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

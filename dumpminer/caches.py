@@ -49,7 +49,8 @@ def resolve_caches(prog: Program, name: str) -> list[Object]:
     """
     Find the caches *name* means: an exact name, an old ``size-N`` name, a
     merged cache's alias (drgn's :func:`get_slab_cache_aliases`), or a glob.
-    Raises :class:`UnknownCacheError` with the closest names when none match.
+    Raises :class:`UnknownCacheError` with the closest names (whatever their
+    case) when none match.
     """
     caches = {cache_name(cache): cache for cache in for_each_slab_cache(prog)}
     wanted = modern_name(name)
@@ -65,7 +66,12 @@ def resolve_caches(prog: Program, name: str) -> list[Object]:
         matched = sorted(n for n in caches if fnmatch.fnmatchcase(n, wanted))
         if matched:
             return [caches[n] for n in matched]
-    close = difflib.get_close_matches(wanted, list(caches) + list(aliases), n=5, cutoff=0.6)
+    # Suggestions ignore case: KMALLOC-32 and Kmalloc-32 mean kmalloc-32.
+    lowered: dict[str, str] = {}
+    for known in [*caches, *aliases]:
+        lowered.setdefault(known.lower(), known)
+    near = difflib.get_close_matches(modern_name(name.lower()), list(lowered), n=5, cutoff=0.6)
+    close = [lowered[n] for n in near]
     hint = f"; closest: {', '.join(close)}" if close else ""
     raise UnknownCacheError(f"no slab cache named {name!r} in this dump{hint}")
 

@@ -3,12 +3,15 @@ The ``dumpminer`` command: argument parsing and exit codes, nothing more.
 
 Every failure the user can cause ends in one line on stderr and the exit code
 of its :class:`~dumpminer.errors.DumpminerError`; see docs/exit-codes.md.
-Only the report goes to stdout.
+Only the report goes to stdout. The console script starts in
+:mod:`dumpminer.__main__`, which imports this module only once Ctrl-C can be
+answered quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import os
@@ -16,10 +19,11 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from drgn import FaultError
 
+from dumpminer.debuginfo import looks_like_vmlinux
 from dumpminer.dump import open_dump
 from dumpminer.dumpinfo import dump_info_dict, read_dump_info
 from dumpminer.errors import (
@@ -27,15 +31,16 @@ from dumpminer.errors import (
     EXIT_TERMINATED,
     DumpminerError,
     KernelDataError,
-    OutputError,
+    NotADumpError,
     UsageError,
     first_line,
 )
 from dumpminer.fragments import DEFAULT_MIN_LENGTH
 from dumpminer.interrupts import set_handler, signals_noted
 from dumpminer.mine import MineOptions, mine
-from dumpminer.report import FORMATS, render, render_many, terminal_escape, write_atomically
-from dumpminer.sample import parse_sample
+from dumpminer.output import check_output, write_report
+from dumpminer.report import FORMATS, render, render_many, terminal_escape
+from dumpminer.sample import SampleSpec, parse_sample
 from dumpminer.slabinfo import render_slab_info, slab_info
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS
 
@@ -45,6 +50,17 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help that names each option's default, when it has one worth naming."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        quiet: tuple[object, ...] = (None, False, [], argparse.SUPPRESS)
+        if action.option_strings and "%(default)" not in text and action.default not in quiet:
+            text += " (default: %(default)s)"
+        return text
 
 
 def _non_negative(text: str) -> int:
@@ -57,14 +73,76 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _version() -> str:
+    """dumpminer's version, and drgn's and Python's, for bug reports."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import drgn
+
+    try:
+        mine_version = version("dumpminer")
+    except PackageNotFoundError:
+        mine_version = "(not installed)"
+    return f"dumpminer {mine_version} (drgn {drgn.__version__}, Python {platform.python_version()})"
+
+
+class _VersionAction(argparse.Action):
+    """--version: dumpminer's, drgn's and Python's versions, then exit 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+        self.help = "print the versions of dumpminer, drgn and Python, and exit"
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(_version())
+        parser.exit()
+
+
+def _progress_options(parser: argparse.ArgumentParser, has_bar: bool = True) -> None:
+    """--progress and --quiet: a bar only on a terminal, unless asked."""
+    group = parser.add_mutually_exclusive_group()
+    if has_bar:
+        group.add_argument(
+            "--progress",
+            action="store_true",
+            help="show the progress bar even when stderr is not a terminal",
+        )
+        group.add_argument("--quiet", action="store_true", help="never show the progress bar")
+    else:
+        group.add_argument(
+            "--quiet", action="store_true", help="no progress output (this command shows none)"
+        )
+
+
+def _debug_info_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vmlinux", help="vmlinux with debuginfo for the dump's kernel")
+    parser.add_argument(
+        "--debug-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="where to look for vmlinux, subfolders included (repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand."""
-    parser = _Parser(prog="dumpminer", description="Mine kernel slab caches in a vmcore.")
+    parser = _Parser(
+        prog="dumpminer",
+        description="Mine kernel slab caches in a vmcore.",
+        epilog="Exit codes: docs/exit-codes.md. The dump comes first, vmlinux with --vmlinux "
+        "(crash takes VMLINUX VMCORE; dumpminer takes VMCORE --vmlinux VMLINUX).",
+    )
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    m = sub.add_parser("mine", help="fragment frequency report of a cache's allocated objects")
+    m = sub.add_parser(
+        "mine",
+        help="fragment frequency report of a cache's allocated objects",
+        formatter_class=_HelpFormatter,
+    )
     m.add_argument("vmcore", help="the dump: ELF, kdump-compressed or makedumpfile output")
-    m.add_argument("--vmlinux", help="vmlinux with debuginfo for the dump's kernel")
-    m.add_argument("--debug-dir", action="append", default=[], help="where to look for vmlinux")
+    _debug_info_options(m)
     m.add_argument(
         "--cache", help="cache name as in /proc/slabinfo, or a glob; default: the largest caches"
     )
@@ -74,11 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--context", type=_non_negative, metavar="BYTES", help="bytes before and after")
     m.add_argument("--before", type=_non_negative, metavar="B", help="context bytes before objects")
     m.add_argument("--after", type=_non_negative, metavar="A", help="context bytes after objects")
-    m.add_argument("--min-length", type=_non_negative, default=DEFAULT_MIN_LENGTH, metavar="N")
-    m.add_argument("--top", type=_non_negative, metavar="N", help="rows to report")
-    m.add_argument("--format", choices=FORMATS, default="table")
-    m.add_argument("-o", "--output", metavar="FILE", help="write the report here, atomically")
-    m.add_argument("--quiet", action="store_true", help="no progress bar")
+    m.add_argument(
+        "--min-length",
+        type=_non_negative,
+        default=DEFAULT_MIN_LENGTH,
+        metavar="N",
+        help="shortest printable run counted",
+    )
+    m.add_argument(
+        "--top", type=_non_negative, metavar="N", help="rows to report (table: 25; others: all)"
+    )
+    m.add_argument("--format", choices=FORMATS, default="table", help="report format")
+    m.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the report here: atomically over a file, straight to a device or FIFO",
+    )
+    _progress_options(m)
     m.add_argument(
         "--max-fragments",
         type=_non_negative,
@@ -91,20 +182,38 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N|FRACTION",
         help="mine a random share of the slabs: a fraction (0.1) or about N objects",
     )
-    m.add_argument("--seed", type=_non_negative, default=0, help="seed of --sample (default 0)")
     m.add_argument(
-        "--workers", type=_non_negative, metavar="N", help="processes (default: by cache size)"
+        "--seed", type=_non_negative, help="seed of the --sample draw (default: 0, so runs repeat)"
     )
-    i = sub.add_parser("info", help="what a dump is, from its headers, without debuginfo")
+    m.add_argument(
+        "--workers",
+        type=_non_negative,
+        metavar="N",
+        help="processes, at most the CPUs usable (default: by cache size)",
+    )
+    i = sub.add_parser(
+        "info",
+        help="what a dump is, from its headers, without debuginfo",
+        formatter_class=_HelpFormatter,
+    )
     i.add_argument("vmcore")
-    i.add_argument("--format", choices=("table", "json"), default="table")
-    c = sub.add_parser("caches", help="every slab cache, most memory first (like kmem -s)")
+    i.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+    c = sub.add_parser(
+        "caches",
+        help="every slab cache, most memory first (like kmem -s)",
+        formatter_class=_HelpFormatter,
+    )
     c.add_argument("vmcore")
-    c.add_argument("--vmlinux", help="vmlinux with debuginfo for the dump's kernel")
-    c.add_argument("--debug-dir", action="append", default=[], help="where to look for vmlinux")
-    c.add_argument("--top", type=_non_negative, metavar="N", help="rows to list")
-    c.add_argument("--format", choices=FORMATS, default="table")
-    c.add_argument("-o", "--output", metavar="FILE", help="write the listing here, atomically")
+    _debug_info_options(c)
+    c.add_argument("--top", type=_non_negative, metavar="N", help="rows to list (default: all)")
+    c.add_argument("--format", choices=FORMATS, default="table", help="listing format")
+    c.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the listing here: atomically over a file, straight to a device or FIFO",
+    )
+    _progress_options(c, has_bar=False)
     return parser
 
 
@@ -116,23 +225,43 @@ def _context(args: argparse.Namespace) -> tuple[int, int]:
     return args.before or 0, args.after or 0
 
 
-def _check_output(path: str | None) -> None:
-    """Refuse an unwritable output path before a long walk, not after."""
-    if path is None:
-        return
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise OutputError(f"cannot write {path}: it is a directory")
-    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write {path}: {directory} is not a writable directory")
-
-
 def _emit(text: str, path: str | None) -> None:
     if path is None:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        write_atomically(path, text)
+        write_report(path, text)
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    """A progress bar on a terminal's stderr, or when --progress asks for it."""
+    return bool(args.progress) or (not args.quiet and sys.stderr.isatty())
+
+
+def _sample(args: argparse.Namespace) -> SampleSpec | None:
+    """--sample and --seed as a draw; None for exact mode (also for --sample 1)."""
+    if args.sample is None:
+        if args.seed is not None:
+            raise UsageError("--seed chooses the draw of --sample; it needs --sample")
+        return None
+    spec = parse_sample(args.sample, args.seed or 0)
+    # A fraction of 1 is every slab: the exact run, not an estimate.
+    return None if spec.fraction == 1 else spec
+
+
+def _workers(requested: int | None) -> int | None:
+    """--workers, capped at the CPUs this process may run on (with a warning)."""
+    if not requested:
+        return None
+    cpus = len(os.sched_getaffinity(0))
+    if requested > cpus:
+        print(
+            f"dumpminer: warning: --workers {requested} is more than the {cpus} CPUs "
+            f"this process may use; using {cpus}",
+            file=sys.stderr,
+        )
+        return cpus
+    return requested
 
 
 def run_mine(args: argparse.Namespace) -> int:
@@ -142,8 +271,10 @@ def run_mine(args: argparse.Namespace) -> int:
     MineOptions(before, after, args.min_length, args.max_fragments).check()
     if args.cache is None and args.caches_top < 1:
         raise UsageError("--caches-top must be at least 1")
-    sample = None if args.sample is None else parse_sample(args.sample, args.seed)
-    _check_output(args.output)
+    sample = _sample(args)
+    workers = _workers(args.workers)
+    if args.output is not None:
+        check_output(args.output)
     dump = open_dump(args.vmcore, args.vmlinux, args.debug_dir)
     if args.cache is not None:
         names = [args.cache]
@@ -158,9 +289,9 @@ def run_mine(args: argparse.Namespace) -> int:
                 before=before,
                 after=after,
                 min_length=args.min_length,
-                progress=not args.quiet,
+                progress=_show_progress(args),
                 dump=dump,
-                workers=args.workers or None,
+                workers=workers,
                 max_fragments=args.max_fragments,
                 sample=sample,
             )
@@ -193,6 +324,16 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _info_value(key: str, value: object) -> str:
+    """A fact of ``info`` for people: None said in words, a crash time as a date."""
+    if value is None:
+        return "not recorded in this dump"
+    if key == "crash_time" and isinstance(value, int):
+        when = datetime.datetime.fromtimestamp(value, datetime.UTC)
+        return f"{value} ({when:%Y-%m-%d %H:%M:%S} UTC)"
+    return str(value)
+
+
 def run_info(args: argparse.Namespace) -> int:
     """``dumpminer info``: the dump's header facts, no debuginfo needed."""
     facts = dump_info_dict(read_dump_info(args.vmcore))
@@ -200,7 +341,9 @@ def run_info(args: argparse.Namespace) -> int:
         _emit(json.dumps(facts, indent=2, ensure_ascii=True) + "\n", None)
         return 0
     lines = [
-        f"{key:15} {value}" for key, value in facts.items() if key not in ("schema", "vmcoreinfo")
+        f"{key:15} {_info_value(key, value)}"
+        for key, value in facts.items()
+        if key not in ("schema", "vmcoreinfo")
     ]
     _emit("\n".join(terminal_escape(line) for line in lines) + "\n", None)
     return 0
@@ -208,10 +351,32 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_caches(args: argparse.Namespace) -> int:
     """``dumpminer caches``: every cache's counts, most memory first."""
-    _check_output(args.output)
+    if args.output is not None:
+        check_output(args.output)
     dump = open_dump(args.vmcore, args.vmlinux, args.debug_dir)
     _emit(render_slab_info(slab_info(dump.prog), args.format, args.top), args.output)
     return 0
+
+
+def _crash_order_hint(words: list[str]) -> str:
+    """
+    When the file given as VMCORE is a vmlinux, the arguments were likely
+    given in crash's order (``crash VMLINUX VMCORE``): say dumpminer's.
+    """
+    try:
+        args, _ = build_parser().parse_known_args(words)
+    except (UsageError, SystemExit):
+        return ""
+    vmcore = getattr(args, "vmcore", None)
+    if vmcore is None or not looks_like_vmlinux(vmcore):
+        return ""
+    if args.command == "info":
+        return f"; {vmcore} is a vmlinux (a kernel), not a dump"
+    return (
+        f"; {vmcore} is a vmlinux: dumpminer takes the dump first and vmlinux with "
+        f"--vmlinux (dumpminer {args.command} VMCORE --vmlinux VMLINUX), "
+        "not crash's order VMLINUX VMCORE"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,12 +388,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # vmlinux, and stderr is for dumpminer's one-line messages.
         logging.getLogger("drgn").setLevel(logging.ERROR)
     previous = set_handler(signal.SIGTERM, _on_sigterm)
+    words = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(words)
         commands = {"mine": run_mine, "caches": run_caches, "info": run_info}
         return commands[args.command](args)
     except DumpminerError as e:
-        print(f"dumpminer: {terminal_escape(str(e))}", file=sys.stderr)
+        hint = _crash_order_hint(words) if isinstance(e, UsageError | NotADumpError) else ""
+        print(f"dumpminer: {terminal_escape(str(e) + hint)}", file=sys.stderr)
         return e.exit_code
     except FaultError as e:
         # Memory the walk itself cannot read is counted in the report; a

@@ -21,6 +21,7 @@ __all__ = [
     "check_vmlinux_matches",
     "debuginfo_package_hint",
     "find_vmlinux",
+    "looks_like_vmlinux",
     "standard_vmlinux_paths",
     "vmlinux_build_id",
     "vmlinux_has_debuginfo",
@@ -136,6 +137,43 @@ def _build_id_path(build_id: str) -> str:
     return f".build-id/{build_id[:2]}/{build_id[2:]}.debug"
 
 
+#: How deep below a --debug-dir vmlinux is looked for, and how many
+#: directories at most: a --debug-dir of / must not walk the whole disk.
+_SEARCH_DEPTH = 8
+_SEARCH_DIRECTORIES = 20000
+
+
+def _search_subfolders(top: str, names: set[str], build_id: str | None) -> list[str]:
+    """
+    Files below *top* named one of *names*, or ``.build-id``-style
+    ``xx/yyyy.debug`` files of *build_id*; the shallowest first. Symbolic
+    links to directories are not followed.
+    """
+    found: list[str] = []
+    for seen, (directory, subdirs, files) in enumerate(os.walk(top), 1):
+        depth = os.path.relpath(directory, top).count(os.sep)
+        if depth >= _SEARCH_DEPTH or seen >= _SEARCH_DIRECTORIES:
+            subdirs.clear()
+        wanted = set(names)
+        if build_id and os.path.basename(directory) == build_id[:2]:
+            wanted.add(f"{build_id[2:]}.debug")
+        found.extend(os.path.join(directory, name) for name in files if name in wanted)
+    return sorted(found, key=lambda path: (path.count(os.sep), path))
+
+
+def looks_like_vmlinux(path: str) -> bool:
+    """Whether *path* is an ELF executable (a vmlinux), not a core dump."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(18)
+    except OSError:
+        return False
+    if len(header) < 18 or header[:4] != b"\x7fELF":
+        return False
+    e_type = int.from_bytes(header[16:18], "little" if header[5] == 1 else "big")
+    return e_type == 2  # ET_EXEC
+
+
 def _candidates(info: DumpInfo, debug_dirs: Sequence[str], root: str) -> list[str]:
     rel = info.osrelease
     out: list[str] = []
@@ -153,6 +191,8 @@ def _candidates(info: DumpInfo, debug_dirs: Sequence[str], root: str) -> list[st
         if info.build_id:
             out.append(os.path.join(d, _build_id_path(info.build_id)))
             out.append(os.path.join(d, "usr/lib/debug", _build_id_path(info.build_id)))
+        names = {"vmlinux", *([f"vmlinux-{rel}"] if rel else [])}
+        out.extend(_search_subfolders(d, names, info.build_id))
     if rel:
         out.extend(os.path.join(root, p.lstrip("/")) for p in standard_vmlinux_paths(rel))
     if info.build_id:
@@ -189,7 +229,8 @@ def find_vmlinux(info: DumpInfo, debug_dirs: Sequence[str] = (), root: str = "/"
 
     Each directory in ``debug_dirs`` is searched first (``vmlinux-REL``,
     ``vmlinux``, the standard paths below it, and the ``.build-id/xx/yyyy.debug``
-    layout); then the standard places under ``root``.  A candidate is accepted
+    layout; then the same names in its subfolders, up to 8 levels down); then
+    the standard places under ``root``.  A candidate is accepted
     only if it has ``.debug_info`` and, when the dump records a build ID, the
     same build ID.
 

@@ -5,24 +5,19 @@ One :class:`Report` renders as a terminal table, JSON (the
 ``dumpminer.report/1`` contract, see docs/report-format.md), CSV and
 Markdown. Fragment texts come from an untrusted dump, so each rendering
 escapes them for where they go: JSON escaping, CSV cells that cannot start a
-formula, Markdown with its punctuation escaped, and a terminal that never
-receives a control character. The report file is written atomically.
+formula (with the raw bytes beside them, in hex), Markdown with the
+characters that would change the table escaped, and a terminal that never
+receives a control character. Writing the report is :mod:`dumpminer.output`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
 from dumpminer.cluster import MEMBERS_SHOWN, Cluster, Slot
-from dumpminer.errors import OutputError
 from dumpminer.fragments import Fragment
 from dumpminer.sample import SampledSlabs, interval
 
@@ -100,11 +95,22 @@ def _text(data: bytes) -> str:
     return data.decode("latin-1")
 
 
-def look_commands(address: int, object_size: int) -> dict[str, str]:
-    """The crash and drgn commands that show the object at *address*."""
+def look_commands(
+    address: int, object_size: int, before: int = 0, after: int = 0
+) -> dict[str, Any]:
+    """
+    The crash and drgn commands that show the object at *address*: JSON's
+    ``look``, the same commands as the table's follow-ups.
+    """
+    crash = [
+        line.removeprefix("crash> ")
+        for line in follow_up_commands(address, object_size, before, after)
+        if line.startswith("crash> ")
+    ]
     return {
-        "crash": f"rd -a {address:#x} {object_size}",
+        "crash": crash[0],
         "drgn": f"identify_address(prog, {address:#x})",
+        "crash_more": crash[1:],
     }
 
 
@@ -141,7 +147,14 @@ def _cluster_json(report: Report, cluster: Cluster, object_size: int) -> dict[st
         ],
         "examples": [f"{a:#x}" for a in cluster.examples],
         # Clusters seen only in context windows have no object to show.
-        "look": look_commands(cluster.examples[0], object_size) if cluster.examples else None,
+        "look": look_commands(
+            cluster.examples[0],
+            object_size,
+            int(report.scan.get("context_before") or 0),
+            int(report.scan.get("context_after") or 0),
+        )
+        if cluster.examples
+        else None,
     }
     return entry
 
@@ -177,9 +190,10 @@ def render_json(report: Report, top: int | None = None) -> str:
 
 def csv_cell(value: object) -> str:
     """
-    A CSV cell that a spreadsheet will not run: text starting with ``=``,
-    ``+``, ``-``, ``@``, tab or carriage return gets a leading quote (control
-    characters are shown as ``\\xNN`` first, so only the first four remain).
+    A CSV cell that a spreadsheet will not run, in the form OWASP gives for
+    CSV injection: text starting with ``=``, ``+``, ``-``, ``@``, tab or
+    carriage return gets a leading ``'`` (control characters are shown as
+    ``\\xNN`` first, so only the first four remain).
     """
     text = terminal_escape(str(value))
     if text and text[0] in "=+-@\t\r":
@@ -187,38 +201,76 @@ def csv_cell(value: object) -> str:
     return text
 
 
+def csv_line(cells: list[object]) -> str:
+    """
+    One CSV record (RFC 4180): a cell is quoted when it holds a comma, a
+    quote or a line break, and also when it starts or ends with a space,
+    which readers that trim cells would otherwise lose.
+    """
+    out = []
+    for cell in cells:
+        text = str(cell)
+        if any(c in text for c in ',"\r\n') or text != text.strip(" "):
+            text = '"' + text.replace('"', '""') + '"'
+        out.append(text)
+    return ",".join(out) + "\n"
+
+
+#: The columns of ``--format csv`` (docs/report-format.md says what each holds).
+CSV_COLUMNS = [
+    "cache", "rank", "template", "objects", "share", "occurrences", "in_context",
+    "typical_offset", "distinct_members", "examples", "objects_ci95_low", "objects_ci95_high",
+    "template_hex", "counts_exact", "distinct_members_exact", "allocator_fill",
+]  # fmt: skip
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
 def render_csv(report: Report, top: int | None = None) -> str:
-    """One row per cluster, most objects first."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(
-        ["cache", "rank", "template", "objects", "share", "occurrences", "in_context",
-         "typical_offset", "distinct_members", "examples"]
-    )  # fmt: skip
+    """
+    One row per cluster, most objects first. ``template`` is safe to open
+    in a spreadsheet; ``template_hex`` is the template's bytes as found.
+    """
+    lines = [csv_line(list(CSV_COLUMNS))]
     for rank, c in enumerate(report.clusters[:top], 1):
         counts = report.counts(c)
-        writer.writerow(
-            [
-                csv_cell(report.cache["name"]),
-                rank,
-                csv_cell(_text(c.template)),
-                counts["objects"],
-                f"{report.share(c.objects):.6f}",
-                counts["occurrences"],
-                counts["in_context"],
-                "" if c.typical_offset is None else c.typical_offset,
-                len(c.members),
-                " ".join(f"{a:#x}" for a in c.examples),
-            ]
+        low, high = counts.get("objects_ci95", ("", ""))
+        lines.append(
+            csv_line(
+                [
+                    csv_cell(report.cache["name"]),
+                    rank,
+                    csv_cell(_text(c.template)),
+                    counts["objects"],
+                    f"{report.share(c.objects):.6f}",
+                    counts["occurrences"],
+                    counts["in_context"],
+                    "" if c.typical_offset is None else c.typical_offset,
+                    c.distinct_members,
+                    " ".join(f"{a:#x}" for a in c.examples),
+                    low,
+                    high,
+                    c.template.hex(),
+                    _flag(bool(report.scan.get("exact", True))),
+                    _flag(c.members_exact),
+                    _flag(c.fill is not None),
+                ]
+            )
         )
-    return out.getvalue()
+    return "".join(lines)
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&\"'=:])")
+#: What Markdown (CommonMark with GitHub's tables, strikethrough and math)
+#: would read as markup inside a table cell or a line of text: emphasis,
+#: code, links, HTML and entities, cell borders, the backslash itself. The
+#: text never starts a line, so block markers (``#``, ``-``, ``1.``) are safe.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<|&~$])")
 
 
 def markdown_escape(text: str) -> str:
-    """Backslash-escape Markdown punctuation (CommonMark allows any)."""
+    """Backslash-escape the characters Markdown would read as markup, and only those."""
     return _MD_SPECIAL.sub(r"\\\1", terminal_escape(text))
 
 
@@ -234,10 +286,19 @@ def terminal_escape(text: str) -> str:
     )
 
 
+def _dump_line(dump: dict[str, Any]) -> str:
+    """What was mined: the dump file, or a program opened by the caller."""
+    release = dump.get("osrelease") or "of unknown release"
+    if dump.get("path") is None:
+        # mine(prog, ...) without a Dump: a drgn program the caller opened.
+        return f"kernel {release}, from a drgn program (no dump file given)"
+    return f"dump {dump['path']} ({dump.get('format') or 'unknown format'}, {release})"
+
+
 def _header_lines(report: Report) -> list[str]:
-    cache, scan, dump = report.cache, report.scan, report.dump
+    cache, scan = report.cache, report.scan
     lines = [
-        f"dump {dump.get('path')} ({dump.get('format')}, {dump.get('osrelease')})",
+        _dump_line(report.dump),
         f"cache {cache['name']} -> {', '.join(cache['caches'])}: object size "
         f"{cache['object_size']}, {cache['allocated']} allocated of {cache['total']}",
         f"scanned {scan['objects_scanned']} objects in {scan['slabs']} slabs, "
@@ -248,7 +309,8 @@ def _header_lines(report: Report) -> list[str]:
         sample = report.sample
         lines.append(
             f"SAMPLED: {sample['slabs_sampled']} of {sample['slabs_total']} slabs "
-            f"(seed {sample['seed']}); counts scaled to the cache, ~ marks estimates"
+            f"(seed {sample['seed']}); counts scaled to the cache, ~ marks estimates, "
+            "with their 95% interval"
         )
     lines += _bound_lines(scan)
     if report.partial:
@@ -285,70 +347,123 @@ def _shown_template(template: bytes) -> str:
     return f'"{text}"' if text != text.strip() else text
 
 
+def _interval(report: Report, item: Fragment | Cluster) -> str:
+    """The 95% interval of a sampled count, as ``LOW-HIGH``; empty when exact."""
+    bounds = report.counts(item).get("objects_ci95")
+    return "" if bounds is None else f"{bounds[0]}-{bounds[1]}"
+
+
+def follow_up_commands(
+    address: int, object_size: int, before: int = 0, after: int = 0
+) -> list[str]:
+    """
+    What to type next about the object at *address*, crash first: its words
+    with the context windows (``rd -64``, where pointers and counters show
+    what struct it is), its slab and cache (``kmem``), and who points at it
+    (``search -k``, which reads all of kernel memory: slow on large dumps);
+    then drgn's view of the address.
+    """
+    start = (address - before) & ~7
+    end = address + object_size + after
+    words = (end - start + 7) // 8
+    return [
+        f"crash> rd -64 {start:#x} {words}",
+        f"crash> kmem {address:#x}",
+        f"crash> search -k {address:#x}",
+        f">>> identify_address(prog, {address:#x})",
+    ]
+
+
 def render_table(report: Report, top: int | None = None) -> str:
     """The top clusters as a terminal table, then how to look closer."""
     top = TABLE_TOP if top is None else top
-    rows = [("#", "objects", "share", "context", "offset", "example", "template")]
-    approx = "~" if report.sample else ""
-    for rank, c in enumerate(report.clusters[:top], 1):
+    sampled = report.sample is not None
+    header = ["#", "objects", *(["95% interval"] if sampled else []), "share", "context"]
+    header += ["offset", "example", "template"]
+    rows = [header]
+    approx = "~" if sampled else ""
+    shown = report.clusters[:top]
+    for rank, c in enumerate(shown, 1):
         counts = report.counts(c)
         rows.append(
-            (
+            [
                 str(rank),
                 f"{approx}{counts['objects']}",
+                *([_interval(report, c)] if sampled else []),
                 f"{100 * report.share(c.objects):.2f}%",
                 f"{approx}{counts['in_context']}",
                 "-" if c.typical_offset is None else f"+{c.typical_offset:#x}",
                 f"{c.examples[0]:#x}" if c.examples else "-",
                 _shown_template(c.template),
-            )
+            ]
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    left = {0, len(header) - 2}  # rank and example; the template is last and free
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines = [*_header_lines(report), ""]
+    if not shown:
+        lines.append("no clusters to show" + (" (--top 0)" if report.clusters else ""))
+        return "\n".join(lines) + "\n"
     for row in rows:
         cells = [
-            cell.ljust(w) if i in (0, 5) else cell.rjust(w)
+            cell.ljust(w) if i in left else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(row[:-1], widths, strict=True))
         ]
         lines.append("  ".join([*cells, row[-1]]))
-    first = next((c for c in report.clusters if c.examples), None)
+    first = next((c for c in shown if c.examples), None)
     if first is not None:
-        look = look_commands(first.examples[0], int(report.cache["object_size"]))
-        lines += ["", f"look closer:  crash> {look['crash']}", f"              >>> {look['drgn']}"]
+        commands = follow_up_commands(
+            first.examples[0],
+            int(report.cache["object_size"]),
+            int(report.scan.get("context_before") or 0),
+            int(report.scan.get("context_after") or 0),
+        )
+        lines += ["", f"look closer:  {commands[0]}", *(f"{'':14}{c}" for c in commands[1:])]
     return "\n".join(lines) + "\n"
 
 
 def render_markdown(report: Report, top: int | None = None) -> str:
     """The top clusters as a Markdown table."""
+    sampled = report.sample is not None
     lines = [f"# dumpminer: {markdown_escape(str(report.cache['name']))}", ""]
     lines += [markdown_escape(line) + "  " for line in _header_lines(report)]
+    interval_head, interval_rule = (" 95% interval |", "---:|") if sampled else ("", "")
+    approx = "\\~" if sampled else ""
     lines += [
         "",
-        "| # | template | objects | share | in context | offset | examples |",
-        "|---|---|---:|---:|---:|---:|---|",
+        f"| # | template | objects |{interval_head} share | in context | offset | examples |",
+        f"|---|---|---:|{interval_rule}---:|---:|---:|---|",
     ]
     for rank, c in enumerate(report.clusters[:top], 1):
+        counts = report.counts(c)
         offset = "" if c.typical_offset is None else f"{c.typical_offset:#x}"
         examples = ", ".join(f"`{a:#x}`" for a in c.examples)
+        interval_cell = f" {_interval(report, c)} |" if sampled else ""
         lines.append(
-            f"| {rank} | {markdown_escape(_text(c.template))} | "
-            f"{report.counts(c)['objects']} | "
-            f"{100 * report.share(c.objects):.2f}% | "
-            f"{report.counts(c)['in_context']} | "
-            f"{offset} | {examples} |"
+            f"| {rank} | {markdown_escape(_shown_template(c.template))} | "
+            f"{approx}{counts['objects']} |"
+            f"{interval_cell} {100 * report.share(c.objects):.2f}% | "
+            f"{approx}{counts['in_context']} | {offset} | {examples} |"
         )
     return "\n".join(lines) + "\n"
 
 
+_RENDERERS = {
+    "table": render_table,
+    "json": render_json,
+    "csv": render_csv,
+    "markdown": render_markdown,
+}
+
+
 def render(report: Report, fmt: str, top: int | None = None) -> str:
-    """Render *report* in *fmt*, one of :data:`FORMATS`."""
-    renderers = {
-        "table": render_table,
-        "json": render_json,
-        "csv": render_csv,
-        "markdown": render_markdown,
-    }
-    return renderers[fmt](report, top)
+    """
+    Render *report* in *fmt*, one of :data:`FORMATS`; *top* limits the
+    rows. Raises ValueError for another format.
+    """
+    renderer = _RENDERERS.get(fmt)
+    if renderer is None:
+        raise ValueError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
+    return renderer(report, top)
 
 
 def render_many(reports: list[Report], fmt: str, top: int | None = None) -> str:
@@ -364,31 +479,3 @@ def render_many(reports: list[Report], fmt: str, top: int | None = None) -> str:
     if fmt == "csv":
         return parts[0] + "".join(p.split("\n", 1)[1] for p in parts[1:])
     return "\n".join(parts)
-
-
-def write_atomically(path: str, text: str) -> None:
-    """
-    Write *text* to *path* through a temporary file in the same directory and
-    a rename, so that *path* is either the old file or the whole new one.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".dumpminer-", dir=directory)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror}") from e
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        # Also on KeyboardInterrupt: never leave the temporary file behind.
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise OutputError(f"cannot write {path}: {e.strerror}") from e
-        raise

@@ -54,6 +54,19 @@ def sample_manifest(request: pytest.FixtureRequest) -> dict[str, Any]:
     return manifest
 
 
+def unprivileged() -> tuple[str, ...]:
+    """
+    A command prefix that runs a program as a user held to file modes. As
+    root: root without any capability (no CAP_DAC_OVERRIDE), via util-linux's
+    setpriv, so that a file with mode 0 is unreadable and a directory with
+    mode 555 unwritable, while the interpreter (which may live under /root)
+    is still found. As any other user: nothing.
+    """
+    if os.geteuid() != 0:
+        return ()
+    return ("setpriv", "--inh-caps=-all", "--bounding-set=-all", "--")
+
+
 @pytest.fixture(scope="session")
 def open_prog() -> Callable[[str, str], drgn.Program]:
     """open_prog(vmcore_path, vmlinux) -> drgn.Program (see tests/oracle.py)."""

@@ -8,11 +8,13 @@ import random
 import shutil
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import unprivileged
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -362,12 +364,30 @@ def test_directory(tmp_path: Path) -> None:
         read_dump_info(tmp_path)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads anything")
+_READ_DUMP_INFO = """
+import sys
+from dumpminer.dumpinfo import read_dump_info
+from dumpminer.errors import InputFileError
+try:
+    read_dump_info(sys.argv[1])
+except InputFileError as e:
+    print("InputFileError:", e)
+"""
+
+
 def test_unreadable(tmp_path: Path) -> None:
+    """A dump the user may not read; as root, root without capabilities tries."""
     p = write(tmp_path, elf_core())
     p.chmod(0)
-    with pytest.raises(InputFileError, match="Permission denied"):
-        read_dump_info(p)
+    done = subprocess.run(
+        [*unprivileged(), sys.executable, "-c", _READ_DUMP_INFO, str(p)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("InputFileError: ") and "Permission denied" in done.stdout
 
 
 @pytest.mark.parametrize(

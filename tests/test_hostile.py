@@ -42,13 +42,13 @@ from test_dumpinfo import elf_core, kdump
 import dumpminer
 from dumpminer.cluster import cluster_fragments
 from dumpminer.fragments import Fragment, printable_runs
+from dumpminer.output import write_atomically
 from dumpminer.report import (
     Report,
     csv_cell,
     render,
     terminal_escape,
     to_json_dict,
-    write_atomically,
 )
 from dumpminer.walk import WalkStats, _PageFields, cache_layout, find_slab_pages, walk_slabs
 
@@ -585,12 +585,12 @@ def _mine_signalled(
 _SIGNAL_WHILE_WRITING = """
 import os, signal, sys, time
 import dumpminer.cli as cli
-real = cli.write_atomically
+real = cli.write_report
 def write(path, text):
     os.kill(os.getpid(), int(os.environ["SIGNUM"]))
     time.sleep(0.2)
     real(path, text)
-cli.write_atomically = write
+cli.write_report = write
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -717,6 +717,11 @@ def test_csv_cells_cannot_start_a_formula() -> None:
             assert not cell or cell[0] not in "=+-@\t\r", row
         assert row[0] == "'=1+1"
     templates = [row[2] for row in rows[1:]]
+    # The raw bytes are kept beside the safe form, in hex.
+    header = rows[0]
+    raw = {bytes.fromhex(row[header.index("template_hex")]) for row in rows[1:]}
+    assert raw == {c.template for c in crafted_report().clusters}
+    assert b'=HYPERLINK("http://x","y")' in raw
     assert '\'=HYPERLINK("http://x","y")' in templates
     assert "'+1+2" in templates and "'-2-3" in templates and "'@SUM(A1)" in templates
     assert csv_cell("\tTAB") == "\\x09TAB" and csv_cell("\rCR") == "\\x0dCR"

@@ -179,7 +179,7 @@ def test_cli_end_to_end(sample_manifest: dict[str, Any], tmp_path: Any) -> None:
     assert report["cache"]["caches"] == ["kmalloc-32"]
     table = subprocess.run([*base, "--top", "8", "--quiet"], capture_output=True, text=True)
     assert table.returncode == 0, table.stderr
-    assert "sbin/*agt/" in table.stdout and "rd -a 0x" in table.stdout
+    assert "sbin/*agt/" in table.stdout and "rd -64 0x" in table.stdout
     assert os.listdir(tmp_path) == ["report.json"]
 
 
