@@ -137,9 +137,9 @@ class FragmentTally:
             bounds = np.searchsorted(ids, np.arange(n + 1))
             at_list, runs_list = at.tolist(), runs.tolist()
             offsets: list[dict[int, int]] = [
-                {at_list[lo]: runs_list[lo]} if hi - lo == 1 else dict(
-                    zip(at_list[lo:hi], runs_list[lo:hi], strict=True)
-                )
+                {at_list[lo]: runs_list[lo]}
+                if hi - lo == 1
+                else dict(zip(at_list[lo:hi], runs_list[lo:hi], strict=True))
                 for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
             ]
             # Rows are ascending with the padding last: keep each row's head.
@@ -244,7 +244,8 @@ class FragmentTally:
             return [Spread(0.0, 0.0) for _ in clusters]
         n = len(self._texts)
         of_text = np.full(n, -1, np.int64)
-        of_template = np.full(len(self._template_ids), -1, np.int64)
+        # One more entry than templates: np.where reads both sides for every triple.
+        of_template = np.full(len(self._template_ids) + 1, -1, np.int64)
         for c, cluster in enumerate(clusters):
             for member in cluster.members:
                 i = self._index.get(member.text)
@@ -255,7 +256,9 @@ class FragmentTally:
         who = np.concatenate([piece[0] for piece in self._spread])
         slab = np.concatenate([piece[1] for piece in self._spread])
         objects = np.concatenate([piece[2] for piece in self._spread]).astype(np.float64)
-        which = np.where(who >= 0, of_text[np.maximum(who, 0)], of_template[-who - 1])
+        which = np.where(
+            who >= 0, of_text[np.maximum(who, 0)], of_template[np.maximum(-who - 1, 0)]
+        )
         known = which >= 0
         which, slab, objects = which[known], slab[known], objects[known]
         sizes = np.concatenate(self._slab_sizes).astype(np.float64)
@@ -333,9 +336,7 @@ class FragmentTally:
 
     # --- Per-slab sums (sampling) ------------------------------------------------
 
-    def _add_spread(
-        self, ids: npt.NDArray[np.int64], counts: BatchCounts, first_slab: int
-    ) -> None:
+    def _add_spread(self, ids: npt.NDArray[np.int64], counts: BatchCounts, first_slab: int) -> None:
         """Add one batch's per-slab sums per fragment, and keep its triples."""
         assert counts.slab_sizes is not None
         n = len(self._texts)
@@ -547,8 +548,9 @@ class FragmentTally:
         for who, slab, objects in self._spread:
             alive = (who < 0) | keep[np.maximum(who, 0)]
             who = who[alive]
-            spread.append((np.where(who >= 0, new_id[np.maximum(who, 0)], who), slab[alive],
-                           objects[alive]))
+            spread.append(
+                (np.where(who >= 0, new_id[np.maximum(who, 0)], who), slab[alive], objects[alive])
+            )
         self._spread = spread
         self._texts = [t for t, k in zip(self._texts, keep.tolist(), strict=True) if k]
         self._index = {text: i for i, text in enumerate(self._texts)}

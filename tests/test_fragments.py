@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dumpminer.cluster import TemplateIndex, cluster_fragments, masked
-from dumpminer.fragments import printable_runs, scan_runs
-from dumpminer.tally import FragmentTally
+from dumpminer.fragments import count_objects, printable_runs, scan_runs
+from dumpminer.tally import FragmentTally, Spread
 
 
 def rows_of(*objects: bytes) -> np.ndarray:
@@ -274,3 +274,18 @@ def test_folding_keeps_every_cluster_count(
         }
         assert {c.template: c.examples for c in got} == {c.template: c.examples for c in want}
         assert {c.template: c.offsets for c in got} == {c.template: c.offsets for c in want}
+
+
+def test_cluster_spreads_are_per_cluster_sums_over_slabs() -> None:
+    """Per-slab sums of a cluster include the cross terms of its members."""
+    rows = rows_of(b"\0t.point.1\0", b"\0t.point.2\0", b"\0usr\0", b"\0t.point.3\0")
+    counts = count_objects(rows, np.arange(4, dtype=np.uint64) * 16, 3,
+                           np.array([0, 0, 0, 1], np.int64), 2)  # fmt: skip
+    tally = FragmentTally(per_slab=True)
+    tally.absorb(counts)
+    clusters = cluster_fragments(list(tally.fragments.values()), tally.templates)
+    spreads = dict(zip([c.template for c in clusters], tally.cluster_spreads(clusters),
+                       strict=True))  # fmt: skip
+    # t.point.<NUM>: 2 objects in slab 0 (of 3), 1 in slab 1 (of 1).
+    assert spreads[b"t.point.<NUM>"] == Spread(2 * 2 + 1 * 1, 2 * 3 + 1 * 1)
+    assert spreads[b"usr"] == Spread(1, 3)
