@@ -35,7 +35,7 @@ from dumpminer.fragments import DEFAULT_MAX_FRAGMENTS, DEFAULT_MIN_LENGTH
 from dumpminer.interrupts import set_handler, signals_noted
 from dumpminer.mine import MineOptions, mine
 from dumpminer.report import FORMATS, render, render_many, terminal_escape, write_atomically
-from dumpminer.sample import parse_sample
+from dumpminer.sampling import parse_sample
 from dumpminer.slabinfo import render_slab_info, slab_info
 
 

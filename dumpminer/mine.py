@@ -41,7 +41,7 @@ from dumpminer.fragments import (
 )
 from dumpminer.interrupts import signals_noted
 from dumpminer.report import Report
-from dumpminer.sample import SampleSpec, sample_pages
+from dumpminer.sampling import SampleSpec, sample_pages
 from dumpminer.walk import Slab, SlabPage, WalkStats, find_slab_pages, walk_slabs
 
 #: Bytes of objects gathered before one vectorised extraction pass.
@@ -68,7 +68,7 @@ class MineOptions:
     min_length: int = DEFAULT_MIN_LENGTH
     #: Distinct fragments kept before the rarest are dropped (None: no bound).
     max_fragments: int | None = DEFAULT_MAX_FRAGMENTS
-    #: Keep per-slab sums for sampling intervals (see dumpminer/sample.py).
+    #: Keep per-slab sums for sampling intervals (see dumpminer/sampling.py).
     per_slab: bool = False
 
     def new_tally(self) -> FragmentTally:
@@ -331,7 +331,7 @@ def mine(
     of neighbouring memory counted apart. Returns the report; when
     interrupted (Ctrl-C), the report of what was walked so far, marked
     partial. With *sample*, only a seeded random share of the slabs is
-    mined and counts are scaled (:mod:`dumpminer.sample`).
+    mined and counts are scaled (:mod:`dumpminer.sampling`).
 
     With *dump* (from :func:`~dumpminer.dump.open_dump`), large caches are
     split over *workers* processes (default: :func:`default_workers`), each
