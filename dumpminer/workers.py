@@ -26,9 +26,9 @@ from typing import Any
 from drgn import Object
 
 from dumpminer.dump import Dump, open_dump
+from dumpminer.engine import MineOptions, mine_pages
 from dumpminer.errors import DumpminerError
 from dumpminer.fragments import FragmentTally
-from dumpminer.mine import MineOptions, mine_pages
 from dumpminer.walk import SlabPage, WalkStats
 
 #: Seconds between two looks at the workers' progress.
