@@ -85,6 +85,11 @@ class CacheUsage:
     allocated: int
     total: int
     page_size: int
+    #: False when ``allocated`` is an upper bound: the cache's lists could not
+    #: be read whole (a dump cut short), see :func:`cache_usage`.
+    exact: bool = True
+    #: Why ``allocated`` is not exact.
+    inexact_why: str | None = None
 
     @property
     def memory(self) -> int:
@@ -108,7 +113,36 @@ def cache_usage(cache: Object) -> CacheUsage:
             total=usage.num_objs,
             page_size=cache.prog_["PAGE_SIZE"].value_(),
         )
-    except (FaultError, ValueError, ValidationError) as e:
+    except FaultError as e:
+        # A list of slabs runs into memory the dump lacks (a dump cut short
+        # loses the page array, where each struct slab is): count from the
+        # per-node counters and what could be read instead.
+        return _readable_usage(cache, e)
+    except (ValueError, ValidationError) as e:
         # ValidationError: drgn found a per-CPU freelist or partial list
         # that loops, as a double free leaves them.
         raise KernelDataError(f"cannot count slab cache at {cache.value_():#x}: {e}") from e
+
+
+def _readable_usage(cache: Object, fault: FaultError) -> CacheUsage:
+    """:func:`cache_usage` from the counters, for a cache whose lists fault."""
+    from dumpminer.allocator import slab_allocator
+
+    try:
+        slabs, total, free, errors = slab_allocator(cache.prog_).readable_usage(cache)
+        return CacheUsage(
+            name=cache_name(cache),
+            address=cache.value_(),
+            object_size=cache.object_size.value_(),
+            stride=cache.size.value_(),
+            objects_per_slab=slab_cache_objects_per_slab(cache),
+            pages_per_slab=slab_cache_pages_per_slab(cache),
+            slabs=slabs,
+            allocated=total - free,
+            total=total,
+            page_size=cache.prog_["PAGE_SIZE"].value_(),
+            exact=not errors,
+            inexact_why="; ".join(errors) or None,
+        )
+    except (FaultError, ValueError) as e:
+        raise KernelDataError(f"cannot count slab cache at {cache.value_():#x}: {fault}") from e

@@ -236,7 +236,9 @@ def _header_lines(report: Report) -> list[str]:
             f"SAMPLED: {sample['slabs_sampled']} of {sample['slabs_total']} slabs "
             f"(seed {sample['seed']}); counts scaled to the cache, ~ marks estimates"
         )
-    if report.partial:
+    if report.partial and "incomplete_dump" in report.progress:
+        lines.append(f"PARTIAL: {report.progress['incomplete_dump']}")
+    elif report.partial:
         progress = report.progress
         lines.append(
             f"PARTIAL: interrupted after {progress.get('slabs_walked')} of "
