@@ -128,3 +128,27 @@ def foreign_fragments(
         if data[2:4] != magic_bytes:
             counts.update(set(printable_texts(data, min_length)))
     return counts
+
+
+def cpu_slab_objects(prog: drgn.Program, cache_name: str) -> list[int]:
+    """
+    The allocated objects of *cache_name* that lie in a CPU's active slab
+    (``cpu_slab->slab`` of each possible CPU), by drgn's helper, ascending.
+    """
+    from drgn.helpers.linux.cpumask import for_each_possible_cpu
+    from drgn.helpers.linux.mm import page_to_virt
+    from drgn.helpers.linux.percpu import per_cpu_ptr
+    from drgn.helpers.linux.slab import slab_cache_pages_per_slab
+
+    cache = find_slab_cache(prog, cache_name)
+    span = slab_cache_pages_per_slab(cache) * prog["PAGE_SIZE"].value_()
+    starts = []
+    for cpu in for_each_possible_cpu(prog):
+        slab = per_cpu_ptr(cache.cpu_slab, cpu).slab
+        if slab:
+            starts.append(page_to_virt(drgn.cast("struct page *", slab)).value_())
+    return [
+        address
+        for address in allocated_objects(prog, cache_name)
+        if any(start <= address < start + span for start in starts)
+    ]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import drgn
+import oracle
 import pytest
 from conftest import selected_series
 from drgn.helpers.linux.cpumask import for_each_possible_cpu
@@ -35,6 +36,7 @@ from drgn.helpers.linux.mm import (
 from drgn.helpers.linux.nodemask import for_each_online_node
 from drgn.helpers.linux.percpu import per_cpu_ptr
 from drgn.helpers.linux.slab import (
+    find_slab_cache,
     for_each_slab_cache,
     get_slab_cache_aliases,
     slab_cache_pages_per_slab,
@@ -552,3 +554,137 @@ def test_resolve_without_sysfs_aliases(
     assert [c.name.string_() for c in resolve_caches(prog, "kmalloc-3?")] == [b"kmalloc-32"]
     with pytest.raises(dumpminer.errors.UnknownCacheError, match="closest: kmalloc-32"):
         resolve_caches(prog, "kmalloc-23")
+
+
+# --- 5. dumps that lack what a walk needs --------------------------------------------------
+
+#: Where the ELF copy is cut, in MiB of guest memory: past the caches and their names, short
+#: of the top, where memblock put the page array, its page tables and mem_section.
+CUT_MIB = 506
+
+
+def _cut_elf(manifest: dict[str, Any], dst: Path, mib: int) -> None:
+    """A copy of the sample's ELF dump cut *mib* MiB into its memory (a copy cut short)."""
+    from elftools.elf.elffile import ELFFile
+
+    src = dump_of(manifest, "elf")["path"]
+    with open(src, "rb") as fin:
+        first = min(s["p_offset"] for s in ELFFile(fin).iter_segments() if s["p_type"] == "PT_LOAD")
+        fin.seek(0)
+        with open(dst, "wb") as fout:
+            remaining = first + (mib << 20)
+            while remaining:
+                chunk = fin.read(min(remaining, 16 << 20))
+                assert chunk
+                fout.write(chunk)
+                remaining -= len(chunk)
+
+
+@cache
+def _oracle_prog(vmcore: str, vmlinux: str) -> drgn.Program:
+    return oracle.open_prog(vmcore, vmlinux)
+
+
+def test_dump_cut_short_gives_a_partial_report(
+    sample_manifest: dict[str, Any], tmp_path: Path
+) -> None:
+    """
+    Cut short, the dump loses its page array (and the page tables that map it), so no
+    struct slab is readable: the report is partial, exit 10, and holds exactly the objects
+    of each CPU's active slab that drgn finds in the whole dump, with the share reached.
+    """
+    cut = tmp_path / "cut.vmcore"
+    _cut_elf(sample_manifest, cut, CUT_MIB)
+    vmlinux = sample_manifest["vmlinux"]
+    out = tmp_path / "r.json"
+    done = cli("mine", str(cut), "--vmlinux", vmlinux, "--cache", "kmalloc-32",
+               "--format", "json", "--quiet", "-o", str(out))  # fmt: skip
+    assert done.returncode == 10, done.stderr
+    assert done.stderr == ""
+    report = json.loads(out.read_text())
+    progress = report["partial"], report["progress"]
+    assert progress[0] is True
+    why = progress[1]
+    assert "page array" in why["incomplete_dump"] and why["interrupted"] is False
+    # The whole dump, read by the oracle, says what the cut one should give.
+    whole = _oracle_prog(dump_of(sample_manifest, "elf")["path"], vmlinux)
+    expected = oracle.cpu_slab_objects(whole, "kmalloc-32")
+    assert 0 < len(expected) == report["scan"]["objects_scanned"] == why["objects_walked"]
+    size = oracle.object_size(whole, "kmalloc-32")
+    fragments = oracle.fragment_objects(whole, expected, size, 3)
+    assert {f["text"]: f["objects"] for f in report["fragments"]} == dict(fragments)
+    usage = slab_cache_usage(find_slab_cache(whole, "kmalloc-32"))
+    assert why["slabs_total"] == usage.num_slabs == report["cache"]["slabs"]
+    assert report["cache"]["total"] == usage.num_objs
+    assert why["slabs_walked"] == report["scan"]["slabs"] >= 1
+    assert why["share_of_slabs"] == round(why["slabs_walked"] / usage.num_slabs, 4)
+    assert why["page_array_unread"] > 0
+    # The table says it too, on the line after the counts.
+    table = cli("mine", str(cut), "--vmlinux", vmlinux, "--cache", "kmalloc-32", "--quiet")
+    assert table.returncode == 10, table.stderr
+    assert "PARTIAL: the dump lacks" in table.stdout
+
+
+def _makedumpfile_d31(manifest: dict[str, Any], dst: Path) -> None:
+    """``makedumpfile -c -d 31`` of the sample's ELF dump, as sample_dumps/build.py does it."""
+    from sample_dumps.build import fix_qemu_elf_header
+
+    fixed = dst.with_suffix(".elf")
+    shutil.copyfile(dump_of(manifest, "elf")["path"], fixed)
+    fix_qemu_elf_header(fixed)
+    subprocess.run(["makedumpfile", "-c", "-d", "31", str(fixed), str(dst)],
+                   capture_output=True, check=True, timeout=600)  # fmt: skip
+    fixed.unlink()
+
+
+def test_makedumpfile_d31_on_6_12_says_what_helps(
+    sample_manifest: dict[str, Any], tmp_path: Path
+) -> None:
+    """
+    Debian 12's makedumpfile at -d 31 drops slab pages of 6.10+ kernels: on 6.12 mine and
+    caches say so in one line (exit 12); on 6.1 the same filtering keeps them and both work.
+    """
+    dump = tmp_path / "d31.vmcore"
+    _makedumpfile_d31(sample_manifest, dump)
+    vmlinux = sample_manifest["vmlinux"]
+    info = cli("info", str(dump), "--format", "json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["dump_level"] == 31
+    mined = cli("mine", str(dump), "--vmlinux", vmlinux, "--cache", "kmalloc-32", "--quiet")
+    listed = cli("caches", str(dump), "--vmlinux", vmlinux)
+    if sample_manifest["series"] == "6.1":
+        assert mined.returncode == 0, mined.stderr
+        assert listed.returncode == 0, listed.stderr
+        return
+    for done in (mined, listed):
+        assert done.returncode == 12, done.stderr
+        assert done.stdout == ""
+        line = done.stderr
+        assert line.startswith("dumpminer: ") and line.count("\n") == 1
+        assert "lost slab pages" in line and "-d 31" in line
+        assert "unfiltered dump" in line and "-d 23" in line and "makedumpfile" in line
+
+
+_WITHOUT_DRGN_INTERNALS = """
+import sys
+import drgn.helpers.linux.slab as slab
+del slab._SlabCacheHelperSlub
+import dumpminer.cli as cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_drgn_without_slab_internals(sample_manifest: dict[str, Any]) -> None:
+    """A drgn without the private helpers: info still works, mine ends with exit 11."""
+    vmcore = dump_of(sample_manifest, "kdump")["path"]
+    run = [sys.executable, "-c", _WITHOUT_DRGN_INTERNALS]
+    info = subprocess.run([*run, "info", vmcore], capture_output=True, text=True, check=False)
+    assert info.returncode == 0, info.stderr
+    assert "osrelease" in info.stdout
+    mined = subprocess.run(
+        [*run, "mine", vmcore, "--vmlinux", sample_manifest["vmlinux"], "--cache", "kmalloc-32"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert mined.returncode == 11, mined.stderr
+    assert mined.stderr.startswith("dumpminer: drgn ") and mined.stderr.count("\n") == 1
+    assert "slab internals" in mined.stderr and "0.3.0" in mined.stderr
