@@ -43,7 +43,14 @@ from drgn.helpers import ValidationError
 from dumpminer.dumpinfo import DumpInfo
 from dumpminer.errors import SlabPagesFilteredError, UnsupportedKernelError, show_path
 
-__all__ = ["ListedSlabs", "SlubAllocator", "check_slab_pages_kept", "slab_allocator"]
+__all__ = [
+    "ListedSlabs",
+    "SlubAllocator",
+    "check_slab_pages_kept",
+    "page_array_lost",
+    "slab_allocator",
+    "vmemmap",
+]
 
 #: drgn versions whose private slab helpers this module was tested with.
 TESTED_DRGN = "0.3.0"
@@ -283,6 +290,34 @@ def slab_allocator(prog: Program) -> SlubAllocator:
     allocator = SlubAllocator(prog, _drgn_helper_factory())
     prog.cache["dumpminer_allocator"] = allocator
     return allocator
+
+
+def vmemmap(prog: Program) -> int:
+    """
+    The address of PFN 0's ``struct page`` in the virtual page array; from
+    ``vmemmap_base`` (x86_64) when drgn's ``vmemmap``, which looks at the
+    memory sections (allocated at the top of memory, lost first when a dump
+    is cut short), faults.
+    """
+    try:
+        return int(prog["vmemmap"].value_())
+    except FaultError:
+        return int(prog["vmemmap_base"].value_())
+
+
+def page_array_lost(prog: Program) -> bool:
+    """
+    Whether the dump lacks part of the page array: the ``struct page`` of
+    its first or last PFN cannot be read. A dump cut short loses it first.
+    """
+    try:
+        size = sizeof(prog.type("struct page"))
+        first = vmemmap(prog)
+        prog.read(first, size)
+        prog.read(first + (prog["max_pfn"].value_() - 1) * size, size)
+    except FaultError:
+        return True
+    return False
 
 
 def _check_allocator(prog: Program) -> None:

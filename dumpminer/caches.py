@@ -97,8 +97,13 @@ class CacheUsage:
         return self.slabs * self.pages_per_slab * self.page_size
 
 
-def cache_usage(cache: Object) -> CacheUsage:
-    """Counts of one cache from drgn's :func:`slab_cache_usage`."""
+def cache_usage(cache: Object, page_array_lost: bool = False) -> CacheUsage:
+    """
+    Counts of one cache from drgn's :func:`slab_cache_usage`. With
+    *page_array_lost* (the dump lacks part of its page array, where every
+    ``struct slab`` is), a list of slabs that faults is no corruption: the
+    counts then come from the per-node counters and what could be read.
+    """
     try:
         usage = slab_cache_usage(cache)
         return CacheUsage(
@@ -114,9 +119,10 @@ def cache_usage(cache: Object) -> CacheUsage:
             page_size=cache.prog_["PAGE_SIZE"].value_(),
         )
     except FaultError as e:
+        if not page_array_lost:
+            raise KernelDataError(f"cannot count slab cache at {cache.value_():#x}: {e}") from e
         # A list of slabs runs into memory the dump lacks (a dump cut short
-        # loses the page array, where each struct slab is): count from the
-        # per-node counters and what could be read instead.
+        # loses the page array): count from the per-node counters instead.
         return _readable_usage(cache, e)
     except (ValueError, ValidationError) as e:
         # ValidationError: drgn found a per-CPU freelist or partial list

@@ -25,7 +25,7 @@ from typing import Any
 from drgn import Object, Program
 from tqdm import tqdm
 
-from dumpminer.allocator import slab_allocator
+from dumpminer.allocator import page_array_lost, slab_allocator
 from dumpminer.caches import CacheUsage, cache_usage, resolve_caches
 from dumpminer.cluster import cluster_fragments, sort_fragments
 from dumpminer.dump import Dump
@@ -143,7 +143,8 @@ def _mine(
     # before anything else is read.
     slab_allocator(prog)
     caches = resolve_caches(prog, cache)
-    usages = [cache_usage(c) for c in caches]
+    lost = page_array_lost(prog)
+    usages = [cache_usage(c, lost) for c in caches]
     stats = WalkStats()
     pages = found = find_slab_pages(prog, {u.address for u in usages}, stats, progress)
     incomplete = None

@@ -33,7 +33,7 @@ from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_virt
 from drgn.helpers.linux.slab import slab_cache_objects_per_slab
 from tqdm import tqdm
 
-from dumpminer.allocator import ListedSlabs, slab_allocator
+from dumpminer.allocator import ListedSlabs, slab_allocator, vmemmap
 from dumpminer.caches import cache_name
 from dumpminer.errors import KernelDataError
 
@@ -320,19 +320,7 @@ def _page_ranges(prog: Program) -> list[tuple[int, int, int]]:
             for start, end, mem_map in for_each_valid_page_range(prog)
         ]
     except FaultError:
-        return [(0, prog["max_pfn"].value_(), _vmemmap(prog))]
-
-
-def _vmemmap(prog: Program) -> int:
-    """
-    The address of PFN 0's ``struct page`` in the virtual page array; from
-    ``vmemmap_base`` (x86_64) when drgn's ``vmemmap``, which looks at the
-    memory sections, faults.
-    """
-    try:
-        return int(prog["vmemmap"].value_())
-    except FaultError:
-        return int(prog["vmemmap_base"].value_())
+        return [(0, prog["max_pfn"].value_(), vmemmap(prog))]
 
 
 def _scan_page_chunk(
@@ -400,7 +388,7 @@ def listed_slab_pages(
     wanted = np.array(sorted(cache.value_() for cache in caches), dtype=np.uint64)
     listed = [allocator.listed_slabs(cache) for cache in caches]
     found: dict[int, SlabPage] = {}
-    page0 = _vmemmap(prog)
+    page0 = vmemmap(prog)
     for address in sorted(set().union(*(slabs.all for slabs in listed))):
         pfn = (address - page0) // fields.size
         for page in _scan_page_chunk(prog, fields, page0, pfn, pfn + 1, wanted, stats):
@@ -419,7 +407,7 @@ def cpu_slab_pages(prog: Program, caches: list[Object]) -> list[SlabPage]:
     """
     allocator = slab_allocator(prog)
     size = sizeof(prog.type("struct page"))
-    page0 = _vmemmap(prog)
+    page0 = vmemmap(prog)
     pages = []
     for cache in caches:
         objects = slab_cache_objects_per_slab(cache)
