@@ -52,7 +52,8 @@ __all__ = [
     "vmemmap",
 ]
 
-#: drgn versions whose private slab helpers this module was tested with.
+#: The drgn release whose private slab helpers this module was tested with
+#: (pyproject.toml pins it).
 TESTED_DRGN = "0.3.0"
 #: makedumpfile's dump level bit for user pages (``-d 8``).
 DL_EXCLUDE_USER_DATA = 8
@@ -344,7 +345,7 @@ def _drgn_helper_factory() -> Any:
     if helper is None or not hasattr(helper, "_per_cpu_info"):
         raise UnsupportedKernelError(
             f"drgn {drgn.__version__} lacks the slab internals dumpminer uses "
-            f"(tested with drgn {TESTED_DRGN}: pip install 'drgn>=0.3,<0.4')"
+            f"(tested with drgn {TESTED_DRGN}: pip install 'drgn=={TESTED_DRGN}')"
         )
     return helper
 
@@ -390,7 +391,7 @@ def check_slab_pages_kept(prog: Program, info: DumpInfo) -> None:
     Since 6.10, a slab page is marked by a page type in ``_mapcount``, not
     by ``PG_slab``. A makedumpfile that predates it (Debian 12's 1.7.2)
     takes slab pages for user pages, so its "user pages" bit (8, part of
-    the usual ``-d 31``) drops every slab: each read of a ``struct
+    the usual ``-d 31``) drops many of them: each read of a ``struct
     kmem_cache`` in them then faults on an excluded page. Seen on such a
     dump (the dump level from the kdump header, the kernel version, and a
     fault on a cache), this says what happened and what helps. On the 6.12

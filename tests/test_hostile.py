@@ -252,7 +252,7 @@ def test_kdump_cut_short(
 
 
 def test_filtered_dump_keeps_slab_pages(sample_manifest: dict[str, Any]) -> None:
-    """makedumpfile -d 31 drops free, cache and user pages, never slab pages."""
+    """The filtered sample (-d 31; -d 23 on 6.12) drops free and cache pages, never slab pages."""
     dump = dumpminer.open_dump(_elf(sample_manifest, "makedumpfile"), sample_manifest["vmlinux"])
     report = to_json_dict(dumpminer.mine(dump.prog, CACHE, dump=dump))
     assert report["scan"]["faults"] == 0

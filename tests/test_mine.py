@@ -1,7 +1,7 @@
 """
 ``dumpminer mine`` on the real seed sample, held to drgn's own slab helpers.
 
-Every dump of the sample (QEMU kdump, ELF, makedumpfile -d 31) on every
+Every dump of the sample (QEMU kdump, ELF, makedumpfile -d 31, -d 23 on 6.12) on every
 kernel series is mined, and the report is compared with an oracle that uses
 only drgn's helpers: ``slab_cache_usage``, ``slab_cache_for_each_allocated_object``
 and ``prog.read``, and with what the sample builder planted.

@@ -45,9 +45,10 @@ from drgn.helpers.linux.slab import (
 from test_debuginfo import fake_vmlinux
 
 import dumpminer
+from dumpminer.allocator import slab_allocator
 from dumpminer.caches import resolve_caches
 from dumpminer.debuginfo import debuginfo_package_hint, vmlinux_build_id
-from dumpminer.errors import DebugInfoError
+from dumpminer.errors import DebugInfoError, UnsupportedKernelError
 from dumpminer.slabinfo import SlabInfo, render_slab_info, slab_info
 from sample_dumps.build import build_sample
 
@@ -688,3 +689,37 @@ def test_drgn_without_slab_internals(sample_manifest: dict[str, Any]) -> None:
     assert mined.returncode == 11, mined.stderr
     assert mined.stderr.startswith("dumpminer: drgn ") and mined.stderr.count("\n") == 1
     assert "slab internals" in mined.stderr and "0.3.0" in mined.stderr
+
+
+def _kernel_types(slab: bool) -> drgn.Program:
+    """
+    A program with no memory whose only types are what tells the allocators apart:
+    CONFIG_SLAB's ``freelist_idx_t`` and its ``struct kmem_cache`` (``num``, no ``offset``),
+    or SLOB's ``struct kmem_cache`` alone. No SLAB or SLOB vmcore is at hand; the refusal
+    needs nothing else, as it reads no memory.
+    """
+    prog = drgn.Program(drgn.host_platform)
+    uint = prog.int_type("unsigned int", 4, False)
+
+    def find(_: drgn.Program, kinds: Any, name: str, filename: str | None) -> drgn.Type | None:
+        if slab and name == "freelist_idx_t" and drgn.TypeKind.TYPEDEF in kinds:
+            return prog.typedef_type("freelist_idx_t", prog.int_type("unsigned char", 1, False))
+        if name == "kmem_cache" and drgn.TypeKind.STRUCT in kinds:
+            return prog.struct_type("kmem_cache", 4, (drgn.TypeMember(uint, "num", 0),))
+        return None
+
+    prog.register_type_finder("slab-or-slob", find, enable_index=0)
+    return prog
+
+
+@pytest.mark.parametrize("slab", [True, False], ids=["CONFIG_SLAB", "CONFIG_SLOB"])
+def test_other_allocators_refused_before_any_read(slab: bool) -> None:
+    prog = _kernel_types(slab)
+    with pytest.raises(UnsupportedKernelError, match="SLAB allocator" if slab else "SLOB") as e:
+        dumpminer.mine(prog, "kmalloc-32")
+    assert e.value.exit_code == 11 and "\n" not in str(e.value)
+
+
+def test_slub_probed_once(sample_manifest: dict[str, Any]) -> None:
+    prog = _opened(dump_of(sample_manifest, "kdump")["path"], sample_manifest["vmlinux"]).prog
+    assert slab_allocator(prog) is slab_allocator(prog)
