@@ -188,10 +188,10 @@ class SlubAllocator:
 
     def _store_user_flag(self) -> int:
         """``SLAB_STORE_USER``: with it (slub_debug=U) SLUB keeps full lists."""
-        try:
-            return int(self.prog.constant("SLAB_STORE_USER").value_())
+        try:  # Since 6.8 the flags are bits numbered by an enum.
+            return 1 << int(self.prog.constant("_SLAB_STORE_USER").value_())
         except LookupError:
-            return 0x00010000  # its value in every kernel up to 6.12
+            return 0x00010000  # the #define before 6.8
 
     def _nodes(self, cache: Object) -> list[Object]:
         """The cache's ``struct kmem_cache_node`` of each possible node."""

@@ -723,3 +723,30 @@ def test_other_allocators_refused_before_any_read(slab: bool) -> None:
 def test_slub_probed_once(sample_manifest: dict[str, Any]) -> None:
     prog = _opened(dump_of(sample_manifest, "kdump")["path"], sample_manifest["vmlinux"]).prog
     assert slab_allocator(prog) is slab_allocator(prog)
+
+
+def test_listed_slabs_agree_with_the_kernel(sample_manifest: dict[str, Any]) -> None:
+    """
+    On a whole dump, the slabs the cache's lists name (the fallback for a dump cut short)
+    are slabs of the cache the page-array scan finds, the per-CPU ones are each CPU's
+    cpu_slab->slab, the partial ones are as many as the kernel's nr_partial, and the CPU's
+    active slab built without its struct slab is the one the scan found.
+    """
+    from dumpminer.walk import WalkStats, cpu_slab_pages, find_slab_pages
+
+    prog = _opened(dump_of(sample_manifest, "elf")["path"], sample_manifest["vmlinux"]).prog
+    cache = find_slab_cache(prog, "kmalloc-32")
+    listed = slab_allocator(prog).listed_slabs(cache)
+    assert listed.errors == ()
+    scanned = {p.address: p for p in find_slab_pages(prog, {cache.value_()}, WalkStats())}
+    assert listed.all <= set(scanned)
+    active = {per_cpu_ptr(cache.cpu_slab, cpu).slab.value_() for cpu in for_each_possible_cpu(prog)}
+    assert active - {0} <= listed.cpu
+    nr_partial = sum(cache.node[n].nr_partial.value_() for n in for_each_online_node(prog))
+    assert len(listed.partial) == nr_partial
+    assert listed.full == frozenset() and not listed.full_tracked  # no slub_debug=U
+    for page in cpu_slab_pages(prog, [cache]):
+        assert (page.pfn, page.objects) == (
+            scanned[page.address].pfn,
+            scanned[page.address].objects,
+        )
