@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from drgn import Object, Program
+from drgn import Program
 from tqdm import tqdm
 
 from dumpminer.allocator import page_array_lost, slab_allocator
@@ -31,16 +31,11 @@ from dumpminer.cluster import cluster_fragments, sort_fragments
 from dumpminer.dump import Dump
 from dumpminer.engine import MineOptions, mine_pages
 from dumpminer.fragments import DEFAULT_MAX_FRAGMENTS, DEFAULT_MIN_LENGTH, FragmentTally
+from dumpminer.incomplete import incomplete_progress, reach_without_page_array
 from dumpminer.interrupts import signals_noted
 from dumpminer.report import Report
 from dumpminer.sampling import SampleSpec, sample_pages
-from dumpminer.walk import (
-    SlabPage,
-    WalkStats,
-    cpu_slab_pages,
-    find_slab_pages,
-    listed_slab_pages,
-)
+from dumpminer.walk import SlabPage, WalkStats, find_slab_pages
 from dumpminer.workers import mine_in_workers
 
 __all__ = ["MineOptions", "default_workers", "mine"]
@@ -149,7 +144,7 @@ def _mine(
     pages = found = find_slab_pages(prog, {u.address for u in usages}, stats, progress)
     incomplete = None
     if stats.page_array_unread:
-        found, incomplete = _reach_without_page_array(prog, caches, found, stats)
+        found, incomplete = reach_without_page_array(prog, caches, found, stats)
         pages = found
     if sample is not None:
         pages = sample_pages(found, sample)
@@ -180,78 +175,10 @@ def _mine(
         report.partial = True
         report.progress = {
             **report.progress,
-            **_incomplete_progress(incomplete, usages, stats),
+            **incomplete_progress(incomplete, usages, stats),
             "interrupted": interrupted,
         }
     return report
-
-
-def _reach_without_page_array(
-    prog: Program, caches: list[Object], found: list[SlabPage], stats: WalkStats
-) -> tuple[list[SlabPage], dict[str, Any]]:
-    """
-    Add to the slabs the page-array scan *found* those the caches' own lists
-    name (:func:`~dumpminer.walk.listed_slab_pages`), for a dump whose page
-    array could not be read whole; and say what the lists gave.
-    """
-    listing = WalkStats()
-    listed_pages, listed = listed_slab_pages(prog, caches, listing)
-    known = {page.address for page in found}
-    extra = [page for page in listed_pages if page.address not in known]
-    known.update(page.address for page in extra)
-    # A CPU's active slab can be read without its struct slab: the CPU's
-    # own data says where it is and which objects are free.
-    by_cpu = [page for page in cpu_slab_pages(prog, caches) if page.address not in known]
-    named = set().union(*(slabs.all for slabs in listed))
-    facts = {
-        "listed_slabs": len(named),
-        "listed_unreadable": len(named) - len(listed_pages),
-        "listed_new": len(extra),
-        "cpu_slabs_without_page_array": len(by_cpu),
-        "full_lists_tracked": any(slabs.full_tracked for slabs in listed),
-        "list_errors": sorted({e for slabs in listed for e in slabs.errors})[:NAMED_ERRORS],
-    }
-    return sorted(found + extra + by_cpu, key=lambda page: page.pfn), facts
-
-
-#: How many list errors an incomplete report names.
-NAMED_ERRORS = 5
-
-
-def _incomplete_progress(
-    listing: dict[str, Any], usages: list[CacheUsage], stats: WalkStats
-) -> dict[str, Any]:
-    """
-    The ``progress`` of a report cut short by the dump: why, and what share
-    of the cache's slabs and objects the walk reached.
-    """
-    slabs_total = sum(u.slabs for u in usages)
-    objects_total = sum(u.allocated for u in usages)
-    share = stats.slabs / slabs_total if slabs_total else 0.0
-    lists = "per-CPU, per-node partial" + (
-        " and full" if listing["full_lists_tracked"] else "; full slabs are not listed"
-    )
-    why = (
-        f"the dump lacks {stats.page_array_unread} of the {stats.page_array_pages} entries "
-        f"of the page array (from PFN {stats.first_unread_pfn}; a dump cut short?): "
-        f"walked {stats.slabs} of the cache's {slabs_total} slabs ({share:.1%}) and "
-        f"{stats.objects_scanned} of about {objects_total} allocated objects; the cache's lists "
-        f"({lists}) named {listing['listed_slabs']} slabs, {listing['listed_new']} of them "
-        f"beyond the scan, {listing['listed_unreadable']} unreadable; "
-        f"{listing['cpu_slabs_without_page_array']} per-CPU slabs read without it"
-    )
-    return {
-        "incomplete_dump": why,
-        "slabs_walked": stats.slabs,
-        "slabs_total": slabs_total,
-        "share_of_slabs": round(share, 4),
-        "objects_walked": stats.objects_scanned,
-        "objects_allocated": objects_total,
-        "allocated_exact": all(u.exact for u in usages),
-        "page_array_pages": stats.page_array_pages,
-        "page_array_unread": stats.page_array_unread,
-        **listing,
-    }
 
 
 def _report(
