@@ -67,13 +67,13 @@ class KernelDataError(DumpminerError):
 class UnsupportedKernelError(DumpminerError):
     """The kernel's slab allocator (SLAB, SLOB) or the installed drgn is not supported."""
 
-    exit_code = 11
+    exit_code = 12
 
 
 class SlabPagesFilteredError(DumpminerError):
     """The dump was filtered in a way that dropped slab pages: there is nothing to mine."""
 
-    exit_code = 12
+    exit_code = 13
 
 
 def first_line(error: BaseException) -> str:

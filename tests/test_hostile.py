@@ -738,7 +738,7 @@ def test_terminal_escape() -> None:
 # 6. Fuzzed headers: a documented code or success, never a hang or traceback
 # --------------------------------------------------------------------------
 
-DOCUMENTED = {0, 3, 4, 5, 6, 7, 9, 10, 11, 12}
+DOCUMENTED = {0, 3, 4, 5, 6, 7, 9, 10, 12, 13}
 
 
 def test_fuzzed_real_headers(sample_manifest: dict[str, Any], tmp_path: Path) -> None:

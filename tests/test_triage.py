@@ -643,7 +643,7 @@ def test_makedumpfile_d31_on_6_12_says_what_helps(
 ) -> None:
     """
     Debian 12's makedumpfile at -d 31 drops slab pages of 6.10+ kernels: on 6.12 mine and
-    caches say so in one line (exit 12); on 6.1 the same filtering keeps them and both work.
+    caches say so in one line (exit 13); on 6.1 the same filtering keeps them and both work.
     """
     dump = tmp_path / "d31.vmcore"
     _makedumpfile_d31(sample_manifest, dump)
@@ -658,7 +658,7 @@ def test_makedumpfile_d31_on_6_12_says_what_helps(
         assert listed.returncode == 0, listed.stderr
         return
     for done in (mined, listed):
-        assert done.returncode == 12, done.stderr
+        assert done.returncode == 13, done.stderr
         assert done.stdout == ""
         line = done.stderr
         assert line.startswith("dumpminer: ") and line.count("\n") == 1
@@ -676,7 +676,7 @@ sys.exit(cli.main(sys.argv[1:]))
 
 
 def test_drgn_without_slab_internals(sample_manifest: dict[str, Any]) -> None:
-    """A drgn without the private helpers: info still works, mine ends with exit 11."""
+    """A drgn without the private helpers: info still works, mine ends with exit 12."""
     vmcore = dump_of(sample_manifest, "kdump")["path"]
     run = [sys.executable, "-c", _WITHOUT_DRGN_INTERNALS]
     info = subprocess.run([*run, "info", vmcore], capture_output=True, text=True, check=False)
@@ -686,7 +686,7 @@ def test_drgn_without_slab_internals(sample_manifest: dict[str, Any]) -> None:
         [*run, "mine", vmcore, "--vmlinux", sample_manifest["vmlinux"], "--cache", "kmalloc-32"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    assert mined.returncode == 11, mined.stderr
+    assert mined.returncode == 12, mined.stderr
     assert mined.stderr.startswith("dumpminer: drgn ") and mined.stderr.count("\n") == 1
     assert "slab internals" in mined.stderr and "0.3.0" in mined.stderr
 
@@ -717,7 +717,7 @@ def test_other_allocators_refused_before_any_read(slab: bool) -> None:
     prog = _kernel_types(slab)
     with pytest.raises(UnsupportedKernelError, match="SLAB allocator" if slab else "SLOB") as e:
         dumpminer.mine(prog, "kmalloc-32")
-    assert e.value.exit_code == 11 and "\n" not in str(e.value)
+    assert e.value.exit_code == 12 and "\n" not in str(e.value)
 
 
 def test_slub_probed_once(sample_manifest: dict[str, Any]) -> None:
