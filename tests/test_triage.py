@@ -586,8 +586,15 @@ def _oracle_prog(vmcore: str, vmlinux: str) -> drgn.Program:
     return oracle.open_prog(vmcore, vmlinux)
 
 
+def _cut_kdump(manifest: dict[str, Any], dst: Path, percent: int) -> None:
+    """A copy of the sample's kdump file cut at *percent* % of its size (pages in PFN order)."""
+    data = Path(dump_of(manifest, "kdump")["path"]).read_bytes()
+    dst.write_bytes(data[: len(data) * percent // 100])
+
+
+@pytest.mark.parametrize("fmt", ["elf", "kdump"])
 def test_dump_cut_short_gives_a_partial_report(
-    sample_manifest: dict[str, Any], tmp_path: Path
+    sample_manifest: dict[str, Any], tmp_path: Path, fmt: str
 ) -> None:
     """
     Cut short, the dump loses its page array (and the page tables that map it), so no
@@ -595,7 +602,10 @@ def test_dump_cut_short_gives_a_partial_report(
     of each CPU's active slab that drgn finds in the whole dump, with the share reached.
     """
     cut = tmp_path / "cut.vmcore"
-    _cut_elf(sample_manifest, cut, CUT_MIB)
+    if fmt == "elf":
+        _cut_elf(sample_manifest, cut, CUT_MIB)
+    else:
+        _cut_kdump(sample_manifest, cut, 99)
     vmlinux = sample_manifest["vmlinux"]
     out = tmp_path / "r.json"
     done = cli("mine", str(cut), "--vmlinux", vmlinux, "--cache", "kmalloc-32",
