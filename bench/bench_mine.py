@@ -73,7 +73,7 @@ def program_dumpminer_2_workers(dump: Any) -> int:
 def program_sample(dump: Any) -> int:
     """(c) dumpminer with ``--sample 0.1``: a tenth of the slabs."""
     import dumpminer
-    from dumpminer.sample import SampleSpec
+    from dumpminer.sampling import SampleSpec
 
     report = dumpminer.mine(dump.prog, CACHE, dump=dump, sample=SampleSpec(fraction=0.1))
     return int(report.scan["objects_scanned"])

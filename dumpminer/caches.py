@@ -91,6 +91,11 @@ class CacheUsage:
     allocated: int
     total: int
     page_size: int
+    #: False when ``allocated`` is an upper bound: the cache's lists could not
+    #: be read whole (a dump cut short), see :func:`cache_usage`.
+    exact: bool = True
+    #: Why ``allocated`` is not exact.
+    inexact_why: str | None = None
 
     @property
     def memory(self) -> int:
@@ -98,8 +103,13 @@ class CacheUsage:
         return self.slabs * self.pages_per_slab * self.page_size
 
 
-def cache_usage(cache: Object) -> CacheUsage:
-    """Counts of one cache from drgn's :func:`slab_cache_usage`."""
+def cache_usage(cache: Object, page_array_lost: bool = False) -> CacheUsage:
+    """
+    Counts of one cache from drgn's :func:`slab_cache_usage`. With
+    *page_array_lost* (the dump lacks part of its page array, where every
+    ``struct slab`` is), a list of slabs that faults is no corruption: the
+    counts then come from the per-node counters and what could be read.
+    """
     try:
         usage = slab_cache_usage(cache)
         return CacheUsage(
@@ -114,7 +124,37 @@ def cache_usage(cache: Object) -> CacheUsage:
             total=usage.num_objs,
             page_size=cache.prog_["PAGE_SIZE"].value_(),
         )
-    except (FaultError, ValueError, ValidationError) as e:
+    except FaultError as e:
+        if not page_array_lost:
+            raise KernelDataError(f"cannot count slab cache at {cache.value_():#x}: {e}") from e
+        # A list of slabs runs into memory the dump lacks (a dump cut short
+        # loses the page array): count from the per-node counters instead.
+        return _readable_usage(cache, e)
+    except (ValueError, ValidationError) as e:
         # ValidationError: drgn found a per-CPU freelist or partial list
         # that loops, as a double free leaves them.
         raise KernelDataError(f"cannot count slab cache at {cache.value_():#x}: {e}") from e
+
+
+def _readable_usage(cache: Object, fault: FaultError) -> CacheUsage:
+    """:func:`cache_usage` from the counters, for a cache whose lists fault."""
+    from dumpminer.allocator import slab_allocator
+
+    try:
+        slabs, total, free, errors = slab_allocator(cache.prog_).readable_usage(cache)
+        return CacheUsage(
+            name=cache_name(cache),
+            address=cache.value_(),
+            object_size=cache.object_size.value_(),
+            stride=cache.size.value_(),
+            objects_per_slab=slab_cache_objects_per_slab(cache),
+            pages_per_slab=slab_cache_pages_per_slab(cache),
+            slabs=slabs,
+            allocated=total - free,
+            total=total,
+            page_size=cache.prog_["PAGE_SIZE"].value_(),
+            exact=not errors,
+            inexact_why="; ".join(errors) or None,
+        )
+    except (FaultError, ValueError) as e:
+        raise KernelDataError(f"cannot count slab cache at {cache.value_():#x}: {fault}") from e

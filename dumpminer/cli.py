@@ -27,6 +27,7 @@ from dumpminer.debuginfo import looks_like_vmlinux
 from dumpminer.dump import open_dump
 from dumpminer.dumpinfo import dump_info_dict, read_dump_info
 from dumpminer.errors import (
+    EXIT_INCOMPLETE_DUMP,
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     DumpminerError,
@@ -39,8 +40,8 @@ from dumpminer.fragments import DEFAULT_MIN_LENGTH
 from dumpminer.interrupts import set_handler, signals_noted
 from dumpminer.mine import MineOptions, mine
 from dumpminer.output import check_output, write_report
-from dumpminer.report import FORMATS, render, render_many, terminal_escape
-from dumpminer.sample import SampleSpec, parse_sample
+from dumpminer.report import FORMATS, Report, render, render_many, terminal_escape
+from dumpminer.sampling import SampleSpec, parse_sample
 from dumpminer.slabinfo import render_slab_info, slab_info
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS
 
@@ -296,7 +297,7 @@ def run_mine(args: argparse.Namespace) -> int:
                 sample=sample,
             )
         )
-        if reports[-1].partial:
+        if _interrupted(reports[-1]):
             break
     # The report of an interrupted walk is what the user waits for: a
     # second Ctrl-C (or SIGTERM) while it is rendered and written is noted,
@@ -308,10 +309,17 @@ def run_mine(args: argparse.Namespace) -> int:
             text = render_many(reports, args.format, args.top)
         _emit(text, args.output)
     late = [sig for report in reports for sig in report.late_signals] + noted
-    if reports[-1].partial or late:
+    if _interrupted(reports[-1]) or late:
         terminated = _TERMINATED or late[-1:] == [signal.SIGTERM]
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    if any(report.partial for report in reports):
+        return EXIT_INCOMPLETE_DUMP  # the dump lacks what the rest needs
     return 0
+
+
+def _interrupted(report: Report) -> bool:
+    """Whether a signal, not the dump, cut *report* short."""
+    return report.partial and bool(report.progress.get("interrupted", True))
 
 
 _TERMINATED = False

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import drgn
 
+from dumpminer.allocator import check_slab_pages_kept
 from dumpminer.debuginfo import check_vmlinux_matches, find_vmlinux
 from dumpminer.dumpinfo import DumpInfo, check_architecture, read_dump_info
 from dumpminer.errors import DebugInfoError, InputFileError, NotADumpError, first_line
@@ -78,4 +79,6 @@ def open_dump(
         raise DebugInfoError(f"no usable debuginfo in {vmlinux_path}: {first_line(e)}") from e
     except Exception as e:
         raise DebugInfoError(f"cannot load {vmlinux_path}: {first_line(e)}") from e
+    # A makedumpfile that predates the kernel may have dropped every slab.
+    check_slab_pages_kept(prog, info)
     return Dump(path=path, info=info, vmlinux=vmlinux_path, prog=prog)

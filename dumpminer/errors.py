@@ -64,6 +64,18 @@ class KernelDataError(DumpminerError):
     exit_code = 9
 
 
+class UnsupportedKernelError(DumpminerError):
+    """The kernel's slab allocator (SLAB, SLOB) or the installed drgn is not supported."""
+
+    exit_code = 12
+
+
+class SlabPagesFilteredError(DumpminerError):
+    """The dump was filtered in a way that dropped slab pages: there is nothing to mine."""
+
+    exit_code = 13
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an error's message, or its type when it has none."""
     text = str(error).strip()
@@ -75,6 +87,10 @@ def show_path(path: str) -> str:
     return repr(path) if any(c < " " for c in path) else path
 
 
+#: Exit code after a report that covers only part of the cache because the
+#: dump lacks kernel data (its page array, cut short): the report was written,
+#: ``"partial": true`` with the reason in ``progress``.
+EXIT_INCOMPLETE_DUMP = 10
 #: Exit code after SIGINT: the partial report was written (128 + SIGINT).
 EXIT_INTERRUPTED = 130
 #: Exit code after SIGTERM: the partial report was written (128 + SIGTERM).

@@ -190,7 +190,7 @@ def count_objects(
     Count the fragments of a batch of objects (row ``i`` at ``addresses[i]``).
     With *slab_of_row* (which of the batch's *slabs* each row is in), also
     count objects per fragment per slab, which sampling needs for honest
-    intervals (:mod:`dumpminer.sample`).
+    intervals (:mod:`dumpminer.sampling`).
     """
     sizes = None
     if slab_of_row is not None:

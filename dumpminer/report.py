@@ -19,7 +19,7 @@ from typing import Any
 
 from dumpminer.cluster import MEMBERS_SHOWN, Cluster, Slot
 from dumpminer.fragments import Fragment
-from dumpminer.sample import SampledSlabs, interval
+from dumpminer.sampling import SampledSlabs, interval
 
 SCHEMA = "dumpminer.report/1"
 MANY_SCHEMA = "dumpminer.reports/1"
@@ -39,7 +39,7 @@ class Report:
     clusters: list[Cluster]
     partial: bool = False
     progress: dict[str, Any] = field(default_factory=dict)
-    #: With --sample: what was drawn (see :mod:`dumpminer.sample`); else None.
+    #: With --sample: what was drawn (see :mod:`dumpminer.sampling`); else None.
     sample: dict[str, Any] | None = None
     #: SIGINT/SIGTERM that arrived after the walk, held until the report was
     #: whole; the CLI exits 130/143 for them after writing it.
@@ -57,7 +57,7 @@ class Report:
         """
         The count fields of a fragment or cluster: as counted, or with
         --sample scaled to the whole cache, with the sampled count and a 95%
-        interval for ``objects`` beside them (:func:`dumpminer.sample.interval`).
+        interval for ``objects`` beside them (:func:`dumpminer.sampling.interval`).
         """
         if self.sample is None:
             return {
@@ -313,7 +313,9 @@ def _header_lines(report: Report) -> list[str]:
             "with their 95% interval"
         )
     lines += _bound_lines(scan)
-    if report.partial:
+    if report.partial and "incomplete_dump" in report.progress:
+        lines.append(f"PARTIAL: {report.progress['incomplete_dump']}")
+    elif report.partial:
         progress = report.progress
         lines.append(
             f"PARTIAL: interrupted after {progress.get('slabs_walked')} of "

@@ -25,16 +25,15 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from drgn import FaultError, Object, Program, Type, sizeof
-from drgn.helpers import ValidationError
 from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_virt
-from drgn.helpers.linux.slab import _get_slab_cache_helper, slab_cache_objects_per_slab
+from drgn.helpers.linux.slab import slab_cache_objects_per_slab
 from tqdm import tqdm
 
+from dumpminer.allocator import ListedSlabs, slab_allocator, vmemmap
 from dumpminer.caches import cache_name
 from dumpminer.errors import KernelDataError
 
@@ -125,21 +124,12 @@ def _most_objects_per_slab(cache: Object) -> int:
 
 def _cpu_free_objects(cache: Object) -> tuple[set[int], str | None]:
     """
-    Objects free on the per-CPU freelists (and, since 6.18, in sheaves).
-    This is drgn's own code for it, which follows every kernel's layout. A
-    corrupt per-CPU freelist (a double free often makes one) does not stop
-    the walk: what could be read is used, and the error is returned.
+    Objects free on the per-CPU freelists (and, since 6.18, in sheaves):
+    drgn's own code for it, behind :class:`~dumpminer.allocator.SlubAllocator`.
+    A corrupt per-CPU freelist does not stop the walk: what could be read is
+    used, and the error is returned.
     """
-    # Private to drgn, so untyped here; pyproject pins the drgn versions tested.
-    helper: Any = _get_slab_cache_helper(cache)
-    info = helper._per_cpu_info(catch_errors=True)
-    free: set[int] = set(info.free_objects)
-    error = None if info.error is None else str(info.error)
-    try:
-        free |= helper._sheaves_full_objects()
-    except (FaultError, ValidationError) as e:
-        error = str(e)
-    return free, error
+    return slab_allocator(cache.prog_).cpu_free_objects(cache)
 
 
 @dataclass(slots=True)
@@ -197,6 +187,12 @@ class WalkStats:
     cpu_errors: list[str] = field(default_factory=list)
     #: Stop signals held while the last batches were counted.
     late_signals: list[int] = field(default_factory=list)
+    #: ``struct page`` entries of the page array scanned, and how many of
+    #: them could not be read (a dump cut short loses the page array first).
+    page_array_pages: int = 0
+    page_array_unread: int = 0
+    #: The lowest PFN whose ``struct page`` could not be read, if any.
+    first_unread_pfn: int | None = None
 
     def fault(self, address: int) -> None:
         """Count one failed read at *address*."""
@@ -215,6 +211,10 @@ class WalkStats:
         self.corrupt_slab_addresses = merged[:NAMED_SLABS]
         self.cpu_errors = sorted(set(self.cpu_errors + other.cpu_errors))
         self.late_signals += other.late_signals
+        self.page_array_pages += other.page_array_pages
+        self.page_array_unread += other.page_array_unread
+        unread = [p for p in (self.first_unread_pfn, other.first_unread_pfn) if p is not None]
+        self.first_unread_pfn = min(unread, default=None)
 
     def corrupt(self, address: int) -> None:
         """Count one slab whose freelist cannot be trusted."""
@@ -288,9 +288,7 @@ def find_slab_pages(
     fields = _PageFields(prog)
     wanted = np.array(sorted(cache_addresses), dtype=np.uint64)
     found: list[SlabPage] = []
-    ranges = [
-        (start, end, mem_map.value_()) for start, end, mem_map in for_each_valid_page_range(prog)
-    ]
+    ranges = _page_ranges(prog)
     with tqdm(
         total=sum(end - start for start, end, _ in ranges),
         unit="page",
@@ -303,8 +301,26 @@ def find_slab_pages(
             for lo in range(start_pfn, end_pfn, PAGE_CHUNK):
                 hi = min(end_pfn, lo + PAGE_CHUNK)
                 found.extend(_scan_page_chunk(prog, fields, page0, lo, hi, wanted, stats))
+                stats.page_array_pages += hi - lo
                 bar.update(hi - lo)
     return found
+
+
+def _page_ranges(prog: Program) -> list[tuple[int, int, int]]:
+    """
+    ``(first PFN, end PFN, address of struct page 0)`` of each range of valid
+    PFNs. The ranges come from the memory sections (``mem_section``), which
+    memblock allocates at the top of memory, next to the page array: when a
+    dump cut short lost them, the one range ``[0, max_pfn)`` of the virtual
+    page array is scanned instead, and what is missing faults.
+    """
+    try:
+        return [
+            (start, end, mem_map.value_())
+            for start, end, mem_map in for_each_valid_page_range(prog)
+        ]
+    except FaultError:
+        return [(0, prog["max_pfn"].value_(), vmemmap(prog))]
 
 
 def _scan_page_chunk(
@@ -322,6 +338,9 @@ def _scan_page_chunk(
     except FaultError:
         if hi - lo <= PAGE_RETRY_CHUNK:
             stats.fault(page0 + lo * fields.size)
+            stats.page_array_unread += hi - lo
+            if stats.first_unread_pfn is None or lo < stats.first_unread_pfn:
+                stats.first_unread_pfn = lo
             return []
         out = []
         for sub in range(lo, hi, PAGE_RETRY_CHUNK):
@@ -352,6 +371,50 @@ def _scan_page_chunk(
             strict=True,
         )
     ]
+
+
+def listed_slab_pages(
+    prog: Program, caches: list[Object], stats: WalkStats
+) -> tuple[list[SlabPage], list[ListedSlabs]]:
+    """
+    The head pages of the slabs that *caches*' own lists name (per-CPU slabs,
+    per-node partial and full lists: what crash's ``kmem -S`` shows), each
+    ``struct slab`` read on its own, in PFN order; and the lists themselves.
+    This reaches slabs without scanning the page array, for a dump that lost
+    part of it. Unreadable ``struct slab`` entries are counted in *stats*.
+    """
+    allocator = slab_allocator(prog)
+    fields = _PageFields(prog)
+    wanted = np.array(sorted(cache.value_() for cache in caches), dtype=np.uint64)
+    listed = [allocator.listed_slabs(cache) for cache in caches]
+    found: dict[int, SlabPage] = {}
+    page0 = vmemmap(prog)
+    for address in sorted(set().union(*(slabs.all for slabs in listed))):
+        pfn = (address - page0) // fields.size
+        for page in _scan_page_chunk(prog, fields, page0, pfn, pfn + 1, wanted, stats):
+            found[page.address] = page
+    return sorted(found.values(), key=lambda page: page.pfn), listed
+
+
+def cpu_slab_pages(prog: Program, caches: list[Object]) -> list[SlabPage]:
+    """
+    Each CPU's active slab of *caches* as a :class:`SlabPage` built without
+    its ``struct slab``: the PFN from the slab's place in the page array, the
+    freelist from the CPU's, the object count from the cache's slab order.
+    For a dump whose page array is lost; :func:`read_slab` then reads the
+    objects through the direct map. Objects freed by other CPUs onto the
+    slab's own freelist (kept in the lost ``struct slab``) count as allocated.
+    """
+    allocator = slab_allocator(prog)
+    size = sizeof(prog.type("struct page"))
+    page0 = vmemmap(prog)
+    pages = []
+    for cache in caches:
+        objects = slab_cache_objects_per_slab(cache)
+        for address, freelist in allocator.cpu_active_slabs(cache):
+            pfn = (address - page0) // size
+            pages.append(SlabPage(address, pfn, cache.value_(), freelist, objects))
+    return sorted(pages, key=lambda page: page.pfn)
 
 
 class _FreelistDecoder:

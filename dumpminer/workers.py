@@ -26,8 +26,8 @@ from typing import Any
 from drgn import Object
 
 from dumpminer.dump import Dump, open_dump
+from dumpminer.engine import MineOptions, mine_pages
 from dumpminer.errors import DumpminerError
-from dumpminer.mine import MineOptions, mine_pages
 from dumpminer.tally import FragmentTally
 from dumpminer.walk import SlabPage, WalkStats
 

@@ -3,17 +3,24 @@
 Nothing here uses dumpminer: it is what dumpminer's results are checked against. It walks a
 slab cache with drgn.helpers.linux.slab, reads every allocated object, recognises
 leaky_agent's records by their header (len, type < 0x20, magic at offset 2, a zero u32 at
-offset 4) and counts the NUL-terminated string at the manifest's string_offset.
+offset 4) and counts the NUL-terminated string at the manifest's string_offset. For the
+fragment counts it finds printable runs with a plain regular expression (what ``strings``
+does), in the objects and in the context windows around them.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections import Counter
 from typing import Any
 
 import drgn
-from drgn.helpers.linux.slab import find_slab_cache, slab_cache_for_each_allocated_object
+from drgn.helpers.linux.slab import (
+    find_slab_cache,
+    slab_cache_for_each_allocated_object,
+    slab_cache_usage,
+)
 
 
 def open_prog(vmcore_path: str, vmlinux: str) -> drgn.Program:
@@ -46,3 +53,102 @@ def count_records(prog: drgn.Program, cache_name: str, family: dict[str, Any]) -
         if len(text) == data[0]:
             counts[text.decode("ascii")] += 1
     return counts
+
+
+# --------------------------------------------------------------------------
+# Fragments: what ``strings`` would show, counted per object and per window
+# --------------------------------------------------------------------------
+
+#: A maximal run of printable ASCII (space to tilde), as ``strings`` finds them.
+PRINTABLE_RUN = re.compile(rb"[\x20-\x7e]+")
+
+
+def printable_texts(data: bytes, min_length: int) -> list[str]:
+    """Every maximal printable run of *data* at least *min_length* bytes long, in order."""
+    return [
+        m.group().decode("ascii")
+        for m in PRINTABLE_RUN.finditer(data)
+        if len(m.group()) >= min_length
+    ]
+
+
+def allocated_objects(prog: drgn.Program, cache_name: str) -> list[int]:
+    """Addresses of the allocated objects of *cache_name*, ascending, by drgn's helper."""
+    cache = find_slab_cache(prog, cache_name)
+    assert cache is not None, f"no slab cache {cache_name}"
+    return sorted(obj.value_() for obj in slab_cache_for_each_allocated_object(cache, "void"))
+
+
+def allocated_count(prog: drgn.Program, cache_name: str) -> int:
+    """Allocated objects of *cache_name* by drgn's ``slab_cache_usage``."""
+    usage = slab_cache_usage(find_slab_cache(prog, cache_name))
+    return int(usage.num_objs - usage.free_objs)
+
+
+def object_size(prog: drgn.Program, cache_name: str) -> int:
+    """``object_size`` of *cache_name*."""
+    return int(find_slab_cache(prog, cache_name).object_size.value_())
+
+
+def fragment_objects(
+    prog: drgn.Program, addresses: list[int], size: int, min_length: int
+) -> Counter[str]:
+    """Per text: how many of the objects at *addresses* (of *size* bytes) hold it."""
+    counts: Counter[str] = Counter()
+    for address in addresses:
+        counts.update(set(printable_texts(prog.read(address, size), min_length)))
+    return counts
+
+
+def context_runs(
+    prog: drgn.Program, addresses: list[int], size: int, before: int, after: int, min_length: int
+) -> Counter[str]:
+    """
+    Per text: its runs in the context windows of the objects at *addresses*,
+    the *before* bytes before each object and the *after* bytes after its
+    *size* bytes, each window on its own (a run does not cross into the object).
+    """
+    counts: Counter[str] = Counter()
+    for address in addresses:
+        if before:
+            counts.update(printable_texts(prog.read(address - before, before), min_length))
+        if after:
+            counts.update(printable_texts(prog.read(address + size, after), min_length))
+    return counts
+
+
+def foreign_fragments(
+    prog: drgn.Program, addresses: list[int], size: int, magic: str, min_length: int
+) -> Counter[str]:
+    """Per text: objects holding it among those without the module's *magic* (hex, at 2)."""
+    magic_bytes = int(magic, 16).to_bytes(2, "little")
+    counts: Counter[str] = Counter()
+    for address in addresses:
+        data = prog.read(address, size)
+        if data[2:4] != magic_bytes:
+            counts.update(set(printable_texts(data, min_length)))
+    return counts
+
+
+def cpu_slab_objects(prog: drgn.Program, cache_name: str) -> list[int]:
+    """
+    The allocated objects of *cache_name* that lie in a CPU's active slab
+    (``cpu_slab->slab`` of each possible CPU), by drgn's helper, ascending.
+    """
+    from drgn.helpers.linux.cpumask import for_each_possible_cpu
+    from drgn.helpers.linux.mm import page_to_virt
+    from drgn.helpers.linux.percpu import per_cpu_ptr
+    from drgn.helpers.linux.slab import slab_cache_pages_per_slab
+
+    cache = find_slab_cache(prog, cache_name)
+    span = slab_cache_pages_per_slab(cache) * prog["PAGE_SIZE"].value_()
+    starts = []
+    for cpu in for_each_possible_cpu(prog):
+        slab = per_cpu_ptr(cache.cpu_slab, cpu).slab
+        if slab:
+            starts.append(page_to_virt(drgn.cast("struct page *", slab)).value_())
+    return [
+        address
+        for address in allocated_objects(prog, cache_name)
+        if any(start <= address < start + span for start in starts)
+    ]

@@ -9,7 +9,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -479,12 +478,10 @@ def _set(data: bytes, offset: int, fmt: str, *values: int) -> bytes:
         ),
     ],
 )
-def test_absurd_sizes_refused_quickly(tmp_path: Path, mutate: Any, pattern: str) -> None:
+def test_absurd_sizes_refused(tmp_path: Path, mutate: Any, pattern: str) -> None:
     p = write(tmp_path, mutate())
-    start = time.monotonic()
     with pytest.raises(NotADumpError, match=pattern) as exc:
         read_dump_info(p)
-    assert time.monotonic() - start < 1.0
     assert "\n" not in str(exc.value)
 
 
@@ -493,7 +490,7 @@ MAGICS = [b"\x7fELF", b"KDUMP   ", b"makedumpfile\0\0\0\0" + struct.pack(">qq", 
 
 @settings(
     max_examples=300,
-    deadline=1000,
+    deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(magic=st.sampled_from(MAGICS), tail=st.binary(max_size=6000))
@@ -516,7 +513,7 @@ VALID = {
 
 @settings(
     max_examples=300,
-    deadline=1000,
+    deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(

@@ -1,7 +1,7 @@
 """
 ``dumpminer mine`` on the real seed sample, held to drgn's own slab helpers.
 
-Every dump of the sample (QEMU kdump, ELF, makedumpfile -d 31) on every
+Every dump of the sample (QEMU kdump, ELF, makedumpfile -d 31, -d 23 on 6.12) on every
 kernel series is mined, and the report is compared with an oracle that uses
 only drgn's helpers: ``slab_cache_usage``, ``slab_cache_for_each_allocated_object``
 and ``prog.read``, and with what the sample builder planted.
@@ -17,15 +17,12 @@ from collections import Counter
 from functools import cache
 from typing import Any
 
+import drgn
+import oracle
 import pytest
-from drgn.helpers.linux.slab import (
-    find_slab_cache,
-    slab_cache_for_each_allocated_object,
-    slab_cache_usage,
-)
+from drgn.helpers.linux.slab import find_slab_cache
 
 import dumpminer
-from dumpminer.fragments import printable_runs
 from dumpminer.report import to_json_dict
 from dumpminer.walk import WalkStats, find_slab_pages, walk_slabs
 
@@ -45,20 +42,26 @@ def _mined(vmcore: str, vmlinux: str, cache_name: str) -> dict[str, Any]:
 
 
 @cache
-def _oracle(vmcore: str, vmlinux: str, cache_name: str) -> tuple[list[int], Counter[str], int]:
+def _oracle_prog(vmcore: str, vmlinux: str) -> drgn.Program:
+    """The oracle's own drgn program: opened by tests/oracle.py, not by dumpminer."""
+    return oracle.open_prog(vmcore, vmlinux)
+
+
+@cache
+def _addresses(vmcore: str, vmlinux: str, cache_name: str) -> list[int]:
+    return oracle.allocated_objects(_oracle_prog(vmcore, vmlinux), cache_name)
+
+
+@cache
+def _oracle(
+    vmcore: str, vmlinux: str, cache_name: str, min_length: int = MIN_LENGTH
+) -> tuple[list[int], Counter[str], int]:
     """Allocated object addresses, objects per fragment, allocated count: drgn's way."""
-    prog = _opened(vmcore, vmlinux).prog
-    slab_cache = find_slab_cache(prog, cache_name)
-    size = slab_cache.object_size.value_()
-    usage = slab_cache_usage(slab_cache)
-    addresses = []
-    objects: Counter[str] = Counter()
-    for obj in slab_cache_for_each_allocated_object(slab_cache, "void"):
-        address = obj.value_()
-        addresses.append(address)
-        data = prog.read(address, size)
-        objects.update({text.decode() for _, text in printable_runs(data, MIN_LENGTH)})
-    return sorted(addresses), objects, usage.num_objs - usage.free_objs
+    prog = _oracle_prog(vmcore, vmlinux)
+    addresses = _addresses(vmcore, vmlinux, cache_name)
+    size = oracle.object_size(prog, cache_name)
+    objects = oracle.fragment_objects(prog, addresses, size, min_length)
+    return addresses, objects, oracle.allocated_count(prog, cache_name)
 
 
 def _dumps(manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -109,8 +112,15 @@ def test_planted_strings_have_planted_counts(dump_entry: dict[str, Any], cache_n
     planted = dump_entry["manifest"]["planted"][cache_name]
     report = _mined(dump_entry["path"], dump_entry["vmlinux"], cache_name)
     found = {f["text"]: f for f in report["fragments"]}
-    prog = _opened(dump_entry["path"], dump_entry["vmlinux"]).prog
-    kernel_own = _kernel_own_fragments(prog, cache_name, planted)
+    path, vmlinux = dump_entry["path"], dump_entry["vmlinux"]
+    prog = _oracle_prog(path, vmlinux)
+    kernel_own = oracle.foreign_fragments(
+        prog,
+        _addresses(path, vmlinux, cache_name),
+        oracle.object_size(prog, cache_name),
+        planted["magic"],
+        MIN_LENGTH,
+    )
     for text, count in planted["strings"].items():
         assert found[text]["objects"] == count + kernel_own[text], text
         assert found[text]["offsets"].get(str(planted["string_offset"])) == count, text
@@ -120,19 +130,6 @@ def test_planted_strings_have_planted_counts(dump_entry: dict[str, Any], cache_n
         extra = sum(kernel_own[m["text"]] for m in cluster["members"])
         assert cluster["objects"] == count + extra, template
         assert cluster["distinct_members"] >= 2
-
-
-def _kernel_own_fragments(prog: Any, cache_name: str, planted: dict[str, Any]) -> Counter[str]:
-    """Fragments in objects that are not the module's records (no magic)."""
-    slab_cache = find_slab_cache(prog, cache_name)
-    size = slab_cache.object_size.value_()
-    magic = int(planted["magic"], 16).to_bytes(2, "little")
-    own: Counter[str] = Counter()
-    for obj in slab_cache_for_each_allocated_object(slab_cache, "void"):
-        data = prog.read(obj.value_(), size)
-        if data[2:4] != magic:
-            own.update({text.decode() for _, text in printable_runs(data, MIN_LENGTH)})
-    return own
 
 
 def test_story_fragments_lead_the_table(dump_entry: dict[str, Any]) -> None:
@@ -189,3 +186,83 @@ def test_workers_give_the_same_report(sample_manifest: dict[str, Any]) -> None:
     dump = _opened(entry["path"], sample_manifest["vmlinux"])
     split = _stable(to_json_dict(dumpminer.mine(dump.prog, "kmalloc-32", dump=dump, workers=2)))
     assert split == _stable(_mined(entry["path"], sample_manifest["vmlinux"], "kmalloc-32"))
+
+
+def _kdump(manifest: dict[str, Any]) -> tuple[str, str]:
+    entry = next(d for d in _dumps(manifest) if d["format"] == "kdump")
+    return entry["path"], manifest["vmlinux"]
+
+
+def _context_oracle(path: str, vmlinux: str, before: int, after: int) -> Counter[str]:
+    prog = _oracle_prog(path, vmlinux)
+    addresses = _addresses(path, vmlinux, "kmalloc-32")
+    size = oracle.object_size(prog, "kmalloc-32")
+    return oracle.context_runs(prog, addresses, size, before, after, MIN_LENGTH)
+
+
+def _in_context(report: dict[str, Any]) -> dict[str, int]:
+    return {f["text"]: f["in_context"] for f in report["fragments"] if f["in_context"]}
+
+
+def _in_objects(report: dict[str, Any]) -> dict[str, int]:
+    return {f["text"]: f["objects"] for f in report["fragments"] if f["objects"]}
+
+
+@pytest.mark.parametrize(("before", "after"), [(16, 16), (0, 40), (24, 0), (100, 3)])
+def test_context_counts_equal_oracle(
+    sample_manifest: dict[str, Any], before: int, after: int
+) -> None:
+    """in_context counts the runs in the windows around each allocated object, as strings would."""
+    path, vmlinux = _kdump(sample_manifest)
+    dump = _opened(path, vmlinux)
+    report = to_json_dict(
+        dumpminer.mine(dump.prog, "kmalloc-32", before=before, after=after, dump=dump)
+    )
+    expected = _context_oracle(path, vmlinux, before, after)
+    assert sum(expected.values()) > 1000  # the neighbours' records are in the windows
+    assert _in_context(report) == dict(expected)
+    # The context is counted apart: the objects' own counts do not change.
+    assert _in_objects(report) == dict(_oracle(path, vmlinux, "kmalloc-32")[1])
+    assert report["scan"]["context_before"] == before
+    assert report["scan"]["context_after"] == after
+
+
+def test_context_through_the_cli(sample_manifest: dict[str, Any], tmp_path: Any) -> None:
+    """--context N is --before N --after N; --before/--after alone, as asked."""
+    path, vmlinux = _kdump(sample_manifest)
+    base = [sys.executable, "-m", "dumpminer.cli", "mine", path, "--vmlinux", vmlinux]
+    base += ["--cache", "kmalloc-32", "--format", "json", "--quiet"]
+    for flags, before, after in ((["--context", "24"], 24, 24), (["--after", "8"], 0, 8)):
+        out = tmp_path / "r.json"
+        done = subprocess.run([*base, *flags, "-o", str(out)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(out.read_text())
+        expected = _context_oracle(path, vmlinux, before, after)
+        assert sum(expected.values()) > 0
+        assert _in_context(report) == dict(expected), flags
+
+
+@pytest.mark.parametrize("min_length", [1, 5, 9])
+def test_min_length_equals_oracle(sample_manifest: dict[str, Any], min_length: int) -> None:
+    """Other shortest-run lengths than the default 3 count what strings -n N would."""
+    path, vmlinux = _kdump(sample_manifest)
+    dump = _opened(path, vmlinux)
+    report = to_json_dict(dumpminer.mine(dump.prog, "kmalloc-32", min_length=min_length, dump=dump))
+    expected = _oracle(path, vmlinux, "kmalloc-32", min_length)[1]
+    assert _in_objects(report) == dict(expected)
+    assert min(len(text) for text in expected) >= min_length
+    assert report["scan"]["min_length"] == min_length
+
+
+def test_min_length_through_the_cli(sample_manifest: dict[str, Any], tmp_path: Any) -> None:
+    path, vmlinux = _kdump(sample_manifest)
+    out = tmp_path / "r.json"
+    args = ["mine", path, "--vmlinux", vmlinux, "--cache", "kmalloc-32", "--min-length", "6"]
+    args += ["--format", "json", "--quiet", "-o", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "dumpminer.cli", *args], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert _in_objects(report) == dict(_oracle(path, vmlinux, "kmalloc-32", 6)[1])
+    assert "tmp" not in _in_objects(report) and "usr" not in _in_objects(report)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import drgn
+import oracle
 import pytest
 from conftest import selected_series
 from drgn.helpers.linux.cpumask import for_each_possible_cpu
@@ -36,6 +37,7 @@ from drgn.helpers.linux.mm import (
 from drgn.helpers.linux.nodemask import for_each_online_node
 from drgn.helpers.linux.percpu import per_cpu_ptr
 from drgn.helpers.linux.slab import (
+    find_slab_cache,
     for_each_slab_cache,
     get_slab_cache_aliases,
     slab_cache_pages_per_slab,
@@ -44,9 +46,10 @@ from drgn.helpers.linux.slab import (
 from test_debuginfo import fake_vmlinux
 
 import dumpminer
+from dumpminer.allocator import slab_allocator
 from dumpminer.caches import resolve_caches
 from dumpminer.debuginfo import debuginfo_package_hint, vmlinux_build_id
-from dumpminer.errors import DebugInfoError
+from dumpminer.errors import DebugInfoError, UnsupportedKernelError
 from dumpminer.slabinfo import SlabInfo, render_slab_info, slab_info
 from sample_dumps.build import build_sample
 
@@ -558,3 +561,208 @@ def test_resolve_without_sysfs_aliases(
     assert [c.name.string_() for c in resolve_caches(prog, "kmalloc-3?")] == [b"kmalloc-32"]
     with pytest.raises(dumpminer.errors.UnknownCacheError, match="closest: kmalloc-32"):
         resolve_caches(prog, "kmalloc-23")
+
+
+# --- 5. dumps that lack what a walk needs --------------------------------------------------
+
+#: Where the ELF copy is cut, in MiB of guest memory: past the caches and their names, short
+#: of the top, where memblock put the page array, its page tables and mem_section.
+CUT_MIB = 506
+
+
+def _cut_elf(manifest: dict[str, Any], dst: Path, mib: int) -> None:
+    """A copy of the sample's ELF dump cut *mib* MiB into its memory (a copy cut short)."""
+    from elftools.elf.elffile import ELFFile
+
+    src = dump_of(manifest, "elf")["path"]
+    with open(src, "rb") as fin:
+        first = min(s["p_offset"] for s in ELFFile(fin).iter_segments() if s["p_type"] == "PT_LOAD")
+        fin.seek(0)
+        with open(dst, "wb") as fout:
+            remaining = first + (mib << 20)
+            while remaining:
+                chunk = fin.read(min(remaining, 16 << 20))
+                assert chunk
+                fout.write(chunk)
+                remaining -= len(chunk)
+
+
+@cache
+def _oracle_prog(vmcore: str, vmlinux: str) -> drgn.Program:
+    return oracle.open_prog(vmcore, vmlinux)
+
+
+def _cut_kdump(manifest: dict[str, Any], dst: Path, percent: int) -> None:
+    """A copy of the sample's kdump file cut at *percent* % of its size (pages in PFN order)."""
+    data = Path(dump_of(manifest, "kdump")["path"]).read_bytes()
+    dst.write_bytes(data[: len(data) * percent // 100])
+
+
+@pytest.mark.parametrize("fmt", ["elf", "kdump"])
+def test_dump_cut_short_gives_a_partial_report(
+    sample_manifest: dict[str, Any], tmp_path: Path, fmt: str
+) -> None:
+    """
+    Cut short, the dump loses its page array (and the page tables that map it), so no
+    struct slab is readable: the report is partial, exit 10, and holds exactly the objects
+    of each CPU's active slab that drgn finds in the whole dump, with the share reached.
+    """
+    cut = tmp_path / "cut.vmcore"
+    if fmt == "elf":
+        _cut_elf(sample_manifest, cut, CUT_MIB)
+    else:
+        _cut_kdump(sample_manifest, cut, 99)
+    vmlinux = sample_manifest["vmlinux"]
+    out = tmp_path / "r.json"
+    done = cli("mine", str(cut), "--vmlinux", vmlinux, "--cache", "kmalloc-32",
+               "--format", "json", "--quiet", "-o", str(out))  # fmt: skip
+    assert done.returncode == 10, done.stderr
+    assert done.stderr == ""
+    report = json.loads(out.read_text())
+    progress = report["partial"], report["progress"]
+    assert progress[0] is True
+    why = progress[1]
+    assert "page array" in why["incomplete_dump"] and why["interrupted"] is False
+    # The whole dump, read by the oracle, says what the cut one should give.
+    whole = _oracle_prog(dump_of(sample_manifest, "elf")["path"], vmlinux)
+    expected = oracle.cpu_slab_objects(whole, "kmalloc-32")
+    assert 0 < len(expected) == report["scan"]["objects_scanned"] == why["objects_walked"]
+    size = oracle.object_size(whole, "kmalloc-32")
+    fragments = oracle.fragment_objects(whole, expected, size, 3)
+    assert {f["text"]: f["objects"] for f in report["fragments"]} == dict(fragments)
+    usage = slab_cache_usage(find_slab_cache(whole, "kmalloc-32"))
+    assert why["slabs_total"] == usage.num_slabs == report["cache"]["slabs"]
+    assert report["cache"]["total"] == usage.num_objs
+    assert why["slabs_walked"] == report["scan"]["slabs"] >= 1
+    assert why["share_of_slabs"] == round(why["slabs_walked"] / usage.num_slabs, 4)
+    assert why["page_array_unread"] > 0
+    # The table says it too, on the line after the counts.
+    table = cli("mine", str(cut), "--vmlinux", vmlinux, "--cache", "kmalloc-32", "--quiet")
+    assert table.returncode == 10, table.stderr
+    assert "PARTIAL: the dump lacks" in table.stdout
+
+
+def _makedumpfile_d31(manifest: dict[str, Any], dst: Path) -> None:
+    """``makedumpfile -c -d 31`` of the sample's ELF dump, as sample_dumps/build.py does it."""
+    from sample_dumps.build import fix_qemu_elf_header
+
+    fixed = dst.with_suffix(".elf")
+    shutil.copyfile(dump_of(manifest, "elf")["path"], fixed)
+    fix_qemu_elf_header(fixed)
+    subprocess.run(["makedumpfile", "-c", "-d", "31", str(fixed), str(dst)],
+                   capture_output=True, check=True, timeout=600)  # fmt: skip
+    fixed.unlink()
+
+
+def test_makedumpfile_d31_on_6_12_says_what_helps(
+    sample_manifest: dict[str, Any], tmp_path: Path
+) -> None:
+    """
+    Debian 12's makedumpfile at -d 31 drops slab pages of 6.10+ kernels: on 6.12 mine and
+    caches say so in one line (exit 13); on 6.1 the same filtering keeps them and both work.
+    """
+    dump = tmp_path / "d31.vmcore"
+    _makedumpfile_d31(sample_manifest, dump)
+    vmlinux = sample_manifest["vmlinux"]
+    info = cli("info", str(dump), "--format", "json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["dump_level"] == 31
+    mined = cli("mine", str(dump), "--vmlinux", vmlinux, "--cache", "kmalloc-32", "--quiet")
+    listed = cli("caches", str(dump), "--vmlinux", vmlinux)
+    if sample_manifest["series"] == "6.1":
+        assert mined.returncode == 0, mined.stderr
+        assert listed.returncode == 0, listed.stderr
+        return
+    for done in (mined, listed):
+        assert done.returncode == 13, done.stderr
+        assert done.stdout == ""
+        line = done.stderr
+        assert line.startswith("dumpminer: ") and line.count("\n") == 1
+        assert "lost slab pages" in line and "-d 31" in line
+        assert "unfiltered dump" in line and "-d 23" in line and "makedumpfile" in line
+
+
+_WITHOUT_DRGN_INTERNALS = """
+import sys
+import drgn.helpers.linux.slab as slab
+del slab._SlabCacheHelperSlub
+import dumpminer.cli as cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_drgn_without_slab_internals(sample_manifest: dict[str, Any]) -> None:
+    """A drgn without the private helpers: info still works, mine ends with exit 12."""
+    vmcore = dump_of(sample_manifest, "kdump")["path"]
+    run = [sys.executable, "-c", _WITHOUT_DRGN_INTERNALS]
+    info = subprocess.run([*run, "info", vmcore], capture_output=True, text=True, check=False)
+    assert info.returncode == 0, info.stderr
+    assert "osrelease" in info.stdout
+    mined = subprocess.run(
+        [*run, "mine", vmcore, "--vmlinux", sample_manifest["vmlinux"], "--cache", "kmalloc-32"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert mined.returncode == 12, mined.stderr
+    assert mined.stderr.startswith("dumpminer: drgn ") and mined.stderr.count("\n") == 1
+    assert "slab internals" in mined.stderr and "0.3.0" in mined.stderr
+
+
+def _kernel_types(slab: bool) -> drgn.Program:
+    """
+    A program with no memory whose only types are what tells the allocators apart:
+    CONFIG_SLAB's ``freelist_idx_t`` and its ``struct kmem_cache`` (``num``, no ``offset``),
+    or SLOB's ``struct kmem_cache`` alone. No SLAB or SLOB vmcore is at hand; the refusal
+    needs nothing else, as it reads no memory.
+    """
+    prog = drgn.Program(drgn.host_platform)
+    uint = prog.int_type("unsigned int", 4, False)
+
+    def find(_: drgn.Program, kinds: Any, name: str, filename: str | None) -> drgn.Type | None:
+        if slab and name == "freelist_idx_t" and drgn.TypeKind.TYPEDEF in kinds:
+            return prog.typedef_type("freelist_idx_t", prog.int_type("unsigned char", 1, False))
+        if name == "kmem_cache" and drgn.TypeKind.STRUCT in kinds:
+            return prog.struct_type("kmem_cache", 4, (drgn.TypeMember(uint, "num", 0),))
+        return None
+
+    prog.register_type_finder("slab-or-slob", find, enable_index=0)
+    return prog
+
+
+@pytest.mark.parametrize("slab", [True, False], ids=["CONFIG_SLAB", "CONFIG_SLOB"])
+def test_other_allocators_refused_before_any_read(slab: bool) -> None:
+    prog = _kernel_types(slab)
+    with pytest.raises(UnsupportedKernelError, match="SLAB allocator" if slab else "SLOB") as e:
+        dumpminer.mine(prog, "kmalloc-32")
+    assert e.value.exit_code == 12 and "\n" not in str(e.value)
+
+
+def test_slub_probed_once(sample_manifest: dict[str, Any]) -> None:
+    prog = _opened(dump_of(sample_manifest, "kdump")["path"], sample_manifest["vmlinux"]).prog
+    assert slab_allocator(prog) is slab_allocator(prog)
+
+
+def test_listed_slabs_agree_with_the_kernel(sample_manifest: dict[str, Any]) -> None:
+    """
+    On a whole dump, the slabs the cache's lists name (the fallback for a dump cut short)
+    are slabs of the cache the page-array scan finds, the per-CPU ones are each CPU's
+    cpu_slab->slab, the partial ones are as many as the kernel's nr_partial, and the CPU's
+    active slab built without its struct slab is the one the scan found.
+    """
+    from dumpminer.walk import WalkStats, cpu_slab_pages, find_slab_pages
+
+    prog = _opened(dump_of(sample_manifest, "elf")["path"], sample_manifest["vmlinux"]).prog
+    cache = find_slab_cache(prog, "kmalloc-32")
+    listed = slab_allocator(prog).listed_slabs(cache)
+    assert listed.errors == ()
+    scanned = {p.address: p for p in find_slab_pages(prog, {cache.value_()}, WalkStats())}
+    assert listed.all <= set(scanned)
+    active = {per_cpu_ptr(cache.cpu_slab, cpu).slab.value_() for cpu in for_each_possible_cpu(prog)}
+    assert active - {0} <= listed.cpu
+    nr_partial = sum(cache.node[n].nr_partial.value_() for n in for_each_online_node(prog))
+    assert len(listed.partial) == nr_partial
+    assert listed.full == frozenset() and not listed.full_tracked  # no slub_debug=U
+    for page in cpu_slab_pages(prog, [cache]):
+        assert (page.pfn, page.objects) == (
+            scanned[page.address].pfn,
+            scanned[page.address].objects,
+        )

@@ -9,7 +9,7 @@ import pytest
 import dumpminer
 from dumpminer.errors import UsageError
 from dumpminer.report import to_json_dict
-from dumpminer.sample import SampledSlabs, SampleSpec, interval, parse_sample, sample_pages
+from dumpminer.sampling import SampledSlabs, SampleSpec, interval, parse_sample, sample_pages
 from dumpminer.walk import SlabPage
 
 

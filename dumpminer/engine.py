@@ -1,0 +1,243 @@
+"""
+The engine of a mining run: its options, the batching of slabs, and the pass
+over one process's share of slab pages (:func:`mine_pages`).
+
+:mod:`dumpminer.mine` (one run, start to report) and
+:mod:`dumpminer.workers` (the same pass in several processes) both build on
+this module, and it imports neither: imports run one way,
+``mine -> workers -> engine -> walk``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from drgn import Object, Program
+
+from dumpminer.errors import UsageError
+from dumpminer.fragments import DEFAULT_MIN_LENGTH, BatchCounts, count_context, count_objects
+from dumpminer.interrupts import signals_noted
+from dumpminer.tally import DEFAULT_MAX_FRAGMENTS, FragmentTally
+from dumpminer.walk import Slab, SlabPage, WalkStats, walk_slabs
+
+#: Bytes of objects gathered before one vectorised extraction pass.
+BATCH_BYTES = 16 << 20
+#: Threads counting batches while the walk goes on (the machines this is
+#: measured on have two CPUs; more threads only add memory).
+COUNTING_THREADS = 2
+#: Largest context window on either side of an object.
+MAX_CONTEXT = 1 << 20
+
+
+@dataclass(frozen=True)
+class MineOptions:
+    """What to read around each object and what to count: one run's settings."""
+
+    #: Context bytes read before and after each object.
+    before: int = 0
+    after: int = 0
+    #: Shortest printable run counted.
+    min_length: int = DEFAULT_MIN_LENGTH
+    #: Distinct fragments kept before the rarest are dropped (None: no bound).
+    max_fragments: int | None = DEFAULT_MAX_FRAGMENTS
+    #: Keep per-slab sums for sampling intervals (see dumpminer/sampling.py).
+    per_slab: bool = False
+
+    def new_tally(self) -> FragmentTally:
+        """An empty tally for these options."""
+        return FragmentTally(self.max_fragments, per_slab=self.per_slab)
+
+    def check(self) -> None:
+        """Raise :class:`UsageError` for values out of range."""
+        if self.min_length < 1:
+            raise UsageError("--min-length must be at least 1")
+        if not (0 <= self.before <= MAX_CONTEXT and 0 <= self.after <= MAX_CONTEXT):
+            raise UsageError(f"context must be between 0 and {MAX_CONTEXT} bytes")
+        if self.max_fragments is not None and self.max_fragments < 1:
+            raise UsageError("--max-fragments must be at least 1")
+
+
+@dataclass
+class _Batch:
+    """Slabs of one cache waiting for extraction, in address order."""
+
+    slabs: list[Slab] = field(default_factory=list)
+    nbytes: int = 0
+
+
+def batch_rows(
+    slabs: list[Slab],
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint64], npt.NDArray[np.bool_] | None]:
+    """
+    The objects of *slabs* (all of one cache) as rows of ``object_size``
+    bytes, their addresses, and which of them are allocated (None when all
+    are, as in the full slabs that make up most of a leaking cache). Rows
+    keep the slabs' order, so addresses ascend when the slabs do.
+    """
+    layout = slabs[0].layout
+    stride, size = layout.stride, layout.object_size
+    counts = np.array([slab.objects for slab in slabs], dtype=np.int64)
+    total = int(counts.sum())
+    if any(slab.before or slab.after for slab in slabs):
+        region = b"".join(
+            memoryview(slab.data)[slab.before : slab.before + slab.objects * stride]
+            for slab in slabs
+        )
+    else:
+        region = b"".join([slab.data for slab in slabs])
+    rows = np.frombuffer(region, dtype=np.uint8).reshape(total, stride)[:, :size]
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    bases = np.repeat(np.array([slab.base for slab in slabs], dtype=np.uint64), counts)
+    index = (np.arange(total, dtype=np.int64) - first).astype(np.uint64)
+    addresses = bases + index * np.uint64(stride)
+    if all(slab.full for slab in slabs):
+        return rows, addresses, None
+    allocated = np.concatenate([slab.allocated for slab in slabs])
+    return rows, addresses, allocated
+
+
+def context_rows(
+    slab: Slab,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """The context windows before and after each allocated object of *slab*."""
+    layout = slab.layout
+    view = np.frombuffer(slab.data, dtype=np.uint8)
+    n, stride = slab.objects, layout.stride
+    index = np.flatnonzero(slab.allocated)
+    windows = np.lib.stride_tricks.as_strided
+    before = windows(view, shape=(n, slab.before), strides=(stride, 1))[index]
+    tail = view[slab.before + layout.object_size :]
+    after = windows(tail, shape=(n, slab.after), strides=(stride, 1))[index]
+    return before, after
+
+
+class _Miner:
+    """
+    Feeds slabs into a tally in batches, one batch per cache.
+
+    Counting a batch is array work that runs with the GIL released, so
+    batches are counted on :data:`COUNTING_THREADS` threads while the walk
+    reads the next ones. Counted batches are absorbed into the tally in the
+    order they were gathered, on the walking thread, so the result is the
+    same as in one thread, bounded tally included. At most that many
+    batches wait at once, which bounds memory.
+    """
+
+    def __init__(self, options: MineOptions) -> None:
+        self.min_length = options.min_length
+        self.per_slab = options.per_slab
+        self.tally = options.new_tally()
+        self.batches: dict[int, _Batch] = {}
+        self.counter = ThreadPoolExecutor(COUNTING_THREADS, thread_name_prefix="dumpminer")
+        self.pending: deque[Future[list[BatchCounts]]] = deque()
+
+    def add(self, slab: Slab) -> None:
+        key = slab.layout.address
+        batch = self.batches.setdefault(key, _Batch())
+        batch.slabs.append(slab)
+        # Context windows are copied per object, so they weigh in too: with
+        # large windows a batch holds fewer slabs, not more memory.
+        batch.nbytes += len(slab.data) + slab.objects * (slab.before + slab.after)
+        if batch.nbytes >= BATCH_BYTES:
+            self.flush(key)
+
+    def flush(self, key: int) -> None:
+        batch = self.batches.pop(key, None)
+        if batch is None or not batch.slabs:
+            return
+        while len(self.pending) >= COUNTING_THREADS:
+            self._absorb_oldest()
+        self.pending.append(self.counter.submit(self._count, batch))
+
+    def _absorb_oldest(self) -> None:
+        # Wait before taking the batch off the queue, so that a Ctrl-C while
+        # waiting leaves it there for finish() instead of losing its counts.
+        counted = self.pending[0].result()
+        self.pending.popleft()
+        for counts in counted:
+            self.tally.absorb(counts)
+
+    def _count(self, batch: _Batch) -> list[BatchCounts]:
+        rows, addresses, allocated = batch_rows(batch.slabs)
+        if allocated is not None:
+            rows, addresses = rows[allocated], addresses[allocated]
+        slab_of_row = None
+        if self.per_slab:
+            counts = [slab.objects for slab in batch.slabs]
+            slab_of_row = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+            if allocated is not None:
+                slab_of_row = slab_of_row[allocated]
+        out = [
+            count_objects(
+                rows,
+                addresses,
+                self.min_length,
+                slab_of_row,
+                len(batch.slabs),
+            )
+        ]
+        if batch.slabs[0].before or batch.slabs[0].after:
+            windows = [context_rows(slab) for slab in batch.slabs]
+            for side in (0, 1):
+                joined = np.concatenate([w[side] for w in windows])
+                if joined.shape[1]:
+                    out.append(count_context(joined, self.min_length))
+        return out
+
+    def finish(self) -> FragmentTally:
+        try:
+            for key in list(self.batches):
+                self.flush(key)
+            while self.pending:
+                self._absorb_oldest()
+        finally:
+            self.close()
+        return self.tally
+
+    def close(self) -> None:
+        """Stop the counting threads (after finish(), or when the walk failed)."""
+        self.counter.shutdown(wait=True, cancel_futures=True)
+
+
+def mine_pages(
+    prog: Program,
+    caches: list[Object],
+    pages: list[SlabPage],
+    options: MineOptions,
+    progress: Callable[[int], object] = lambda n: None,
+    stop: Callable[[], bool] = lambda: False,
+) -> tuple[FragmentTally, WalkStats, bool]:
+    """
+    Walk the slabs at *pages* and tally their fragments: the work of one
+    process. Returns the tally, what the walk saw, and whether it was
+    interrupted (Ctrl-C, or *stop* returning True) before the end.
+    """
+    stats = WalkStats()
+    miner = _Miner(options)
+    partial = False
+    try:
+        # Runs of full slabs are read as one, except when sampling, whose
+        # intervals need counts per slab.
+        slabs = walk_slabs(
+            prog, caches, options.before, options.after, stats, pages, not options.per_slab
+        )
+        for slab in slabs:
+            miner.add(slab)
+            progress(slab.objects)
+            if stop():
+                partial = True
+                break
+    except KeyboardInterrupt:
+        partial = True
+    except BaseException:
+        miner.close()
+        raise
+    with signals_noted() as late:
+        tally = miner.finish()
+    stats.late_signals += late
+    return tally, stats, partial
