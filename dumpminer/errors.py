@@ -64,6 +64,15 @@ class KernelDataError(DumpminerError):
     exit_code = 9
 
 
+class NoKernelTypesError(DumpminerError):
+    """
+    No vmlinux was found, and the dump cannot be read without one: it has no
+    BTF in memory, no kallsyms in VMCOREINFO, or is older than Linux 6.0.
+    """
+
+    exit_code = 11
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an error's message, or its type when it has none."""
     text = str(error).strip()
