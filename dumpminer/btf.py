@@ -368,8 +368,10 @@ class KernelBtf:
             return prog.pointer_type(self.type(size_or_type), language=lang)
         if kind == BTF_KIND_ARRAY:
             elem, _index, nelems = _TYPE.unpack_from(self._data, self._offsets[type_id] + 12)
-            # BTF writes a flexible array member (``x[]``) as 0 elements.
-            return prog.array_type(self.type(elem), nelems or None, language=lang)
+            # BTF writes a flexible array member (``x[]``) as 0 elements, as
+            # it does ``x[0]``: both become ``x[0]``, of the same size (0) and
+            # readable, where ``x[]`` would be an incomplete type.
+            return prog.array_type(self.type(elem), nelems, language=lang)
         if kind in (BTF_KIND_STRUCT, BTF_KIND_UNION):
             make = prog.struct_type if kind == BTF_KIND_STRUCT else prog.union_type
             return make(name, size_or_type, self._members(type_id, kind_flag), language=lang)

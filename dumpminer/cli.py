@@ -20,7 +20,7 @@ from typing import NoReturn
 
 from drgn import FaultError
 
-from dumpminer.dump import open_dump
+from dumpminer.dump import Dump, open_dump
 from dumpminer.dumpinfo import dump_info_dict, read_dump_info
 from dumpminer.errors import (
     EXIT_INTERRUPTED,
@@ -56,6 +56,34 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _debuginfo_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where types and symbols may come from besides a vmlinux (docs/debuginfo.md)."""
+    parser.add_argument(
+        "--no-debuginfo",
+        action="store_true",
+        help="read types from the kernel's BTF and symbols from kallsyms, not a vmlinux",
+    )
+    parser.add_argument(
+        "--debuginfod",
+        action="store_true",
+        help="fetch the vmlinux by build ID from $DEBUGINFOD_URLS (also on when it is set)",
+    )
+
+
+def _open(args: argparse.Namespace) -> Dump:
+    """Open the dump as the arguments say; say on stderr when no vmlinux is used."""
+    dump = open_dump(
+        args.vmcore,
+        args.vmlinux,
+        args.debug_dir,
+        use_vmlinux=not args.no_debuginfo,
+        debuginfod=args.debuginfod or None,
+    )
+    if dump.note:
+        print(f"dumpminer: {terminal_escape(dump.note)}", file=sys.stderr)
+    return dump
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand."""
     parser = _Parser(prog="dumpminer", description="Mine kernel slab caches in a vmcore.")
@@ -64,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("vmcore", help="the dump: ELF, kdump-compressed or makedumpfile output")
     m.add_argument("--vmlinux", help="vmlinux with debuginfo for the dump's kernel")
     m.add_argument("--debug-dir", action="append", default=[], help="where to look for vmlinux")
+    _debuginfo_arguments(m)
     m.add_argument(
         "--cache", help="cache name as in /proc/slabinfo, or a glob; default: the largest caches"
     )
@@ -101,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("vmcore")
     c.add_argument("--vmlinux", help="vmlinux with debuginfo for the dump's kernel")
     c.add_argument("--debug-dir", action="append", default=[], help="where to look for vmlinux")
+    _debuginfo_arguments(c)
     c.add_argument("--top", type=_non_negative, metavar="N", help="rows to list")
     c.add_argument("--format", choices=FORMATS, default="table")
     c.add_argument("-o", "--output", metavar="FILE", help="write the listing here, atomically")
@@ -143,7 +173,7 @@ def run_mine(args: argparse.Namespace) -> int:
         raise UsageError("--caches-top must be at least 1")
     sample = None if args.sample is None else parse_sample(args.sample, args.seed)
     _check_output(args.output)
-    dump = open_dump(args.vmcore, args.vmlinux, args.debug_dir)
+    dump = _open(args)
     if args.cache is not None:
         names = [args.cache]
     else:
@@ -208,7 +238,7 @@ def run_info(args: argparse.Namespace) -> int:
 def run_caches(args: argparse.Namespace) -> int:
     """``dumpminer caches``: every cache's counts, most memory first."""
     _check_output(args.output)
-    dump = open_dump(args.vmcore, args.vmlinux, args.debug_dir)
+    dump = _open(args)
     _emit(render_slab_info(slab_info(dump.prog), args.format, args.top), args.output)
     return 0
 

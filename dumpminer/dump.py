@@ -39,6 +39,7 @@ from dumpminer.errors import (
     InputFileError,
     NoKernelTypesError,
     NotADumpError,
+    UsageError,
     first_line,
 )
 from dumpminer.kallsyms import KernelObjects, ModuleSymbols, load_kallsyms
@@ -94,6 +95,8 @@ def open_dump(
     and kallsyms. Raises a :class:`~dumpminer.errors.DumpminerError` with a
     one-line reason for every input that cannot be used.
     """
+    if vmlinux is not None and not use_vmlinux:
+        raise UsageError("--vmlinux names a vmlinux and --no-debuginfo refuses one: pick one")
     path = os.fspath(vmcore)
     # A dump cut short in its memory (a copy that ran out of disk) is still
     # mined: what is missing is counted as faults, see docs/exit-codes.md.
@@ -136,8 +139,8 @@ def open_dump(
 
 def _note(why: str | None) -> str:
     """The line that says a dump is read without a vmlinux, and why."""
-    reason = f" ({why})" if why and not why.startswith("without") else ""
-    return f"reading types from the kernel's BTF and symbols from kallsyms{reason}"
+    reason = f"{why}; " if why and not why.startswith("without") else ""
+    return f"{reason}reading types from the kernel's BTF and symbols from kallsyms"
 
 
 def _program(path: str, info: DumpInfo) -> drgn.Program:

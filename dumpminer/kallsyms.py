@@ -22,6 +22,7 @@ without, so a new helper that reads another global fails a test, not a user.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 
 from drgn import (
@@ -69,7 +70,7 @@ KERNEL_GLOBALS: dict[str, str] = {
     # NUMA nodes (mm/page_alloc.c).
     "nr_node_ids": "unsigned int",
     "node_states": "nodemask_t [NR_NODE_STATES]",
-    "node_data": "struct pglist_data *[]",
+    "node_data": "pg_data_t *[]",
     # Page counters (mm/vmstat.c): slab totals.
     "vm_node_stat": "atomic_long_t [NR_VM_NODE_STAT_ITEMS]",
     "vm_zone_stat": "atomic_long_t [NR_VM_ZONE_STAT_ITEMS]",
@@ -119,6 +120,8 @@ class KernelObjects:
     def __init__(self, btf: KernelBtf, symbols: SymbolIndex) -> None:
         self.btf = btf
         self.symbols = symbols
+        #: Every symbol's address, sorted; read on first need.
+        self._addresses: list[int] | None = None
 
     def _symbol(self, name: str) -> Symbol | None:
         found = self.symbols(self.btf.prog, name, None, True)
@@ -183,7 +186,21 @@ class KernelObjects:
         if count:
             found = self.btf.enumerator(count)
             return None if found is None else found.value_()
-        return symbol.size // element_size if symbol.size and element_size else None
+        size = symbol.size or self._gap_after(prog, symbol.address)
+        return size // element_size if size and element_size else None
+
+    def _gap_after(self, prog: Program, address: int) -> int:
+        """
+        Bytes from *address* to the next symbol: the size of a symbol that
+        kallsyms gives as 0 (another symbol shares its address).
+        """
+        if self._addresses is None:
+            everything = self.symbols(prog, None, None, False)
+            self._addresses = sorted({s.address for s in everything})
+        following = bisect_right(self._addresses, address)
+        if following == len(self._addresses):
+            return 0
+        return int(self._addresses[following] - address)
 
 
 class ModuleSymbols:
