@@ -60,7 +60,6 @@ KERNEL_GLOBALS: dict[str, str] = {
     "page_offset_base": "unsigned long",
     "vmemmap_base": "unsigned long",
     "vmalloc_base": "unsigned long",
-    "phys_base": "unsigned long",
     # Per-CPU data (mm/percpu.c, kernel/cpu.c).
     "__per_cpu_offset": "unsigned long []",
     "nr_cpu_ids": "unsigned int",
