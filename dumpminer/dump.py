@@ -194,7 +194,7 @@ def _load_btf_and_kallsyms(prog: drgn.Program, info: DumpInfo, why: str) -> None
         symbols = load_kallsyms(prog)
     except LookupError as e:
         raise _missing(info, f"no kallsyms tables ({e})", why) from e
-    except (drgn.FaultError, ValueError) as e:
+    except Exception as e:  # drgn raises several kinds on garbage tables
         raise _missing(info, f"its kallsyms tables are unreadable ({first_line(e)})", why) from e
     prog.register_symbol_finder("kallsyms", symbols, enable_index=0)
     bounds = [symbols(prog, name, None, True) for name in ("__start_BTF", "__stop_BTF")]
