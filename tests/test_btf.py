@@ -282,6 +282,15 @@ def test_module_symbols_from_their_kallsyms(
     assert btf.symbol(new_rule + 1).name == "new_rule"
 
 
+def test_cache_aliases_match_dwarf(progs: tuple[Program, Program]) -> None:
+    """drgn's merged-cache aliases (sysfs links under slab_kset) read alike on BTF."""
+    from drgn.helpers.linux.slab import get_slab_cache_aliases
+
+    dwarf, btf = progs
+    aliases = get_slab_cache_aliases(btf)
+    assert aliases and aliases == get_slab_cache_aliases(dwarf)
+
+
 def test_no_debuginfo_flags(progs: tuple[Program, Program]) -> None:
     """The BTF program finds only what it was given: no DWARF, filename lookups miss."""
     _, btf = progs
