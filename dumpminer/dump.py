@@ -111,9 +111,7 @@ def open_dump(
             what = "it is a directory" if os.path.isdir(vmlinux_path) else "no such file"
             raise InputFileError(f"cannot read vmlinux {vmlinux_path}: {what}")
         check_vmlinux_matches(info, vmlinux_path)
-    elif not use_vmlinux:
-        why = "without a vmlinux, as asked"
-    else:
+    elif use_vmlinux:
         try:
             vmlinux_path = find_vmlinux(info, debug_dirs)
         except DebugInfoError as e:
@@ -126,7 +124,7 @@ def open_dump(
                     why = f"{why}; {fetch_error}"
     prog = _program(path, info)
     if vmlinux_path is None:
-        _load_btf_and_kallsyms(prog, info, why or "")
+        _load_btf_and_kallsyms(prog, info, why)
         return Dump(path, info, None, prog, FROM_BTF, _note(why))
     try:
         prog.load_debug_info([vmlinux_path])
@@ -138,8 +136,8 @@ def open_dump(
 
 
 def _note(why: str | None) -> str:
-    """The line that says a dump is read without a vmlinux, and why."""
-    reason = f"{why}; " if why and not why.startswith("without") else ""
+    """The line that says a dump is read without a vmlinux, and why (None: as asked)."""
+    reason = f"{why}; " if why else ""
     return f"{reason}reading types from the kernel's BTF and symbols from kallsyms"
 
 
@@ -168,16 +166,18 @@ def _release(osrelease: str | None) -> tuple[int, int] | None:
         return None
 
 
-def _missing(info: DumpInfo, what: str, why: str) -> NoKernelTypesError:
-    """The error for a dump that cannot be read without a vmlinux."""
-    found = f"{why}, and " if why and not why.startswith("without") else ""
-    return NoKernelTypesError(
-        f"{found}the dump cannot be read without a vmlinux: {what}; "
-        f"{debuginfo_package_hint(info.osrelease)} or pass its directory with --debug-dir"
-    )
+def _missing(info: DumpInfo, what: str, why: str | None) -> NoKernelTypesError:
+    """
+    The error for a dump that cannot be read without a vmlinux: *what* it
+    lacks, after *why* no vmlinux was used (None: --no-debuginfo).
+    """
+    advice = f"{debuginfo_package_hint(info.osrelease)} or pass its directory with --debug-dir"
+    # The search's own message ends with the same advice: say it once.
+    found = f"{why.removesuffix('; ' + advice)}, and " if why else ""
+    return NoKernelTypesError(f"{found}the dump cannot be read without a vmlinux: {what}; {advice}")
 
 
-def _load_btf_and_kallsyms(prog: drgn.Program, info: DumpInfo, why: str) -> None:
+def _load_btf_and_kallsyms(prog: drgn.Program, info: DumpInfo, why: str | None) -> None:
     """
     Give *prog* the kernel's types from its BTF and symbols from kallsyms,
     both read from the dump's memory. Raises :class:`NoKernelTypesError`
