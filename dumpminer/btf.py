@@ -177,7 +177,7 @@ class KernelBtf:
         self._variables: dict[str, BtfVariable] = {}
         self._types: dict[int, Type] = {}
         self._names: dict[int, bytes] = {}
-        #: IDs of the enums with names (anonymous enums hold enumerators too).
+        #: IDs of the enums, named or not (anonymous ones hold constants too).
         self._enum_ids: list[int] = []
         self._parse(types_start, types_start + type_len)
 
@@ -218,7 +218,7 @@ class KernelBtf:
         sizes: list[tuple[int, int] | None] = [None] * 32
         for kind, (fixed, each) in _TRAILER.items():
             sizes[kind] = (3 + fixed // 4, each // 4)
-        add_offset, add_named = offsets.append, named.append
+        add_offset, add_named, add_enum = offsets.append, named.append, self._enum_ids.append
         i = 0
         while i < count:
             if i + 3 > count:
@@ -230,6 +230,8 @@ class KernelBtf:
                 raise BtfError(f"BTF type {len(offsets)} has unknown kind {kind}")
             if words[i]:
                 add_named((len(offsets), (info >> 24) & 0x1F, words[i]))
+            if size[1] and (info >> 24) & 0x1F in (BTF_KIND_ENUM, BTF_KIND_ENUM64):
+                add_enum(len(offsets))
             add_offset(pos + 4 * i)
             i += size[0] + size[1] * (info & 0xFFFF)
         if i != count:
@@ -244,9 +246,6 @@ class KernelBtf:
             by_name.setdefault(name, []).append(type_id)
             if kind == BTF_KIND_FUNC:
                 self._functions.setdefault(name, type_id)
-        self._enum_ids = [
-            type_id for type_id, kind, _ in named if kind in (BTF_KIND_ENUM, BTF_KIND_ENUM64)
-        ]
 
     def _index_datasec(self, type_id: int) -> None:
         """Index the variables of a data section (``.data..percpu``)."""
@@ -319,7 +318,7 @@ class KernelBtf:
         return out
 
     def _enum_values(self, type_id: int) -> list[tuple[str, int]]:
-        kind, signed, _vlen, _name, size = self._record(type_id)
+        kind, signed, _vlen, _name, _size = self._record(type_id)
         out = []
         if kind == BTF_KIND_ENUM:
             for name_off, raw in self._items(type_id, 8, struct.Struct("<II")):
@@ -330,7 +329,6 @@ class KernelBtf:
                 raw = hi << 32 | lo
                 value = raw - (1 << 64) if signed and raw >= 1 << 63 else raw
                 out.append((self._string(name_off), value))
-        del size
         return out
 
     def find_type(self, kinds: TypeKindSet, name: str) -> Type | None:

@@ -366,6 +366,7 @@ def _sample_btf() -> bytes:
     b.add(4, "old_bits", 2, 4, old)  # 15: bit fields without kind_flag
     b.add(1, "unsigned int", 0, 4, struct.pack("<I", 4))  # 16: a 4-bit int
     b.add(1, "_Bool", 0, 1, struct.pack("<I", 4 << 24 | 8))  # 17
+    b.add(6, None, 1, 4, struct.pack("<Ii", b.s("ANON_A"), 5))  # 18: an anonymous enum
     return b.data()
 
 
@@ -416,6 +417,8 @@ def test_tiny_enums(tiny: tuple[Program, KernelBtf]) -> None:
     assert big.enumerators[0].value == 1 << 32 and big.type.size == 8
     found = btf.enumerator("BIG")
     assert found is not None and found.value_() == 1 << 32
+    anonymous = btf.enumerator("ANON_A")
+    assert anonymous is not None and anonymous.value_() == 5
 
 
 def test_tiny_functions_and_bool(tiny: tuple[Program, KernelBtf]) -> None:
