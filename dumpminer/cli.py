@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 from drgn import FaultError
 
 from dumpminer.debuginfo import looks_like_vmlinux
-from dumpminer.dump import open_dump
+from dumpminer.dump import Dump, open_dump
 from dumpminer.dumpinfo import dump_info_dict, read_dump_info
 from dumpminer.errors import (
     EXIT_INCOMPLETE_DUMP,
@@ -127,6 +127,34 @@ def _debug_info_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _debuginfo_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where types and symbols may come from besides a vmlinux (docs/debuginfo.md)."""
+    parser.add_argument(
+        "--no-debuginfo",
+        action="store_true",
+        help="read types from the kernel's BTF and symbols from kallsyms, not a vmlinux",
+    )
+    parser.add_argument(
+        "--debuginfod",
+        action="store_true",
+        help="fetch the vmlinux by build ID from $DEBUGINFOD_URLS (also on when it is set)",
+    )
+
+
+def _open(args: argparse.Namespace) -> Dump:
+    """Open the dump as the arguments say; say on stderr when no vmlinux is used."""
+    dump = open_dump(
+        args.vmcore,
+        args.vmlinux,
+        args.debug_dir,
+        use_vmlinux=not args.no_debuginfo,
+        debuginfod=args.debuginfod or None,
+    )
+    if dump.note:
+        print(f"dumpminer: {terminal_escape(dump.note)}", file=sys.stderr)
+    return dump
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand."""
     parser = _Parser(
@@ -144,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("vmcore", help="the dump: ELF, kdump-compressed or makedumpfile output")
     _debug_info_options(m)
+    _debuginfo_arguments(m)
     m.add_argument(
         "--cache", help="cache name as in /proc/slabinfo, or a glob; default: the largest caches"
     )
@@ -206,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("vmcore")
     _debug_info_options(c)
+    _debuginfo_arguments(c)
     c.add_argument("--top", type=_non_negative, metavar="N", help="rows to list (default: all)")
     c.add_argument("--format", choices=FORMATS, default="table", help="listing format")
     c.add_argument(
@@ -276,7 +306,7 @@ def run_mine(args: argparse.Namespace) -> int:
     workers = _workers(args.workers)
     if args.output is not None:
         check_output(args.output)
-    dump = open_dump(args.vmcore, args.vmlinux, args.debug_dir)
+    dump = _open(args)
     if args.cache is not None:
         names = [args.cache]
     else:
@@ -361,7 +391,7 @@ def run_caches(args: argparse.Namespace) -> int:
     """``dumpminer caches``: every cache's counts, most memory first."""
     if args.output is not None:
         check_output(args.output)
-    dump = open_dump(args.vmcore, args.vmlinux, args.debug_dir)
+    dump = _open(args)
     _emit(render_slab_info(slab_info(dump.prog), args.format, args.top), args.output)
     return 0
 

@@ -5,12 +5,20 @@ A vmlinux is accepted only if it carries DWARF (``.debug_info``) and, when the
 dump records a VMCOREINFO ``BUILD-ID``, its GNU build-ID note equals it: a
 kernel of the same release but another build gives wrong structure offsets
 and silently wrong results, so a mismatch is always an error.
+
+A vmlinux is looked for in the directories given, then in the standard
+places under ``/`` (or ``$DUMPMINER_DEBUGINFO_ROOT``, which tests point at an
+empty directory), then, when asked, on the debuginfod servers named in
+``$DEBUGINFOD_URLS``, by build ID.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -20,9 +28,12 @@ from dumpminer.errors import DebugInfoError, InputFileError, show_path
 __all__ = [
     "check_vmlinux_matches",
     "debuginfo_package_hint",
+    "debuginfod_urls",
+    "fetch_vmlinux",
     "find_vmlinux",
     "looks_like_vmlinux",
     "standard_vmlinux_paths",
+    "system_root",
     "vmlinux_build_id",
     "vmlinux_has_debuginfo",
 ]
@@ -223,7 +234,16 @@ def debuginfo_package_hint(osrelease: str | None) -> str:
     return f"install {debian}, {ubuntu} or {redhat}"
 
 
-def find_vmlinux(info: DumpInfo, debug_dirs: Sequence[str] = (), root: str = "/") -> str:
+def system_root() -> str:
+    """
+    The root under which installed debuginfo packages are looked for: ``/``,
+    or ``$DUMPMINER_DEBUGINFO_ROOT`` (so that a test can hide the machine's
+    own vmlinux files).
+    """
+    return os.environ.get("DUMPMINER_DEBUGINFO_ROOT") or "/"
+
+
+def find_vmlinux(info: DumpInfo, debug_dirs: Sequence[str] = (), root: str | None = None) -> str:
     """
     Find a vmlinux with debug info that matches a dump.
 
@@ -236,10 +256,12 @@ def find_vmlinux(info: DumpInfo, debug_dirs: Sequence[str] = (), root: str = "/"
 
     :param info: The dump, from :func:`~dumpminer.dumpinfo.read_dump_info`.
     :param debug_dirs: Directories (or vmlinux files) given with --debug-dir.
-    :param root: Root of the file system searched for installed packages.
+    :param root: Root of the file system searched for installed packages
+        (default: :func:`system_root`).
     :raises InputFileError: if a directory in ``debug_dirs`` does not exist.
     :raises DebugInfoError: if no candidate is acceptable.
     """
+    root = system_root() if root is None else root
     mismatched: list[str] = []
     stripped: list[str] = []
     for path in _candidates(info, debug_dirs, root):
@@ -293,3 +315,84 @@ def check_vmlinux_matches(info: DumpInfo, vmlinux: str | os.PathLike[str]) -> No
             f"{spath} has no .debug_info section (a stripped image?); "
             f"{debuginfo_package_hint(info.osrelease)}"
         )
+
+
+def debuginfod_urls() -> list[str]:
+    """The debuginfod servers named in ``$DEBUGINFOD_URLS`` (space-separated)."""
+    return os.environ.get("DEBUGINFOD_URLS", "").split()
+
+
+def _debuginfod_cache() -> str:
+    """
+    Where fetched files are kept: elfutils' client cache
+    (``$DEBUGINFOD_CACHE_PATH``, else ``$XDG_CACHE_HOME/debuginfod_client``),
+    in its layout, so both clients share what either fetched.
+    """
+    given = os.environ.get("DEBUGINFOD_CACHE_PATH")
+    if given:
+        return given
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "debuginfod_client")
+
+
+#: Seconds a debuginfod server may take to start answering (elfutils' default).
+DEBUGINFOD_TIMEOUT = 90
+
+
+def _debuginfod_timeout() -> float:
+    try:
+        return float(os.environ.get("DEBUGINFOD_TIMEOUT", DEBUGINFOD_TIMEOUT))
+    except ValueError:
+        return DEBUGINFOD_TIMEOUT
+
+
+def _download(url: str, target: str) -> None:
+    """Fetch *url* into *target* whole, or leave nothing behind."""
+    directory = os.path.dirname(target)
+    os.makedirs(directory, exist_ok=True)
+    with urllib.request.urlopen(url, timeout=_debuginfod_timeout()) as answer:
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=".dumpminer-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := answer.read(1 << 20):
+                    out.write(chunk)
+            os.replace(temporary, target)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+
+
+def fetch_vmlinux(info: DumpInfo, urls: Sequence[str] | None = None) -> str:
+    """
+    Fetch the vmlinux with the dump's build ID from a debuginfod server
+    (``GET /buildid/ID/debuginfo``) into the client cache, and return its
+    path. A file cached before is used without asking. The file is checked
+    as a found vmlinux is.
+
+    :raises DebugInfoError: if the dump has no build ID, no server is named,
+        or none has the file.
+    """
+    if not info.build_id:
+        raise DebugInfoError("debuginfod needs the dump's BUILD-ID, and VMCOREINFO has none")
+    servers = list(debuginfod_urls() if urls is None else urls)
+    if not servers:
+        raise DebugInfoError("debuginfod: DEBUGINFOD_URLS names no server")
+    target = os.path.join(_debuginfod_cache(), info.build_id, "debuginfo")
+    failures = []
+    if not os.path.isfile(target):
+        for server in servers:
+            url = f"{server.rstrip('/')}/buildid/{info.build_id}/debuginfo"
+            try:
+                _download(url, target)
+                break
+            except urllib.error.HTTPError as e:
+                failures.append(f"{show_path(server)}: HTTP {e.code}")
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                reason = getattr(e, "reason", None) or e
+                failures.append(f"{show_path(server)}: {reason}")
+        else:
+            raise DebugInfoError(
+                f"debuginfod has no vmlinux with build ID {info.build_id} ({'; '.join(failures)})"
+            )
+    check_vmlinux_matches(info, target)
+    return target

@@ -64,6 +64,15 @@ class KernelDataError(DumpminerError):
     exit_code = 9
 
 
+class NoKernelTypesError(DumpminerError):
+    """
+    No vmlinux was found, and the dump cannot be read without one: it has no
+    BTF in memory, no kallsyms in VMCOREINFO, or is older than Linux 6.0.
+    """
+
+    exit_code = 11
+
+
 class UnsupportedKernelError(DumpminerError):
     """The kernel's slab allocator (SLAB, SLOB) or the installed drgn is not supported."""
 

@@ -55,9 +55,17 @@ def _dump_facts(prog: Program, dump: Dump | None) -> dict[str, Any]:
             "format": dump.info.format,
             "build_id": dump.info.build_id,
             "vmlinux": dump.vmlinux,
+            "debuginfo": dump.debuginfo,
         }
     release = prog["UTS_RELEASE"].string_().decode(errors="replace")
-    return {"path": None, "osrelease": release, "format": None, "build_id": None, "vmlinux": None}
+    return {
+        "path": None,
+        "osrelease": release,
+        "format": None,
+        "build_id": None,
+        "vmlinux": None,
+        "debuginfo": None,
+    }
 
 
 def default_workers(pages: list[SlabPage]) -> int:

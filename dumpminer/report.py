@@ -292,7 +292,8 @@ def _dump_line(dump: dict[str, Any]) -> str:
     if dump.get("path") is None:
         # mine(prog, ...) without a Dump: a drgn program the caller opened.
         return f"kernel {release}, from a drgn program (no dump file given)"
-    return f"dump {dump['path']} ({dump.get('format') or 'unknown format'}, {release})"
+    source = ", types from BTF+kallsyms" if dump.get("debuginfo") == "btf+kallsyms" else ""
+    return f"dump {dump['path']} ({dump.get('format') or 'unknown format'}, {release}{source})"
 
 
 def _header_lines(report: Report) -> list[str]:

@@ -70,13 +70,13 @@ def _stopped() -> bool:
 
 def _work(
     vmcore: str,
-    vmlinux: str,
+    vmlinux: str | None,
     cache_addresses: list[int],
     pages: list[SlabPage],
     options: MineOptions,
 ) -> tuple[FragmentTally, WalkStats, bool]:
     """One worker: open the dump, mine *pages*."""
-    prog = open_dump(vmcore, vmlinux).prog
+    prog = open_dump(vmcore, vmlinux, use_vmlinux=vmlinux is not None).prog
     caches = [Object(prog, "struct kmem_cache *", value=a) for a in cache_addresses]
     return mine_pages(prog, caches, pages, options, _progress, _stopped)
 

@@ -386,7 +386,7 @@ def _wrong_inputs(manifest: dict[str, Any], tmp: Path) -> list[tuple[str, list[s
         ("arm64 ELF", ["mine", str(arm), *base], 5),
         ("arm64 kdump", ["mine", str(arm_kdump), *base], 5),
         ("vmlinux is text", ["mine", vmcore, "--vmlinux", str(text), "--cache", CACHE], 6),
-        ("no debuginfo", ["mine", vmcore, "--debug-dir", str(empty_dir), "--cache", CACHE], 6),
+        ("--vmlinux and --no-debuginfo", ["mine", vmcore, *base, "--no-debuginfo"], 2),
         ("unknown cache", ["mine", vmcore, "--vmlinux", vmlinux, "--cache", "kmaloc-32"], 7),
         ("output dir missing", ["mine", vmcore, *base, "-o", str(tmp / "no" / "r.json")], 8),
         ("output is a dir", ["mine", vmcore, *base, "-o", str(existing_dir)], 8),
