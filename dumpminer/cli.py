@@ -20,8 +20,10 @@ from typing import NoReturn
 
 from drgn import FaultError
 
+from dumpminer.diff import DEFAULT_NOISE_FLOOR, MineSettings, diff_paths, render_diff
 from dumpminer.dump import open_dump
 from dumpminer.dumpinfo import dump_info_dict, read_dump_info
+from dumpminer.dumptime import time_facts
 from dumpminer.errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
@@ -34,7 +36,14 @@ from dumpminer.errors import (
 from dumpminer.fragments import DEFAULT_MIN_LENGTH
 from dumpminer.interrupts import set_handler, signals_noted
 from dumpminer.mine import MineOptions, mine
-from dumpminer.report import FORMATS, render, render_many, terminal_escape, write_atomically
+from dumpminer.report import (
+    FORMATS,
+    attach_example_bytes,
+    render,
+    render_many,
+    terminal_escape,
+    write_atomically,
+)
 from dumpminer.sample import parse_sample
 from dumpminer.slabinfo import render_slab_info, slab_info
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS
@@ -76,9 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--after", type=_non_negative, metavar="A", help="context bytes after objects")
     m.add_argument("--min-length", type=_non_negative, default=DEFAULT_MIN_LENGTH, metavar="N")
     m.add_argument("--top", type=_non_negative, metavar="N", help="rows to report")
-    m.add_argument("--format", choices=FORMATS, default="table")
+    m.add_argument("--format", choices=(*FORMATS, "html"), default="table")
     m.add_argument("-o", "--output", metavar="FILE", help="write the report here, atomically")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
+    m.add_argument(
+        "--mask-pointers",
+        action="store_true",
+        help="blank kernel addresses in objects first, as diff does (counts then differ)",
+    )
     m.add_argument(
         "--max-fragments",
         type=_non_negative,
@@ -95,8 +109,43 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--workers", type=_non_negative, metavar="N", help="processes (default: by cache size)"
     )
+    d = sub.add_parser("diff", help="what grew between two dumps (vmcores or JSON reports)")
+    d.add_argument("old", help="the earlier dump, or a JSON report of mine")
+    d.add_argument("new", help="the later dump, or a JSON report of mine")
+    d.add_argument(
+        "--vmlinux",
+        action="append",
+        default=[],
+        help="vmlinux for both dumps, or given twice: OLD's then NEW's",
+    )
+    d.add_argument("--debug-dir", action="append", default=[], help="where to look for vmlinux")
+    d.add_argument("--cache", help="cache name or glob; default: a JSON side's, else NEW's largest")
+    d.add_argument("--caches-top", type=_non_negative, default=3, metavar="K")
+    d.add_argument("--context", type=_non_negative, metavar="BYTES", help="bytes before and after")
+    d.add_argument("--before", type=_non_negative, metavar="B")
+    d.add_argument("--after", type=_non_negative, metavar="A")
+    d.add_argument("--min-length", type=_non_negative, default=DEFAULT_MIN_LENGTH, metavar="N")
+    d.add_argument(
+        "--max-fragments", type=_non_negative, default=DEFAULT_MAX_FRAGMENTS, metavar="N"
+    )
+    d.add_argument("--workers", type=_non_negative, metavar="N")
+    d.add_argument(
+        "--noise-floor",
+        type=_non_negative,
+        default=DEFAULT_NOISE_FLOOR,
+        metavar="N",
+        help=f"hide changes of at most N objects (default {DEFAULT_NOISE_FLOOR})",
+    )
+    d.add_argument(
+        "--keep-pointers", action="store_true", help="do not blank kernel addresses in objects"
+    )
+    d.add_argument("--top", type=_non_negative, metavar="N", help="rows per cache")
+    d.add_argument("--format", choices=(*FORMATS, "html"), default="table")
+    d.add_argument("-o", "--output", metavar="FILE", help="write the diff here, atomically")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
     i = sub.add_parser("info", help="what a dump is, from its headers, without debuginfo")
     i.add_argument("vmcore")
+    i.add_argument("--vmlinux", help="with debuginfo: also read the kernel clock's time")
     i.add_argument("--format", choices=("table", "json"), default="table")
     c = sub.add_parser("caches", help="every slab cache, most memory first (like kmem -s)")
     c.add_argument("vmcore")
@@ -163,8 +212,12 @@ def run_mine(args: argparse.Namespace) -> int:
                 workers=args.workers or None,
                 max_fragments=args.max_fragments,
                 sample=sample,
+                mask_pointers=args.mask_pointers,
             )
         )
+        reports[-1].dump.update(time_facts(dump.info, dump.prog))
+        if args.format == "html":
+            attach_example_bytes(reports[-1], dump.prog)
         if reports[-1].partial:
             break
     # The report of an interrupted walk is what the user waits for: a
@@ -195,7 +248,11 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def run_info(args: argparse.Namespace) -> int:
     """``dumpminer info``: the dump's header facts, no debuginfo needed."""
-    facts = dump_info_dict(read_dump_info(args.vmcore))
+    info = read_dump_info(args.vmcore)
+    facts = dump_info_dict(info)
+    prog = None if args.vmlinux is None else open_dump(args.vmcore, args.vmlinux).prog
+    facts.update(time_facts(info, prog))
+    facts["vmcoreinfo"] = facts.pop("vmcoreinfo")
     if args.format == "json":
         _emit(json.dumps(facts, indent=2, ensure_ascii=True) + "\n", None)
         return 0
@@ -203,6 +260,42 @@ def run_info(args: argparse.Namespace) -> int:
         f"{key:15} {value}" for key, value in facts.items() if key not in ("schema", "vmcoreinfo")
     ]
     _emit("\n".join(terminal_escape(line) for line in lines) + "\n", None)
+    return 0
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    """``dumpminer diff``: read or mine both sides, compare, render, write."""
+    before, after = _context(args)
+    MineOptions(before, after, args.min_length, args.max_fragments).check()
+    if len(args.vmlinux) > 2:
+        raise UsageError("--vmlinux is given once (both dumps) or twice (OLD's, then NEW's)")
+    libs = ([*args.vmlinux, None, None])[:2] if len(args.vmlinux) != 1 else args.vmlinux * 2
+    if args.cache is None and args.caches_top < 1:
+        raise UsageError("--caches-top must be at least 1")
+    _check_output(args.output)
+    settings = MineSettings(
+        before=before,
+        after=after,
+        min_length=args.min_length,
+        max_fragments=args.max_fragments,
+        workers=args.workers or None,
+        progress=not args.quiet,
+        mask_pointers=not args.keep_pointers,
+    )
+    result = diff_paths(
+        args.old,
+        args.new,
+        (libs[0], libs[1]),
+        args.debug_dir,
+        args.cache,
+        args.caches_top,
+        settings,
+        args.noise_floor,
+    )
+    with signals_noted() as noted:
+        _emit(render_diff(result, args.format, args.top), args.output)
+    if noted:
+        return EXIT_TERMINATED if noted[-1] == signal.SIGTERM else EXIT_INTERRUPTED
     return 0
 
 
@@ -225,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = set_handler(signal.SIGTERM, _on_sigterm)
     try:
         args = build_parser().parse_args(argv)
-        commands = {"mine": run_mine, "caches": run_caches, "info": run_info}
+        commands = {"mine": run_mine, "caches": run_caches, "info": run_info, "diff": run_diff}
         return commands[args.command](args)
     except DumpminerError as e:
         print(f"dumpminer: {terminal_escape(str(e))}", file=sys.stderr)

@@ -33,6 +33,7 @@ from dumpminer.dump import Dump
 from dumpminer.errors import UsageError
 from dumpminer.fragments import DEFAULT_MIN_LENGTH, BatchCounts, count_context, count_objects
 from dumpminer.interrupts import signals_noted
+from dumpminer.pointers import mask_kernel_pointers
 from dumpminer.report import Report
 from dumpminer.sample import SampleSpec, sample_pages
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS, FragmentTally
@@ -64,6 +65,8 @@ class MineOptions:
     max_fragments: int | None = DEFAULT_MAX_FRAGMENTS
     #: Keep per-slab sums for sampling intervals (see dumpminer/sample.py).
     per_slab: bool = False
+    #: Blank kernel pointers in objects first (dumpminer/pointers.py; for diff).
+    mask_pointers: bool = False
 
     def new_tally(self) -> FragmentTally:
         """An empty tally for these options."""
@@ -148,6 +151,7 @@ class _Miner:
     def __init__(self, options: MineOptions) -> None:
         self.min_length = options.min_length
         self.per_slab = options.per_slab
+        self.mask_pointers = options.mask_pointers
         self.tally = options.new_tally()
         self.batches: dict[int, _Batch] = {}
         self.counter = ThreadPoolExecutor(COUNTING_THREADS, thread_name_prefix="dumpminer")
@@ -183,6 +187,8 @@ class _Miner:
         rows, addresses, allocated = batch_rows(batch.slabs)
         if allocated is not None:
             rows, addresses = rows[allocated], addresses[allocated]
+        if self.mask_pointers:
+            rows = mask_kernel_pointers(rows)
         slab_of_row = None
         if self.per_slab:
             counts = [slab.objects for slab in batch.slabs]
@@ -318,6 +324,7 @@ def mine(
     workers: int | None = None,
     max_fragments: int | None = DEFAULT_MAX_FRAGMENTS,
     sample: SampleSpec | None = None,
+    mask_pointers: bool = False,
 ) -> Report:
     """
     Mine every allocated object of the cache(s) named *cache* for printable
@@ -329,9 +336,18 @@ def mine(
 
     With *dump* (from :func:`~dumpminer.dump.open_dump`), large caches are
     split over *workers* processes (default: :func:`default_workers`), each
-    with its own drgn program; their counts merge exactly.
+    with its own drgn program; their counts merge exactly. With
+    *mask_pointers*, kernel addresses in objects are blanked first
+    (:mod:`dumpminer.pointers`), as ``diff`` does.
     """
-    options = MineOptions(before, after, min_length, max_fragments, per_slab=sample is not None)
+    options = MineOptions(
+        before,
+        after,
+        min_length,
+        max_fragments,
+        per_slab=sample is not None,
+        mask_pointers=mask_pointers,
+    )
     options.check()
     with _gc_paused():
         return _mine(prog, cache, options, progress, dump, workers, sample)
@@ -417,6 +433,7 @@ def _report(
             "context_before": options.before,
             "context_after": options.after,
             "min_length": options.min_length,
+            "pointers_masked": options.mask_pointers,
             "seconds": round(time.monotonic() - started, 3),
             "faults": stats.faults,
             "fault_addresses": [f"{a:#x}" for a in stats.fault_slabs],
