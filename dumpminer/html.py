@@ -36,7 +36,8 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("dumpminer", "templates"),
         autoescape=True,
-        undefined=jinja2.StrictUndefined,
+        # Reports read from JSON files may lack optional fields: those render empty.
+        undefined=jinja2.ChainableUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
