@@ -19,10 +19,11 @@ from typing import Any
 from drgn import Program
 from drgn.commands import argument, command
 
+from dumpminer.dumpinfo import read_dump_info
 from dumpminer.errors import DumpminerError
 from dumpminer.fragments import DEFAULT_MIN_LENGTH
 from dumpminer.mine import mine
-from dumpminer.report import render, render_many, terminal_escape
+from dumpminer.report import Report, render, render_many, terminal_escape
 from dumpminer.slabinfo import slab_info
 
 
@@ -30,6 +31,19 @@ def _dump_path(prog: Program) -> str | None:
     """The core dump the program was opened from, when drgn knows it."""
     path = getattr(prog, "core_dump_path", None)
     return path if isinstance(path, str) else None
+
+
+def _describe_dump(report: Report, prog: Program) -> None:
+    """Name the dump in *report* as ``dumpminer mine`` does: its path and header facts."""
+    path = _dump_path(prog)
+    report.dump["path"] = path
+    if path is None:
+        return
+    try:
+        info = read_dump_info(path, truncated_data_ok=True)
+    except DumpminerError:
+        return
+    report.dump.update(format=info.format, build_id=info.build_id)
 
 
 @command(
@@ -60,7 +74,7 @@ def _cmd_dumpminer(prog: Program, name: str, args: argparse.Namespace, **kwargs:
                 after=args.context,
                 min_length=args.min_length,
             )
-            report.dump["path"] = _dump_path(prog)
+            _describe_dump(report, prog)
             reports.append(report)
     except DumpminerError as e:
         sys.stderr.write(f"dumpminer: {terminal_escape(str(e))}\n")
