@@ -28,6 +28,8 @@ from dumpminer.report import (
 
 #: Bars in a chart.
 CHART_BARS = 15
+#: Clusters listed when --top is not given (a page, not a data dump).
+HTML_TOP = 50
 #: Bytes per line of an object dump.
 LINE_BYTES = 16
 
@@ -148,6 +150,7 @@ def _report_context(report: Report, top: int | None) -> dict[str, Any]:
 
 def render_html(reports: list[Report], top: int | None = None) -> str:
     """The mine report(s) of one dump as one self-contained HTML page."""
+    top = HTML_TOP if top is None else top
     env = _environment()
     return env.get_template("mine.html.j2").render(
         reports=[_report_context(r, top) for r in reports],
@@ -180,6 +183,7 @@ def diff_example_bytes(diff: Diff, clusters: int = HTML_EXAMPLES) -> dict[tuple[
 
 def render_diff_html(diff: Diff, top: int | None = None) -> str:
     """A :class:`~dumpminer.diff.Diff` as one self-contained HTML page."""
+    top = HTML_TOP if top is None else top
     data = diff_example_bytes(diff)
     caches = []
     for cache in diff.caches:
