@@ -24,8 +24,10 @@ from typing import Any, NoReturn
 from drgn import FaultError
 
 from dumpminer.debuginfo import looks_like_vmlinux
+from dumpminer.diff import DEFAULT_NOISE_FLOOR, MineSettings, diff_paths, render_diff
 from dumpminer.dump import Dump, open_dump
 from dumpminer.dumpinfo import dump_info_dict, read_dump_info
+from dumpminer.dumptime import time_facts
 from dumpminer.errors import (
     EXIT_INCOMPLETE_DUMP,
     EXIT_INTERRUPTED,
@@ -40,7 +42,14 @@ from dumpminer.fragments import DEFAULT_MIN_LENGTH
 from dumpminer.interrupts import set_handler, signals_noted
 from dumpminer.mine import MineOptions, mine
 from dumpminer.output import check_output, write_report
-from dumpminer.report import FORMATS, Report, render, render_many, terminal_escape
+from dumpminer.report import (
+    FORMATS,
+    Report,
+    attach_example_bytes,
+    render,
+    render_many,
+    terminal_escape,
+)
 from dumpminer.sampling import SampleSpec, parse_sample
 from dumpminer.slabinfo import render_slab_info, slab_info
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS
@@ -192,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--top", type=_non_negative, metavar="N", help="rows to report (table: 25; others: all)"
     )
-    m.add_argument("--format", choices=FORMATS, default="table", help="report format")
+    m.add_argument("--format", choices=(*FORMATS, "html"), default="table", help="report format")
     m.add_argument(
         "-o",
         "--output",
@@ -200,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the report here: atomically over a file, straight to a device or FIFO",
     )
     _progress_options(m)
+    m.add_argument(
+        "--mask-pointers",
+        action="store_true",
+        help="blank kernel addresses in objects first, as diff does (counts then differ)",
+    )
     m.add_argument(
         "--max-fragments",
         type=_non_negative,
@@ -221,12 +235,52 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="processes, at most the CPUs usable (default: by cache size)",
     )
+    d = sub.add_parser("diff", help="what grew between two dumps (vmcores or JSON reports)")
+    d.add_argument("old", help="the earlier dump, or a JSON report of mine")
+    d.add_argument("new", help="the later dump, or a JSON report of mine")
+    d.add_argument(
+        "--vmlinux",
+        action="append",
+        default=[],
+        help="vmlinux for both dumps, or given twice: OLD's then NEW's",
+    )
+    d.add_argument("--debug-dir", action="append", default=[], help="where to look for vmlinux")
+    d.add_argument("--cache", help="cache name or glob; default: a JSON side's, else NEW's largest")
+    d.add_argument("--caches-top", type=_non_negative, default=3, metavar="K")
+    d.add_argument("--context", type=_non_negative, metavar="BYTES", help="bytes before and after")
+    d.add_argument("--before", type=_non_negative, metavar="B")
+    d.add_argument("--after", type=_non_negative, metavar="A")
+    d.add_argument("--min-length", type=_non_negative, default=DEFAULT_MIN_LENGTH, metavar="N")
+    d.add_argument(
+        "--max-fragments", type=_non_negative, default=DEFAULT_MAX_FRAGMENTS, metavar="N"
+    )
+    d.add_argument("--workers", type=_non_negative, metavar="N")
+    d.add_argument(
+        "--noise-floor",
+        type=_non_negative,
+        default=DEFAULT_NOISE_FLOOR,
+        metavar="N",
+        help=f"hide changes of at most N objects (default {DEFAULT_NOISE_FLOOR})",
+    )
+    d.add_argument(
+        "--keep-pointers", action="store_true", help="do not blank kernel addresses in objects"
+    )
+    d.add_argument("--top", type=_non_negative, metavar="N", help="rows per cache")
+    d.add_argument("--format", choices=(*FORMATS, "html"), default="table")
+    d.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the diff here: atomically over a file, straight to a device or FIFO",
+    )
+    _progress_options(d)
     i = sub.add_parser(
         "info",
         help="what a dump is, from its headers, without debuginfo",
         formatter_class=_HelpFormatter,
     )
     i.add_argument("vmcore")
+    i.add_argument("--vmlinux", help="with debuginfo: also read the kernel clock's time")
     i.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     c = sub.add_parser(
         "caches",
@@ -325,8 +379,12 @@ def run_mine(args: argparse.Namespace) -> int:
                 workers=workers,
                 max_fragments=args.max_fragments,
                 sample=sample,
+                mask_pointers=args.mask_pointers,
             )
         )
+        reports[-1].dump.update(time_facts(dump.info, dump.prog))
+        if args.format == "html":
+            attach_example_bytes(reports[-1], dump.prog)
         if _interrupted(reports[-1]):
             break
     # The report of an interrupted walk is what the user waits for: a
@@ -374,7 +432,11 @@ def _info_value(key: str, value: object) -> str:
 
 def run_info(args: argparse.Namespace) -> int:
     """``dumpminer info``: the dump's header facts, no debuginfo needed."""
-    facts = dump_info_dict(read_dump_info(args.vmcore))
+    info = read_dump_info(args.vmcore)
+    facts = dump_info_dict(info)
+    prog = None if args.vmlinux is None else open_dump(args.vmcore, args.vmlinux).prog
+    facts.update(time_facts(info, prog))
+    facts["vmcoreinfo"] = facts.pop("vmcoreinfo")
     if args.format == "json":
         _emit(json.dumps(facts, indent=2, ensure_ascii=True) + "\n", None)
         return 0
@@ -384,6 +446,43 @@ def run_info(args: argparse.Namespace) -> int:
         if key not in ("schema", "vmcoreinfo")
     ]
     _emit("\n".join(terminal_escape(line) for line in lines) + "\n", None)
+    return 0
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    """``dumpminer diff``: read or mine both sides, compare, render, write."""
+    before, after = _context(args)
+    MineOptions(before, after, args.min_length, args.max_fragments).check()
+    if len(args.vmlinux) > 2:
+        raise UsageError("--vmlinux is given once (both dumps) or twice (OLD's, then NEW's)")
+    libs = ([*args.vmlinux, None, None])[:2] if len(args.vmlinux) != 1 else args.vmlinux * 2
+    if args.cache is None and args.caches_top < 1:
+        raise UsageError("--caches-top must be at least 1")
+    if args.output is not None:
+        check_output(args.output)
+    settings = MineSettings(
+        before=before,
+        after=after,
+        min_length=args.min_length,
+        max_fragments=args.max_fragments,
+        workers=args.workers or None,
+        progress=_show_progress(args),
+        mask_pointers=not args.keep_pointers,
+    )
+    result = diff_paths(
+        args.old,
+        args.new,
+        (libs[0], libs[1]),
+        args.debug_dir,
+        args.cache,
+        args.caches_top,
+        settings,
+        args.noise_floor,
+    )
+    with signals_noted() as noted:
+        _emit(render_diff(result, args.format, args.top), args.output)
+    if noted:
+        return EXIT_TERMINATED if noted[-1] == signal.SIGTERM else EXIT_INTERRUPTED
     return 0
 
 
@@ -429,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(words)
-        commands = {"mine": run_mine, "caches": run_caches, "info": run_info}
+        commands = {"mine": run_mine, "caches": run_caches, "info": run_info, "diff": run_diff}
         return commands[args.command](args)
     except DumpminerError as e:
         hint = _crash_order_hint(words) if isinstance(e, UsageError | NotADumpError) else ""

@@ -22,6 +22,7 @@ from drgn import Object, Program
 from dumpminer.errors import UsageError
 from dumpminer.fragments import DEFAULT_MIN_LENGTH, BatchCounts, count_context, count_objects
 from dumpminer.interrupts import signals_noted
+from dumpminer.pointers import mask_kernel_pointers
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS, FragmentTally
 from dumpminer.walk import Slab, SlabPage, WalkStats, walk_slabs
 
@@ -47,6 +48,8 @@ class MineOptions:
     max_fragments: int | None = DEFAULT_MAX_FRAGMENTS
     #: Keep per-slab sums for sampling intervals (see dumpminer/sampling.py).
     per_slab: bool = False
+    #: Blank kernel pointers in objects first (dumpminer/pointers.py; for diff).
+    mask_pointers: bool = False
 
     def new_tally(self) -> FragmentTally:
         """An empty tally for these options."""
@@ -131,6 +134,7 @@ class _Miner:
     def __init__(self, options: MineOptions) -> None:
         self.min_length = options.min_length
         self.per_slab = options.per_slab
+        self.mask_pointers = options.mask_pointers
         self.tally = options.new_tally()
         self.batches: dict[int, _Batch] = {}
         self.counter = ThreadPoolExecutor(COUNTING_THREADS, thread_name_prefix="dumpminer")
@@ -166,6 +170,8 @@ class _Miner:
         rows, addresses, allocated = batch_rows(batch.slabs)
         if allocated is not None:
             rows, addresses = rows[allocated], addresses[allocated]
+        if self.mask_pointers:
+            rows = mask_kernel_pointers(rows)
         slab_of_row = None
         if self.per_slab:
             counts = [slab.objects for slab in batch.slabs]

@@ -113,6 +113,7 @@ def mine(
     workers: int | None = None,
     max_fragments: int | None = DEFAULT_MAX_FRAGMENTS,
     sample: SampleSpec | None = None,
+    mask_pointers: bool = False,
 ) -> Report:
     """
     Mine every allocated object of the cache(s) named *cache* for printable
@@ -124,9 +125,18 @@ def mine(
 
     With *dump* (from :func:`~dumpminer.dump.open_dump`), large caches are
     split over *workers* processes (default: :func:`default_workers`), each
-    with its own drgn program; their counts merge exactly.
+    with its own drgn program; their counts merge exactly. With
+    *mask_pointers*, kernel addresses in objects are blanked first
+    (:mod:`dumpminer.pointers`), as ``diff`` does.
     """
-    options = MineOptions(before, after, min_length, max_fragments, per_slab=sample is not None)
+    options = MineOptions(
+        before,
+        after,
+        min_length,
+        max_fragments,
+        per_slab=sample is not None,
+        mask_pointers=mask_pointers,
+    )
     options.check()
     with _gc_paused():
         return _mine(prog, cache, options, progress, dump, workers, sample)
@@ -226,6 +236,7 @@ def _report(
             "context_before": options.before,
             "context_after": options.after,
             "min_length": options.min_length,
+            "pointers_masked": options.mask_pointers,
             "seconds": round(time.monotonic() - started, 3),
             "faults": stats.faults,
             "fault_addresses": [f"{a:#x}" for a in stats.fault_slabs],

@@ -12,6 +12,7 @@ receives a control character. Writing the report is :mod:`dumpminer.output`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -44,6 +45,9 @@ class Report:
     #: SIGINT/SIGTERM that arrived after the walk, held until the report was
     #: whole; the CLI exits 130/143 for them after writing it.
     late_signals: list[int] = field(default_factory=list)
+    #: For --format html: object address -> its bytes, for the top clusters'
+    #: first examples (see :func:`attach_example_bytes`).
+    example_bytes: dict[int, bytes] = field(default_factory=dict)
 
     def share(self, objects: int) -> float:
         """*objects* (as counted) as a fraction of the cache's allocated objects."""
@@ -450,6 +454,27 @@ def render_markdown(report: Report, top: int | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Clusters whose first example object the HTML report shows byte by byte.
+HTML_EXAMPLES = 10
+#: Most bytes of one example object read for the HTML report.
+HTML_OBJECT_BYTES = 512
+
+
+def attach_example_bytes(report: Report, prog: Any, clusters: int = HTML_EXAMPLES) -> None:
+    """
+    Read the first example object of the top *clusters* clusters from *prog*
+    (at most :data:`HTML_OBJECT_BYTES` each) into ``report.example_bytes``,
+    for the HTML report's ``rd -a``-style dumps. Unreadable ones are left out.
+    """
+    size = min(int(report.cache.get("object_size") or 0), HTML_OBJECT_BYTES)
+    for cluster in report.clusters[:clusters]:
+        if not cluster.examples or size <= 0:
+            continue
+        address = cluster.examples[0]
+        with contextlib.suppress(Exception):
+            report.example_bytes[address] = prog.read(address, size)
+
+
 _RENDERERS = {
     "table": render_table,
     "json": render_json,
@@ -463,6 +488,10 @@ def render(report: Report, fmt: str, top: int | None = None) -> str:
     Render *report* in *fmt*, one of :data:`FORMATS`; *top* limits the
     rows. Raises ValueError for another format.
     """
+    if fmt == "html":
+        from dumpminer.html import render_html
+
+        return render_html([report], top)
     renderer = _RENDERERS.get(fmt)
     if renderer is None:
         raise ValueError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -475,6 +504,10 @@ def render_many(reports: list[Report], fmt: str, top: int | None = None) -> str:
     ``{"schema": "dumpminer.reports/1", "reports": [...]}``, CSV keeps one
     header, the others follow each other.
     """
+    if fmt == "html":
+        from dumpminer.html import render_html
+
+        return render_html(reports, top)
     if fmt == "json":
         doc = {"schema": MANY_SCHEMA, "reports": [to_json_dict(r, top) for r in reports]}
         return json.dumps(doc, indent=2, ensure_ascii=True) + "\n"

@@ -54,7 +54,7 @@ _EMPTY_I64: npt.NDArray[np.int64] = np.zeros(0, np.int64)
 
 @dataclass(frozen=True, slots=True)
 class Spread:
-    """One cluster's per-slab sums, for sampling intervals (dumpminer/sample.py)."""
+    """One cluster's per-slab sums, for sampling intervals (dumpminer/sampling.py)."""
 
     square: float
     cross: float

@@ -125,7 +125,22 @@ SAMPLES: dict[str, SampleSpec] = {
         guest_memory_mib=6144,
         boot_timeout_s=1800,
     ),
+    # The pair: the same kernel and module booted twice with different parameters, so that
+    # `dumpminer diff` has a known answer (and KASLR moves every pointer between the two).
+    # From old to new: rule records double (grown), counters appear (new), sessions
+    # vanish (gone) and states fall (shrunk).
+    "pair-old": SampleSpec(
+        reloads=3000, counters=0, sessions=3000, states=4000, guest_memory_mib=512,
+        boot_timeout_s=180,
+    ),
+    "pair-new": SampleSpec(
+        reloads=6000, counters=5000, sessions=0, states=2500, guest_memory_mib=512,
+        boot_timeout_s=180,
+    ),
 }
+#: Samples built together by ``--sample NAME``: (old, new), described by one pair manifest.
+PAIRS = {"pair": ("pair-old", "pair-new")}
+PAIR_SCHEMA = "dumpminer.sample-pair/1"
 
 
 def session_value(i: int) -> int:
@@ -840,6 +855,50 @@ def build_sample(sample: str = "seed", series: str = DEFAULT_SERIES,
     return manifest_path
 
 
+def growth(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Per cache, the planted change from *old* to *new* manifests' "planted" sections."""
+    out: dict[str, Any] = {}
+    for cache in sorted(set(old) | set(new)):
+        before, after = old.get(cache, {}), new.get(cache, {})
+        changes: dict[str, dict[str, Any]] = {}
+        for kind in ("strings", "templates"):
+            a, b = before.get(kind, {}), after.get(kind, {})
+            changes[kind] = {
+                key: {"old": a.get(key, 0), "new": b.get(key, 0),
+                      "delta": b.get(key, 0) - a.get(key, 0)}
+                for key in sorted(set(a) | set(b))
+            }
+        out[cache] = changes
+    return out
+
+
+def build_pair(pair: str = "pair", series: str = DEFAULT_SERIES,
+               cache_dir: str | Path | None = None, force: bool = False) -> Path:
+    """Build (or reuse) both samples of *pair*; return the path of the pair's manifest."""
+    old_name, new_name = PAIRS[pair]
+    old_path = build_sample(old_name, series, cache_dir, force)
+    new_path = build_sample(new_name, series, cache_dir, force)
+    old, new = json.loads(old_path.read_text()), json.loads(new_path.read_text())
+    manifest = {
+        "schema": PAIR_SCHEMA,
+        "pair": pair,
+        "series": series,
+        "kernel_release": new["kernel_release"],
+        "vmlinux": new["vmlinux"],
+        "old": {"manifest": str(old_path), "dumps": old["dumps"], "planted": old["planted"],
+                "params": old["module"]["params"]},
+        "new": {"manifest": str(new_path), "dumps": new["dumps"], "planted": new["planted"],
+                "params": new["module"]["params"]},
+        "growth": growth(old["planted"], new["planted"]),
+    }
+    path = old_path.parent.parent / pair / "manifest.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.rename(path)
+    return path
+
+
 def prune_cache(cache: Path) -> None:
     """Delete kernels and initramfs builds that no manifest in the cache refers to.
 
@@ -864,13 +923,16 @@ def prune_cache(cache: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sample", default="seed", choices=sorted(SAMPLES))
+    parser.add_argument("--sample", default="seed", choices=sorted([*SAMPLES, *PAIRS]))
     parser.add_argument("--series", default=DEFAULT_SERIES, choices=sorted(SERIES_METAPACKAGES))
     parser.add_argument("--cache-dir", help="default: $DUMPMINER_CACHE or ~/.cache/dumpminer")
     parser.add_argument("--force", action="store_true", help="rebuild the dumps even if current")
     args = parser.parse_args(argv)
     try:
-        path = build_sample(args.sample, args.series, args.cache_dir, args.force)
+        if args.sample in PAIRS:
+            path = build_pair(args.sample, args.series, args.cache_dir, args.force)
+        else:
+            path = build_sample(args.sample, args.series, args.cache_dir, args.force)
     except BuildError as error:
         print(f"build failed: {error}", file=sys.stderr)
         return 1

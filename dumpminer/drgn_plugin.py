@@ -1,0 +1,85 @@
+"""
+dumpminer as a drgn command: ``%dumpminer`` in drgn's REPL.
+
+drgn 0.3.0 imports the modules named by the ``drgn.plugins`` entry point when
+it creates a program; importing this one registers the command with
+:mod:`drgn.commands`. The command mines the open program as ``dumpminer
+mine`` does and prints the same report::
+
+    $ drgn -c vmcore -s vmlinux
+    >>> %dumpminer --cache kmalloc-32 --top 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from drgn import Program
+from drgn.commands import argument, command
+
+from dumpminer.dumpinfo import read_dump_info
+from dumpminer.errors import DumpminerError
+from dumpminer.fragments import DEFAULT_MIN_LENGTH
+from dumpminer.mine import mine
+from dumpminer.report import Report, render, render_many, terminal_escape
+from dumpminer.slabinfo import slab_info
+
+
+def _dump_path(prog: Program) -> str | None:
+    """The core dump the program was opened from, when drgn knows it."""
+    path = getattr(prog, "core_dump_path", None)
+    return path if isinstance(path, str) else None
+
+
+def _describe_dump(report: Report, prog: Program) -> None:
+    """Name the dump in *report* as ``dumpminer mine`` does: its path and header facts."""
+    path = _dump_path(prog)
+    report.dump["path"] = path
+    if path is None:
+        return
+    try:
+        info = read_dump_info(path, truncated_data_ok=True)
+    except DumpminerError:
+        return
+    report.dump.update(format=info.format, build_id=info.build_id)
+
+
+@command(
+    name="dumpminer",
+    description="mine slab caches for the strings that leaked (dumpminer mine)",
+    arguments=(
+        argument("--cache", help="cache name or glob; default: the largest caches"),
+        argument("--caches-top", type=int, default=3, metavar="K", help="without --cache"),
+        argument("--min-length", type=int, default=DEFAULT_MIN_LENGTH, metavar="N"),
+        argument("--context", type=int, default=0, metavar="BYTES"),
+        argument("--top", type=int, metavar="N", help="rows to report"),
+        argument("--format", choices=("table", "json", "csv", "markdown"), default="table"),
+    ),
+)
+def _cmd_dumpminer(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
+    """Mine the program's caches and print the report, as ``dumpminer mine`` does."""
+    try:
+        if args.cache is not None:
+            names = [args.cache]
+        else:
+            names = [line.usage.name for line in slab_info(prog).caches[: args.caches_top]]
+        reports = []
+        for cache in names:
+            report = mine(
+                prog,
+                cache,
+                before=args.context,
+                after=args.context,
+                min_length=args.min_length,
+            )
+            _describe_dump(report, prog)
+            reports.append(report)
+    except DumpminerError as e:
+        sys.stderr.write(f"dumpminer: {terminal_escape(str(e))}\n")
+        return
+    if args.cache is not None:
+        sys.stdout.write(render(reports[0], args.format, args.top))
+    else:
+        sys.stdout.write(render_many(reports, args.format, args.top))

@@ -1,0 +1,229 @@
+"""
+The HTML report: one self-contained page a person opens in a browser.
+
+Rendered with Jinja2 templates (``dumpminer/templates``) with autoescaping
+on, and every text that came from the dump passed through
+:func:`~dumpminer.report.terminal_escape` first, so a fragment holding
+``<script>``, quotes or control bytes is shown as text. The page has no
+script, no external style sheet, font or image: the bar chart is inline SVG.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+
+from dumpminer.cluster import Cluster
+from dumpminer.diff import Diff, header_lines, shown_changes, to_diff_dict
+from dumpminer.report import (
+    HTML_EXAMPLES,
+    HTML_OBJECT_BYTES,
+    Report,
+    look_commands,
+    terminal_escape,
+    to_json_dict,
+)
+
+#: Bars in a chart.
+CHART_BARS = 15
+#: Clusters listed when --top is not given (a page, not a data dump).
+HTML_TOP = 50
+#: Bytes per line of an object dump.
+LINE_BYTES = 16
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("dumpminer", "templates"),
+        autoescape=True,
+        # Reports read from JSON files may lack optional fields: those render empty.
+        undefined=jinja2.ChainableUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    # Dump bytes: no control character reaches the page, whatever escaping follows.
+    env.filters["shown"] = lambda value: terminal_escape(str(value))
+    return env
+
+
+@dataclass
+class Bar:
+    """One bar of a chart: a label, a value and its share of the longest bar."""
+
+    label: str
+    value: int
+    width: float
+    negative: bool = False
+
+
+def chart(labels_values: list[tuple[str, int]]) -> list[Bar]:
+    """Bars scaled to the largest absolute value (widths 0 to 1)."""
+    largest = max((abs(v) for _, v in labels_values), default=0) or 1
+    return [Bar(label, value, abs(value) / largest, value < 0) for label, value in labels_values]
+
+
+@dataclass
+class DumpLine:
+    """One line of an ``rd -a``-style dump: address, hex and ASCII cells."""
+
+    address: str
+    #: (text, highlighted) per byte.
+    hex_cells: list[tuple[str, bool]]
+    ascii_cells: list[tuple[str, bool]]
+
+
+def _printable(byte: int) -> bool:
+    return 0x20 <= byte <= 0x7E
+
+
+def fragment_spans(data: bytes, texts: set[bytes], min_length: int) -> list[tuple[int, int]]:
+    """Where in *data* a whole printable run is one of *texts*: (start, end) pairs."""
+    spans = []
+    start = None
+    for i, byte in enumerate([*data, 0]):
+        if i < len(data) and _printable(byte):
+            if start is None:
+                start = i
+            continue
+        if start is not None and i - start >= min_length and data[start:i] in texts:
+            spans.append((start, i))
+        start = None
+    return spans
+
+
+def object_dump(address: int, data: bytes, spans: list[tuple[int, int]]) -> list[DumpLine]:
+    """*data* at *address* as lines of :data:`LINE_BYTES`, with *spans* highlighted."""
+    marked: set[int] = set()
+    for start, end in spans:
+        marked.update(range(start, end))
+    lines = []
+    for base in range(0, len(data), LINE_BYTES):
+        chunk = data[base : base + LINE_BYTES]
+        hex_cells = [(f"{b:02x}", base + i in marked) for i, b in enumerate(chunk)]
+        ascii_cells = [
+            (chr(b) if _printable(b) else ".", base + i in marked) for i, b in enumerate(chunk)
+        ]
+        lines.append(DumpLine(f"{address + base:016x}", hex_cells, ascii_cells))
+    return lines
+
+
+def _cluster_dump(report: Report, cluster: Cluster) -> list[DumpLine] | None:
+    if not cluster.examples or cluster.examples[0] not in report.example_bytes:
+        return None
+    address = cluster.examples[0]
+    data = report.example_bytes[address]
+    texts = {m.text for m in cluster.members} | {cluster.template}
+    spans = fragment_spans(data, texts, int(report.scan.get("min_length") or 1))
+    if not spans and cluster.typical_offset is not None:
+        offset = cluster.typical_offset
+        end = offset
+        while end < len(data) and _printable(data[end]):
+            end += 1
+        spans = [(offset, end)]
+    return object_dump(address, data, spans)
+
+
+def _report_context(report: Report, top: int | None) -> dict[str, Any]:
+    doc = to_json_dict(report, top)
+    clusters = report.clusters[:top]
+    object_size = int(report.cache.get("object_size") or 0)
+    return {
+        "doc": doc,
+        "rows": [
+            {
+                "rank": rank,
+                "json": entry,
+                "share": f"{100 * report.share(cluster.objects):.2f}%",
+                "offsets": sorted(cluster.offsets.items(), key=lambda kv: (-kv[1], kv[0]))[:5],
+                "dump": _cluster_dump(report, cluster) if rank <= HTML_EXAMPLES else None,
+                "look": look_commands(cluster.examples[0], object_size)
+                if cluster.examples
+                else None,
+            }
+            for rank, (cluster, entry) in enumerate(zip(clusters, doc["clusters"], strict=True), 1)
+        ],
+        "bars": chart([(e["template"], int(e["objects"])) for e in doc["clusters"][:CHART_BARS]]),
+    }
+
+
+def render_html(reports: list[Report], top: int | None = None) -> str:
+    """The mine report(s) of one dump as one self-contained HTML page."""
+    top = HTML_TOP if top is None else top
+    env = _environment()
+    return env.get_template("mine.html.j2").render(
+        reports=[_report_context(r, top) for r in reports],
+        limits={"examples": HTML_EXAMPLES, "bytes": HTML_OBJECT_BYTES},
+    )
+
+
+def diff_example_bytes(diff: Diff, clusters: int = HTML_EXAMPLES) -> dict[tuple[str, str], bytes]:
+    """
+    For the top *clusters* changes above the floor of each cache: the bytes
+    of the first example object, read from the side it came from when that
+    side is an open vmcore. Keyed by (cache, template).
+    """
+    out: dict[tuple[str, str], bytes] = {}
+    for cache in diff.caches:
+        shown = [c for c in cache.clusters if c.above_floor][:clusters]
+        for change in shown:
+            side = diff.new if change.side == "new" else diff.old
+            if side.dump is None or not change.examples:
+                continue
+            facts = cache.new if change.side == "new" else cache.old
+            size = min(int(facts.get("object_size") or 0), HTML_OBJECT_BYTES)
+            try:
+                address = int(change.examples[0], 16)
+                out[(cache.cache, change.key)] = side.dump.prog.read(address, size)
+            except Exception:  # an unreadable example is left out, as in mine
+                continue
+    return out
+
+
+def render_diff_html(diff: Diff, top: int | None = None) -> str:
+    """A :class:`~dumpminer.diff.Diff` as one self-contained HTML page."""
+    top = HTML_TOP if top is None else top
+    data = diff_example_bytes(diff)
+    caches = []
+    for cache in diff.caches:
+        rows: list[dict[str, Any]] = []
+        changes = shown_changes(cache.clusters, top)
+        for change in changes:
+            raw = data.get((cache.cache, change.key))
+            dump = None
+            if raw is not None and change.examples:
+                texts = {change.key.encode("latin-1", "replace")}
+                spans = fragment_spans(raw, texts, int(cache.new.get("min_length") or 1))
+                if not spans and change.typical_offset is not None:
+                    end = change.typical_offset
+                    while end < len(raw) and _printable(raw[end]):
+                        end += 1
+                    spans = [(change.typical_offset, end)]
+                dump = object_dump(int(change.examples[0], 16), raw, spans)
+            size = int((cache.new if change.side == "new" else cache.old).get("object_size") or 0)
+            rows.append(
+                {
+                    "change": change,
+                    "dump": dump,
+                    "look": look_commands(int(change.examples[0], 16), size)
+                    if change.examples
+                    else None,
+                }
+            )
+        caches.append(
+            {
+                "cache": cache,
+                "rows": rows,
+                "bars": chart([(ch.key, ch.delta) for ch in changes[:CHART_BARS]]),
+            }
+        )
+    return (
+        _environment()
+        .get_template("diff.html.j2")
+        .render(
+            doc=to_diff_dict(diff, top),
+            header=header_lines(diff),
+            caches=caches,
+        )
+    )
