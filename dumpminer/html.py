@@ -128,7 +128,6 @@ def _cluster_dump(report: Report, cluster: Cluster) -> list[DumpLine] | None:
 def _report_context(report: Report, top: int | None) -> dict[str, Any]:
     doc = to_json_dict(report, top)
     clusters = report.clusters[:top]
-    object_size = int(report.cache.get("object_size") or 0)
     return {
         "doc": doc,
         "rows": [
@@ -138,9 +137,7 @@ def _report_context(report: Report, top: int | None) -> dict[str, Any]:
                 "share": f"{100 * report.share(cluster.objects):.2f}%",
                 "offsets": sorted(cluster.offsets.items(), key=lambda kv: (-kv[1], kv[0]))[:5],
                 "dump": _cluster_dump(report, cluster) if rank <= HTML_EXAMPLES else None,
-                "look": look_commands(cluster.examples[0], object_size)
-                if cluster.examples
-                else None,
+                "look": entry["look"],
             }
             for rank, (cluster, entry) in enumerate(zip(clusters, doc["clusters"], strict=True), 1)
         ],

@@ -60,6 +60,8 @@ KERNEL_GLOBALS: dict[str, str] = {
     "page_offset_base": "unsigned long",
     "vmemmap_base": "unsigned long",
     "vmalloc_base": "unsigned long",
+    # The highest page frame (mm/memblock.c): the page array's end when mem_section is lost.
+    "max_pfn": "unsigned long",
     # Per-CPU data (mm/percpu.c, kernel/cpu.c).
     "__per_cpu_offset": "unsigned long []",
     "nr_cpu_ids": "unsigned int",

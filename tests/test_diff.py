@@ -199,7 +199,7 @@ def test_diff_formats(pair_manifest: dict[str, Any]) -> None:
     assert len(lines) == 2
     md = cli(*base, "--format", "markdown")
     assert md.returncode == 0, md.stderr
-    assert "| shrunk | /opt/agent/state/\\<\\*\\>\\.json | 4000 | 2500 | -1500 |" in md.stdout
+    assert "| shrunk | /opt/agent/state/\\<\\*>.json | 4000 | 2500 | -1500 |" in md.stdout
 
 
 def test_diff_refuses_bad_sides(tmp_path: Path) -> None:

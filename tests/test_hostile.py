@@ -237,18 +237,25 @@ def test_elf_cut_at_60_percent_is_one_line_error(
     assert done.stdout == ""
 
 
-@pytest.mark.parametrize(("fraction", "code"), [(0.0001, 4), (0.3, 4), (0.97, 9)])
+@pytest.mark.parametrize(("fraction", "codes"), [(0.0001, {4}), (0.3, {4}), (0.97, {9, 10})])
 def test_kdump_cut_short(
-    sample_manifest: dict[str, Any], tmp_path: Path, fraction: float, code: int
+    sample_manifest: dict[str, Any], tmp_path: Path, fraction: float, codes: set[int]
 ) -> None:
-    """Cut in its headers or before the kernel's page tables: 4; before the page array: 9."""
+    """
+    Cut in its headers or before the kernel's page tables: 4. Cut near the end: the
+    page array is lost, and the caches' names with it (9) or not (10, a partial
+    report): which, depends on where the guest's allocations put them.
+    """
     src = _elf(sample_manifest, "kdump")
     dst = tmp_path / "cut.vmcore"
     with open(src, "rb") as fin, open(dst, "wb") as fout:
         fout.write(fin.read(int(os.path.getsize(src) * fraction)))
     done = run_cli("mine", str(dst), "--vmlinux", sample_manifest["vmlinux"], "--cache", CACHE)
-    assert done.returncode == code, done.stderr
-    assert_one_line(done.stderr)
+    assert done.returncode in codes, done.stderr
+    if done.returncode == 10:
+        assert "PARTIAL: " in done.stdout and done.stderr == ""
+    else:
+        assert_one_line(done.stderr)
 
 
 def test_filtered_dump_keeps_slab_pages(sample_manifest: dict[str, Any]) -> None:

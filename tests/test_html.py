@@ -133,7 +133,7 @@ def test_mine_html_in_chromium(sample_manifest: dict[str, Any], tmp_path: Path) 
         assert text in templates
     # The first example of the top cluster is dumped with the fragment highlighted.
     assert "<mark>" in result["dom"] and "pre" in {tag for tag, _ in page.tags}
-    assert "rd -a 0x" in result["dom"]
+    assert "rd -64 0x" in result["dom"] and "kmem 0x" in result["dom"]
 
 
 def test_hostile_template_is_text(tmp_path: Path) -> None:
