@@ -42,6 +42,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
+from typing import NamedTuple
 
 from dumpminer.fragments import EXAMPLES, Fragment
 
@@ -98,8 +99,8 @@ def fill_byte(text: bytes) -> int | None:
     return None
 
 
-_DIGITS = b"0123456789"
-_HEX_WORD = re.compile(rb"[A-Fa-f]{8}")
+#: What any number token needs: a digit, or eight hex letters in a row.
+_MAY_HOLD_NUMBER = re.compile(rb"[0-9]|[A-Fa-f]{8}")
 
 
 def masked(text: bytes) -> bytes:
@@ -109,8 +110,8 @@ def masked(text: bytes) -> bytes:
     """
     if len(text) >= FILL_MIN_LENGTH and text.count(text[:1]) == len(text):
         return FILL + text[:1]
-    # Most texts have no number at all: two C-level checks instead of the split.
-    if len(text.translate(None, _DIGITS)) == len(text) and not _HEX_WORD.search(text):
+    # Many texts have no number at all: one short search instead of the split.
+    if _MAY_HOLD_NUMBER.search(text) is None:
         return text
     return NUM.join(_SPLIT_TOKENS.split(text)[0::2])
 
@@ -270,8 +271,7 @@ class TemplateIndex:
         return None
 
 
-@dataclass(slots=True)
-class TextGroup:
+class TextGroup(NamedTuple):
     """One cluster's worth of texts: indices into what :func:`group_texts` got."""
 
     #: The masked template (:func:`masked`, with :data:`WILD` word slots).
@@ -283,7 +283,14 @@ class TextGroup:
 def _merge_words(units: dict[bytes, TextGroup]) -> dict[bytes, TextGroup]:
     """Step 3: merge groups that differ in one word token, left to right."""
     by_shape: dict[bytes, list[tuple[list[bytes], TextGroup]]] = {}
+    least = MIN_FIXED_CHARS + 1  # fixed letters and digits, and a word's letter
     for key, group in units.items():
+        # Most noise cannot take part: too few letters and digits, or no separator.
+        if WILD not in key and (
+            len(key) - len(key.translate(None, _ALNUM)) < least
+            or len(key.translate(None, SEPARATORS)) == len(key)
+        ):
+            continue
         if key.startswith(FILL):
             continue
         parts = _SEPARATED.split(key)
@@ -317,8 +324,8 @@ def _merge_words(units: dict[bytes, TextGroup]) -> dict[bytes, TextGroup]:
                     continue
                 into = TextGroup(key, [], [])
                 for _, group in same:
-                    into.members += group.members
-                    into.folded += group.folded
+                    into.members.extend(group.members)
+                    into.folded.extend(group.folded)
                     gone.add(id(group))
                     del units[group.key]
                 units[key] = into
@@ -328,15 +335,18 @@ def _merge_words(units: dict[bytes, TextGroup]) -> dict[bytes, TextGroup]:
     return units
 
 
-def group_texts(texts: Sequence[bytes], folded: Sequence[bytes] = ()) -> list[TextGroup]:
+def group_texts(
+    texts: Sequence[bytes], folded: Sequence[bytes] = (), keys: Sequence[bytes] | None = None
+) -> list[TextGroup]:
     """
     Group *texts* (distinct fragment texts) and *folded* (keys of
     :class:`FoldedTemplate`) into clusters: the three steps of this module.
+    *keys*, if given, are the texts' :func:`masked` forms, computed before.
     Each text and each folded key is in exactly one group. The result depends
     only on the two sets, not on their order (group order aside).
     """
     members: dict[bytes, list[int]] = {}
-    for i, key in enumerate(map(masked, texts)):
+    for i, key in enumerate(map(masked, texts) if keys is None else keys):
         members.setdefault(key, []).append(i)
     units = {key: TextGroup(key, indices, []) for key, indices in members.items()}
     if folded:
@@ -347,7 +357,7 @@ def group_texts(texts: Sequence[bytes], folded: Sequence[bytes] = ()) -> list[Te
         for key in [k for k in units if WILD not in k]:
             found = index.find(key)
             if found is not None and found != key:
-                units[found].members += units.pop(key).members
+                units[found].members.extend(units.pop(key).members)
     return list(_merge_words(units).values())
 
 

@@ -88,6 +88,10 @@ class FragmentTally:
         self.folded_fragments = 0
         self._index: dict[bytes, int] = {}
         self._texts: list[bytes] = []
+        #: The masked form of the first texts (see _fold), kept across folds.
+        self._masks: list[bytes] = []
+        #: How many of the first texts the last fold grouped.
+        self._examined = 0
         self._objects = np.zeros(0, np.int64)
         self._occurrences = np.zeros(0, np.int64)
         self._in_context = np.zeros(0, np.int64)
@@ -285,12 +289,16 @@ class FragmentTally:
         # Known texts are looked up in one pass in C; only new ones need Python.
         found: list[int | None] = list(map(index.get, texts))
         template_index = self._template_index if route else None
+        masks = self._masks
         for k in [k for k, i in enumerate(found) if i is None]:
             if template_index:
-                key = template_index.find(masked(texts[k]))
+                mask = masked(texts[k])
+                key = template_index.find(mask)
                 if key is not None:
                     found[k] = -(self._template_ids[key] + 1)
                     continue
+                if len(masks) == len(known):  # keep it for the next fold
+                    masks.append(mask)
             found[k] = index[texts[k]] = len(known)
             known.append(texts[k])
         self._reserve(len(known))
@@ -435,8 +443,11 @@ class FragmentTally:
             light = np.flatnonzero(keep & (weight <= threshold)).tolist()
             fold: dict[bytes, list[int]] = {}
             dropped = 0
+            find = self._template_index.find
             for i in light:
-                key = member_of.get(i)
+                # Kept members of a template, and texts of earlier folds that
+                # fit a template made since, are counted into it.
+                key = member_of.get(i) or find(self._masks[i])
                 if key is None:
                     dropped += 1
                 else:
@@ -447,21 +458,30 @@ class FragmentTally:
                 self.dropped_fragments += dropped
                 self.error_bound += threshold
         self._compact(keep)
+        self._examined = len(self._texts)
 
     def _fold(self, room: int) -> tuple[npt.NDArray[np.bool_], dict[int, bytes]]:
         """
-        Cluster the texts held and fold every template's members but its
-        heaviest few (at most :data:`MEMBERS_KEPT`, fewer when templates are
-        many) into its :class:`FoldedTemplate`. Returns which texts stay,
-        and the template of each member kept.
+        Cluster the texts that came since the last fold, with the templates
+        folded so far, and fold every template's members but its heaviest few
+        (at most :data:`MEMBERS_KEPT`, fewer when templates are many) into its
+        :class:`FoldedTemplate`. Returns which texts stay, and the template of
+        each member kept. (Texts kept by an earlier fold are not grouped
+        again: :meth:`_bound` folds those that fit a template before it drops
+        anything.)
         """
         n = len(self._texts)
         keep = np.ones(n, np.bool_)
         old_keys = list(self._templates)
-        groups = group_texts(self._texts, old_keys)
+        self._masks.extend(map(masked, self._texts[len(self._masks) :]))
+        first = self._examined
+        groups = group_texts(self._texts[first:], old_keys, self._masks[first:])
+        # A template worth folding into has a few members already (pairs of
+        # pointer-byte noise such as "a1b", "a2b" would only cost lookups).
         templates = [
             g for g in groups
-            if len(g.members) + len(g.folded) >= 2 or g.key.startswith(FILL)
+            if len(g.members) + MIN_DISTINCT * len(g.folded) >= MIN_DISTINCT
+            or g.key.startswith(FILL)
         ]  # fmt: skip
         kept_each = min(MEMBERS_KEPT, room // (2 * len(templates))) if templates else 0
         weight = (self._occurrences[:n] + self._in_context[:n]).tolist()
@@ -475,7 +495,9 @@ class FragmentTally:
                     # Templates that merged on a word slot become one.
                     _add_template(template, self._templates.pop(old), aligned=False)
                     self._remap_template(old, group.key)
-            members = sorted(group.members, key=lambda i: (-weight[i], self._texts[i]))
+            members = sorted(
+                (first + i for i in group.members), key=lambda i: (-weight[i], self._texts[i])
+            )
             for i in members[:kept_each]:
                 member_of[i] = group.key
             if len(members) > kept_each:
@@ -552,7 +574,9 @@ class FragmentTally:
                 (np.where(who >= 0, new_id[np.maximum(who, 0)], who), slab[alive], objects[alive])
             )
         self._spread = spread
-        self._texts = [t for t, k in zip(self._texts, keep.tolist(), strict=True) if k]
+        kept = keep.tolist()
+        self._texts = [t for t, k in zip(self._texts, kept, strict=True) if k]
+        self._masks = [m for m, k in zip(self._masks, kept[: len(self._masks)], strict=True) if k]
         self._index = {text: i for i, text in enumerate(self._texts)}
         self._objects = self._objects[:n][keep]
         self._occurrences = self._occurrences[:n][keep]
