@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drgn import FaultError, Program
+from drgn import FaultError, Object, Program, alignof, sizeof
 
 from dumpminer.dumpinfo import DumpInfo
 
@@ -27,10 +27,30 @@ def kernel_clock_seconds(prog: Program) -> int | None:
     None when the variable is missing, unreadable or not set (zero).
     """
     try:
-        seconds = int(prog["tk_core"].timekeeper.xtime_sec.value_())
-    except (KeyError, LookupError, FaultError, AttributeError):
+        try:
+            timekeeper = prog["tk_core"].timekeeper
+        except LookupError:
+            timekeeper = _timekeeper_by_symbol(prog)
+        seconds = int(timekeeper.xtime_sec.value_())
+    except (KeyError, LookupError, FaultError, AttributeError, ValueError):
         return None
     return seconds if seconds > 0 else None
+
+
+def _timekeeper_by_symbol(prog: Program) -> Object:
+    """
+    ``tk_core.timekeeper`` without ``tk_core``'s type, as on BTF (which has
+    no variables, and ``tk_core``'s struct has no name): kernel/time/
+    timekeeping.c declares ``static struct { seqcount_raw_spinlock_t seq;
+    struct timekeeper timekeeper; } tk_core``, so the timekeeper follows the
+    sequence count, aligned.
+    """
+    timekeeper = prog.type("struct timekeeper")
+    offset = sizeof(prog.type("seqcount_raw_spinlock_t"))
+    align = alignof(timekeeper)
+    offset = (offset + align - 1) // align * align
+    address = prog.symbol("tk_core").address + offset
+    return Object(prog, timekeeper, address=address)
 
 
 def dump_time(info: DumpInfo | None, prog: Program | None) -> tuple[int | None, str | None]:
