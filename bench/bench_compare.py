@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -37,20 +36,22 @@ from sample_dumps.build import build_sample  # noqa: E402
 
 
 def run_tree(tree: Path, args: list[str], out: Path, fmt: str = "table") -> tuple[float, float]:
-    """Run ``dumpminer mine`` from *tree*; return (wall seconds, peak RSS MiB)."""
+    """Run ``dumpminer mine`` from *tree*; return (wall seconds, its peak RSS in MiB)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    done = subprocess.run(
+    child = subprocess.Popen(
         [sys.executable, "-m", "dumpminer.cli", "mine", *args, "--format", fmt,
          "-o", str(out), "--quiet"],
-        env=env, cwd=tree, capture_output=True, text=True,
+        env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    assert child.stderr is not None
+    errors = child.stderr.read()
+    _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{tree}: exit {done.returncode}: {done.stderr.strip()}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return seconds, max(peak, before) / 1024
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"{tree}: exit {child.returncode}: {errors.strip()}")
+    return seconds, usage.ru_maxrss / 1024
 
 
 def clusters(path: Path) -> dict[str, int]:

@@ -484,15 +484,23 @@ def sort_fragments(fragments: Iterable[Fragment]) -> list[Fragment]:
 
 
 def cluster_fragments(
-    fragments: Sequence[Fragment], folded: Sequence[FoldedTemplate] = ()
+    fragments: Sequence[Fragment],
+    folded: Sequence[FoldedTemplate] = (),
+    known_masks: dict[bytes, bytes] | None = None,
 ) -> list[Cluster]:
     """
     Group *fragments* (and the *folded* templates of a tally that ran out of
     room) into clusters, sorted like the report: most objects first. The
-    result is the same whatever order the fragments come in.
+    result is the same whatever order the fragments come in. *known_masks*
+    (text -> :func:`masked` text), if given, saves computing them again.
     """
     clusters = []
-    for group in group_texts([f.text for f in fragments], [t.key for t in folded]):
+    texts = [f.text for f in fragments]
+    keys = None
+    if known_masks:
+        get = known_masks.get
+        keys = [get(text) or masked(text) for text in texts]
+    for group in group_texts(texts, [t.key for t in folded], keys):
         if len(group.members) == 1 and not group.folded and not group.key.startswith(FILL):
             # Most noise: a cluster of one, its own template. It shares its
             # member's offsets and examples (neither is changed once built).

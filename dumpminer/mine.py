@@ -216,7 +216,7 @@ def _report(
 ) -> Report:
     """Sort, cluster and put together the report of a walk."""
     fragments = sort_fragments(tally.fragments.values())
-    clusters = cluster_fragments(fragments, tally.templates)
+    clusters = cluster_fragments(fragments, tally.templates, tally.known_masks())
     if options.per_slab:
         for cluster, spread in zip(clusters, tally.cluster_spreads(clusters), strict=True):
             cluster.slab_square, cluster.slab_cross = spread.square, spread.cross

@@ -46,6 +46,10 @@ from dumpminer.fragments import count_objects as count_objects
 #: rarest (about 0.5 KiB of memory each once reported).
 DEFAULT_MAX_FRAGMENTS = 1_000_000
 
+#: Objects a folded template needs before new texts are matched against it
+#: as they arrive (see FragmentTally._route_index).
+ROUTE_MIN_OBJECTS = 1000
+
 #: Members of a folded template kept as fragments of their own (the heaviest).
 MEMBERS_KEPT = max(10, MIN_DISTINCT)
 
@@ -107,6 +111,10 @@ class FragmentTally:
         self._templates: dict[bytes, FoldedTemplate] = {}
         self._template_ids: dict[bytes, int] = {}
         self._template_index = TemplateIndex()
+        #: The templates new texts are matched against as they come: those
+        #: with :data:`ROUTE_MIN_OBJECTS` objects (a leak's), not the many
+        #: small ones of pointer-byte noise, whose members a fold catches.
+        self._route_index = TemplateIndex()
         #: Per-slab triples (fragment or template id, slab, objects) and slab sizes.
         self._spread: list[tuple[npt.NDArray[np.int64], ...]] = []
         self._slab_sizes: list[npt.NDArray[np.int64]] = []
@@ -124,6 +132,10 @@ class FragmentTally:
     def complete(self) -> bool:
         """True while every distinct fragment is listed (nothing folded or dropped)."""
         return self.exact and not self._templates
+
+    def known_masks(self) -> dict[bytes, bytes]:
+        """The masked form of the texts whose mask a fold computed (text -> mask)."""
+        return dict(zip(self._texts, self._masks, strict=False))
 
     @property
     def templates(self) -> list[FoldedTemplate]:
@@ -288,7 +300,7 @@ class FragmentTally:
         index, known = self._index, self._texts
         # Known texts are looked up in one pass in C; only new ones need Python.
         found: list[int | None] = list(map(index.get, texts))
-        template_index = self._template_index if route else None
+        template_index = self._route_index if route else None
         masks = self._masks
         for k in [k for k, i in enumerate(found) if i is None]:
             if template_index:
@@ -459,6 +471,9 @@ class FragmentTally:
                 self.error_bound += threshold
         self._compact(keep)
         self._examined = len(self._texts)
+        self._route_index = TemplateIndex(
+            key for key, t in self._templates.items() if t.objects >= ROUTE_MIN_OBJECTS
+        )
 
     def _fold(self, room: int) -> tuple[npt.NDArray[np.bool_], dict[int, bytes]]:
         """
