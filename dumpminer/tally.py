@@ -10,15 +10,17 @@ Memory is bounded by *max_fragments* distinct texts. A leak with an id per
 record (``t.point.<NUM>`` with a million values, a file name per record) has
 as many distinct texts as records, each one rare, so dropping the rarest
 texts (lossy counting) would drop the leak itself. When the tally is full it
-therefore first **folds**: it clusters the texts it holds
-(:func:`dumpminer.cluster.group_texts`) and moves every member of a
-template, but its few heaviest, into one
+therefore first **folds**: it clusters the texts that came since the last
+fold (:func:`dumpminer.cluster.group_texts`) and moves every member of a
+template of three or more, but its few heaviest, into one
 :class:`~dumpminer.cluster.FoldedTemplate` that keeps the counts exactly and
 bounds the per-member detail (top slot values). Texts arriving later that fit
-a folded template are counted into it directly. Only texts that fit no
-template are then dropped, rarest first, and :attr:`FragmentTally.error_bound`
-grows by the largest count dropped: a text still in the tally, and every
-cluster, is short of its true count by at most that bound.
+a large folded template are counted into it directly; those of small ones
+are caught by the next fold. Only texts that fit no template are then
+dropped, rarest first, and :attr:`FragmentTally.error_bound` grows by the
+largest count dropped: a text still in the tally is short of its true count
+by at most that bound. Folding alone loses nothing: while nothing was
+dropped (:attr:`FragmentTally.exact`), every cluster's count is exact.
 """
 
 from __future__ import annotations
