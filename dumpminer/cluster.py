@@ -92,13 +92,6 @@ def skeleton(text: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
 FILL_MIN_LENGTH = 3
 
 
-def fill_byte(text: bytes) -> int | None:
-    """The byte *text* repeats, if it is one byte repeated (allocator fill)."""
-    if len(text) >= FILL_MIN_LENGTH and text.count(text[:1]) == len(text):
-        return text[0]
-    return None
-
-
 #: What any number token needs: a digit, or eight hex letters in a row.
 _MAY_HOLD_NUMBER = re.compile(rb"[0-9]|[A-Fa-f]{8}")
 
@@ -197,8 +190,6 @@ class FoldedTemplate:
     distinct_floor: list[int] = field(default_factory=list)
     #: False once templates with other slots were merged in (values unknown).
     aligned: bool = True
-    slab_square: float = 0.0
-    slab_cross: float = 0.0
 
     def add_values(self, values: list[bytes], objects: int) -> None:
         """Count *objects* objects whose member gave the slots *values*."""
@@ -377,7 +368,7 @@ class Cluster:
     examples: list[int] = field(default_factory=list)
     #: The variable slots, left to right (empty for a one-member cluster).
     slots: tuple[Slot, ...] = ()
-    #: The byte of an allocator-fill cluster (see :func:`fill_byte`), else None.
+    #: The byte of an allocator-fill cluster (see :func:`masked`), else None.
     fill: int | None = None
     #: Distinct member fragments (a lower bound unless ``members_exact``).
     distinct_members: int = 0

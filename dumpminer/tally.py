@@ -621,8 +621,6 @@ def _add_template(into: FoldedTemplate, other: FoldedTemplate, aligned: bool = T
     for at, runs in other.offsets.items():
         into.offsets[at] = into.offsets.get(at, 0) + runs
     into.examples = _lowest(into.examples, other.examples)
-    into.slab_square += other.slab_square
-    into.slab_cross += other.slab_cross
     if not aligned or (into.values and len(other.values) != len(into.values)):
         into.aligned = False
         return
