@@ -112,18 +112,7 @@ def cache_usage(cache: Object, page_array_lost: bool = False) -> CacheUsage:
     """
     try:
         usage = slab_cache_usage(cache)
-        return CacheUsage(
-            name=cache_name(cache),
-            address=cache.value_(),
-            object_size=cache.object_size.value_(),
-            stride=cache.size.value_(),
-            objects_per_slab=slab_cache_objects_per_slab(cache),
-            pages_per_slab=slab_cache_pages_per_slab(cache),
-            slabs=usage.num_slabs,
-            allocated=usage.num_objs - usage.free_objs,
-            total=usage.num_objs,
-            page_size=cache.prog_["PAGE_SIZE"].value_(),
-        )
+        return _usage(cache, usage.num_slabs, usage.num_objs, usage.free_objs)
     except FaultError as e:
         if not page_array_lost:
             raise KernelDataError(f"cannot count slab cache at {cache.value_():#x}: {e}") from e
@@ -136,25 +125,32 @@ def cache_usage(cache: Object, page_array_lost: bool = False) -> CacheUsage:
         raise KernelDataError(f"cannot count slab cache at {cache.value_():#x}: {e}") from e
 
 
+def _usage(
+    cache: Object, slabs: int, total: int, free: int, errors: list[str] | None = None
+) -> CacheUsage:
+    """The :class:`CacheUsage` of *cache* from its slab and object counts."""
+    return CacheUsage(
+        name=cache_name(cache),
+        address=cache.value_(),
+        object_size=cache.object_size.value_(),
+        stride=cache.size.value_(),
+        objects_per_slab=slab_cache_objects_per_slab(cache),
+        pages_per_slab=slab_cache_pages_per_slab(cache),
+        slabs=slabs,
+        allocated=total - free,
+        total=total,
+        page_size=cache.prog_["PAGE_SIZE"].value_(),
+        exact=not errors,
+        inexact_why="; ".join(errors or ()) or None,
+    )
+
+
 def _readable_usage(cache: Object, fault: FaultError) -> CacheUsage:
     """:func:`cache_usage` from the counters, for a cache whose lists fault."""
     from dumpminer.allocator import slab_allocator
 
     try:
         slabs, total, free, errors = slab_allocator(cache.prog_).readable_usage(cache)
-        return CacheUsage(
-            name=cache_name(cache),
-            address=cache.value_(),
-            object_size=cache.object_size.value_(),
-            stride=cache.size.value_(),
-            objects_per_slab=slab_cache_objects_per_slab(cache),
-            pages_per_slab=slab_cache_pages_per_slab(cache),
-            slabs=slabs,
-            allocated=total - free,
-            total=total,
-            page_size=cache.prog_["PAGE_SIZE"].value_(),
-            exact=not errors,
-            inexact_why="; ".join(errors) or None,
-        )
+        return _usage(cache, slabs, total, free, errors)
     except (FaultError, ValueError) as e:
         raise KernelDataError(f"cannot count slab cache at {cache.value_():#x}: {fault}") from e
