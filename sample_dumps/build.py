@@ -80,6 +80,24 @@ STRING_OFFSET = 16
 COUNTER_TEMPLATE = "t.point.<NUM>"
 SESSION_TEMPLATE = "SESSION-<HEX>"
 STATE_TEMPLATE = "/opt/agent/state/<*>.json"
+LINK_SIZE = 96
+#: Where each field of struct link_rec points (offset -> what), for the manifest.
+LINK_FIELDS = {
+    "0": "list: the next link_rec, or the module static link_list",
+    "8": "list: the previous link_rec, or the module static link_list",
+    "16": "module static agent_table",
+    "24": "the newest state_rec (kmalloc-128), or NULL",
+    "32": "the object itself",
+    "40": "i & 0xffff (small integer)",
+}
+#: The function each family is allocated from (its kmalloc call site), and whether that
+#: function is __init (its text freed after the module loaded).
+ALLOC_SITES = {
+    "kmalloc-32": ("new_rule", False),
+    "kmalloc-64": ("plant_sessions", True),
+    "kmalloc-128": ("plant_states", False),
+    "kmalloc-96": ("new_link", False),
+}
 
 
 @dataclass(frozen=True)
@@ -94,11 +112,12 @@ class SampleSpec:
     boot_timeout_s: float
     #: Extra kernel command line, e.g. "slub_debug=FZPU" (red zones, poison, tracks).
     boot_options: str = ""
+    links: int = 3000  # kmalloc-96 struct link_rec records: pointers only, no text
 
     def params(self) -> dict[str, int]:
         """Module parameters, as passed to leaky_agent."""
         return {"reloads": self.reloads, "counters": self.counters, "sessions": self.sessions,
-                "states": self.states}
+                "states": self.states, "links": self.links}
 
 
 SAMPLES: dict[str, SampleSpec] = {
@@ -113,10 +132,11 @@ SAMPLES: dict[str, SampleSpec] = {
         reloads=6000, counters=5000, sessions=3000, states=4000, guest_memory_mib=512,
         boot_timeout_s=240, boot_options="slub_debug=FZPU",
     ),
-    # 3,100,000 kmalloc-32 and 20,000 kmalloc-64 records in a 4 GiB guest (benchmarks).
+    # 3,100,000 kmalloc-32, 20,000 kmalloc-64 and 1,000,000 string-less kmalloc-96 records
+    # in a 4 GiB guest (benchmarks).
     "big": SampleSpec(
         reloads=500_000, counters=100_000, sessions=20_000, states=20_000, guest_memory_mib=4096,
-        boot_timeout_s=900,
+        boot_timeout_s=900, links=1_000_000,
     ),
     # 31,000,000 kmalloc-32 records in a 6 GiB guest: 10x big, to check that
     # mining time grows linearly with objects (docs/performance.md).
@@ -159,6 +179,25 @@ def state_name(i: int) -> str:
     return "".join(CONSONANTS[s % 14] + VOWELS[s // 14] for s in syllables)
 
 
+def string_less(spec: SampleSpec) -> dict[str, Any]:
+    """
+    The manifest's "string_less" section: the leak whose records hold no text, by cache
+    (kept apart from "planted", whose families are all string leaks).
+    """
+    function, in_init = ALLOC_SITES["kmalloc-96"]
+    return {
+        "kmalloc-96": {
+            "objects": spec.links,
+            "record_size": LINK_SIZE,
+            "struct": "link_rec",
+            "fields": LINK_FIELDS,
+            "points_to": {"16": "agent_table"},
+            "alloc_function": function,
+            "alloc_in_init": in_init,
+        }
+    }
+
+
 def planted(spec: SampleSpec) -> dict[str, Any]:
     """The manifest's "planted" section: exact object counts per string and template."""
     small: Counter[str] = Counter()
@@ -183,9 +222,12 @@ def planted(spec: SampleSpec) -> dict[str, Any]:
 def _family(
     strings: Counter[str], size: int, magic: int, templates: dict[str, int]
 ) -> dict[str, Any]:
+    function, in_init = ALLOC_SITES[f"kmalloc-{size}"]
     return {
         "objects": sum(strings.values()),
         "record_size": size,
+        "alloc_function": function,
+        "alloc_in_init": in_init,
         "string_offset": STRING_OFFSET,
         "magic": f"{magic:#06x}",
         "strings": dict(sorted(strings.items())),
@@ -761,9 +803,10 @@ def reusable(manifest_path: Path, key: str) -> bool:
     )
 
 
-def check_planted(counts: dict[str, int], expected: dict[str, Any], work: Path) -> None:
-    got = (counts.get("planted32"), counts.get("planted64"), counts.get("planted128"))
-    want = tuple(expected[f"kmalloc-{size}"]["objects"] for size in (32, 64, 128))
+def check_planted(counts: dict[str, int], expected: dict[str, Any], links: int,
+                  work: Path) -> None:
+    got = tuple(counts.get(f"planted{size}") for size in (32, 64, 128, 96))
+    want = (*(expected[f"kmalloc-{size}"]["objects"] for size in (32, 64, 128)), links)
     if got != want:
         raise BuildError(f"module planted {got}, expected {want}\n{serial_tail(work)}")
 
@@ -778,7 +821,7 @@ def boot_and_dump(kernel: Kernel, initrd: Path, spec: SampleSpec, out: Path,
         try:
             with step("boot to the READY marker"):
                 counts = wait_ready(qemu, work, spec.boot_timeout_s)
-            check_planted(counts, expected, work)
+            check_planted(counts, expected, spec.links, work)
             qmp = Qmp(work / "qmp.sock")
             make_dumps(qmp, out, spec)
         finally:
@@ -844,6 +887,7 @@ def build_sample(sample: str = "seed", series: str = DEFAULT_SERIES,
             "dumps": dump_entries(final, FILTER_DUMP_LEVEL[series]),
             "module": {"name": "leaky_agent", "params": spec.params()},
             "planted": expected,
+            "string_less": string_less(spec),
             "build_key": key,
             "build_seconds": round(time.monotonic() - start, 1),
         }

@@ -14,7 +14,15 @@
  *   sessions  kmalloc-64 records "SESSION-%08X" (see session_value())
  *   states    kmalloc-128 records "/opt/agent/state/%s.json", the name made of letters only
  *             (see state_name()): a leak whose strings differ in words, not numbers
- * Read-only results: planted32, planted64, planted128 (records actually allocated).
+ *   links     kmalloc-96 records holding no text at all, only pointers (struct link_rec):
+ *             a string-less leak, every record pointing at the module static agent_table
+ * Read-only results: planted32, planted64, planted128, planted96 (records allocated).
+ *
+ * Each family is allocated from one known function, so that allocation tracks
+ * (slub_debug=U) name it: rule and counter records from new_rule(), sessions from
+ * plant_sessions() (an __init function: its text is freed once the module is loaded, so
+ * its addresses resolve to no symbol), states from plant_states(), links from new_link().
+ * All of them are noinline, so that the track's address is inside the named function.
  */
 #include <linux/build_bug.h>
 #include <linux/kernel.h>
@@ -77,6 +85,23 @@ struct state_rec {		/* 128 bytes -> kmalloc-128 */
 static_assert(sizeof(struct state_rec) == 128, "state_rec must be 128 bytes");
 static_assert(offsetof(struct state_rec, path) == 16, "path must start at offset 16");
 
+struct agent_table {		/* the module static every link record points at */
+	u32 version;
+	u32 nr_links;
+	struct link_rec *newest;
+};
+
+struct link_rec {		/* 96 bytes -> kmalloc-96, no text: pointers and small integers */
+	struct list_head node;		/*  0: on link_list (a module static) */
+	struct agent_table *table;	/* 16: &agent_table, a module static */
+	struct state_rec *state;	/* 24: a leaked state record (kmalloc-128), or NULL */
+	struct link_rec *self;		/* 32: the record itself */
+	u64 seq;			/* 40: i & 0xffff: never 3 printable bytes */
+	u64 zero[6];			/* 48: always 0 */
+};
+static_assert(sizeof(struct link_rec) == 96, "link_rec must be 96 bytes");
+static_assert(offsetof(struct link_rec, table) == 16, "table must be at offset 16");
+
 struct component {
 	const char *text;
 	u8 type;
@@ -109,6 +134,10 @@ static uint states = 4000;
 module_param(states, uint, 0444);
 MODULE_PARM_DESC(states, "leaked kmalloc-128 records /opt/agent/state/<name>.json");
 
+static uint links = 3000;
+module_param(links, uint, 0444);
+MODULE_PARM_DESC(links, "leaked kmalloc-96 records holding only pointers (struct link_rec)");
+
 static ulong planted32;
 module_param(planted32, ulong, 0444);
 MODULE_PARM_DESC(planted32, "kmalloc-32 records allocated (read-only result)");
@@ -121,12 +150,18 @@ static ulong planted128;
 module_param(planted128, ulong, 0444);
 MODULE_PARM_DESC(planted128, "kmalloc-128 records allocated (read-only result)");
 
+static ulong planted96;
+module_param(planted96, ulong, 0444);
+MODULE_PARM_DESC(planted96, "kmalloc-96 link records allocated (read-only result)");
+
 /* Keep the newest head of each family reachable, as a real agent would. */
 static struct rule_rec *current_rules;
 static struct session_rec *last_session;
 static struct state_rec *last_state;
+static LIST_HEAD(link_list);
+static struct agent_table agent_table = { .version = 1 };
 
-static struct rule_rec *new_rule(const char *text, u8 type, struct rule_rec *next)
+static noinline struct rule_rec *new_rule(const char *text, u8 type, struct rule_rec *next)
 {
 	struct rule_rec *rec = kmalloc(sizeof(*rec), GFP_KERNEL);
 
@@ -201,7 +236,7 @@ static u32 session_value(uint i)
 	return 0x0A000000u | ((k * 2654435761u) & 0x00FFFFFFu);
 }
 
-static int plant_sessions(void)
+static noinline int __init plant_sessions(void)
 {
 	struct session_rec *rec;
 	uint i;
@@ -246,7 +281,7 @@ static void state_name(uint i, char *buf)
 	*buf = '\0';
 }
 
-static int plant_states(void)
+static noinline int plant_states(void)
 {
 	struct state_rec *rec;
 	char name[8];
@@ -270,6 +305,38 @@ static int plant_states(void)
 	return 0;
 }
 
+static noinline struct link_rec *new_link(uint i)
+{
+	struct link_rec *rec = kmalloc(sizeof(*rec), GFP_KERNEL);
+
+	if (!rec)
+		return NULL;
+	memset(rec, 0, sizeof(*rec));
+	rec->table = &agent_table;
+	rec->state = last_state;
+	rec->self = rec;
+	rec->seq = i & 0xffff;
+	list_add_tail(&rec->node, &link_list);
+	agent_table.newest = rec;
+	agent_table.nr_links++;
+	planted96++;
+	return rec;
+}
+
+/* After plant_states(): every link points at the newest state record (NULL if none). */
+static int plant_links(void)
+{
+	uint i;
+
+	for (i = 0; i < links; i++) {
+		if (!new_link(i))
+			return -ENOMEM;
+		if (i % 4096 == 0)
+			cond_resched();
+	}
+	return 0;
+}
+
 static int __init leaky_agent_init(void)
 {
 	uint r;
@@ -287,10 +354,12 @@ static int __init leaky_agent_init(void)
 		err = plant_sessions();
 	if (!err)
 		err = plant_states();
+	if (!err)
+		err = plant_links();
 	if (err)
 		return err;
-	pr_info("leaky_agent: planted kmalloc-32=%lu kmalloc-64=%lu kmalloc-128=%lu (rules at %px)\n",
-		planted32, planted64, planted128, current_rules);
+	pr_info("leaky_agent: planted kmalloc-32=%lu kmalloc-64=%lu kmalloc-128=%lu kmalloc-96=%lu\n",
+		planted32, planted64, planted128, planted96);
 	return 0;
 }
 
@@ -298,4 +367,4 @@ static int __init leaky_agent_init(void)
 module_init(leaky_agent_init);
 
 MODULE_LICENSE("GPL");
-MODULE_DESCRIPTION("Leaks rule records into kmalloc-32/64/128 for dumpminer sample vmcores");
+MODULE_DESCRIPTION("Leaks rule records into kmalloc-32/64/96/128 for dumpminer sample vmcores");
