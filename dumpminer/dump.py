@@ -43,7 +43,7 @@ from dumpminer.errors import (
     UsageError,
     first_line,
 )
-from dumpminer.kallsyms import KernelObjects, ModuleSymbols, load_kallsyms
+from dumpminer.kallsyms import KernelObjects, add_module_symbols, load_kallsyms
 
 _PLATFORMS = {
     "x86_64": drgn.Platform(
@@ -135,6 +135,7 @@ def open_dump(
         raise DebugInfoError(f"no usable debuginfo in {vmlinux_path}: {first_line(e)}") from e
     except Exception as e:
         raise DebugInfoError(f"cannot load {vmlinux_path}: {first_line(e)}") from e
+    add_module_symbols(prog)
     check_slab_pages_kept(prog, info)
     return Dump(path, info, vmlinux_path, prog, source)
 
@@ -220,4 +221,4 @@ def _load_btf_and_kallsyms(prog: drgn.Program, info: DumpInfo, why: str | None) 
         enable_index=0,
     )
     prog.register_object_finder("btf", KernelObjects(btf, symbols), enable_index=-1)
-    prog.register_symbol_finder("module_kallsyms", ModuleSymbols(), enable_index=-1)
+    add_module_symbols(prog)

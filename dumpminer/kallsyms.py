@@ -40,8 +40,10 @@ from dumpminer.btf import KernelBtf
 
 __all__ = [
     "KERNEL_GLOBALS",
+    "MODULE_SYMBOLS",
     "KernelObjects",
     "ModuleSymbols",
+    "add_module_symbols",
     "load_kallsyms",
     "vmcoreinfo_symbols",
 ]
@@ -221,3 +223,19 @@ class ModuleSymbols:
         if self._index is None:
             self._index = load_module_kallsyms(prog)
         return list(self._index(prog, name, address, one))
+
+
+#: The name :func:`add_module_symbols` registers its symbol finder under.
+MODULE_SYMBOLS = "module_kallsyms"
+
+
+def add_module_symbols(prog: Program) -> None:
+    """
+    Let ``prog.symbol()`` name addresses in loaded modules from the modules'
+    own kallsyms, after every other finder (DWARF of a vmlinux, or the
+    kernel's kallsyms). A dump is rarely opened with every module's
+    debuginfo, yet call sites and pointers into a leaking module are what a
+    leak hunt needs named. Idempotent: a program that has the finder keeps it.
+    """
+    if MODULE_SYMBOLS not in prog.registered_symbol_finders():
+        prog.register_symbol_finder(MODULE_SYMBOLS, ModuleSymbols(), enable_index=-1)
