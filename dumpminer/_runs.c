@@ -509,9 +509,214 @@ out:
 	return result;
 }
 
+/* ------------------------------------------------------------------------
+ * Number masks: the key a fragment text clusters by (dumpminer/cluster.py).
+ *
+ * mask_numbers(texts) takes a list of bytes and returns a list of the same
+ * length: per text, what cluster.masked() returns for it, computed here
+ * because the tally and the clustering need it for every distinct text (two
+ * million and more on a pointer-noisy cache) and the regex costs a few
+ * microseconds a text in Python. A text without a number comes back as the
+ * same object (no copy). The scanner below is cluster.VARIABLE_TOKEN
+ * written out; tests/test_cluster.py checks the two agree.
+ */
+
+#define MASK_NUM 0x00 /* cluster.NUM */
+#define MASK_FILL 0x02 /* cluster.FILL */
+#define MASK_FILL_MIN_LENGTH 3 /* cluster.FILL_MIN_LENGTH */
+
+static inline int mask_digit(uint8_t c)
+{
+	return (uint8_t)(c - '0') < 10;
+}
+
+static inline int mask_hex(uint8_t c)
+{
+	return mask_digit(c) || (uint8_t)((c | 0x20) - 'a') < 6;
+}
+
+static inline int mask_alnum(uint8_t c)
+{
+	return mask_digit(c) || (uint8_t)((c | 0x20) - 'a') < 26;
+}
+
+/*
+ * The length of the number token that VARIABLE_TOKEN matches at s[i], or 0.
+ * Its first branch needs no letter or digit before s[i] and none after the
+ * token: "0x" and hex digits; or a run of hex digits holding a decimal
+ * digit; or eight hex letters or more. A shorter match of any of these
+ * would end before a hex digit, which the lookahead refuses, so each is the
+ * longest run or nothing. Its second branch is a run of decimal digits
+ * anywhere.
+ */
+static size_t number_token(const uint8_t *s, size_t n, size_t i)
+{
+	size_t j;
+
+	if (i == 0 || !mask_alnum(s[i - 1])) {
+		if (s[i] == '0' && i + 2 < n && (s[i + 1] | 0x20) == 'x' &&
+		    mask_hex(s[i + 2])) {
+			for (j = i + 2; j < n && mask_hex(s[j]); j++)
+				;
+			if (j == n || !mask_alnum(s[j]))
+				return j - i;
+		}
+		int digit = 0;
+
+		for (j = i; j < n && mask_hex(s[j]); j++)
+			digit |= mask_digit(s[j]);
+		if (j > i && (j == n || !mask_alnum(s[j])) && (digit || j - i >= 8))
+			return j - i;
+	}
+	for (j = i; j < n && mask_digit(s[j]); j++)
+		;
+	return j - i;
+}
+
+/* cluster.masked() of one text (a new reference), or NULL with an error set. */
+static PyObject *mask_text(PyObject *text)
+{
+	const uint8_t *s = (const uint8_t *)PyBytes_AS_STRING(text);
+	size_t n = PyBytes_GET_SIZE(text), i, last = 0, out = 0, token;
+	PyObject *result;
+	char *to = NULL;
+
+	if (n >= MASK_FILL_MIN_LENGTH) {
+		for (i = 1; i < n && s[i] == s[0]; i++)
+			;
+		if (i == n) {
+			char fill[2] = { MASK_FILL, (char)s[0] };
+
+			return PyBytes_FromStringAndSize(fill, 2);
+		}
+	}
+	for (i = 0; i < n;) {
+		token = number_token(s, n, i);
+		if (!token) {
+			i++;
+			continue;
+		}
+		if (!to) {
+			/* A mask is never longer than its text. */
+			result = PyBytes_FromStringAndSize(NULL, n);
+			if (!result)
+				return NULL;
+			to = PyBytes_AS_STRING(result);
+		}
+		memcpy(to + out, s + last, i - last);
+		out += i - last;
+		to[out++] = MASK_NUM;
+		i += token;
+		last = i;
+	}
+	if (!to) {
+		Py_INCREF(text);
+		return text;
+	}
+	memcpy(to + out, s + last, n - last);
+	out += n - last;
+	if (_PyBytes_Resize(&result, out))
+		return NULL;
+	return result;
+}
+
+static PyObject *mask_numbers(PyObject *self, PyObject *texts)
+{
+	PyObject *result, *text, *mask;
+	Py_ssize_t i, n;
+
+	if (!PyList_Check(texts)) {
+		PyErr_SetString(PyExc_TypeError, "mask_numbers: a list of bytes");
+		return NULL;
+	}
+	n = PyList_GET_SIZE(texts);
+	result = PyList_New(n);
+	if (!result)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		text = PyList_GET_ITEM(texts, i);
+		if (!PyBytes_Check(text)) {
+			PyErr_SetString(PyExc_TypeError,
+					"mask_numbers: a list of bytes");
+			Py_DECREF(result);
+			return NULL;
+		}
+		mask = mask_text(text);
+		if (!mask) {
+			Py_DECREF(result);
+			return NULL;
+		}
+		PyList_SET_ITEM(result, i, mask);
+	}
+	return result;
+}
+
+/*
+ * key_flags(keys, separators, least) takes a list of masked texts and returns
+ * one byte of flags per key, so that the clustering can pick, without a
+ * Python step per key, the few keys its word step looks at
+ * (cluster._merge_words): KEY_FILL when the key starts with cluster.FILL,
+ * KEY_SEPARATED when it holds a byte of separators, KEY_WILD when it holds
+ * cluster.WILD, KEY_ALNUM when it holds at least least letters and digits.
+ */
+
+#define MASK_WILD 0x01 /* cluster.WILD */
+#define KEY_FILL 1
+#define KEY_SEPARATED 2
+#define KEY_WILD 4
+#define KEY_ALNUM 8
+
+static PyObject *key_flags(PyObject *self, PyObject *args)
+{
+	PyObject *keys, *result, *key;
+	const uint8_t *separators, *s;
+	Py_ssize_t n_separators, least, i, n, j, len, alnum;
+	uint8_t is_separator[256] = { 0 }, flags, *out;
+
+	if (!PyArg_ParseTuple(args, "O!y#n:key_flags", &PyList_Type, &keys,
+			      &separators, &n_separators, &least))
+		return NULL;
+	for (j = 0; j < n_separators; j++)
+		is_separator[separators[j]] = 1;
+	n = PyList_GET_SIZE(keys);
+	result = PyBytes_FromStringAndSize(NULL, n);
+	if (!result)
+		return NULL;
+	out = (uint8_t *)PyBytes_AS_STRING(result);
+	for (i = 0; i < n; i++) {
+		key = PyList_GET_ITEM(keys, i);
+		if (!PyBytes_Check(key)) {
+			PyErr_SetString(PyExc_TypeError,
+					"key_flags: a list of bytes");
+			Py_DECREF(result);
+			return NULL;
+		}
+		s = (const uint8_t *)PyBytes_AS_STRING(key);
+		len = PyBytes_GET_SIZE(key);
+		flags = len && s[0] == MASK_FILL ? KEY_FILL : 0;
+		for (j = 0, alnum = 0; j < len; j++) {
+			alnum += mask_alnum(s[j]);
+			if (is_separator[s[j]])
+				flags |= KEY_SEPARATED;
+			else if (s[j] == MASK_WILD)
+				flags |= KEY_WILD;
+		}
+		if (alnum >= least)
+			flags |= KEY_ALNUM;
+		out[i] = flags;
+	}
+	return result;
+}
+
+/* ---- End of number masks ---------------------------------------------- */
+
 static PyMethodDef methods[] = {
 	{ "scan", scan, METH_VARARGS,
 	  "Find and group the printable runs of a batch of rows." },
+	{ "mask_numbers", mask_numbers, METH_O,
+	  "cluster.masked() of each text of a list of bytes." },
+	{ "key_flags", key_flags, METH_VARARGS,
+	  "Flags of masked texts for the word step of the clustering." },
 	{ NULL, NULL, 0, NULL },
 };
 

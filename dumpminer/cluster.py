@@ -42,8 +42,12 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
+import numpy as np
+import numpy.typing as npt
+
+from dumpminer import _runs
 from dumpminer.fragments import EXAMPLES, Fragment
 
 #: A variable token: a hex or decimal word standing alone (not glued to
@@ -154,6 +158,17 @@ def slot_values(template: bytes, text: bytes) -> list[bytes]:
     return values
 
 
+def slot_values_all(template: bytes, texts: list[bytes]) -> list[list[bytes]]:
+    """:func:`slot_values` of each of *texts*, members of *template*."""
+    if template.startswith(FILL):
+        return [[b"%d" % len(text)] for text in texts]
+    if template.count(WILD) + template.count(NUM) == 1:
+        head = template.find(WILD) if WILD in template else template.find(NUM)
+        tail = len(template) - head - 1
+        return [[text[head : len(text) - tail]] for text in texts]
+    return [slot_values(template, text) for text in texts]
+
+
 @dataclass(slots=True)
 class Slot:
     """One variable slot of a template: what kind, how many values, the top ones."""
@@ -211,6 +226,30 @@ class FoldedTemplate:
                 counter.update(dict(kept))
                 self.values_exact[slot] = False
 
+    def add_many(self, values: list[list[bytes]], objects: list[int]) -> None:
+        """
+        :meth:`add_values` of each member (``values[i]``, ``objects[i]``
+        objects), in one pass per slot while no slot can run out of room.
+        """
+        if not values:
+            return
+        width = len(values[0])
+        if not self.values:
+            self.add_values(values[0], objects[0])
+            values, objects = values[1:], objects[1:]
+        room = all(len(c) + len(values) <= SLOT_VALUES_KEPT for c in self.values)
+        if not room or any(len(v) != width for v in values):
+            for member, count in zip(values, objects, strict=True):
+                self.add_values(member, count)
+            return
+        if width != len(self.values):
+            if values:
+                self.aligned = False
+            return
+        for slot, counter in enumerate(self.values):
+            for member, count in zip(values, objects, strict=True):
+                counter[member[slot]] += count
+
 
 #: Values a folded template keeps per slot before it drops the rarest half.
 SLOT_VALUES_KEPT = 4096
@@ -232,6 +271,10 @@ class TemplateIndex:
 
     def __bool__(self) -> bool:
         return bool(self._exact)
+
+    def has_word_slots(self) -> bool:
+        """Whether a key can fit a template it does not equal (one with word slots)."""
+        return bool(self._positions)
 
     def add(self, key: bytes) -> None:
         self._exact[key] = key
@@ -260,6 +303,20 @@ class TemplateIndex:
                 if found is not None:
                     return found
         return None
+
+    def find_all(self, keys: list[bytes]) -> list[bytes | None]:
+        """
+        :meth:`find` of each of *keys*: one dict pass in C, then a Python
+        step only for the keys that could fit a word slot.
+        """
+        found: list[bytes | None] = list(map(self._exact.get, keys))
+        if self._positions:
+            wordy = _wordy(_key_flags(keys)) & np.fromiter(
+                (f is None for f in found), np.bool_, len(keys)
+            )
+            for k in np.flatnonzero(wordy).tolist():
+                found[k] = self.find(keys[k])
+        return found
 
 
 class TextGroup(NamedTuple):
@@ -326,30 +383,102 @@ def _merge_words(units: dict[bytes, TextGroup]) -> dict[bytes, TextGroup]:
     return units
 
 
+class Grouping(NamedTuple):
+    """
+    What :func:`group_texts` finds. Most texts of a noisy cache are a
+    cluster of their own; they are listed apart, as plain indices, so that
+    they cost no Python object until a report needs one.
+    """
+
+    #: The groups that are more than one text alone: several texts, a folded
+    #: template, a fill, or a key the word step looked at.
+    groups: list[TextGroup]
+    #: The other texts (indices), each a group of its own, and their keys.
+    single: list[int]
+    single_keys: list[bytes]
+
+
+#: key_flags() bits (dumpminer/_runs.c).
+_KEY_FILL, _KEY_SEPARATED, _KEY_WILD, _KEY_ALNUM = 1, 2, 4, 8
+#: Letters and digits a key needs to take part in the word step: a template's
+#: fixed ones and at least one of its word's.
+_WORD_STEP_ALNUM = MIN_FIXED_CHARS + 1
+
+
+def masked_all(texts: list[bytes]) -> list[bytes]:
+    """:func:`masked` of each of *texts*, computed in C (dumpminer/_runs.c)."""
+    return _runs.mask_numbers(texts)
+
+
+def _wordy(flags: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    """
+    Which keys (by their key_flags()) the word step can change: they hold a
+    separator and a word slot or enough letters and digits, and are not fill.
+    A key it cannot change also fits no folded word template (a member of
+    one holds its template's fixed letters and a word).
+    """
+    wordy: npt.NDArray[np.bool_] = (
+        ((flags & _KEY_FILL) == 0)
+        & ((flags & _KEY_SEPARATED) != 0)
+        & ((flags & (_KEY_WILD | _KEY_ALNUM)) != 0)
+    )
+    return wordy
+
+
+def _key_flags(keys: list[bytes]) -> npt.NDArray[np.uint8]:
+    return np.frombuffer(_runs.key_flags(keys, SEPARATORS, _WORD_STEP_ALNUM), np.uint8)
+
+
 def group_texts(
     texts: Sequence[bytes], folded: Sequence[bytes] = (), keys: Sequence[bytes] | None = None
-) -> list[TextGroup]:
+) -> Grouping:
     """
     Group *texts* (distinct fragment texts) and *folded* (keys of
     :class:`FoldedTemplate`) into clusters: the three steps of this module.
     *keys*, if given, are the texts' :func:`masked` forms, computed before.
     Each text and each folded key is in exactly one group. The result depends
     only on the two sets, not on their order (group order aside).
+
+    Step 2 is array work: texts are numbered by key (one dict pass in C),
+    and only the keys that are more than one text alone become
+    :class:`TextGroup` objects.
     """
-    members: dict[bytes, list[int]] = {}
-    for i, key in enumerate(map(masked, texts) if keys is None else keys):
-        members.setdefault(key, []).append(i)
-    units = {key: TextGroup(key, indices, []) for key, indices in members.items()}
+    keys = masked_all(list(texts)) if keys is None else list(keys)
+    sizes_by_key = Counter(keys)  # in order of first appearance
+    distinct = list(sizes_by_key)
+    number = dict(zip(distinct, range(len(distinct)), strict=True))
+    codes = np.fromiter(map(number.__getitem__, keys), np.int64, len(keys))
+    sizes = np.fromiter(sizes_by_key.values(), np.int64, len(distinct))
+    # Texts by key (stably: each key's texts stay in order), and where each key starts.
+    order = np.argsort(codes, kind="stable")
+    starts = np.zeros(len(distinct) + 1, np.int64)
+    np.cumsum(sizes, out=starts[1:])
+    flags = _key_flags(distinct)
+    special = (sizes > 1) | ((flags & _KEY_FILL) != 0) | _wordy(flags)
+    for key in folded:
+        code = number.get(key)
+        if code is not None:
+            special[code] = True
+    units: dict[bytes, TextGroup] = {}
+    order_list = order.tolist()
+    starts_list = starts.tolist()
+    for code in np.flatnonzero(special).tolist():
+        key = distinct[code]
+        units[key] = TextGroup(key, order_list[starts_list[code] : starts_list[code + 1]], [])
+    plain = np.flatnonzero(~special)
+    single = order[starts[plain]].tolist()
+    single_keys = [distinct[code] for code in plain.tolist()]
     if folded:
         index = TemplateIndex(folded)
         for j, key in enumerate(folded):
             units.setdefault(key, TextGroup(key, [], [])).folded.append(j)
         # Texts that fit a folded template with word slots join it first.
-        for key in [k for k in units if WILD not in k]:
-            found = index.find(key)
-            if found is not None and found != key:
-                units[found].members.extend(units.pop(key).members)
-    return list(_merge_words(units).values())
+        if index.has_word_slots():
+            for key in [k for k in units if WILD not in k]:
+                found = index.find(key)
+                if found is not None and found != key:
+                    units[found].members.extend(units.pop(key).members)
+    return Grouping(list(_merge_words(units).values()), single, single_keys)
 
 
 @dataclass(slots=True)
@@ -485,16 +614,29 @@ def cluster_fragments(
     result is the same whatever order the fragments come in. *known_masks*
     (text -> :func:`masked` text), if given, saves computing them again.
     """
-    clusters = []
-    texts = [f.text for f in fragments]
-    keys = None
+    texts = list(map(_BY_TEXT, fragments))
     if known_masks:
-        get = known_masks.get
-        keys = [get(text) or masked(text) for text in texts]
-    for group in group_texts(texts, [t.key for t in folded], keys):
+        keys: list[bytes | None] = list(map(known_masks.get, texts))
+        if None in keys:
+            missing = [k for k, key in enumerate(keys) if key is None]
+            for k, key in zip(missing, masked_all([texts[k] for k in missing]), strict=True):
+                keys[k] = key
+        known = cast(list[bytes], keys)
+    else:
+        known = masked_all(texts)
+    grouping = group_texts(texts, [t.key for t in folded], known)
+    # Most noise: a cluster of one, its own template. It shares its member's
+    # offsets and examples (neither is changed once built).
+    singles = map(fragments.__getitem__, grouping.single)
+    clusters = [
+        Cluster(
+            only.text, [only], key, only.objects, only.occurrences, only.in_context,
+            only.offsets, only.examples, distinct_members=1,
+        )
+        for only, key in zip(singles, grouping.single_keys, strict=True)
+    ]  # fmt: skip
+    for group in grouping.groups:
         if len(group.members) == 1 and not group.folded and not group.key.startswith(FILL):
-            # Most noise: a cluster of one, its own template. It shares its
-            # member's offsets and examples (neither is changed once built).
             only = fragments[group.members[0]]
             clusters.append(
                 Cluster(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from itertools import compress, pairwise, repeat
 
 import numpy as np
 import numpy.typing as npt
@@ -38,8 +39,9 @@ from dumpminer.cluster import (
     FoldedTemplate,
     TemplateIndex,
     group_texts,
-    masked,
+    masked_all,
     slot_values,
+    slot_values_all,
 )
 from dumpminer.fragments import _NO_ADDRESS, EXAMPLES, BatchCounts, Fragment, count_context
 from dumpminer.fragments import count_objects as count_objects
@@ -94,7 +96,7 @@ class FragmentTally:
         self.folded_fragments = 0
         self._index: dict[bytes, int] = {}
         self._texts: list[bytes] = []
-        #: The masked form of the first texts (see _fold), kept across folds.
+        #: The masked form of each text (see cluster.masked), kept across folds.
         self._masks: list[bytes] = []
         #: How many of the first texts the last fold grouped.
         self._examined = 0
@@ -136,8 +138,8 @@ class FragmentTally:
         return self.exact and not self._templates
 
     def known_masks(self) -> dict[bytes, bytes]:
-        """The masked form of the texts whose mask a fold computed (text -> mask)."""
-        return dict(zip(self._texts, self._masks, strict=False))
+        """The masked form of every text (text -> mask), computed as the texts came."""
+        return dict(zip(self._texts, self._masks, strict=True))
 
     @property
     def templates(self) -> list[FoldedTemplate]:
@@ -297,26 +299,35 @@ class FragmentTally:
         """
         The ids of *texts* (distinct), giving new ones to new texts; a new
         text that fits a folded template gets -(template id + 1) instead.
+        Every step is one pass in C (dict lookups, the number masks of new
+        texts): a pointer-noisy cache brings millions of new texts.
         """
         self._built = None
         index, known = self._index, self._texts
-        # Known texts are looked up in one pass in C; only new ones need Python.
-        found: list[int | None] = list(map(index.get, texts))
-        template_index = self._route_index if route else None
-        masks = self._masks
-        for k in [k for k, i in enumerate(found) if i is None]:
-            if template_index:
-                mask = masked(texts[k])
-                key = template_index.find(mask)
-                if key is not None:
-                    found[k] = -(self._template_ids[key] + 1)
-                    continue
-                if len(masks) == len(known):  # keep it for the next fold
-                    masks.append(mask)
-            found[k] = index[texts[k]] = len(known)
-            known.append(texts[k])
+        ids = np.fromiter(map(index.get, texts, repeat(-1)), np.int64, len(texts))
+        new = np.flatnonzero(ids < 0)
+        if not len(new):
+            return ids
+        new_texts = [texts[k] for k in new.tolist()]
+        masks = masked_all(new_texts)
+        if route and self._route_index:
+            found = self._route_index.find_all(masks)
+            template_ids: dict[bytes | None, int] = self._template_ids  # type: ignore[assignment]
+            codes = np.fromiter(map(template_ids.get, found, repeat(-1)), np.int64, len(found))
+            routed = codes >= 0
+            if routed.any():
+                ids[new[routed]] = -(codes[routed] + 1)
+                stay = (~routed).tolist()
+                new = new[~routed]
+                new_texts = list(compress(new_texts, stay))
+                masks = list(compress(masks, stay))
+        first = len(known)
+        ids[new] = np.arange(first, first + len(new))
+        index.update(zip(new_texts, range(first, first + len(new)), strict=True))
+        known.extend(new_texts)
+        self._masks.extend(masks)
         self._reserve(len(known))
-        return np.array(found, dtype=np.int64)
+        return ids
 
     def _template(self, key: bytes) -> FoldedTemplate:
         """The folded template *key*, made if new."""
@@ -454,19 +465,25 @@ class FragmentTally:
             kept_weight = weight[keep]
             cut = len(kept_weight) - room
             threshold = max(1, int(np.partition(kept_weight, cut)[cut]))
-            light = np.flatnonzero(keep & (weight <= threshold)).tolist()
+            light_ids = np.flatnonzero(keep & (weight <= threshold))
+            light = light_ids.tolist()
+            # Kept members of a template, and texts of earlier folds that fit
+            # a template made since, are counted into it.
+            masks = self._masks
+            found = self._template_index.find_all([masks[i] for i in light])
+            if member_of:
+                members = np.fromiter(member_of, np.int64, len(member_of))
+                at = np.searchsorted(light_ids, members)
+                hit = at < len(light_ids)
+                hit[hit] = light_ids[at[hit]] == members[hit]
+                for pos, i in zip(at[hit].tolist(), members[hit].tolist(), strict=True):
+                    found[pos] = member_of[i]
             fold: dict[bytes, list[int]] = {}
-            dropped = 0
-            find = self._template_index.find
-            for i in light:
-                # Kept members of a template, and texts of earlier folds that
-                # fit a template made since, are counted into it.
-                key = member_of.get(i) or find(self._masks[i])
-                if key is None:
-                    dropped += 1
-                else:
+            dropped = found.count(None)
+            for i, key in zip(light, found, strict=True):
+                if key is not None:
                     fold.setdefault(key, []).append(i)
-                keep[i] = False
+            keep[light_ids] = False
             self._fold_many(fold)
             if dropped:
                 self.dropped_fragments += dropped
@@ -490,9 +507,8 @@ class FragmentTally:
         n = len(self._texts)
         keep = np.ones(n, np.bool_)
         old_keys = list(self._templates)
-        self._masks.extend(map(masked, self._texts[len(self._masks) :]))
         first = self._examined
-        groups = group_texts(self._texts[first:], old_keys, self._masks[first:])
+        groups = group_texts(self._texts[first:], old_keys, self._masks[first:]).groups
         # A template worth folding into has a few members already (pairs of
         # pointer-byte noise such as "a1b", "a2b" would only cost lookups).
         templates = [
@@ -525,11 +541,18 @@ class FragmentTally:
 
     def _fold_many(self, folds: dict[bytes, list[int]]) -> None:
         """Add the counts of fragments into folded templates: key -> fragment ids."""
-        n = len(self._texts)
-        code = np.full(n, -1, np.int64)
+        folds = {key: texts for key, texts in folds.items() if texts}
+        if not folds:
+            return
+        # The folded texts, template after template, and where each template starts.
+        chosen = np.concatenate([np.asarray(texts, np.int64) for texts in folds.values()])
+        sizes = np.fromiter(map(len, folds.values()), np.int64, len(folds))
+        starts = np.zeros(len(folds), np.int64)
+        np.cumsum(sizes[:-1], out=starts[1:])
+        template_of = np.repeat(np.arange(len(folds)), sizes)
+        code = np.full(len(self._texts), -1, np.int64)
+        code[chosen] = template_of
         keys = list(folds)
-        for t, texts in enumerate(folds.values()):
-            code[texts] = t
         ids, at, runs = self._reduced_offsets()
         which = code[ids]
         sel = which >= 0
@@ -538,18 +561,21 @@ class FragmentTally:
         for pair, count in zip(pairs.tolist(), total.astype(np.int64).tolist(), strict=True):
             offsets = self._templates[keys[pair >> 32]].offsets
             offsets[pair & 0xFFFFFFFF] = offsets.get(pair & 0xFFFFFFFF, 0) + count
-        for key, texts in folds.items():
+        objects = np.add.reduceat(self._objects[chosen], starts).tolist()
+        occurrences = np.add.reduceat(self._occurrences[chosen], starts).tolist()
+        in_context = np.add.reduceat(self._in_context[chosen], starts).tolist()
+        lowest = _lowest_per_group(self._examples[chosen], template_of)
+        texts_all, objects_all = self._texts, self._objects[chosen].tolist()
+        done = 0
+        for t, (key, texts) in enumerate(folds.items()):
             template = self._templates[key]
-            chosen = np.asarray(texts, np.int64)
-            objects = self._objects[chosen].tolist()
-            template.objects += sum(objects)
-            template.occurrences += int(self._occurrences[chosen].sum())
-            template.in_context += int(self._in_context[chosen].sum())
-            rows = self._examples[chosen]
-            lowest = np.unique(rows[rows != _NO_ADDRESS])[:EXAMPLES].tolist()
-            template.examples = _lowest(template.examples, lowest)
-            for i, count in zip(texts, objects, strict=True):
-                template.add_values(slot_values(key, self._texts[i]), count)
+            template.objects += objects[t]
+            template.occurrences += occurrences[t]
+            template.in_context += in_context[t]
+            template.examples = _lowest(template.examples, lowest[t])
+            values = slot_values_all(key, [texts_all[i] for i in texts])
+            template.add_many(values, objects_all[done : done + len(texts)])
+            done += len(texts)
             self.folded_fragments += len(texts)
             if self._spread:
                 self._route_spread(texts, self._template_ids[key])
@@ -592,9 +618,9 @@ class FragmentTally:
             )
         self._spread = spread
         kept = keep.tolist()
-        self._texts = [t for t, k in zip(self._texts, kept, strict=True) if k]
-        self._masks = [m for m, k in zip(self._masks, kept[: len(self._masks)], strict=True) if k]
-        self._index = {text: i for i, text in enumerate(self._texts)}
+        self._texts = list(compress(self._texts, kept))
+        self._masks = list(compress(self._masks, kept))
+        self._index = dict(zip(self._texts, range(len(self._texts)), strict=True))
         self._objects = self._objects[:n][keep]
         self._occurrences = self._occurrences[:n][keep]
         self._in_context = self._in_context[:n][keep]
@@ -607,6 +633,31 @@ class FragmentTally:
 def _lowest(have: list[int], more: list[int]) -> list[int]:
     """The :data:`EXAMPLES` lowest distinct addresses of two lists."""
     return sorted(set(have).union(more))[:EXAMPLES]
+
+
+def _lowest_per_group(
+    rows: npt.NDArray[np.uint64], group: npt.NDArray[np.int64]
+) -> list[list[int]]:
+    """
+    The :data:`EXAMPLES` lowest distinct addresses of each group of example
+    rows (*group* says which group each row is in; groups are 0, 1, ...,
+    ascending).
+    """
+    groups = int(group[-1]) + 1 if len(group) else 0
+    real = rows != _NO_ADDRESS
+    address = rows[real]
+    which = np.broadcast_to(group[:, None], rows.shape)[real]
+    order = np.lexsort((address, which))
+    address, which = address[order], which[order]
+    first = np.ones(len(address), np.bool_)
+    first[1:] = (address[1:] != address[:-1]) | (which[1:] != which[:-1])
+    address, which = address[first], which[first]
+    rank = np.arange(len(which)) - np.searchsorted(which, which)
+    shown = rank < EXAMPLES
+    address, which = address[shown], which[shown]
+    bounds = np.searchsorted(which, np.arange(groups + 1)).tolist()
+    listed = address.tolist()
+    return [listed[lo:hi] for lo, hi in pairwise(bounds)]
 
 
 def _add_template(into: FoldedTemplate, other: FoldedTemplate, aligned: bool = True) -> None:

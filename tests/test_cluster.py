@@ -8,7 +8,17 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dumpminer.cluster import cluster_fragments, skeleton
+from dumpminer import _runs
+from dumpminer.cluster import (
+    FILL,
+    SEPARATORS,
+    WILD,
+    Cluster,
+    cluster_fragments,
+    masked,
+    masked_all,
+    skeleton,
+)
 from dumpminer.fragments import Fragment
 
 
@@ -169,3 +179,51 @@ def test_clusters_against_a_brute_force_reference(items: list[tuple[bytes, int]]
     assert [(c.template, c.objects, [m.text for m in c.members]) for c in again] == [
         (c.template, c.objects, [m.text for m in c.members]) for c in clusters
     ]
+
+
+# --- The compiled masks (dumpminer/_runs.c) against the regex --------------------------------
+
+# Bytes where the number rules have edges: digits, hex letters, "x", other letters,
+# separators, fill bytes, and the placeholders themselves.
+edgy = st.lists(
+    st.sampled_from(list(b"0123456789aAfFgGxXzkZ /._-:\x00\x01\x02\x7f\xff")), max_size=16
+)
+raw_texts = edgy.map(bytes) | st.binary(max_size=16) | texts | structured
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(raw_texts, max_size=30))
+def test_compiled_masks_match_the_regex(items: list[bytes]) -> None:
+    got = masked_all(items)
+    assert got == [masked(t) for t in items]
+    # A text without a number comes back as itself, not a copy.
+    assert all(g is t for g, t in zip(got, items, strict=True) if masked(t) == t and len(t) > 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(raw_texts.map(masked) | st.sampled_from([WILD + b"/usr", b"a." + WILD]), max_size=30)
+)
+def test_key_flags_match_their_definition(keys: list[bytes]) -> None:
+    flags = _runs.key_flags(keys, SEPARATORS, 5)
+    for key, flag in zip(keys, flags, strict=True):
+        alnum = sum(chr(b).isascii() and chr(b).isalnum() for b in key)
+        expected = (
+            (1 if key.startswith(FILL) else 0)
+            | (2 if any(b in SEPARATORS for b in key) else 0)
+            | (4 if WILD in key else 0)
+            | (8 if alnum >= 5 else 0)
+        )
+        assert flag == expected, key
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(any_text, st.integers(1, 50)), max_size=80, unique_by=lambda t: t[0]))
+def test_known_masks_change_nothing(items: list[tuple[bytes, int]]) -> None:
+    fragments = [frag(t, n) for t, n in items]
+    some = {t: masked(t) for t, _ in items[::2]}
+
+    def shape(clusters: list[Cluster]) -> list[tuple[bytes, bytes, int, list[bytes]]]:
+        return [(c.template, c.key, c.objects, [m.text for m in c.members]) for c in clusters]
+
+    assert shape(cluster_fragments(fragments, (), some)) == shape(cluster_fragments(fragments))
