@@ -38,6 +38,7 @@ from dumpminer.cluster import (
     Cluster,
     FoldedTemplate,
     TemplateIndex,
+    gc_paused,
     group_texts,
     masked_all,
     slot_values,
@@ -150,35 +151,40 @@ class FragmentTally:
     def fragments(self) -> dict[bytes, Fragment]:
         """Every fragment counted so far (and not folded or dropped), by text."""
         if self._built is None:
-            n = len(self._texts)
-            ids, at, runs = self._reduced_offsets()
-            # The reduced triples are sorted by id: each fragment's offsets
-            # are one slice of them. Most fragments have one offset.
-            bounds = np.searchsorted(ids, np.arange(n + 1))
-            at_list, runs_list = at.tolist(), runs.tolist()
-            offsets: list[dict[int, int]] = [
-                {at_list[lo]: runs_list[lo]}
-                if hi - lo == 1
-                else dict(zip(at_list[lo:hi], runs_list[lo:hi], strict=True))
-                for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
-            ]
-            # Rows are ascending with the padding last: keep each row's head.
-            table = self._examples[:n]
-            kept = np.count_nonzero(table != _NO_ADDRESS, axis=1)
-            examples = [row[:k] for row, k in zip(table.tolist(), kept.tolist(), strict=True)]
-            fragments = map(
-                Fragment,
-                self._texts,
-                self._objects[:n].tolist(),
-                self._occurrences[:n].tolist(),
-                self._in_context[:n].tolist(),
-                offsets,
-                examples,
-                self._slab_square[:n].tolist(),
-                self._slab_cross[:n].tolist(),
-            )
-            self._built = dict(zip(self._texts, fragments, strict=True))
+            with gc_paused():
+                self._built = self._build_fragments()
         return self._built
+
+    def _build_fragments(self) -> dict[bytes, Fragment]:
+        """The :class:`Fragment` of every text, from the arrays."""
+        n = len(self._texts)
+        ids, at, runs = self._reduced_offsets()
+        # The reduced triples are sorted by id: each fragment's offsets
+        # are one slice of them. Most fragments have one offset.
+        bounds = np.searchsorted(ids, np.arange(n + 1))
+        at_list, runs_list = at.tolist(), runs.tolist()
+        offsets: list[dict[int, int]] = [
+            {at_list[lo]: runs_list[lo]}
+            if hi - lo == 1
+            else dict(zip(at_list[lo:hi], runs_list[lo:hi], strict=True))
+            for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+        ]
+        # Rows are ascending with the padding last: keep each row's head.
+        table = self._examples[:n]
+        kept = np.count_nonzero(table != _NO_ADDRESS, axis=1)
+        examples = [row[:k] for row, k in zip(table.tolist(), kept.tolist(), strict=True)]
+        fragments = map(
+            Fragment,
+            self._texts,
+            self._objects[:n].tolist(),
+            self._occurrences[:n].tolist(),
+            self._in_context[:n].tolist(),
+            offsets,
+            examples,
+            self._slab_square[:n].tolist(),
+            self._slab_cross[:n].tolist(),
+        )
+        return dict(zip(self._texts, fragments, strict=True))
 
     def add_objects(
         self, rows: npt.NDArray[np.uint8], addresses: npt.NDArray[np.uint64], min_length: int
@@ -456,7 +462,12 @@ class FragmentTally:
         n = len(self._texts)
         if self.max_fragments is None or n <= self.max_fragments:
             return
-        room = max(1, self.max_fragments // 2)
+        with gc_paused():
+            self._fold_and_drop(n, self.max_fragments)
+
+    def _fold_and_drop(self, n: int, max_fragments: int) -> None:
+        """:meth:`_bound` of a tally holding *n* texts, more than *max_fragments*."""
+        room = max(1, max_fragments // 2)
         keep, member_of = self._fold(room)
         weight = self._occurrences[:n] + self._in_context[:n]
         if int(keep.sum()) > room:
