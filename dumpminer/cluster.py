@@ -452,7 +452,10 @@ def _key_flags(keys: list[bytes]) -> npt.NDArray[np.uint8]:
 
 
 def group_texts(
-    texts: Sequence[bytes], folded: Sequence[bytes] = (), keys: Sequence[bytes] | None = None
+    texts: Sequence[bytes],
+    folded: Sequence[bytes] = (),
+    keys: Sequence[bytes] | None = None,
+    singles: bool = True,
 ) -> Grouping:
     """
     Group *texts* (distinct fragment texts) and *folded* (keys of
@@ -461,35 +464,34 @@ def group_texts(
     Each text and each folded key is in exactly one group. The result depends
     only on the two sets, not on their order (group order aside).
 
-    Step 2 is array work: texts are numbered by key (one dict pass in C),
-    and only the keys that are more than one text alone become
-    :class:`TextGroup` objects.
+    Step 2 is counting keys in C; only the keys that are more than one text
+    alone become :class:`TextGroup` objects, and the other texts are listed
+    as plain indices (unless not *singles*: the tally's fold has no use for
+    them).
     """
     keys = masked_all(list(texts)) if keys is None else list(keys)
-    sizes_by_key = Counter(keys)  # in order of first appearance
+    sizes_by_key = Counter(keys)
     distinct = list(sizes_by_key)
-    number = dict(zip(distinct, range(len(distinct)), strict=True))
-    codes = np.fromiter(map(number.__getitem__, keys), np.int64, len(keys))
     sizes = np.fromiter(sizes_by_key.values(), np.int64, len(distinct))
-    # Texts by key (stably: each key's texts stay in order), and where each key starts.
-    order = np.argsort(codes, kind="stable")
-    starts = np.zeros(len(distinct) + 1, np.int64)
-    np.cumsum(sizes, out=starts[1:])
     flags = _key_flags(distinct)
-    special = (sizes > 1) | ((flags & _KEY_FILL) != 0) | _wordy(flags)
-    for key in folded:
-        code = number.get(key)
-        if code is not None:
-            special[code] = True
+    chosen = np.flatnonzero((sizes > 1) | ((flags & _KEY_FILL) != 0) | _wordy(flags)).tolist()
+    special = set(map(distinct.__getitem__, chosen))
+    special.update(key for key in folded if key in sizes_by_key)
+    is_special = np.fromiter(map(special.__contains__, keys), np.bool_, len(keys))
+    # Groups in order of their keys' first text, members ascending.
     units: dict[bytes, TextGroup] = {}
-    order_list = order.tolist()
-    starts_list = starts.tolist()
-    for code in np.flatnonzero(special).tolist():
-        key = distinct[code]
-        units[key] = TextGroup(key, order_list[starts_list[code] : starts_list[code + 1]], [])
-    plain = np.flatnonzero(~special)
-    single = order[starts[plain]].tolist()
-    single_keys = [distinct[code] for code in plain.tolist()]
+    for i in np.flatnonzero(is_special).tolist():
+        key = keys[i]
+        group = units.get(key)
+        if group is None:
+            units[key] = TextGroup(key, [i], [])
+        else:
+            group.members.append(i)
+    single: list[int] = []
+    single_keys: list[bytes] = []
+    if singles:
+        single = np.flatnonzero(~is_special).tolist()
+        single_keys = list(map(keys.__getitem__, single))
     if folded:
         index = TemplateIndex(folded)
         for j, key in enumerate(folded):

@@ -468,7 +468,7 @@ class FragmentTally:
     def _fold_and_drop(self, n: int, max_fragments: int) -> None:
         """:meth:`_bound` of a tally holding *n* texts, more than *max_fragments*."""
         room = max(1, max_fragments // 2)
-        keep, member_of = self._fold(room)
+        keep, member_of, folds = self._fold(room)
         weight = self._occurrences[:n] + self._in_context[:n]
         if int(keep.sum()) > room:
             # Drop every text at or below the weight of the room-th heaviest;
@@ -489,37 +489,40 @@ class FragmentTally:
                 hit[hit] = light_ids[at[hit]] == members[hit]
                 for pos, i in zip(at[hit].tolist(), members[hit].tolist(), strict=True):
                     found[pos] = member_of[i]
-            fold: dict[bytes, list[int]] = {}
             dropped = found.count(None)
             for i, key in zip(light, found, strict=True):
                 if key is not None:
-                    fold.setdefault(key, []).append(i)
+                    folds.setdefault(key, []).append(i)
             keep[light_ids] = False
-            self._fold_many(fold)
             if dropped:
                 self.dropped_fragments += dropped
                 self.error_bound += threshold
+        self._fold_many(folds)
         self._compact(keep)
         self._examined = len(self._texts)
         self._route_index = TemplateIndex(
             key for key, t in self._templates.items() if t.objects >= ROUTE_MIN_OBJECTS
         )
 
-    def _fold(self, room: int) -> tuple[npt.NDArray[np.bool_], dict[int, bytes]]:
+    def _fold(
+        self, room: int
+    ) -> tuple[npt.NDArray[np.bool_], dict[int, bytes], dict[bytes, list[int]]]:
         """
         Cluster the texts that came since the last fold, with the templates
         folded so far, and fold every template's members but its heaviest few
         (at most :data:`MEMBERS_KEPT`, fewer when templates are many) into its
-        :class:`FoldedTemplate`. Returns which texts stay, and the template of
-        each member kept. (Texts kept by an earlier fold are not grouped
-        again: :meth:`_bound` folds those that fit a template before it drops
-        anything.)
+        :class:`FoldedTemplate`. Returns which texts stay, the template of
+        each member kept, and the members to fold (template key -> text ids;
+        :meth:`_bound` adds what it drops and folds them all at once). (Texts
+        kept by an earlier fold are not grouped again: :meth:`_bound` folds
+        those that fit a template before it drops anything.)
         """
         n = len(self._texts)
         keep = np.ones(n, np.bool_)
         old_keys = list(self._templates)
         first = self._examined
-        groups = group_texts(self._texts[first:], old_keys, self._masks[first:]).groups
+        texts = self._texts
+        groups = group_texts(texts[first:], old_keys, self._masks[first:], singles=False).groups
         # A template worth folding into has a few members already (pairs of
         # pointer-byte noise such as "a1b", "a2b" would only cost lookups).
         templates = [
@@ -539,16 +542,17 @@ class FragmentTally:
                     # Templates that merged on a word slot become one.
                     _add_template(template, self._templates.pop(old), aligned=False)
                     self._remap_template(old, group.key)
-            members = sorted(
-                (first + i for i in group.members), key=lambda i: (-weight[i], self._texts[i])
-            )
+            # Heaviest first, ties by text: two stable sorts with C-level keys.
+            members = [first + i for i in group.members]
+            members.sort(key=texts.__getitem__)
+            members.sort(key=weight.__getitem__, reverse=True)
             for i in members[:kept_each]:
                 member_of[i] = group.key
             if len(members) > kept_each:
                 folds[group.key] = members[kept_each:]
-                keep[members[kept_each:]] = False
-        self._fold_many(folds)
-        return keep, member_of
+        if folds:
+            keep[np.concatenate([np.asarray(ids, np.int64) for ids in folds.values()])] = False
+        return keep, member_of, folds
 
     def _fold_many(self, folds: dict[bytes, list[int]]) -> None:
         """Add the counts of fragments into folded templates: key -> fragment ids."""
