@@ -43,6 +43,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain
 from operator import attrgetter
 from typing import NamedTuple, cast
 
@@ -353,19 +354,11 @@ class TextGroup(NamedTuple):
 def _merge_words(units: dict[bytes, TextGroup]) -> dict[bytes, TextGroup]:
     """Step 3: merge groups that differ in one word token, left to right."""
     by_shape: dict[bytes, list[tuple[list[bytes], TextGroup]]] = {}
-    least = MIN_FIXED_CHARS + 1  # fixed letters and digits, and a word's letter
-    for key, group in units.items():
-        # Most noise cannot take part: too few letters and digits, or no separator.
-        if WILD not in key and (
-            len(key) - len(key.translate(None, _ALNUM)) < least
-            or len(key.translate(None, SEPARATORS)) == len(key)
-        ):
-            continue
-        if key.startswith(FILL):
-            continue
-        parts = _SEPARATED.split(key)
-        if len(parts) > 1:
-            by_shape.setdefault(b"".join(parts[1::2]), []).append((parts, group))
+    # Most noise cannot take part: too few letters and digits, or no separator.
+    keys = list(units)
+    for k in np.flatnonzero(_wordy(_key_flags(keys))).tolist():
+        parts = _SEPARATED.split(keys[k])
+        by_shape.setdefault(b"".join(parts[1::2]), []).append((parts, units[keys[k]]))
     for shape_units in by_shape.values():
         if len(shape_units) < 2:
             continue
@@ -377,7 +370,8 @@ def _merge_words(units: dict[bytes, TextGroup]) -> dict[bytes, TextGroup]:
                 continue
             candidates: dict[bytes, list[tuple[list[bytes], TextGroup]]] = {}
             for parts, group in shape_units:
-                if _is_word(parts[position]):
+                token = parts[position]
+                if token == WILD or token.translate(None, NUM).isalpha():  # _is_word()
                     wild = parts.copy()
                     wild[position] = WILD
                     candidates.setdefault(b"".join(wild), []).append((parts, group))
@@ -553,11 +547,12 @@ def _slots(
     counters: list[Counter[bytes]] = [Counter() for _ in range(count)]
     exact = [True] * count
     floor = [0] * count
+    texts = list(map(_BY_TEXT, members))
+    weights = list(map(_BY_OBJECTS, members))
     if count == 1:
         only = counters[0]
-        for member in members:
-            [value] = slot_values(key, member.text)
-            only[value] += member.objects
+        for [value], objects in zip(slot_values_all(key, texts), weights, strict=True):
+            only[value] += objects
     else:
         for member in members:
             values = slot_values(key, member.text)
@@ -612,6 +607,11 @@ def _slot(kind: str, counter: Counter[bytes], exact: bool, floor: int = 0) -> Sl
 
 
 _BY_TEXT = attrgetter("text")
+_BY_OBJECTS = attrgetter("objects")
+_BY_OCCURRENCES = attrgetter("occurrences")
+_BY_IN_CONTEXT = attrgetter("in_context")
+_BY_OFFSETS = attrgetter("offsets")
+_BY_EXAMPLES = attrgetter("examples")
 _BY_COUNTS = attrgetter("objects", "occurrences", "in_context")
 _BY_TEMPLATE = attrgetter("template", "key")
 
@@ -684,16 +684,15 @@ def _cluster_fragments(
         cluster = Cluster(template, members, group.key, slots=tuple(slots))
         if group.key.startswith(FILL):
             cluster.fill = group.key[1]
-        examples: set[int] = set()
         offsets: dict[int, int] = {}
         items: list[Fragment | FoldedTemplate] = [*members, *entries]
-        for item in items:
-            cluster.objects += item.objects
-            cluster.occurrences += item.occurrences
-            cluster.in_context += item.in_context
-            for at, runs in item.offsets.items():
+        cluster.objects = sum(map(_BY_OBJECTS, items))
+        cluster.occurrences = sum(map(_BY_OCCURRENCES, items))
+        cluster.in_context = sum(map(_BY_IN_CONTEXT, items))
+        for item_offsets in map(_BY_OFFSETS, items):
+            for at, runs in item_offsets.items():
                 offsets[at] = offsets.get(at, 0) + runs
-            examples.update(item.examples)
+        examples = set(chain.from_iterable(map(_BY_EXAMPLES, items)))
         cluster.distinct_members = len(members)
         if entries:
             # Folded members are known by their slot values only: with one
