@@ -44,7 +44,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import NamedTuple, cast
 
 import numpy as np
@@ -588,7 +588,8 @@ def _slots(
             if len(counter) == 1 and known:
                 out.append(next(iter(counter)))
             else:
-                hexy = any(_HEX_LETTER.search(v) for v in counter)
+                # One search over all values (joined by a byte it cannot match).
+                hexy = _HEX_LETTER.search(b" ".join(counter)) is not None
                 slots.append(_slot("hex" if hexy else "num", counter, known, least))
                 out.append(b"<HEX>" if hexy else b"<NUM>")
             out.append(rest)
@@ -602,10 +603,13 @@ def _quoted(byte: bytes) -> bytes:
 
 
 def _slot(kind: str, counter: Counter[bytes], exact: bool, floor: int = 0) -> Slot:
-    top = sorted(counter.items(), key=lambda item: (-item[1], item[0]))[:SLOT_VALUES_SHOWN]
-    return Slot(kind, max(len(counter), floor), exact, top)
+    # Most objects first, ties by value: two stable sorts with C-level keys.
+    top = sorted(counter.items(), key=_FIRST)
+    top.sort(key=_SECOND, reverse=True)
+    return Slot(kind, max(len(counter), floor), exact, top[:SLOT_VALUES_SHOWN])
 
 
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
 _BY_TEXT = attrgetter("text")
 _BY_OBJECTS = attrgetter("objects")
 _BY_OCCURRENCES = attrgetter("occurrences")
