@@ -270,8 +270,14 @@ class FoldedTemplate:
                 self.aligned = False
             return
         for slot, counter in enumerate(self.values):
-            for member, count in zip(values, objects, strict=True):
-                counter[member[slot]] += count
+            column = [member[slot] for member in values]
+            if len(set(column)) == len(column) and counter.keys().isdisjoint(column):
+                # All new values (the rule for a one-slot template's distinct
+                # members): one dict update in C adds them, in this order.
+                dict.update(counter, zip(column, objects, strict=True))
+                continue
+            for value, count in zip(column, objects, strict=True):
+                counter[value] += count
 
 
 #: Values a folded template keeps per slot before it drops the rarest half.
