@@ -587,7 +587,10 @@ class FragmentTally:
             template.objects += objects[t]
             template.occurrences += occurrences[t]
             template.in_context += in_context[t]
-            template.examples = _lowest(template.examples, lowest[t])
+            # (lowest[t] is sorted and distinct already: a new template takes it.)
+            template.examples = (
+                _lowest(template.examples, lowest[t]) if template.examples else lowest[t]
+            )
             values = slot_values_all(key, [texts_all[i] for i in texts])
             template.add_many(values, objects_all[done : done + len(texts)])
             done += len(texts)
