@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +23,7 @@ from drgn import Object, Program
 from dumpminer.errors import UsageError
 from dumpminer.fragments import DEFAULT_MIN_LENGTH, BatchCounts, count_context, count_objects
 from dumpminer.interrupts import signals_noted
+from dumpminer.observers import ObjectBatch, ObjectObserver, ObserverFactory
 from dumpminer.pointers import mask_kernel_pointers
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS, FragmentTally
 from dumpminer.walk import Slab, SlabPage, WalkStats, walk_slabs
@@ -50,6 +52,8 @@ class MineOptions:
     per_slab: bool = False
     #: Blank kernel pointers in objects first (dumpminer/pointers.py; for diff).
     mask_pointers: bool = False
+    #: Analyses that see every allocated object too (:mod:`dumpminer.observers`).
+    observers: tuple[ObserverFactory, ...] = ()
 
     def new_tally(self) -> FragmentTally:
         """An empty tally for these options."""
@@ -77,13 +81,14 @@ def batch_rows(
     slabs: list[Slab],
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint64], npt.NDArray[np.bool_] | None]:
     """
-    The objects of *slabs* (all of one cache) as rows of ``object_size``
-    bytes, their addresses, and which of them are allocated (None when all
+    The objects of *slabs* (all of one cache) as rows of ``stride`` bytes
+    (each object's bytes come first; see :mod:`dumpminer.observers` for the
+    rest), their addresses, and which of them are allocated (None when all
     are, as in the full slabs that make up most of a leaking cache). Rows
     keep the slabs' order, so addresses ascend when the slabs do.
     """
     layout = slabs[0].layout
-    stride, size = layout.stride, layout.object_size
+    stride = layout.stride
     counts = np.array([slab.objects for slab in slabs], dtype=np.int64)
     total = int(counts.sum())
     if any(slab.before or slab.after for slab in slabs):
@@ -93,7 +98,7 @@ def batch_rows(
         )
     else:
         region = b"".join([slab.data for slab in slabs])
-    rows = np.frombuffer(region, dtype=np.uint8).reshape(total, stride)[:, :size]
+    rows = np.frombuffer(region, dtype=np.uint8).reshape(total, stride)
     first = np.repeat(np.cumsum(counts) - counts, counts)
     bases = np.repeat(np.array([slab.base for slab in slabs], dtype=np.uint64), counts)
     index = (np.arange(total, dtype=np.int64) - first).astype(np.uint64)
@@ -119,6 +124,10 @@ def context_rows(
     return before, after
 
 
+#: One batch's counts: fragments, and each observer's partial result.
+_Counted = tuple[list[BatchCounts], list[Any]]
+
+
 class _Miner:
     """
     Feeds slabs into a tally in batches, one batch per cache.
@@ -136,9 +145,10 @@ class _Miner:
         self.per_slab = options.per_slab
         self.mask_pointers = options.mask_pointers
         self.tally = options.new_tally()
+        self.observers: list[ObjectObserver] = [make() for make in options.observers]
         self.batches: dict[int, _Batch] = {}
         self.counter = ThreadPoolExecutor(COUNTING_THREADS, thread_name_prefix="dumpminer")
-        self.pending: deque[Future[list[BatchCounts]]] = deque()
+        self.pending: deque[Future[_Counted]] = deque()
 
     def add(self, slab: Slab) -> None:
         key = slab.layout.address
@@ -161,15 +171,22 @@ class _Miner:
     def _absorb_oldest(self) -> None:
         # Wait before taking the batch off the queue, so that a Ctrl-C while
         # waiting leaves it there for finish() instead of losing its counts.
-        counted = self.pending[0].result()
+        counted, observed = self.pending[0].result()
         self.pending.popleft()
         for counts in counted:
             self.tally.absorb(counts)
+        for observer, partial in zip(self.observers, observed, strict=True):
+            observer.absorb(partial)
 
-    def _count(self, batch: _Batch) -> list[BatchCounts]:
-        rows, addresses, allocated = batch_rows(batch.slabs)
+    def _count(self, batch: _Batch) -> _Counted:
+        strides, addresses, allocated = batch_rows(batch.slabs)
         if allocated is not None:
-            rows, addresses = rows[allocated], addresses[allocated]
+            strides, addresses = strides[allocated], addresses[allocated]
+        layout = batch.slabs[0].layout
+        observed = [
+            observer.observe(ObjectBatch(layout, strides, addresses)) for observer in self.observers
+        ]
+        rows = strides[:, : layout.object_size]
         if self.mask_pointers:
             rows = mask_kernel_pointers(rows)
         slab_of_row = None
@@ -193,7 +210,7 @@ class _Miner:
                 joined = np.concatenate([w[side] for w in windows])
                 if joined.shape[1]:
                     out.append(count_context(joined, self.min_length))
-        return out
+        return out, observed
 
     def finish(self) -> FragmentTally:
         try:
@@ -210,6 +227,17 @@ class _Miner:
         self.counter.shutdown(wait=True, cancel_futures=True)
 
 
+class PassResult(NamedTuple):
+    """What one pass over slab pages found."""
+
+    tally: FragmentTally
+    stats: WalkStats
+    #: Interrupted (Ctrl-C, or a stop request) before the end.
+    partial: bool
+    #: One per factory in :attr:`MineOptions.observers`, in that order.
+    observers: list[ObjectObserver]
+
+
 def mine_pages(
     prog: Program,
     caches: list[Object],
@@ -217,14 +245,15 @@ def mine_pages(
     options: MineOptions,
     progress: Callable[[int], object] = lambda n: None,
     stop: Callable[[], bool] = lambda: False,
-) -> tuple[FragmentTally, WalkStats, bool]:
+) -> PassResult:
     """
-    Walk the slabs at *pages* and tally their fragments: the work of one
-    process. Returns the tally, what the walk saw, and whether it was
-    interrupted (Ctrl-C, or *stop* returning True) before the end.
+    Walk the slabs at *pages*, tally their fragments and show every
+    allocated object to the options' observers: the work of one process.
     """
     stats = WalkStats()
     miner = _Miner(options)
+    for observer in miner.observers:
+        observer.begin(prog, caches)
     partial = False
     try:
         # Runs of full slabs are read as one, except when sampling, whose
@@ -246,4 +275,4 @@ def mine_pages(
     with signals_noted() as late:
         tally = miner.finish()
     stats.late_signals += late
-    return tally, stats, partial
+    return PassResult(tally, stats, partial, miner.observers)

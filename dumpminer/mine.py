@@ -178,9 +178,10 @@ def _mine(
     jobs = workers if workers is not None else default_workers(pages)
     try:
         if jobs > 1 and dump is not None:
-            tally, walked, partial = mine_in_workers(dump, caches, pages, options, jobs, bar.update)
+            result = mine_in_workers(dump, caches, pages, options, jobs, bar.update)
         else:
-            tally, walked, partial = mine_pages(prog, caches, pages, options, bar.update)
+            result = mine_pages(prog, caches, pages, options, bar.update)
+        tally, walked, partial = result.tally, result.stats, result.partial
     finally:
         bar.close()
     stats.merge(walked)
