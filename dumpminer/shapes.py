@@ -107,7 +107,7 @@ def stringless_rows(
     runs = printable[:, :span].copy()
     for shift in range(1, min_length):
         runs &= printable[:, shift : shift + span]
-    stringless: npt.NDArray[np.bool_] = ~runs.any(axis=1)
+    stringless: npt.NDArray[np.bool_] = np.logical_not(runs.any(axis=1))
     return stringless
 
 
