@@ -49,6 +49,7 @@ import numpy as np
 import numpy.typing as npt
 from drgn import Object, Program
 
+from dumpminer import _words
 from dumpminer.attribution import MAX_WORDS, SAMPLE_OBJECTS, Attribution, attribute_rows
 from dumpminer.fragments import DEFAULT_MIN_LENGTH
 from dumpminer.observers import ObjectBatch
@@ -93,16 +94,44 @@ def stringless_rows(
     run of *min_length* bytes once their kernel-address words are blanked:
     the string-less objects (see the module docstring for the rule).
     """
+    return stringless_words(padded_words(rows), min_length)
+
+
+def padded_words(rows: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
+    """Every row's 8-byte words, the last one padded with zero bytes."""
+    n, size = rows.shape
+    width = -(-size // 8) * 8
+    if width != size:
+        padded = np.zeros((n, width), dtype=np.uint8)
+        padded[:, :size] = rows
+        rows = padded
+    return object_words(rows)
+
+
+def stringless_words(
+    words: npt.NDArray[np.uint64], min_length: int = DEFAULT_MIN_LENGTH
+) -> npt.NDArray[np.bool_]:
+    """
+    :func:`stringless_rows` on rows given as their words (:func:`padded_words`),
+    in one compiled pass (dumpminer/_words.c) with the GIL released.
+    """
+    n, width = words.shape
+    if n == 0 or width == 0:
+        return np.ones(n, dtype=np.bool_)
+    flags = _words.stringless(np.ascontiguousarray(words), width * 8, min_length)
+    return np.frombuffer(flags, dtype=np.bool_)
+
+
+def _stringless_bytes(rows: npt.NDArray[np.uint8], min_length: int) -> npt.NDArray[np.bool_]:
+    """:func:`stringless_rows` in numpy, byte by byte: the tests' reference."""
     n, size = rows.shape
     if size < min_length or n == 0:
         return np.ones(n, dtype=np.bool_)
     printable = (rows >= _PRINT_LOW) & (rows <= _PRINT_HIGH)
     width = size // 8 * 8
     if width:
-        words = object_words(rows)
-        pointer = kernel_address_words(words)
-        if pointer.any():
-            printable[:, :width] &= ~np.repeat(pointer, 8, axis=1)
+        pointer = kernel_address_words(object_words(rows))
+        printable[:, :width] &= ~np.repeat(pointer, 8, axis=1)
     span = size - min_length + 1
     runs = printable[:, :span].copy()
     for shift in range(1, min_length):
@@ -162,13 +191,16 @@ class ShapeObserver:
         assert self.ranges is not None, "begin() first"
         objects = batch.objects
         size = batch.layout.object_size
-        which = np.flatnonzero(stringless_rows(objects, self.min_length))
+        words = padded_words(objects)
+        which = np.flatnonzero(stringless_words(words, self.min_length))
         if which.size == 0:
             return len(objects), size, {}
-        rows = objects[which, : MAX_WORDS * 8]
-        addresses = batch.addresses[which]
-        keys = shape_key_words(object_words(rows), self.ranges)
-        return len(objects), size, _group_keys(keys, rows, addresses)
+        keys = shape_key_words(words[which, : min(MAX_WORDS, size // 8)], self.ranges)
+        groups = {}
+        for key, count, kept in _group_keys(keys, batch.addresses[which]):
+            rows = objects[which[kept], : MAX_WORDS * 8]
+            groups[key] = _Group(count, batch.addresses[which[kept]], rows)
+        return len(objects), size, groups
 
     def absorb(self, partial: tuple[int, int, _Partial]) -> None:
         """Fold one batch's groups in."""
@@ -215,38 +247,51 @@ class ShapeObserver:
 
 
 def _group_keys(
-    keys: npt.NDArray[np.uint64], rows: npt.NDArray[np.uint8], addresses: npt.NDArray[np.uint64]
-) -> _Partial:
-    """Group rows by equal key rows; each group keeps its lowest SAMPLE_OBJECTS rows."""
-    inverse = _key_classes(keys)
-    order = np.lexsort((addresses, inverse))
-    bounds = np.flatnonzero(np.diff(inverse[order])) + 1
-    out: _Partial = {}
-    for members in np.split(order, bounds):
-        keep = members[:SAMPLE_OBJECTS]
-        out[keys[members[0]].tobytes()] = _Group(
-            int(members.size), addresses[keep].copy(), rows[keep].copy()
-        )
+    keys: npt.NDArray[np.uint64], addresses: npt.NDArray[np.uint64]
+) -> list[tuple[bytes, int, npt.NDArray[np.int64]]]:
+    """
+    Group rows by equal key rows: per group its key's bytes, its number of
+    rows and the indexes of its (at most SAMPLE_OBJECTS) lowest addresses.
+    """
+    inverse, first = _key_classes(keys)
+    order = np.argsort(inverse, kind="stable")
+    counts = np.bincount(inverse, minlength=len(first))
+    out = []
+    for group, members in enumerate(np.split(order, np.cumsum(counts)[:-1])):
+        if members.size > SAMPLE_OBJECTS:
+            lowest = np.argpartition(addresses[members], SAMPLE_OBJECTS - 1)[:SAMPLE_OBJECTS]
+            members = members[lowest]
+        members = members[np.argsort(addresses[members], kind="stable")]
+        out.append((keys[first[group]].tobytes(), int(counts[group]), members))
     return out
 
 
-def _key_classes(keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+def _key_classes(
+    keys: npt.NDArray[np.uint64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """
-    A class number per row, equal for equal rows: rows are hashed to one
-    word first (sorting whole rows is slower), and the grouping is checked
-    against the rows themselves, falling back to exact row sorting on a
-    hash collision.
+    A class number per row, equal for equal rows, and each class's first
+    row. Rows are hashed to one word first (sorting whole rows is slower),
+    and the grouping is checked against the rows themselves, falling back
+    to sorting whole rows on a hash collision: the groups are exact.
     """
     if keys.shape[1] == 0:
-        return np.zeros(keys.shape[0], dtype=np.int64)
-    rng = np.random.default_rng(0x5EED)
-    multipliers = rng.integers(1, 2**63, size=keys.shape[1], dtype=np.uint64) | np.uint64(1)
-    hashed = (keys * multipliers).sum(axis=1, dtype=np.uint64)
+        return np.zeros(keys.shape[0], dtype=np.int64), np.zeros(1, dtype=np.int64)
+    multipliers = _MULTIPLIERS[: keys.shape[1]]
+    hashed = keys[:, 0] * multipliers[0]
+    for column in range(1, keys.shape[1]):
+        hashed += keys[:, column] * multipliers[column]
     _, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
     if np.array_equal(keys, keys[first[inverse]]):
-        return inverse.astype(np.int64)
-    _, inverse = np.unique(keys, axis=0, return_inverse=True)
-    return inverse.reshape(-1).astype(np.int64)
+        return inverse.reshape(-1).astype(np.int64), first.astype(np.int64)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    return inverse.reshape(-1).astype(np.int64), first.astype(np.int64)
+
+
+#: Odd random multipliers of the key hash, one per word.
+_MULTIPLIERS = np.random.default_rng(0x5EED).integers(
+    1, 2**63, size=MAX_WORDS, dtype=np.uint64
+) | np.uint64(1)
 
 
 @dataclass(frozen=True)

@@ -300,8 +300,18 @@ def kernel_pointer_words(words: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]
 def static_words(words: npt.NDArray[np.uint64], ranges: KernelRanges) -> npt.NDArray[np.bool_]:
     """Which words point into the kernel image or a module: constant pointers to statics."""
     static = _within(words, ranges.kernel_image)
-    for start, end, _ in ranges.modules:
-        static |= _within(words, (start, end))
+    if ranges.modules:
+        # Modules share one area: two comparisons for every word, the
+        # region list only for the words inside the area's span.
+        span = (ranges.modules[0][0], max(end for _, end, _ in ranges.modules))
+        candidates = np.flatnonzero(_within(words, span))
+        if candidates.size:
+            flat = words.reshape(-1)[candidates]
+            starts = np.array([r[0] for r in ranges.modules], dtype=np.uint64)
+            ends = np.array([r[1] for r in ranges.modules], dtype=np.uint64)
+            which = np.searchsorted(starts, flat, side="right") - 1
+            inside = (which >= 0) & (flat < ends[np.maximum(which, 0)])
+            static.reshape(-1)[candidates[inside]] = True
     return static
 
 
@@ -315,7 +325,6 @@ def shape_key_words(words: npt.NDArray[np.uint64], ranges: KernelRanges) -> npt.
     kernel image or a module (a static, whose address never changes; no
     static lies at address 0 or 1).
     """
-    key = kernel_pointer_words(words).astype(np.uint64)
-    static = static_words(words, ranges)
-    key[static] = words[static]
+    pointer = kernel_pointer_words(words).astype(np.uint64)
+    key: npt.NDArray[np.uint64] = np.where(static_words(words, ranges), words, pointer)
     return key
