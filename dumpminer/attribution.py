@@ -20,13 +20,14 @@ not the cache. The report states how many objects each attribution looked at.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from drgn import FaultError
 
+from dumpminer.cluster import Cluster
 from dumpminer.words import (
     POINTER_CLASSES,
     WordNamer,
@@ -38,8 +39,10 @@ from dumpminer.words import (
 __all__ = [
     "MAX_WORDS",
     "SAMPLE_OBJECTS",
+    "TOP_CLUSTERS",
     "Attribution",
     "OffsetAttribution",
+    "attribute_clusters",
     "attribute_objects",
     "attribute_rows",
     "sample_addresses",
@@ -47,6 +50,8 @@ __all__ = [
 
 #: Most objects of one cluster or shape group that attribution looks at.
 SAMPLE_OBJECTS = 64
+#: Clusters attributed in a report (the table shows 25 by default).
+TOP_CLUSTERS = 25
 #: Most words per object attributed: the first 512 bytes (a kmalloc-4k
 #: object's 512 offsets would be a page of report, not a clue).
 MAX_WORDS = 64
@@ -93,6 +98,8 @@ class Attribution:
     #: Objects looked at (the sample; see the module docstring).
     sampled: int
     offsets: tuple[OffsetAttribution, ...]
+    #: Their addresses, ascending.
+    addresses: tuple[int, ...] = ()
 
     def points_to(self) -> list[OffsetAttribution]:
         """The offsets whose dominant class is a pointer (the ``points to`` line)."""
@@ -118,8 +125,9 @@ def attribute_rows(
     """
     n = rows.shape[0]
     words = object_words(rows[:, :object_size], MAX_WORDS)
+    sample = tuple(int(a) for a in addresses)
     if n == 0 or words.shape[1] == 0:
-        return Attribution(n, ())
+        return Attribution(n, (), sample)
     regions = classify_words(words, addresses, object_size, namer.ranges)
     offsets = []
     for column in range(words.shape[1]):
@@ -134,7 +142,25 @@ def attribute_rows(
         targets = Counter({t.target: c for t, c in seen.items() if t.kind == kind and t.target})
         name, named = _most(targets) if targets else (None, 0)
         offsets.append(OffsetAttribution(column * 8, kind, count / n, name, named / n))
-    return Attribution(n, tuple(offsets))
+    return Attribution(n, tuple(offsets), sample)
+
+
+def attribute_clusters(
+    namer: WordNamer, clusters: Sequence[Cluster], object_size: int, top: int = TOP_CLUSTERS
+) -> list[Attribution]:
+    """
+    Attribute the first *top* of *clusters* (most objects first), each on
+    the lowest :data:`SAMPLE_OBJECTS` example addresses of the cluster and
+    its members; clusters seen only in context windows get an empty one.
+    """
+    return [
+        attribute_objects(
+            namer,
+            sample_addresses([cluster.examples, *(m.examples for m in cluster.members)]),
+            object_size,
+        )
+        for cluster in clusters[:top]
+    ]
 
 
 def _most(counts: Counter[str]) -> tuple[str, int]:

@@ -70,8 +70,10 @@ __all__ = [
     "STATIC_KEY_MIN",
     "ShapeGroup",
     "ShapeObserver",
+    "ShapeSummary",
     "shape_groups",
     "stringless_rows",
+    "summarise_shapes",
 ]
 
 #: An (offset, static address) pair held by fewer objects is a plain pointer in the key.
@@ -368,3 +370,31 @@ def _shape_words(key: npt.NDArray[np.uint64], namer: WordNamer) -> tuple[str, ..
             target = namer.name(int(value), int(region))
             out.append(f"&{target.target or f'{int(value):#x}'}")
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class ShapeSummary:
+    """The string-less objects of a walk: how many, and their largest shape groups."""
+
+    #: Objects the walk saw, and the string-less ones among them.
+    objects: int
+    stringless: int
+    #: Every string-less object is counted in its group (no key was dropped).
+    exact: bool
+    #: String-less objects left out when keys were dropped (MAX_SHAPES).
+    dropped_objects: int
+    #: The largest groups, most objects first.
+    groups: tuple[ShapeGroup, ...]
+
+
+def summarise_shapes(
+    observer: ShapeObserver, namer: WordNamer, top: int = TOP_SHAPES
+) -> ShapeSummary:
+    """The :class:`ShapeSummary` of *observer*'s walk, its top *top* groups attributed."""
+    return ShapeSummary(
+        objects=observer.objects,
+        stringless=observer.stringless,
+        exact=observer.exact,
+        dropped_objects=observer.dropped_objects,
+        groups=tuple(shape_groups(observer, namer, top)),
+    )
