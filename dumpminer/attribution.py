@@ -19,22 +19,29 @@ not the cache. The report states how many objects each attribution looked at.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-from drgn import FaultError
+from drgn import FaultError, Program
 
 from dumpminer.cluster import Cluster
 from dumpminer.words import (
     POINTER_CLASSES,
+    KernelRanges,
     WordNamer,
     WordTarget,
     classify_words,
     object_words,
 )
+
+if TYPE_CHECKING:
+    from dumpminer.report import Report
+    from dumpminer.shapes import ShapeObserver
 
 __all__ = [
     "MAX_WORDS",
@@ -44,6 +51,7 @@ __all__ = [
     "OffsetAttribution",
     "attribute_clusters",
     "attribute_objects",
+    "attribute_report",
     "attribute_rows",
     "sample_addresses",
 ]
@@ -161,6 +169,28 @@ def attribute_clusters(
         )
         for cluster in clusters[:top]
     ]
+
+
+def attribute_report(
+    prog: Program, report: Report, observer: ShapeObserver, object_size: int
+) -> Report:
+    """
+    *report* with its top clusters attributed (objects of *object_size*
+    bytes) and the shape groups of *observer* (the string-less objects of
+    the same walk), with the seconds this took.
+    """
+    from dumpminer.shapes import summarise_shapes
+
+    started = time.monotonic()
+    namer = WordNamer(prog, KernelRanges.read(prog))
+    clusters = attribute_clusters(namer, report.clusters, object_size)
+    shapes = summarise_shapes(observer, namer)
+    return replace(
+        report,
+        attribution=tuple(clusters),
+        shapes=shapes,
+        attribution_seconds=round(time.monotonic() - started, 3),
+    )
 
 
 def _most(counts: Counter[str]) -> tuple[str, int]:

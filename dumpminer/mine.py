@@ -15,6 +15,7 @@ drgn's REPL::
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import time
@@ -26,6 +27,7 @@ from drgn import Program
 from tqdm import tqdm
 
 from dumpminer.allocator import page_array_lost, slab_allocator
+from dumpminer.attribution import attribute_report
 from dumpminer.caches import CacheUsage, cache_usage, resolve_caches
 from dumpminer.cluster import cluster_fragments, sort_fragments
 from dumpminer.dump import Dump
@@ -35,6 +37,7 @@ from dumpminer.incomplete import incomplete_progress, reach_without_page_array
 from dumpminer.interrupts import signals_noted
 from dumpminer.report import Report
 from dumpminer.sampling import SampleSpec, sample_pages
+from dumpminer.shapes import ShapeObserver
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS, FragmentTally
 from dumpminer.walk import SlabPage, WalkStats, find_slab_pages
 from dumpminer.workers import mine_in_workers
@@ -114,6 +117,7 @@ def mine(
     max_fragments: int | None = DEFAULT_MAX_FRAGMENTS,
     sample: SampleSpec | None = None,
     mask_pointers: bool = False,
+    attribution: bool = True,
 ) -> Report:
     """
     Mine every allocated object of the cache(s) named *cache* for printable
@@ -127,7 +131,9 @@ def mine(
     split over *workers* processes (default: :func:`default_workers`), each
     with its own drgn program; their counts merge exactly. With
     *mask_pointers*, kernel addresses in objects are blanked first
-    (:mod:`dumpminer.pointers`), as ``diff`` does.
+    (:mod:`dumpminer.pointers`), as ``diff`` does. With *attribution* (the
+    default), the top clusters' words are attributed and string-less objects
+    grouped by shape (:mod:`dumpminer.attribution`, :mod:`dumpminer.shapes`).
     """
     options = MineOptions(
         before,
@@ -136,6 +142,7 @@ def mine(
         max_fragments,
         per_slab=sample is not None,
         mask_pointers=mask_pointers,
+        observers=(functools.partial(ShapeObserver, min_length),) if attribution else (),
     )
     options.check()
     with _gc_paused():
@@ -182,6 +189,7 @@ def _mine(
         else:
             result = mine_pages(prog, caches, pages, options, bar.update)
         tally, walked, partial = result.tally, result.stats, result.partial
+        shapes = next((o for o in result.observers if isinstance(o, ShapeObserver)), None)
     finally:
         bar.close()
     stats.merge(walked)
@@ -189,6 +197,9 @@ def _mine(
         report = _report(
             prog, cache, options, dump, usages, stats, tally, pages, found, partial, sample, started
         )
+        if shapes is not None:
+            size = max(u.object_size for u in usages)
+            report = attribute_report(prog, report, shapes, size)
     report.late_signals = stats.late_signals + late
     if incomplete is not None:
         interrupted = report.partial

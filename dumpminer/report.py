@@ -18,9 +18,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from dumpminer.attribution import Attribution
 from dumpminer.cluster import MEMBERS_SHOWN, Cluster, Slot
 from dumpminer.fragments import Fragment
 from dumpminer.sampling import SampledSlabs, interval
+from dumpminer.shapes import ShapeSummary
 
 SCHEMA = "dumpminer.report/1"
 MANY_SCHEMA = "dumpminer.reports/1"
@@ -48,6 +50,13 @@ class Report:
     #: For --format html: object address -> its bytes, for the top clusters'
     #: first examples (see :func:`attach_example_bytes`).
     example_bytes: dict[int, bytes] = field(default_factory=dict)
+    #: Pointer attribution of the top clusters, in cluster order (fewer than
+    #: the clusters: only the top ones are attributed); empty when off.
+    attribution: tuple[Attribution, ...] = ()
+    #: The string-less objects' shape groups; None when attribution is off.
+    shapes: ShapeSummary | None = None
+    #: Seconds spent attributing after the walk.
+    attribution_seconds: float = 0.0
 
     def share(self, objects: int) -> float:
         """*objects* (as counted) as a fraction of the cache's allocated objects."""
