@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -112,6 +112,26 @@ class Attribution:
     def points_to(self) -> list[OffsetAttribution]:
         """The offsets whose dominant class is a pointer (the ``points to`` line)."""
         return [o for o in self.offsets if o.pointer]
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``attribution`` object of docs/report-format.md."""
+        return {
+            "sampled": self.sampled,
+            "offsets": [
+                {
+                    "offset": o.offset,
+                    "class": o.kind,
+                    "share": round(o.share, 4),
+                    "target": o.target,
+                    "target_share": round(o.target_share, 4),
+                }
+                for o in self.offsets
+            ],
+        }
+
+    def points_to_text(self) -> str:
+        """The ``points to`` line: its pointer offsets, described; empty if none."""
+        return ", ".join(o.describe() for o in self.points_to())
 
     def at(self, offset: int) -> OffsetAttribution | None:
         """The attribution of the word at *offset*, if attributed."""

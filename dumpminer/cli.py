@@ -215,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="blank kernel addresses in objects first, as diff does (counts then differ)",
     )
     m.add_argument(
+        "--no-attribution",
+        dest="attribution",
+        action="store_false",
+        help="skip pointer attribution (the 'points to' lines) and the shape groups of "
+        "string-less objects",
+    )
+    m.add_argument(
         "--max-fragments",
         type=_non_negative,
         default=DEFAULT_MAX_FRAGMENTS,
@@ -380,6 +387,7 @@ def run_mine(args: argparse.Namespace) -> int:
                 max_fragments=args.max_fragments,
                 sample=sample,
                 mask_pointers=args.mask_pointers,
+                attribution=args.attribution,
             )
         )
         reports[-1].dump.update(time_facts(dump.info, dump.prog))

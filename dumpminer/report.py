@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from dumpminer.attribution import Attribution
+from dumpminer.attribution import SAMPLE_OBJECTS, Attribution
 from dumpminer.cluster import MEMBERS_SHOWN, Cluster, Slot
 from dumpminer.fragments import Fragment
 from dumpminer.sampling import SampledSlabs, interval
@@ -145,7 +145,14 @@ def _slot_json(slot: Slot) -> dict[str, Any]:
     }
 
 
-def _cluster_json(report: Report, cluster: Cluster, object_size: int) -> dict[str, Any]:
+def _attribution_of(report: Report, rank: int) -> Attribution | None:
+    """The attribution of the cluster at index *rank*, if it was attributed."""
+    return report.attribution[rank] if rank < len(report.attribution) else None
+
+
+def _cluster_json(
+    report: Report, cluster: Cluster, object_size: int, rank: int = 0
+) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "template": _text(cluster.template),
         **report.counts(cluster),
@@ -169,6 +176,8 @@ def _cluster_json(report: Report, cluster: Cluster, object_size: int) -> dict[st
         if cluster.examples
         else None,
     }
+    attribution = _attribution_of(report, rank)
+    entry["attribution"] = None if attribution is None else attribution.to_json()
     return entry
 
 
@@ -192,7 +201,18 @@ def to_json_dict(report: Report, top: int | None = None) -> dict[str, Any]:
             "in_context": sum(c.in_context for c in report.clusters),
         },
         "fragments": [_fragment_json(report, f) for f in report.fragments[:top]],
-        "clusters": [_cluster_json(report, c, object_size) for c in report.clusters[:top]],
+        "clusters": [
+            _cluster_json(report, c, object_size, rank)
+            for rank, c in enumerate(report.clusters[:top])
+        ],
+        "attribution": None
+        if report.shapes is None
+        else {
+            "clusters": len(report.attribution),
+            "sample_objects": SAMPLE_OBJECTS,
+            "seconds": report.attribution_seconds,
+        },
+        "string_less": None if report.shapes is None else report.shapes.to_json(report.share),
     }
 
 
@@ -234,6 +254,7 @@ CSV_COLUMNS = [
     "cache", "rank", "template", "objects", "share", "occurrences", "in_context",
     "typical_offset", "distinct_members", "examples", "objects_ci95_low", "objects_ci95_high",
     "template_hex", "counts_exact", "distinct_members_exact", "allocator_fill",
+    "row_kind", "points_to", "shape",
 ]  # fmt: skip
 
 
@@ -269,10 +290,30 @@ def render_csv(report: Report, top: int | None = None) -> str:
                     _flag(bool(report.scan.get("exact", True))),
                     _flag(c.members_exact),
                     _flag(c.fill is not None),
+                    "cluster",
+                    csv_cell(_points_to(report, rank - 1)),
+                    "",
                 ]
             )
         )
+    if report.shapes is not None:
+        for rank, g in enumerate(report.shapes.groups[:top], 1):
+            examples = " ".join(f"{a:#x}" for a in g.examples)
+            lines.append(
+                csv_line(
+                    [csv_cell(report.cache["name"]), rank, "", g.objects,
+                     f"{report.share(g.objects):.6f}", "", "", "", "", examples, "", "", "",
+                     _flag(report.shapes.exact), "", "", "shape",
+                     csv_cell(g.attribution.points_to_text()), csv_cell(g.shape_text())]
+                )
+            )  # fmt: skip
     return "".join(lines)
+
+
+def _points_to(report: Report, rank: int) -> str:
+    """The ``points to`` text of the cluster at index *rank*; empty if not attributed."""
+    attribution = _attribution_of(report, rank)
+    return "" if attribution is None else attribution.points_to_text()
 
 
 #: What Markdown (CommonMark with GitHub's tables, strikethrough and math)
@@ -419,12 +460,16 @@ def render_table(report: Report, top: int | None = None) -> str:
     if not shown:
         lines.append("no clusters to show" + (" (--top 0)" if report.clusters else ""))
         return "\n".join(lines) + "\n"
-    for row in rows:
+    for index, row in enumerate(rows):
         cells = [
             cell.ljust(w) if i in left else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(row[:-1], widths, strict=True))
         ]
         lines.append("  ".join([*cells, row[-1]]))
+        points = _points_to(report, index - 1) if index else ""
+        if points:
+            lines.append(f"{'':{widths[0] + 2}}points to: {terminal_escape(points)}")
+    lines += _shape_lines(report, top)
     first = next((c for c in shown if c.examples), None)
     if first is not None:
         commands = follow_up_commands(
@@ -437,6 +482,28 @@ def render_table(report: Report, top: int | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _shape_lines(report: Report, top: int) -> list[str]:
+    """The table's section of string-less shape groups (none when attribution is off)."""
+    shapes = report.shapes
+    if shapes is None or not shapes.groups or top <= 0:
+        return []
+    lines = [
+        "",
+        f"string-less: {shapes.stringless} of {shapes.objects} objects hold no text "
+        "(runs inside kernel pointers do not count); largest shape groups:"
+        + ("" if shapes.exact else f" (INEXACT: {shapes.dropped_objects} objects dropped)"),
+    ]
+    for rank, g in enumerate(shapes.groups[:top], 1):
+        lines.append(
+            f"S{rank:<3} {g.objects:>8}  {100 * report.share(g.objects):6.2f}%  "
+            f"{g.examples[0]:#x}  {terminal_escape(g.shape_text())}"
+        )
+        points = g.attribution.points_to_text()
+        if points:
+            lines.append(f"{'':5}points to: {terminal_escape(points)}")
+    return lines
+
+
 def render_markdown(report: Report, top: int | None = None) -> str:
     """The top clusters as a Markdown table."""
     sampled = report.sample is not None
@@ -446,8 +513,9 @@ def render_markdown(report: Report, top: int | None = None) -> str:
     approx = "\\~" if sampled else ""
     lines += [
         "",
-        f"| # | template | objects |{interval_head} share | in context | offset | examples |",
-        f"|---|---|---:|{interval_rule}---:|---:|---:|---|",
+        f"| # | template | objects |{interval_head} share | in context | offset | examples "
+        "| points to |",
+        f"|---|---|---:|{interval_rule}---:|---:|---:|---|---|",
     ]
     for rank, c in enumerate(report.clusters[:top], 1):
         counts = report.counts(c)
@@ -458,8 +526,26 @@ def render_markdown(report: Report, top: int | None = None) -> str:
             f"| {rank} | {markdown_escape(_shown_template(c.template))} | "
             f"{approx}{counts['objects']} |"
             f"{interval_cell} {100 * report.share(c.objects):.2f}% | "
-            f"{approx}{counts['in_context']} | {offset} | {examples} |"
+            f"{approx}{counts['in_context']} | {offset} | {examples} | "
+            f"{markdown_escape(_points_to(report, rank - 1))} |"
         )
+    shapes = report.shapes
+    if shapes is not None and shapes.groups:
+        lines += [
+            "",
+            f"String-less objects: {shapes.stringless} of {shapes.objects} hold no text. "
+            "Largest shape groups:",
+            "",
+            "| # | objects | share | shape | examples | points to |",
+            "|---|---:|---:|---|---|---|",
+        ]
+        for rank, g in enumerate(shapes.groups[:top], 1):
+            examples = ", ".join(f"`{a:#x}`" for a in g.examples)
+            lines.append(
+                f"| S{rank} | {g.objects} | {100 * report.share(g.objects):.2f}% | "
+                f"{markdown_escape(g.shape_text())} | {examples} | "
+                f"{markdown_escape(g.attribution.points_to_text())} |"
+            )
     return "\n".join(lines) + "\n"
 
 

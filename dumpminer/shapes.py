@@ -42,8 +42,9 @@ the cache.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -385,6 +386,26 @@ class ShapeSummary:
     dropped_objects: int
     #: The largest groups, most objects first.
     groups: tuple[ShapeGroup, ...]
+
+    def to_json(self, share: Callable[[int], float]) -> dict[str, Any]:
+        """The ``string_less`` object of docs/report-format.md (*share*: of the cache)."""
+        return {
+            "objects_seen": self.objects,
+            "stringless": self.stringless,
+            "exact": self.exact,
+            "dropped_objects": self.dropped_objects,
+            "groups": [
+                {
+                    "objects": g.objects,
+                    "share": round(share(g.objects), 6),
+                    "shape": list(g.shape),
+                    "shape_text": g.shape_text(),
+                    "examples": [f"{a:#x}" for a in g.examples],
+                    "attribution": g.attribution.to_json(),
+                }
+                for g in self.groups
+            ],
+        }
 
 
 def summarise_shapes(
