@@ -210,7 +210,6 @@ def to_json_dict(report: Report, top: int | None = None) -> dict[str, Any]:
         else {
             "clusters": len(report.attribution),
             "sample_objects": SAMPLE_OBJECTS,
-            "seconds": report.attribution_seconds,
         },
         "string_less": None if report.shapes is None else report.shapes.to_json(report.share),
     }
@@ -254,7 +253,7 @@ CSV_COLUMNS = [
     "cache", "rank", "template", "objects", "share", "occurrences", "in_context",
     "typical_offset", "distinct_members", "examples", "objects_ci95_low", "objects_ci95_high",
     "template_hex", "counts_exact", "distinct_members_exact", "allocator_fill",
-    "row_kind", "points_to", "shape",
+    "points_to",
 ]  # fmt: skip
 
 
@@ -290,23 +289,10 @@ def render_csv(report: Report, top: int | None = None) -> str:
                     _flag(bool(report.scan.get("exact", True))),
                     _flag(c.members_exact),
                     _flag(c.fill is not None),
-                    "cluster",
                     csv_cell(_points_to(report, rank - 1)),
-                    "",
                 ]
             )
         )
-    if report.shapes is not None:
-        for rank, g in enumerate(report.shapes.groups[:top], 1):
-            examples = " ".join(f"{a:#x}" for a in g.examples)
-            lines.append(
-                csv_line(
-                    [csv_cell(report.cache["name"]), rank, "", g.objects,
-                     f"{report.share(g.objects):.6f}", "", "", "", "", examples, "", "", "",
-                     _flag(report.shapes.exact), "", "", "shape",
-                     csv_cell(g.attribution.points_to_text()), csv_cell(g.shape_text())]
-                )
-            )  # fmt: skip
     return "".join(lines)
 
 

@@ -1,0 +1,63 @@
+"""
+Benchmark: what pointer attribution and the shape groups of string-less
+objects (issue 11) cost, ``dumpminer mine`` with them (the default) against
+``--no-attribution``, end to end in fresh processes, as a user runs it.
+
+    python3 bench/bench_attribution.py [--sample big] [--series 6.1]
+                                       [--cache kmalloc-32 --cache kmalloc-96] [--runs 5]
+
+Each round runs both settings once per cache, in alternating order, so that a
+noisy neighbour slows both alike; the table gives each setting's median wall
+time and the ratio of the medians, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_compare import run_tree  # noqa: E402
+
+from sample_dumps.build import build_sample  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--sample", default="big")
+    parser.add_argument("--series", default="6.1")
+    parser.add_argument("--cache", action="append")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    caches = args.cache or ["kmalloc-32", "kmalloc-96"]
+    manifest = json.loads(Path(build_sample(args.sample, args.series)).read_text())
+    vmcore = next(d["path"] for d in manifest["dumps"] if d["format"] == "kdump")
+    settings = {"off": ["--no-attribution"], "on": []}
+    print(f"{args.sample} {args.series}: {vmcore}, {args.runs} rounds")
+    print(f"{'cache':<12} {'off (median)':>13} {'on (median)':>12} {'ratio':>6}  on/off per round")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "report.txt"
+        for cache in caches:
+            base = [vmcore, "--vmlinux", manifest["vmlinux"], "--cache", cache]
+            times: dict[str, list[float]] = {name: [] for name in settings}
+            for round_ in range(args.runs):
+                order = list(settings) if round_ % 2 == 0 else list(reversed(settings))
+                for name in order:
+                    seconds, _ = run_tree(ROOT, [*base, *settings[name]], out)
+                    times[name].append(seconds)
+            off, on = (statistics.median(times[n]) for n in ("off", "on"))
+            rounds = " ".join(
+                f"{a / b:.2f}" for a, b in zip(times["on"], times["off"], strict=True)
+            )
+            print(f"{cache:<12} {off:>12.2f}s {on:>11.2f}s {on / off:>5.2f}x  {rounds}")
+
+
+if __name__ == "__main__":
+    main()
