@@ -72,6 +72,7 @@ __all__ = [
     "ShapeGroup",
     "ShapeObserver",
     "ShapeSummary",
+    "group_shapes",
     "shape_groups",
     "stringless_rows",
     "summarise_shapes",
@@ -198,11 +199,11 @@ class ShapeObserver:
         which = np.flatnonzero(stringless_words(words, self.min_length))
         if which.size == 0:
             return len(objects), size, {}
-        keys = shape_key_words(words[which, : min(MAX_WORDS, size // 8)], self.ranges)
+        addresses = batch.addresses[which]
         groups = {}
-        for key, count, kept in _group_keys(keys, batch.addresses[which]):
+        for key, count, kept in group_shapes(words[which], addresses, self.ranges):
             rows = objects[which[kept], : MAX_WORDS * 8]
-            groups[key] = _Group(count, batch.addresses[which[kept]], rows)
+            groups[key] = _Group(count, addresses[kept], rows)
         return len(objects), size, groups
 
     def absorb(self, partial: tuple[int, int, _Partial]) -> None:
@@ -249,12 +250,48 @@ class ShapeObserver:
         return self.dropped_objects == 0
 
 
+def group_shapes(
+    words: npt.NDArray[np.uint64], addresses: npt.NDArray[np.uint64], ranges: KernelRanges
+) -> list[tuple[bytes, int, npt.NDArray[np.int64]]]:
+    """
+    Group rows (given as their words) by shape key (the key of their first
+    :data:`MAX_WORDS` words, :func:`dumpminer.words.shape_key_words`): per
+    group, in order of first appearance, the key's bytes, its number of rows
+    and the indexes of its (at most SAMPLE_OBJECTS) lowest addresses,
+    ascending. One compiled pass (dumpminer/_words.c); :func:`_group_keys`
+    is the numpy reference.
+    """
+    n, width = words.shape
+    key_width = min(width, MAX_WORDS)
+    if n == 0 or key_width == 0:
+        return _group_keys(shape_key_words(words[:, :key_width], ranges), addresses)
+    modules = ranges.modules
+    raw_keys, raw_counts, raw_samples = _words.group_shapes(
+        np.ascontiguousarray(words, dtype=np.uint64),
+        n,
+        width,
+        key_width,
+        np.ascontiguousarray(addresses, dtype=np.uint64),
+        ranges.kernel_image[0],
+        ranges.kernel_image[1],
+        np.array([m[0] for m in modules], dtype=np.uint64),
+        np.array([m[1] for m in modules], dtype=np.uint64),
+        SAMPLE_OBJECTS,
+    )
+    keys = np.frombuffer(raw_keys, dtype=np.uint64).reshape(-1, key_width)
+    counts = np.frombuffer(raw_counts, dtype=np.int64)
+    samples = np.frombuffer(raw_samples, dtype=np.int64).reshape(-1, SAMPLE_OBJECTS)
+    return [
+        (keys[g].tobytes(), int(counts[g]), samples[g][samples[g] >= 0]) for g in range(len(counts))
+    ]
+
+
 def _group_keys(
     keys: npt.NDArray[np.uint64], addresses: npt.NDArray[np.uint64]
 ) -> list[tuple[bytes, int, npt.NDArray[np.int64]]]:
     """
-    Group rows by equal key rows: per group its key's bytes, its number of
-    rows and the indexes of its (at most SAMPLE_OBJECTS) lowest addresses.
+    :func:`group_shapes` in numpy, given the rows' keys: the tests' reference
+    (groups in the order of their keys' hashes, not of first appearance).
     """
     inverse, first = _key_classes(keys)
     order = np.argsort(inverse, kind="stable")

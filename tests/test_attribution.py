@@ -26,13 +26,15 @@ from dumpminer.engine import MineOptions, mine_pages
 from dumpminer.shapes import (
     ShapeObserver,
     ShapeSummary,
+    _group_keys,
     _key_classes,
     _stringless_bytes,
+    group_shapes,
     stringless_rows,
     summarise_shapes,
 )
 from dumpminer.walk import WalkStats, find_slab_pages
-from dumpminer.words import KernelRanges, Region, WordNamer, classify_words
+from dumpminer.words import KernelRanges, Region, WordNamer, classify_words, shape_key_words
 
 # --------------------------------------------------------------------------
 # Synthetic words
@@ -124,6 +126,26 @@ def test_key_classes_group_equal_rows_exactly() -> None:
     pairs = set(zip(inverse.tolist(), expected.reshape(-1).tolist(), strict=True))
     assert len(pairs) == len(first)
     assert np.array_equal(keys[first[inverse]], keys)
+
+
+@pytest.mark.parametrize("width", [1, 3, 12, 70])
+def test_compiled_grouping_matches_numpy(width: int) -> None:
+    """group_shapes (C) against _group_keys (numpy): same groups, counts and samples."""
+    rng = np.random.default_rng(width)
+    values = np.array(
+        [0, 5, 0xFFFF_8880_0000_1000, 0xFFFF_8880_0000_2000, 0xFFFF_FFFF_8250_0000,
+         0xFFFF_FFFF_C000_0010, 0xFFFF_FFFF_C000_0020, (1 << 64) - 12, 0xFFFF_FFFF_C000_4000],
+        dtype=np.uint64,
+    )  # fmt: skip
+    words = rng.choice(values, size=(20000, width))
+    addresses = rng.permutation(np.arange(20000, dtype=np.uint64) * np.uint64(96))
+    compiled = group_shapes(words, addresses, RANGES)
+    reference = _group_keys(shape_key_words(words[:, :64], RANGES), addresses)
+    assert sum(count for _, count, _ in compiled) == len(words)
+    assert {k: (c, tuple(i)) for k, c, i in compiled} == {k: (c, tuple(i)) for k, c, i in reference}
+    # Statics stay in the key as their address, other kernel pointers are 1.
+    keys = {np.frombuffer(k, dtype=np.uint64)[0] for k, _, _ in compiled}
+    assert keys <= {0, 1, 0xFFFF_FFFF_8250_0000, 0xFFFF_FFFF_C000_0010, 0xFFFF_FFFF_C000_0020}
 
 
 # --------------------------------------------------------------------------
