@@ -27,11 +27,11 @@ from enum import IntEnum
 
 import numpy as np
 import numpy.typing as npt
-from drgn import FaultError, Program, SymbolKind
+from drgn import FaultError, Program, Symbol, SymbolIndex, SymbolKind
 from drgn.helpers.linux.module import for_each_module, module_address_regions
 from drgn.helpers.linux.slab import slab_object_info
 
-from dumpminer.kallsyms import add_module_symbols
+from dumpminer.kallsyms import KALLSYMS_FINDER, add_module_symbols, load_kallsyms
 from dumpminer.pointers import KERNEL_SPACE_START, WORD
 
 __all__ = [
@@ -228,6 +228,8 @@ class WordNamer:
     ranges: KernelRanges
     _pages: dict[int, str | None] = field(default_factory=dict)
     _values: dict[tuple[int, int], WordTarget] = field(default_factory=dict)
+    #: The kernel's kallsyms, read on first need; False: use the program's symbols.
+    _kallsyms: SymbolIndex | bool | None = None
 
     def __post_init__(self) -> None:
         add_module_symbols(self.prog)
@@ -259,13 +261,38 @@ class WordNamer:
         return WordTarget(kind, symbol[0] if symbol is not None else None)
 
     def _symbol(self, value: int) -> tuple[str, SymbolKind] | None:
-        try:
-            symbol = self.prog.symbol(value)
-        except LookupError:
+        """
+        The symbol holding *value*, as ``name`` or ``name+0xoff``. Names come
+        from the kernel's own kallsyms (and the modules'), with a vmlinux
+        too: a vmlinux's symbol table names other aliases (of two symbols
+        at one address, each source lists its own) and assembler-local labels
+        (``.LC12``, string literals), and a report must read the same with a
+        vmlinux and without.
+        """
+        found = [s for s in self._symbols(value) if not s.name.startswith(".L")]
+        if not found:
             return None
+        symbol = min(found, key=lambda s: (-s.address, s.name))
         offset = value - symbol.address
         name = symbol.name if offset == 0 else f"{symbol.name}+{offset:#x}"
         return name, symbol.kind
+
+    def _symbols(self, value: int) -> list[Symbol]:
+        """The symbols holding *value*: vmlinux's from kallsyms when the dump has them."""
+        image = self.ranges.kernel_image
+        if not image[0] <= value < image[1]:
+            return list(self.prog.symbols(value))
+        if self._kallsyms is None:
+            if KALLSYMS_FINDER in self.prog.enabled_symbol_finders():
+                self._kallsyms = False  # the program's symbols are kallsyms already
+            else:
+                try:
+                    self._kallsyms = load_kallsyms(self.prog)
+                except (LookupError, FaultError, ValueError):
+                    self._kallsyms = False  # before Linux 6.0: the vmlinux's symbols
+        if isinstance(self._kallsyms, SymbolIndex):
+            return list(self._kallsyms(self.prog, None, value, False))
+        return list(self.prog.symbols(value))
 
     def _module(self, value: int) -> str:
         for start, end, name in self.ranges.modules:

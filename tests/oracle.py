@@ -160,10 +160,17 @@ def cpu_slab_objects(prog: drgn.Program, cache_name: str) -> list[int]:
 
 
 def with_module_symbols(prog: drgn.Program) -> drgn.Program:
-    """*prog* with the loaded modules' own kallsyms as a symbol finder (drgn's helper)."""
-    from drgn.helpers.linux.kallsyms import load_module_kallsyms
+    """
+    *prog* with the kernel's own kallsyms first (drgn's helper; a vmlinux's
+    symbol table names other aliases and local labels) and the loaded
+    modules' kallsyms as symbol finders.
+    """
+    from drgn.helpers.linux.kallsyms import load_module_kallsyms, load_vmlinux_kallsyms
 
     if "oracle_module_kallsyms" not in prog.registered_symbol_finders():
+        prog.register_symbol_finder(
+            "oracle_vmlinux_kallsyms", load_vmlinux_kallsyms(prog), enable_index=0
+        )
         prog.register_symbol_finder(
             "oracle_module_kallsyms", load_module_kallsyms(prog), enable_index=-1
         )
@@ -215,11 +222,13 @@ def word_identity(
         return "vmalloc", None
     if kind == "page":
         return "vmemmap", None
-    name = rest.removesuffix("+0x0")
+    name: str | None = rest.removesuffix("+0x0")
+    if name and name.startswith(".L"):
+        name = None  # an assembler-local label (a vmlinux's string literal): kallsyms has none
     module = address_to_module(prog, value)
     if module:
         side = "module text" if kind == "function symbol" else "module data"
-        return side, f"{module.name.string_().decode()}:{name}"
+        return side, f"{module.name.string_().decode()}:{name or hex(value)}"
     text = prog.symbol("_stext").address <= value < prog.symbol("_etext").address
     return ("kernel text" if text else "kernel data"), name
 
