@@ -8,7 +8,10 @@ objects (issue 11) cost, ``dumpminer mine`` with them (the default) against
 
 Each round runs both settings once per cache, in alternating order, so that a
 noisy neighbour slows both alike; the table gives each setting's median wall
-time and the ratio of the medians, measured in the same run.
+time and the ratio of the medians, measured in the same run. For a cache with
+a planted string-less leak (the manifest's "string_less"), one more untimed
+JSON run checks that its shape group has exactly the planted count and names
+the planted static (on big: 1,000,000 list nodes pointing at one table).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -57,6 +61,20 @@ def main() -> None:
                 f"{a / b:.2f}" for a, b in zip(times["on"], times["off"], strict=True)
             )
             print(f"{cache:<12} {off:>12.2f}s {on:>11.2f}s {on / off:>5.2f}x  {rounds}")
+            planted = manifest.get("string_less", {}).get(cache)
+            if planted:
+                check_group(base, planted, Path(tmp) / "report.json")
+
+
+def check_group(base: list[str], planted: dict[str, Any], out: Path) -> None:
+    """Print whether the largest shape group is the planted leak, exactly."""
+    run_tree(ROOT, base, out, "json")
+    group = json.loads(out.read_text())["string_less"]["groups"][0]
+    ((offset, static),) = planted["points_to"].items()
+    word = group["shape"][int(offset) // 8]
+    verdict = "OK" if group["objects"] == planted["objects"] and word.endswith(static) else "WRONG"
+    print(f"  {verdict}: largest shape group {group['objects']} objects (planted "
+          f"{planted['objects']}), +{offset} {word}: {group['shape_text']}")  # fmt: skip
 
 
 if __name__ == "__main__":

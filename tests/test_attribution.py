@@ -12,7 +12,12 @@ the string-less rule (printable bytes inside kernel-pointer words do not count).
 from __future__ import annotations
 
 import functools
+import json
+import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +40,8 @@ from dumpminer.shapes import (
 )
 from dumpminer.walk import WalkStats, find_slab_pages
 from dumpminer.words import KernelRanges, Region, WordNamer, classify_words, shape_key_words
+
+REPO = Path(__file__).resolve().parent.parent
 
 # --------------------------------------------------------------------------
 # Synthetic words
@@ -256,3 +263,61 @@ def test_attribution_agrees_with_drgn(sample_manifest: dict[str, Any], oracle_pr
         assert _as_tuples(attribution) == _oracle_attribution(oracle_prog, attribution, 96)
         checked += 1
     assert checked == 21
+
+
+# --------------------------------------------------------------------------
+# What a user reads: the CLI's table, JSON and Markdown, and the switch
+# --------------------------------------------------------------------------
+
+
+def _cli(manifest: dict[str, Any], *args: str) -> Any:
+    path = next(d["path"] for d in manifest["dumps"] if d["format"] == "kdump")
+    done = subprocess.run(
+        [sys.executable, "-m", "dumpminer", "mine", path, "--vmlinux", manifest["vmlinux"],
+         "--cache", "kmalloc-96", *args],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_cli_shows_shape_groups_and_points_to(sample_manifest: dict[str, Any]) -> None:
+    planted = sample_manifest["string_less"]["kmalloc-96"]
+    report = json.loads(_cli(sample_manifest, "--format", "json").stdout)
+    assert report["attribution"] == {"clusters": min(25, len(report["clusters"])),
+                                     "sample_objects": 64}  # fmt: skip
+    top = report["string_less"]["groups"][0]
+    assert top["objects"] == planted["objects"]
+    assert top["shape"][2] == "&leaky_agent:agent_table"
+    assert top["shape_text"].startswith("pointer*2 &leaky_agent:agent_table pointer*2 ")
+    word = top["attribution"]["offsets"][2]
+    assert word == {"offset": 16, "class": "module data", "share": 1.0,
+                    "target": "leaky_agent:agent_table", "target_share": 1.0}  # fmt: skip
+    assert report["string_less"]["stringless"] <= report["string_less"]["objects_seen"]
+    assert report["string_less"]["objects_seen"] == report["scan"]["objects_scanned"]
+    attributed = [c["attribution"] for c in report["clusters"][:25]]
+    assert all(a is not None and a["sampled"] > 0 for a in attributed if a is not None)
+    assert all(c["attribution"] is None for c in report["clusters"][25:])
+
+    table = _cli(sample_manifest, "--top", "3").stdout
+    line = next(x for x in table.splitlines() if x.startswith("S1 "))
+    assert f" {planted['objects']} " in line and "&leaky_agent:agent_table" in line
+    after = table.splitlines()[table.splitlines().index(line) + 1]
+    assert "points to: " in after and "+0x10 module data leaky_agent:agent_table (100%)" in after
+    assert "string-less: " in table
+
+    markdown = _cli(sample_manifest, "--format", "markdown", "--top", "3").stdout
+    assert "| points to |" in markdown
+    assert f"| S1 | {planted['objects']} |" in markdown
+    assert "&leaky\\_agent:agent\\_table" in markdown  # escaped for Markdown
+
+    off = json.loads(_cli(sample_manifest, "--format", "json", "--no-attribution").stdout)
+    assert off["attribution"] is None and off["string_less"] is None
+    assert all(c["attribution"] is None for c in off["clusters"])
+    # The clusters themselves do not change.
+    assert [(c["template"], c["objects"]) for c in off["clusters"]] == [
+        (c["template"], c["objects"]) for c in report["clusters"]
+    ]
+    plain = _cli(sample_manifest, "--no-attribution", "--top", "3").stdout
+    assert "points to:" not in plain and "string-less" not in plain
