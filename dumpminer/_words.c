@@ -123,9 +123,10 @@ static uint64_t mix(uint64_t h)
 
 /*
  * group_shapes(words, n, width, key_width, addresses, image_start, image_end,
- *              module_starts, module_ends, sample)
+ *              module_starts, module_ends, sample, min_length)
  * words: n rows of `width` u64; the key is made of each row's first key_width
- * words. Returns (keys, counts, samples): the distinct keys (G rows of
+ * words. With min_length > 0, only the string-less rows are grouped (see
+ * stringless()), in the same pass. Returns (keys, counts, samples): the distinct keys (G rows of
  * key_width u64, in order of first appearance), each one's number of rows
  * (G i64) and the row indexes of its `sample` lowest addresses, ascending
  * (G rows of `sample` i64, -1 where a group has fewer rows). Keys are
@@ -134,17 +135,17 @@ static uint64_t mix(uint64_t h)
 static PyObject *group_shapes(PyObject *self, PyObject *args)
 {
 	Py_buffer words, addresses, mstarts, mends;
-	Py_ssize_t n, width, key_width, sample;
+	Py_ssize_t n, width, key_width, sample, min_length;
 	unsigned long long image_start, image_end;
-	if (!PyArg_ParseTuple(args, "y*nnny*KKy*y*n", &words, &n, &width, &key_width, &addresses,
-			      &image_start, &image_end, &mstarts, &mends, &sample))
+	if (!PyArg_ParseTuple(args, "y*nnny*KKy*y*nn", &words, &n, &width, &key_width, &addresses,
+			      &image_start, &image_end, &mstarts, &mends, &sample, &min_length))
 		return NULL;
 	PyObject *result = NULL;
 	uint64_t *keys = NULL, *row_key = NULL, *sample_addr = NULL;
 	int64_t *table = NULL, *sample_idx = NULL;
 	struct group *groups = NULL;
 	Py_ssize_t ngroups = 0;
-	if (key_width < 1 || key_width > width || sample < 1 || n < 0 ||
+	if (key_width < 1 || key_width > width || sample < 1 || n < 0 || min_length < 0 ||
 	    words.len < n * width * 8 || addresses.len < n * 8 || mstarts.len != mends.len) {
 		PyErr_SetString(PyExc_ValueError, "group_shapes: inconsistent sizes");
 		goto out;
@@ -176,6 +177,8 @@ static PyObject *group_shapes(PyObject *self, PyObject *args)
 	Py_BEGIN_ALLOW_THREADS
 	for (Py_ssize_t r = 0; r < n && !failed; r++) {
 		const uint64_t *row = data + r * width;
+		if (min_length && !stringless_row((const unsigned char *)row, width * 8, min_length))
+			continue;
 		uint64_t h = 0x9e3779b97f4a7c15ULL;
 		for (Py_ssize_t i = 0; i < key_width; i++) {
 			row_key[i] = key_word(row[i], &st);

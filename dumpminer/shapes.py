@@ -194,17 +194,12 @@ class ShapeObserver:
         """The shape groups of one batch's string-less objects."""
         assert self.ranges is not None, "begin() first"
         objects = batch.objects
-        size = batch.layout.object_size
         words = padded_words(objects)
-        which = np.flatnonzero(stringless_words(words, self.min_length))
-        if which.size == 0:
-            return len(objects), size, {}
-        addresses = batch.addresses[which]
         groups = {}
-        for key, count, kept in group_shapes(words[which], addresses, self.ranges):
-            rows = objects[which[kept], : MAX_WORDS * 8]
-            groups[key] = _Group(count, addresses[kept], rows)
-        return len(objects), size, groups
+        for key, count, kept in group_shapes(words, batch.addresses, self.ranges, self.min_length):
+            rows = objects[kept, : MAX_WORDS * 8]
+            groups[key] = _Group(count, batch.addresses[kept], rows)
+        return len(objects), batch.layout.object_size, groups
 
     def absorb(self, partial: tuple[int, int, _Partial]) -> None:
         """Fold one batch's groups in."""
@@ -251,20 +246,28 @@ class ShapeObserver:
 
 
 def group_shapes(
-    words: npt.NDArray[np.uint64], addresses: npt.NDArray[np.uint64], ranges: KernelRanges
+    words: npt.NDArray[np.uint64],
+    addresses: npt.NDArray[np.uint64],
+    ranges: KernelRanges,
+    min_length: int = 0,
 ) -> list[tuple[bytes, int, npt.NDArray[np.int64]]]:
     """
     Group rows (given as their words) by shape key (the key of their first
     :data:`MAX_WORDS` words, :func:`dumpminer.words.shape_key_words`): per
     group, in order of first appearance, the key's bytes, its number of rows
     and the indexes of its (at most SAMPLE_OBJECTS) lowest addresses,
-    ascending. One compiled pass (dumpminer/_words.c); :func:`_group_keys`
-    is the numpy reference.
+    ascending. With *min_length*, only the string-less rows
+    (:func:`stringless_words`) are grouped. One compiled pass
+    (dumpminer/_words.c); :func:`_group_keys` is the numpy reference.
     """
     n, width = words.shape
     key_width = min(width, MAX_WORDS)
     if n == 0 or key_width == 0:
-        return _group_keys(shape_key_words(words[:, :key_width], ranges), addresses)
+        which = np.flatnonzero(stringless_words(words, min_length)) if min_length else None
+        if which is not None:
+            words, addresses = words[which], addresses[which]
+        groups = _group_keys(shape_key_words(words[:, :key_width], ranges), addresses)
+        return groups if which is None else [(k, c, which[i]) for k, c, i in groups]
     modules = ranges.modules
     raw_keys, raw_counts, raw_samples = _words.group_shapes(
         np.ascontiguousarray(words, dtype=np.uint64),
@@ -277,6 +280,7 @@ def group_shapes(
         np.array([m[0] for m in modules], dtype=np.uint64),
         np.array([m[1] for m in modules], dtype=np.uint64),
         SAMPLE_OBJECTS,
+        min_length,
     )
     keys = np.frombuffer(raw_keys, dtype=np.uint64).reshape(-1, key_width)
     counts = np.frombuffer(raw_counts, dtype=np.int64)

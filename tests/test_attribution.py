@@ -135,24 +135,35 @@ def test_key_classes_group_equal_rows_exactly() -> None:
     assert np.array_equal(keys[first[inverse]], keys)
 
 
+@pytest.mark.parametrize("min_length", [0, 3])
 @pytest.mark.parametrize("width", [1, 3, 12, 70])
-def test_compiled_grouping_matches_numpy(width: int) -> None:
-    """group_shapes (C) against _group_keys (numpy): same groups, counts and samples."""
+def test_compiled_grouping_matches_numpy(width: int, min_length: int) -> None:
+    """
+    group_shapes (C) against stringless_rows and _group_keys (numpy): the
+    same string-less rows, groups, counts and samples.
+    """
     rng = np.random.default_rng(width)
     values = np.array(
         [0, 5, 0xFFFF_8880_0000_1000, 0xFFFF_8880_0000_2000, 0xFFFF_FFFF_8250_0000,
-         0xFFFF_FFFF_C000_0010, 0xFFFF_FFFF_C000_0020, (1 << 64) - 12, 0xFFFF_FFFF_C000_4000],
+         0xFFFF_FFFF_C000_0010, 0xFFFF_FFFF_C000_0020, (1 << 64) - 12, 0xFFFF_FFFF_C000_4000,
+         0x0000_0000_0061_6161, 0xFFFF_8880_0061_6161, 0x6100_0000_0000_6161],
         dtype=np.uint64,
     )  # fmt: skip
     words = rng.choice(values, size=(20000, width))
     addresses = rng.permutation(np.arange(20000, dtype=np.uint64) * np.uint64(96))
-    compiled = group_shapes(words, addresses, RANGES)
-    reference = _group_keys(shape_key_words(words[:, :64], RANGES), addresses)
-    assert sum(count for _, count, _ in compiled) == len(words)
+    compiled = group_shapes(words, addresses, RANGES, min_length)
+    which = np.arange(len(words))
+    if min_length:
+        which = np.flatnonzero(stringless_rows(words.view(np.uint8), min_length))
+        assert 0 < len(which) < len(words)
+    found = _group_keys(shape_key_words(words[which, :64], RANGES), addresses[which])
+    reference = [(k, c, which[i]) for k, c, i in found]
+    assert sum(count for _, count, _ in compiled) == len(which)
     assert {k: (c, tuple(i)) for k, c, i in compiled} == {k: (c, tuple(i)) for k, c, i in reference}
     # Statics stay in the key as their address, other kernel pointers are 1.
     keys = {np.frombuffer(k, dtype=np.uint64)[0] for k, _, _ in compiled}
     assert keys <= {0, 1, 0xFFFF_FFFF_8250_0000, 0xFFFF_FFFF_C000_0010, 0xFFFF_FFFF_C000_0020}
+    assert len(keys) > 1
 
 
 # --------------------------------------------------------------------------
