@@ -5,6 +5,11 @@ objects (issue 11) cost, ``dumpminer mine`` with them (the default) against
 
     python3 bench/bench_attribution.py [--sample big] [--series 6.1]
                                        [--cache kmalloc-32 --cache kmalloc-96] [--runs 5]
+                                       [--library]
+
+With ``--library``, ``dumpminer.mine()`` is timed instead, in this process
+(the dump opened once, no start-up): the walk's share of the cost is larger
+there.
 
 Each round runs both settings once per cache, in alternating order, so that a
 noisy neighbour slows both alike; the table gives each setting's median wall
@@ -39,10 +44,14 @@ def main() -> None:
     parser.add_argument("--series", default="6.1")
     parser.add_argument("--cache", action="append")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--library", action="store_true", help="time dumpminer.mine() instead")
     args = parser.parse_args()
     caches = args.cache or ["kmalloc-32", "kmalloc-96"]
     manifest = json.loads(Path(build_sample(args.sample, args.series)).read_text())
     vmcore = next(d["path"] for d in manifest["dumps"] if d["format"] == "kdump")
+    if args.library:
+        library(vmcore, manifest["vmlinux"], caches, args.runs)
+        return
     settings = {"off": ["--no-attribution"], "on": []}
     print(f"{args.sample} {args.series}: {vmcore}, {args.runs} rounds")
     print(f"{'cache':<12} {'off (median)':>13} {'on (median)':>12} {'ratio':>6}  on/off per round")
@@ -64,6 +73,29 @@ def main() -> None:
             planted = manifest.get("string_less", {}).get(cache)
             if planted:
                 check_group(base, planted, Path(tmp) / "report.json")
+
+
+def library(vmcore: str, vmlinux: str, caches: list[str], runs: int) -> None:
+    """Time dumpminer.mine() with and without attribution, alternating, in this process."""
+    import time
+
+    import dumpminer
+
+    dump = dumpminer.open_dump(vmcore, vmlinux)
+    print(f"library, {runs} rounds: {'cache':<12} off, on (medians), ratio, attribution_seconds")
+    for cache in caches:
+        times: dict[bool, list[float]] = {False: [], True: []}
+        spent = []
+        for round_ in range(runs):
+            for on in (False, True) if round_ % 2 == 0 else (True, False):
+                start = time.perf_counter()
+                report = dumpminer.mine(dump.prog, cache, dump=dump, attribution=on)
+                times[on].append(time.perf_counter() - start)
+                if on:
+                    spent.append(report.attribution_seconds)
+        off, on_ = statistics.median(times[False]), statistics.median(times[True])
+        print(f"{cache:<12} {off:.2f} s, {on_:.2f} s, {on_ / off:.2f}x, "
+              f"{statistics.median(spent):.3f} s")  # fmt: skip
 
 
 def check_group(base: list[str], planted: dict[str, Any], out: Path) -> None:
