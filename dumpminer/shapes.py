@@ -262,7 +262,9 @@ def group_shapes(
     """
     n, width = words.shape
     key_width = min(width, MAX_WORDS)
-    if n == 0 or key_width == 0:
+    if n == 0:
+        return []
+    if key_width == 0:
         which = np.flatnonzero(stringless_words(words, min_length)) if min_length else None
         if which is not None:
             words, addresses = words[which], addresses[which]
@@ -297,6 +299,8 @@ def _group_keys(
     :func:`group_shapes` in numpy, given the rows' keys: the tests' reference
     (groups in the order of their keys' hashes, not of first appearance).
     """
+    if keys.shape[0] == 0:
+        return []
     inverse, first = _key_classes(keys)
     order = np.argsort(inverse, kind="stable")
     counts = np.bincount(inverse, minlength=len(first))

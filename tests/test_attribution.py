@@ -160,6 +160,9 @@ def test_compiled_grouping_matches_numpy(width: int, min_length: int) -> None:
     reference = [(k, c, which[i]) for k, c, i in found]
     assert sum(count for _, count, _ in compiled) == len(which)
     assert {k: (c, tuple(i)) for k, c, i in compiled} == {k: (c, tuple(i)) for k, c, i in reference}
+    # An empty batch (a cache with nothing allocated in these slabs) has no groups.
+    assert group_shapes(words[:0], addresses[:0], RANGES, min_length) == []
+    assert _group_keys(shape_key_words(words[:0], RANGES), addresses[:0]) == []
     # Statics stay in the key as their address, other kernel pointers are 1.
     keys = {np.frombuffer(k, dtype=np.uint64)[0] for k, _, _ in compiled}
     assert keys <= {0, 1, 0xFFFF_FFFF_8250_0000, 0xFFFF_FFFF_C000_0010, 0xFFFF_FFFF_C000_0020}
