@@ -50,6 +50,7 @@ from dumpminer.report import (
     terminal_escape,
     to_json_dict,
 )
+from dumpminer.reportdata import CacheFacts, DumpFacts, ScanFacts
 from dumpminer.walk import WalkStats, _PageFields, cache_layout, find_slab_pages, walk_slabs
 
 CACHE = "kmalloc-32"
@@ -670,27 +671,23 @@ def crafted_report(name: str = "kmalloc-32") -> Report:
     for f in fragments:
         f.offsets[8] = f.occurrences
     return Report(
-        dump={"path": "/tmp/\x1b[31mred\x07", "osrelease": "6.1\x1b[0m", "format": "elf"},
-        cache={
-            "name": name,
-            "caches": ["kmalloc-32\x1b[1m"],
-            "object_size": 32,
-            "allocated": 100,
-            "total": 128,
-            "slabs": 1,
-        },
-        scan={
-            "objects_scanned": 100,
-            "slabs": 1,
-            "context_before": 0,
-            "context_after": 0,
-            "min_length": 3,
-            "seconds": 0.1,
-            "faults": 0,
-            "fault_addresses": [],
-            "corrupt_slabs": 0,
-            "corrupt_slab_addresses": [],
-        },
+        dump=DumpFacts(
+            path="/tmp/\x1b[31mred\x07",
+            osrelease="6.1\x1b[0m",
+            format="elf",
+            build_id=None,
+            vmlinux=None,
+            debuginfo="vmlinux",
+        ),
+        cache=CacheFacts(
+            name=name,
+            caches=("kmalloc-32\x1b[1m",),
+            object_size=32,
+            allocated=100,
+            total=128,
+            slabs=1,
+        ),
+        scan=ScanFacts(objects_scanned=100, slabs=1, seconds=0.1),
         fragments=fragments,
         clusters=cluster_fragments(fragments),
     )
@@ -797,9 +794,9 @@ def test_fuzzed_real_headers(sample_manifest: dict[str, Any], tmp_path: Path) ->
 def test_table_quotes_templates_with_spaces_at_the_ends() -> None:
     fragments = [Fragment(b" 12", 3, 3), Fragment(b" 13", 2, 2), Fragment(b"usr", 1, 1)]
     report = Report(
-        dump={"path": "d", "format": "elf", "osrelease": "r"},
-        cache={"name": "c", "caches": ["c"], "object_size": 32, "allocated": 6, "total": 8},
-        scan={"objects_scanned": 6, "slabs": 1, "seconds": 0.0, "faults": 0, "corrupt_slabs": 0},
+        dump=DumpFacts("d", "r", "elf", None, None, "vmlinux"),
+        cache=CacheFacts("c", ("c",), object_size=32, allocated=6, total=8, slabs=1),
+        scan=ScanFacts(objects_scanned=6, slabs=1, seconds=0.0),
         fragments=fragments,
         clusters=cluster_fragments(fragments),
     )
