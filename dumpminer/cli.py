@@ -326,14 +326,15 @@ def _show_progress(args: argparse.Namespace) -> bool:
 
 
 def _sample(args: argparse.Namespace) -> SampleSpec | None:
-    """--sample and --seed as a draw; None for exact mode (also for --sample 1)."""
+    """
+    --sample and --seed as a draw; None for exact mode. (A draw of every
+    slab, such as --sample 1, is mined as the exact run: :func:`mine` says so.)
+    """
     if args.sample is None:
         if args.seed is not None:
             raise UsageError("--seed chooses the draw of --sample; it needs --sample")
         return None
-    spec = parse_sample(args.sample, args.seed or 0)
-    # A fraction of 1 is every slab: the exact run, not an estimate.
-    return None if spec.fraction == 1 else spec
+    return parse_sample(args.sample, args.seed or 0)
 
 
 def _workers(requested: int | None) -> int | None:

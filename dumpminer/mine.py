@@ -42,7 +42,7 @@ from dumpminer.reportdata import (
     SampleFacts,
     ScanFacts,
 )
-from dumpminer.sampling import SampleSpec, sample_pages
+from dumpminer.sampling import SampleSpec, asks_for_everything, sample_pages
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS, FragmentTally
 from dumpminer.walk import SlabPage, WalkStats, find_slab_pages
 from dumpminer.workers import mine_in_workers
@@ -132,7 +132,13 @@ def mine(
     with its own drgn program; their counts merge exactly. With
     *mask_pointers*, kernel addresses in objects are blanked first
     (:mod:`dumpminer.pointers`), as ``diff`` does.
+
+    A *sample* that draws every slab (a fraction of 1, or at least as many
+    objects as the cache holds) reads everything, so its report is the
+    exact one: not labelled sampled, counts not estimated.
     """
+    if sample is not None and asks_for_everything(sample):
+        sample = None
     options = MineOptions(
         before,
         after,
@@ -171,6 +177,8 @@ def _mine(
         pages = found
     if sample is not None:
         pages = sample_pages(found, sample)
+        if len(pages) == len(found):
+            sample = None  # every slab was drawn: nothing is estimated
     bar = tqdm(
         total=sum(p.objects for p in pages),
         unit="obj",
