@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -510,6 +511,42 @@ def test_write_atomically_interrupted_leaves_no_temporary(
     assert os.listdir(tmp_path) == ["r.txt"]
 
 
+#: How long a test waits for a child process to reach a state or exit before it fails.
+#: Not a timing assert: the state comes within seconds, and only a hang takes this long.
+POLL_DEADLINE = 60.0
+
+
+def wait_for(reached: Callable[[], bool], what: str, proc: subprocess.Popen[str]) -> None:
+    """
+    Poll until *reached*() is true. Fail with a message naming *what*, with the child's
+    stderr, when *proc* exits first or :data:`POLL_DEADLINE` seconds pass (a hang).
+    """
+    deadline = time.monotonic() + POLL_DEADLINE
+    while not reached():
+        if proc.poll() is not None:
+            _, stderr = proc.communicate()
+            pytest.fail(f"the child exited ({proc.returncode}) before {what}; stderr: {stderr}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            _, stderr = proc.communicate()
+            pytest.fail(f"{what}: not seen in {POLL_DEADLINE:.0f} s (a hang?); stderr: {stderr}")
+        time.sleep(0.01)
+
+
+def exit_within_deadline(proc: subprocess.Popen[str], after: str) -> str:
+    """The stderr of *proc* once it exits; fail if it has not after :data:`POLL_DEADLINE` s."""
+    try:
+        _, stderr = proc.communicate(timeout=POLL_DEADLINE)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, stderr = proc.communicate()
+        pytest.fail(
+            f"the child did not exit within {POLL_DEADLINE:.0f} s of {after} (a hang?); "
+            f"stderr: {stderr}"
+        )
+    return stderr
+
+
 #: Runs the CLI with every slab read slowed down by 20 ms a slab (runs of
 #: full slabs read as one included), so that a signal can land mid-walk on the
 #: small seed sample; $MARK is created when the walk starts.
@@ -547,14 +584,10 @@ def test_signal_mid_walk_writes_partial_report(
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not mark.exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_for(mark.exists, "the walk started", proc)
         time.sleep(0.5)
         proc.send_signal(signum)
-        _, stderr = proc.communicate(timeout=60)
+        stderr = exit_within_deadline(proc, f"signal {signum}")
     finally:
         proc.kill()
     assert proc.returncode == code, stderr
