@@ -111,16 +111,13 @@ class CacheFacts:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScanFacts:
     """The ``scan`` section: what the walk read, with which options, and what it skipped."""
 
     #: Allocated objects the walk read, in how many slabs.
     objects_scanned: int
     slabs: int
-    #: Wall time of the walk, extraction and clustering (the one field that
-    #: varies between runs).
-    seconds: float
     #: Bytes of neighbouring memory read before and after each object.
     context_before: int = 0
     context_after: int = 0
@@ -128,6 +125,9 @@ class ScanFacts:
     min_length: int = 3
     #: --mask-pointers: kernel addresses blanked first.
     pointers_masked: bool = False
+    #: Wall time of the walk, extraction and clustering (the one field that
+    #: varies between runs).
+    seconds: float
     #: Reads that failed and were skipped, and the lowest addresses among them.
     faults: int = 0
     fault_addresses: tuple[int, ...] = ()
