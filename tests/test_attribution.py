@@ -265,7 +265,7 @@ def test_attribution_agrees_with_drgn(sample_manifest: dict[str, Any], oracle_pr
     checked = 0
     for cache in sample_manifest["planted"]:
         report = dumpminer.mine(dump.prog, cache, dump=dump)
-        size = int(report.cache["object_size"])
+        size = report.cache.object_size
         namer = WordNamer(dump.prog, KernelRanges.read(dump.prog))
         for attribution in attribute_clusters(namer, report.clusters, size, top=6):
             assert attribution.sampled == len(attribution.addresses) > 0
