@@ -14,7 +14,7 @@ setup(
             "dumpminer._kdump",
             ["dumpminer/_kdump.c"],
             extra_compile_args=["-O2", "-Wall"],
-            libraries=["z"],
+            libraries=["z", "dl"],
         ),
     ]
 )

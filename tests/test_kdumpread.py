@@ -18,6 +18,7 @@ import numpy as np
 import oracle
 import pytest
 
+from dumpminer import _kdump
 from dumpminer.kdumpread import KdumpReader, MemoryReader, bitmap_pages, memory_reader
 from dumpminer.walk import _page_ranges
 
@@ -28,6 +29,18 @@ RUN = 64
 @cache
 def _oracle_prog(vmcore: str, vmlinux: str) -> drgn.Program:
     return oracle.open_prog(vmcore, vmlinux)
+
+
+@pytest.fixture(params=["libdeflate", "zlib"])
+def inflater(request: pytest.FixtureRequest) -> Any:
+    """Each library that can inflate pages, in turn (libdeflate only where installed)."""
+    _kdump.use_zlib(request.param == "zlib")
+    try:
+        if _kdump.inflater() != request.param:
+            pytest.skip(f"{request.param} is not installed (libdeflate.so.0)")
+        yield request.param
+    finally:
+        _kdump.use_zlib(False)
 
 
 def _dump(manifest: dict[str, Any], fmt: str) -> str:
@@ -43,7 +56,9 @@ def _drgn_read(prog: drgn.Program, phys: int, size: int) -> bytes | None:
 
 
 @pytest.mark.parametrize("fmt", ["kdump", "makedumpfile"])
-def test_every_page_as_drgn_reads_it(sample_manifest: dict[str, Any], fmt: str) -> None:
+def test_every_page_as_drgn_reads_it(
+    sample_manifest: dict[str, Any], fmt: str, inflater: str
+) -> None:
     path = _dump(sample_manifest, fmt)
     reader = KdumpReader.open(path)
     assert reader is not None
@@ -66,7 +81,9 @@ def test_every_page_as_drgn_reads_it(sample_manifest: dict[str, Any], fmt: str) 
 
 
 @pytest.mark.parametrize("fmt", ["kdump", "makedumpfile"])
-def test_pieces_of_pages_and_into_a_buffer(sample_manifest: dict[str, Any], fmt: str) -> None:
+def test_pieces_of_pages_and_into_a_buffer(
+    sample_manifest: dict[str, Any], fmt: str, inflater: str
+) -> None:
     path = _dump(sample_manifest, fmt)
     reader = KdumpReader.open(path)
     assert reader is not None
@@ -157,7 +174,7 @@ def _first_desc(reader: KdumpReader, nth: int = 0) -> tuple[int, int]:
     ],
 )
 def test_bad_descriptors_are_refused(
-    sample_manifest: dict[str, Any], tmp_path: Path, what: str, desc: Any
+    sample_manifest: dict[str, Any], tmp_path: Path, what: str, desc: Any, inflater: str
 ) -> None:
     nth = 1000
 
@@ -177,7 +194,7 @@ def test_bad_descriptors_are_refused(
     assert isinstance(reader.read(before * page, page), bytes)
 
 
-def test_a_dump_cut_short(sample_manifest: dict[str, Any], tmp_path: Path) -> None:
+def test_a_dump_cut_short(sample_manifest: dict[str, Any], tmp_path: Path, inflater: str) -> None:
     src = _dump(sample_manifest, "kdump")
     copy = tmp_path / "short.vmcore"
     size = Path(src).stat().st_size
