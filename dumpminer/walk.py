@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -239,9 +239,13 @@ class WalkStats:
             self.corrupt_slab_addresses.append(address)
 
 
-@dataclass(frozen=True, slots=True)
-class SlabPage:
-    """A head page of a slab of one of the caches walked."""
+class SlabPage(NamedTuple):
+    """
+    A head page of a slab of one of the caches walked. A tuple: a walk of
+    the story's cache holds 1.6 million of them, and a tuple is made (by
+    :func:`_scan_page_chunk`, from arrays) in a fraction of the time of a
+    frozen dataclass, in a little less memory.
+    """
 
     address: int
     pfn: int
@@ -426,16 +430,24 @@ def _scan_page_chunk(
     freelist = _column(buf, n, fields.size, fields.freelist, "<u8")[hits]
     counters = _column(buf, n, fields.size, fields.objects_word, "<u8")[hits]
     objects = (counters >> np.uint64(fields.objects_shift)) & np.uint64(fields.objects_mask)
-    return [
-        SlabPage(page0 + (lo + i) * fields.size, lo + i, c, f, o)
-        for i, c, f, o in zip(
-            hits.tolist(),
-            caches[hits].tolist(),
-            freelist.tolist(),
-            objects.tolist(),
-            strict=True,
+    pfns = hits + lo
+    addresses = np.uint64(page0) + pfns.astype(np.uint64) * np.uint64(fields.size)
+    # One int object per cache, shared by its pages, not one per page.
+    shared = {int(c): int(c) for c in wanted.tolist()}
+    cache_of = [shared[c] for c in caches[hits].tolist()]
+    return list(
+        map(
+            SlabPage._make,
+            zip(
+                addresses.tolist(),
+                pfns.tolist(),
+                cache_of,
+                freelist.tolist(),
+                objects.tolist(),
+                strict=True,
+            ),
         )
-    ]
+    )
 
 
 def listed_slab_pages(
