@@ -113,6 +113,8 @@ def main() -> None:
     if counts:
         lost = {t: n for t, n in counts["baseline"].items() if counts["this"].get(t, n) != n}
         print(f"  clusters whose template is in both and whose count differs: {len(lost)}")
+        only = set(counts["baseline"]) ^ set(counts["this"])
+        print(f"  templates in one report only: {len(only)}")
 
 
 if __name__ == "__main__":
