@@ -661,21 +661,55 @@ def walk_slabs(
     if merge_full and not (before or after):
         runs = _full_runs(pages, layouts, page_shift, virt0, _merged_bytes(reader))
     # (first page, slabs): a run of full slabs read as one, or one slab.
-    reads: list[tuple[int, int]] = []
+    # Reads are handed to the reading threads in groups of about
+    # _merged_bytes(reader): slab by slab (sampling, context windows), one
+    # task per slab would cost more than the read.
+    groups: list[list[tuple[int, int]]] = [[]]
+    budget = _merged_bytes(reader)
+    group_bytes = 0
     i = 0
     while i < len(pages):
         count = runs.get(i, 1)
-        reads.append((i, count))
+        size = pages[i].objects * layouts[pages[i].cache].stride * count + before + after
+        if groups[-1] and group_bytes + size > budget:
+            groups.append([])
+            group_bytes = 0
+        groups[-1].append((i, count))
+        group_bytes += size
         i += count
 
-    def fetch(read: tuple[int, int]) -> bytes | None:
-        first, count = read
-        page = pages[first]
-        return _read_extent(reader, _slab_extent(page, layouts[page.cache], count,
-                                                 virt0 + (page.pfn << page_shift),
-                                                 before, after))  # fmt: skip
+    def fetch(group: list[tuple[int, int]]) -> list[bytes | None]:
+        out = []
+        for first, count in group:
+            page = pages[first]
+            extent = _slab_extent(page, layouts[page.cache], count,
+                                  virt0 + (page.pfn << page_shift), before, after)  # fmt: skip
+            out.append(_read_extent(reader, extent))
+        return out
 
-    for (i, count), data in read_ahead(fetch, reads, reader.parallel):
+    for group, read in read_ahead(fetch, groups if pages else [], reader.parallel):
+        yield from _walk_group(
+            prog, pages, layouts, group, read, (page_shift, virt0, before, after), decoder, stats
+        )
+
+
+def _walk_group(
+    prog: Program,
+    pages: list[SlabPage],
+    layouts: dict[int, CacheLayout],
+    group: list[tuple[int, int]],
+    read: list[bytes | None],
+    where: tuple[int, int, int, int],
+    decoder: _FreelistDecoder,
+    stats: WalkStats,
+) -> Iterator[Slab]:
+    """
+    The slabs of one group of reads of :func:`walk_slabs`, with their bytes
+    *read*; *where* is (PAGE_SHIFT, the direct map's address of PFN 0, bytes
+    of context before and after each object).
+    """
+    page_shift, virt0, before, after = where
+    for (i, count), data in zip(group, read, strict=True):
         page = pages[i]
         layout = layouts[page.cache]
         virt = virt0 + (page.pfn << page_shift)
