@@ -228,3 +228,29 @@ def test_headers_it_does_not_read(
     head[offset : offset + len(value)] = value
     copy.write_bytes(bytes(head))
     assert KdumpReader.open(str(copy)) is None, what
+
+
+def test_read_ahead_keeps_order_and_stops_with_its_reader() -> None:
+    """Reads made ahead on threads come back in order; a walk left early leaves no thread."""
+    import threading
+    import time
+
+    from dumpminer.walk import READ_AHEAD, read_ahead
+
+    def slow_square(n: int) -> int:
+        time.sleep(0.001 * (n % 3))  # later items often finish first
+        return n * n
+
+    items = list(range(100))
+    assert list(read_ahead(slow_square, items, parallel=True)) == [(n, n * n) for n in items]
+    started = []
+
+    def noted(n: int) -> int:
+        started.append(n)
+        return n
+
+    walk = read_ahead(noted, items, parallel=True)
+    assert next(walk) == (0, 0)
+    walk.close()
+    assert len(started) <= READ_AHEAD + 2
+    assert not [t for t in threading.enumerate() if t.name.startswith("dumpminer-read")]
