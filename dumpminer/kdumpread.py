@@ -13,7 +13,8 @@ split, big-endian), of pages compressed with lzo, snappy or zstd, and of any
 page this reader cannot read (not in the dump, data outside a file cut
 short): :class:`MemoryReader` then asks drgn, which decides, as before,
 whether that is a fault. tests/test_kdumpread.py checks this reader page
-for page against drgn's reads on every sample dump.
+for page against drgn's reads on every sample dump. ``DUMPMINER_DRGN_READS=1``
+in the environment turns it off (every read is drgn's), to compare.
 """
 
 from __future__ import annotations
