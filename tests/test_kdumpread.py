@@ -254,3 +254,14 @@ def test_read_ahead_keeps_order_and_stops_with_its_reader() -> None:
     walk.close()
     assert len(started) <= READ_AHEAD + 2
     assert not [t for t in threading.enumerate() if t.name.startswith("dumpminer-read")]
+
+
+def test_drgn_reads_when_asked(
+    sample_manifest: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DUMPMINER_DRGN_READS=1 leaves every read to drgn; without it, kdump is read by dumpminer."""
+    path = _dump(sample_manifest, "kdump")
+    assert memory_reader(oracle.open_prog(path, sample_manifest["vmlinux"])).parallel
+    monkeypatch.setenv("DUMPMINER_DRGN_READS", "1")
+    reader = memory_reader(oracle.open_prog(path, sample_manifest["vmlinux"]))
+    assert reader.kdump is None and not reader.parallel
