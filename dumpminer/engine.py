@@ -10,10 +10,13 @@ this module, and it imports neither: imports run one way,
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +25,7 @@ from drgn import Object, Program
 from dumpminer.errors import UsageError
 from dumpminer.fragments import DEFAULT_MIN_LENGTH, BatchCounts, count_context, count_objects
 from dumpminer.interrupts import signals_noted
+from dumpminer.observers import ObjectBatch, ObjectObserver, ObserverFactory
 from dumpminer.pointers import mask_kernel_pointers
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS, FragmentTally
 from dumpminer.walk import Slab, SlabPage, WalkStats, walk_slabs
@@ -33,6 +37,9 @@ BATCH_BYTES = 16 << 20
 COUNTING_THREADS = 2
 #: Largest context window on either side of an object.
 MAX_CONTEXT = 1 << 20
+#: Bytes past BATCH_BYTES that the reused batch buffers hold: one read of a
+#: run of full slabs (dumpminer/walk.py), or a slab of an order-3 cache.
+MAX_SLAB_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,8 @@ class MineOptions:
     per_slab: bool = False
     #: Blank kernel pointers in objects first (dumpminer/pointers.py; for diff).
     mask_pointers: bool = False
+    #: Analyses that see every allocated object too (:mod:`dumpminer.observers`).
+    observers: tuple[ObserverFactory, ...] = ()
 
     def new_tally(self) -> FragmentTally:
         """An empty tally for these options."""
@@ -73,31 +82,72 @@ class _Batch:
     nbytes: int = 0
 
 
+class BatchBuffers:
+    """
+    Memory one counting thread reuses from batch to batch for a batch's rows
+    and addresses: allocating them afresh for each batch page-faults them in
+    again each time, which on a large dump cost seconds of system time.
+    """
+
+    def __init__(self) -> None:
+        self.rows = np.empty(BATCH_BYTES + MAX_SLAB_BYTES, dtype=np.uint8)
+        self.addresses = np.empty(0, dtype=np.uint64)
+
+    def address_room(self, n: int) -> npt.NDArray[np.uint64]:
+        """Room for *n* addresses, grown as needed."""
+        if len(self.addresses) < n:
+            self.addresses = np.empty(n, dtype=np.uint64)
+        return self.addresses[:n]
+
+
+@lru_cache(maxsize=64)
+def _offsets(objects: int, stride: int) -> npt.NDArray[np.uint64]:
+    """Read-only offsets of *objects* objects *stride* bytes apart."""
+    offsets = np.arange(objects, dtype=np.uint64) * np.uint64(stride)
+    offsets.flags.writeable = False
+    return offsets
+
+
 def batch_rows(
-    slabs: list[Slab],
+    slabs: list[Slab], buffers: BatchBuffers | None = None
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint64], npt.NDArray[np.bool_] | None]:
     """
-    The objects of *slabs* (all of one cache) as rows of ``object_size``
-    bytes, their addresses, and which of them are allocated (None when all
+    The objects of *slabs* (all of one cache) as rows of ``stride`` bytes
+    (each object's bytes come first; see :mod:`dumpminer.observers` for the
+    rest), their addresses, and which of them are allocated (None when all
     are, as in the full slabs that make up most of a leaking cache). Rows
-    keep the slabs' order, so addresses ascend when the slabs do.
+    keep the slabs' order, so addresses ascend when the slabs do. With
+    *buffers*, rows (when they fit) and addresses are gathered there, and
+    are valid until the buffers are used again.
     """
     layout = slabs[0].layout
-    stride, size = layout.stride, layout.object_size
+    stride = layout.stride
     counts = np.array([slab.objects for slab in slabs], dtype=np.int64)
     total = int(counts.sum())
-    if any(slab.before or slab.after for slab in slabs):
-        region = b"".join(
-            memoryview(slab.data)[slab.before : slab.before + slab.objects * stride]
-            for slab in slabs
-        )
+    parts = [
+        memoryview(slab.data)[slab.before : slab.before + slab.objects * stride]
+        if slab.before or slab.after
+        else slab.data
+        for slab in slabs
+    ]
+    if buffers is not None and len(buffers.rows) >= total * stride:
+        at = 0
+        for part in parts:
+            buffers.rows[at : at + len(part)] = np.frombuffer(part, dtype=np.uint8)
+            at += len(part)
+        region: npt.NDArray[np.uint8] = buffers.rows[: total * stride]
     else:
-        region = b"".join([slab.data for slab in slabs])
-    rows = np.frombuffer(region, dtype=np.uint8).reshape(total, stride)[:, :size]
-    first = np.repeat(np.cumsum(counts) - counts, counts)
-    bases = np.repeat(np.array([slab.base for slab in slabs], dtype=np.uint64), counts)
-    index = (np.arange(total, dtype=np.int64) - first).astype(np.uint64)
-    addresses = bases + index * np.uint64(stride)
+        region = np.frombuffer(b"".join(parts), dtype=np.uint8)
+    rows = region.reshape(total, stride)
+    if buffers is not None:
+        addresses = buffers.address_room(total)
+    else:
+        addresses = np.empty(total, dtype=np.uint64)
+    at = 0
+    for slab in slabs:
+        np.add(_offsets(slab.objects, stride), np.uint64(slab.base),
+               out=addresses[at : at + slab.objects])  # fmt: skip
+        at += slab.objects
     if all(slab.full for slab in slabs):
         return rows, addresses, None
     allocated = np.concatenate([slab.allocated for slab in slabs])
@@ -119,6 +169,10 @@ def context_rows(
     return before, after
 
 
+#: One batch's counts: fragments, and each observer's partial result.
+_Counted = tuple[list[BatchCounts], list[Any]]
+
+
 class _Miner:
     """
     Feeds slabs into a tally in batches, one batch per cache.
@@ -136,9 +190,11 @@ class _Miner:
         self.per_slab = options.per_slab
         self.mask_pointers = options.mask_pointers
         self.tally = options.new_tally()
+        self.observers: list[ObjectObserver] = [make() for make in options.observers]
         self.batches: dict[int, _Batch] = {}
         self.counter = ThreadPoolExecutor(COUNTING_THREADS, thread_name_prefix="dumpminer")
-        self.pending: deque[Future[list[BatchCounts]]] = deque()
+        self.pending: deque[Future[_Counted]] = deque()
+        self.buffers = threading.local()
 
     def add(self, slab: Slab) -> None:
         key = slab.layout.address
@@ -161,15 +217,28 @@ class _Miner:
     def _absorb_oldest(self) -> None:
         # Wait before taking the batch off the queue, so that a Ctrl-C while
         # waiting leaves it there for finish() instead of losing its counts.
-        counted = self.pending[0].result()
+        counted, observed = self.pending[0].result()
         self.pending.popleft()
         for counts in counted:
             self.tally.absorb(counts)
+        for observer, partial in zip(self.observers, observed, strict=True):
+            observer.absorb(partial)
 
-    def _count(self, batch: _Batch) -> list[BatchCounts]:
-        rows, addresses, allocated = batch_rows(batch.slabs)
+    def _count(self, batch: _Batch) -> _Counted:
+        # Buffers per counting thread, reused: rows and addresses live until
+        # this thread's next batch, so the counts, and what observers return,
+        # must copy what they keep.
+        buffers = getattr(self.buffers, "batch", None)
+        if buffers is None:
+            buffers = self.buffers.batch = BatchBuffers()
+        strides, addresses, allocated = batch_rows(batch.slabs, buffers)
         if allocated is not None:
-            rows, addresses = rows[allocated], addresses[allocated]
+            strides, addresses = strides[allocated], addresses[allocated]
+        layout = batch.slabs[0].layout
+        observed = [
+            observer.observe(ObjectBatch(layout, strides, addresses)) for observer in self.observers
+        ]
+        rows = strides[:, : layout.object_size]
         if self.mask_pointers:
             rows = mask_kernel_pointers(rows)
         slab_of_row = None
@@ -193,7 +262,7 @@ class _Miner:
                 joined = np.concatenate([w[side] for w in windows])
                 if joined.shape[1]:
                     out.append(count_context(joined, self.min_length))
-        return out
+        return out, observed
 
     def finish(self) -> FragmentTally:
         try:
@@ -210,6 +279,17 @@ class _Miner:
         self.counter.shutdown(wait=True, cancel_futures=True)
 
 
+class PassResult(NamedTuple):
+    """What one pass over slab pages found."""
+
+    tally: FragmentTally
+    stats: WalkStats
+    #: Interrupted (Ctrl-C, or a stop request) before the end.
+    partial: bool
+    #: One per factory in :attr:`MineOptions.observers`, in that order.
+    observers: list[ObjectObserver]
+
+
 def mine_pages(
     prog: Program,
     caches: list[Object],
@@ -217,14 +297,15 @@ def mine_pages(
     options: MineOptions,
     progress: Callable[[int], object] = lambda n: None,
     stop: Callable[[], bool] = lambda: False,
-) -> tuple[FragmentTally, WalkStats, bool]:
+) -> PassResult:
     """
-    Walk the slabs at *pages* and tally their fragments: the work of one
-    process. Returns the tally, what the walk saw, and whether it was
-    interrupted (Ctrl-C, or *stop* returning True) before the end.
+    Walk the slabs at *pages*, tally their fragments and show every
+    allocated object to the options' observers: the work of one process.
     """
     stats = WalkStats()
     miner = _Miner(options)
+    for observer in miner.observers:
+        observer.begin(prog, caches)
     partial = False
     try:
         # Runs of full slabs are read as one, except when sampling, whose
@@ -246,4 +327,4 @@ def mine_pages(
     with signals_noted() as late:
         tally = miner.finish()
     stats.late_signals += late
-    return tally, stats, partial
+    return PassResult(tally, stats, partial, miner.observers)

@@ -15,12 +15,16 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from dumpminer.attribution import SAMPLE_OBJECTS, Attribution
 from dumpminer.cluster import MEMBERS_SHOWN, Cluster, Slot
 from dumpminer.fragments import Fragment
-from dumpminer.sampling import SampledSlabs, interval
+from dumpminer.reportdata import CacheFacts, DumpFacts, Progress, SampleFacts, ScanFacts
+from dumpminer.sampling import interval
+from dumpminer.shapes import ShapeSummary
 
 SCHEMA = "dumpminer.report/1"
 MANY_SCHEMA = "dumpminer.reports/1"
@@ -29,32 +33,44 @@ FORMATS = ("table", "json", "csv", "markdown")
 TABLE_TOP = 25
 
 
-@dataclass
+@dataclass(frozen=True)
 class Report:
     """Everything one mining run found, ready to render."""
 
-    dump: dict[str, Any]
-    cache: dict[str, Any]
-    scan: dict[str, Any]
+    dump: DumpFacts
+    cache: CacheFacts
+    scan: ScanFacts
     fragments: list[Fragment]
     clusters: list[Cluster]
-    partial: bool = False
-    progress: dict[str, Any] = field(default_factory=dict)
+    #: What cut the report short, if anything (see :attr:`partial`).
+    progress: Progress = field(default_factory=Progress)
     #: With --sample: what was drawn (see :mod:`dumpminer.sampling`); else None.
-    sample: dict[str, Any] | None = None
+    sample: SampleFacts | None = None
     #: SIGINT/SIGTERM that arrived after the walk, held until the report was
     #: whole; the CLI exits 130/143 for them after writing it.
-    late_signals: list[int] = field(default_factory=list)
+    late_signals: tuple[int, ...] = ()
     #: For --format html: object address -> its bytes, for the top clusters'
     #: first examples (see :func:`attach_example_bytes`).
-    example_bytes: dict[int, bytes] = field(default_factory=dict)
+    example_bytes: Mapping[int, bytes] = field(default_factory=dict)
+    #: Pointer attribution of the top clusters, in cluster order (fewer than
+    #: the clusters: only the top ones are attributed); empty when off.
+    attribution: tuple[Attribution, ...] = ()
+    #: The string-less objects' shape groups; None when attribution is off.
+    shapes: ShapeSummary | None = None
+    #: Seconds spent attributing after the walk.
+    attribution_seconds: float = 0.0
+
+    @property
+    def partial(self) -> bool:
+        """Whether a signal or a dump cut short stopped the walk early."""
+        return self.progress.partial
 
     def share(self, objects: int) -> float:
         """*objects* (as counted) as a fraction of the cache's allocated objects."""
         if self.sample is not None:
-            sampled = self.sample["objects_sampled"]
+            sampled = self.sample.objects_sampled
             return objects / sampled if sampled else 0.0
-        allocated = self.cache.get("allocated") or 0
+        allocated = self.cache.allocated
         return objects / allocated if allocated else 0.0
 
     def counts(self, item: Fragment | Cluster) -> dict[str, Any]:
@@ -70,21 +86,9 @@ class Report:
                 "in_context": item.in_context,
             }
         sample = self.sample
-        sampled, population = sample["objects_sampled"], sample["population"]
+        sampled, population = sample.objects_sampled, sample.population
         scale = population / sampled if sampled else 0.0
-        low, high = interval(
-            item.objects,
-            item.slab_square,
-            item.slab_cross,
-            SampledSlabs(
-                # Slabs mined: fewer than drawn if some were unreadable.
-                slabs=sample["slabs_read"],
-                slabs_total=sample["slabs_total"],
-                objects=sampled,
-                objects_square=sample["slab_objects_square"],
-                population=population,
-            ),
-        )
+        low, high = interval(item.objects, item.slab_square, item.slab_cross, sample.drawn())
         return {
             "objects": round(item.objects * scale),
             "occurrences": round(item.occurrences * scale),
@@ -136,7 +140,14 @@ def _slot_json(slot: Slot) -> dict[str, Any]:
     }
 
 
-def _cluster_json(report: Report, cluster: Cluster, object_size: int) -> dict[str, Any]:
+def _attribution_of(report: Report, rank: int) -> Attribution | None:
+    """The attribution of the cluster at index *rank*, if it was attributed."""
+    return report.attribution[rank] if rank < len(report.attribution) else None
+
+
+def _cluster_json(
+    report: Report, cluster: Cluster, object_size: int, rank: int = 0
+) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "template": _text(cluster.template),
         **report.counts(cluster),
@@ -154,26 +165,28 @@ def _cluster_json(report: Report, cluster: Cluster, object_size: int) -> dict[st
         "look": look_commands(
             cluster.examples[0],
             object_size,
-            int(report.scan.get("context_before") or 0),
-            int(report.scan.get("context_after") or 0),
+            report.scan.context_before,
+            report.scan.context_after,
         )
         if cluster.examples
         else None,
     }
+    attribution = _attribution_of(report, rank)
+    entry["attribution"] = None if attribution is None else attribution.to_json()
     return entry
 
 
 def to_json_dict(report: Report, top: int | None = None) -> dict[str, Any]:
     """The ``dumpminer.report/1`` document; *top* limits both lists."""
-    object_size = int(report.cache.get("object_size") or 0)
+    object_size = report.cache.object_size
     return {
         "schema": SCHEMA,
         "partial": report.partial,
-        "progress": report.progress,
-        "dump": report.dump,
-        "cache": report.cache,
-        "scan": report.scan,
-        "sample": report.sample,
+        "progress": report.progress.to_json(),
+        "dump": report.dump.to_json(),
+        "cache": report.cache.to_json(),
+        "scan": report.scan.to_json(),
+        "sample": None if report.sample is None else report.sample.to_json(),
         "totals": {
             "fragments": len(report.fragments),
             "clusters": len(report.clusters),
@@ -183,7 +196,17 @@ def to_json_dict(report: Report, top: int | None = None) -> dict[str, Any]:
             "in_context": sum(c.in_context for c in report.clusters),
         },
         "fragments": [_fragment_json(report, f) for f in report.fragments[:top]],
-        "clusters": [_cluster_json(report, c, object_size) for c in report.clusters[:top]],
+        "clusters": [
+            _cluster_json(report, c, object_size, rank)
+            for rank, c in enumerate(report.clusters[:top])
+        ],
+        "attribution": None
+        if report.shapes is None
+        else {
+            "clusters": len(report.attribution),
+            "sample_objects": SAMPLE_OBJECTS,
+        },
+        "string_less": None if report.shapes is None else report.shapes.to_json(report.share),
     }
 
 
@@ -225,6 +248,7 @@ CSV_COLUMNS = [
     "cache", "rank", "template", "objects", "share", "occurrences", "in_context",
     "typical_offset", "distinct_members", "examples", "objects_ci95_low", "objects_ci95_high",
     "template_hex", "counts_exact", "distinct_members_exact", "allocator_fill",
+    "points_to",
 ]  # fmt: skip
 
 
@@ -244,7 +268,7 @@ def render_csv(report: Report, top: int | None = None) -> str:
         lines.append(
             csv_line(
                 [
-                    csv_cell(report.cache["name"]),
+                    csv_cell(report.cache.name),
                     rank,
                     csv_cell(_text(c.template)),
                     counts["objects"],
@@ -257,13 +281,20 @@ def render_csv(report: Report, top: int | None = None) -> str:
                     low,
                     high,
                     c.template.hex(),
-                    _flag(bool(report.scan.get("exact", True))),
+                    _flag(report.scan.exact),
                     _flag(c.members_exact),
                     _flag(c.fill is not None),
+                    csv_cell(_points_to(report, rank - 1)),
                 ]
             )
         )
     return "".join(lines)
+
+
+def _points_to(report: Report, rank: int) -> str:
+    """The ``points to`` text of the cluster at index *rank*; empty if not attributed."""
+    attribution = _attribution_of(report, rank)
+    return "" if attribution is None else attribution.points_to_text()
 
 
 #: What Markdown (CommonMark with GitHub's tables, strikethrough and math)
@@ -290,60 +321,59 @@ def terminal_escape(text: str) -> str:
     )
 
 
-def _dump_line(dump: dict[str, Any]) -> str:
+def _dump_line(dump: DumpFacts) -> str:
     """What was mined: the dump file, or a program opened by the caller."""
-    release = dump.get("osrelease") or "of unknown release"
-    if dump.get("path") is None:
+    release = dump.osrelease or "of unknown release"
+    if dump.path is None:
         # mine(prog, ...) without a Dump: a drgn program the caller opened.
         return f"kernel {release}, from a drgn program (no dump file given)"
-    source = ", types from BTF+kallsyms" if dump.get("debuginfo") == "btf+kallsyms" else ""
-    return f"dump {dump['path']} ({dump.get('format') or 'unknown format'}, {release}{source})"
+    source = ", types from BTF+kallsyms" if dump.debuginfo == "btf+kallsyms" else ""
+    return f"dump {dump.path} ({dump.format or 'unknown format'}, {release}{source})"
 
 
 def _header_lines(report: Report) -> list[str]:
     cache, scan = report.cache, report.scan
     lines = [
         _dump_line(report.dump),
-        f"cache {cache['name']} -> {', '.join(cache['caches'])}: object size "
-        f"{cache['object_size']}, {cache['allocated']} allocated of {cache['total']}",
-        f"scanned {scan['objects_scanned']} objects in {scan['slabs']} slabs, "
-        f"{scan['seconds']:.2f} s; faults {scan['faults']}, "
-        f"corrupt slabs {scan['corrupt_slabs']}",
+        f"cache {cache.name} -> {', '.join(cache.caches)}: object size "
+        f"{cache.object_size}, {cache.allocated} allocated of {cache.total}",
+        f"scanned {scan.objects_scanned} objects in {scan.slabs} slabs, "
+        f"{scan.seconds:.2f} s; faults {scan.faults}, "
+        f"corrupt slabs {scan.corrupt_slabs}",
     ]
-    if report.sample:
+    if report.sample is not None:
         sample = report.sample
         lines.append(
-            f"SAMPLED: {sample['slabs_sampled']} of {sample['slabs_total']} slabs "
-            f"(seed {sample['seed']}); counts scaled to the cache, ~ marks estimates, "
+            f"SAMPLED: {sample.slabs_sampled} of {sample.slabs_total} slabs "
+            f"(seed {sample.seed}); counts scaled to the cache, ~ marks estimates, "
             "with their 95% interval"
         )
     lines += _bound_lines(scan)
-    if report.partial and "incomplete_dump" in report.progress:
-        lines.append(f"PARTIAL: {report.progress['incomplete_dump']}")
-    elif report.partial:
-        progress = report.progress
+    progress = report.progress
+    if progress.incomplete is not None:
+        lines.append(f"PARTIAL: {progress.incomplete.why}")
+    elif progress.interrupted is not None:
         lines.append(
-            f"PARTIAL: interrupted after {progress.get('slabs_walked')} of "
-            f"{progress.get('slabs_found')} slabs"
+            f"PARTIAL: interrupted after {progress.interrupted.slabs_walked} of "
+            f"{progress.interrupted.slabs_found} slabs"
         )
     return [terminal_escape(line) for line in lines]
 
 
-def _bound_lines(scan: dict[str, Any]) -> list[str]:
+def _bound_lines(scan: ScanFacts) -> list[str]:
     """What the memory bound (--max-fragments) did, when it did anything."""
     lines = []
-    if not scan.get("exact", True):
+    if not scan.exact:
         lines.append(
-            f"INEXACT: {scan.get('dropped_fragments')} rare fragments fitting no template were "
-            f"dropped (--max-fragments {scan.get('max_fragments')}); counts may be short by "
-            f"up to {scan.get('error_bound')} per dropped member"
+            f"INEXACT: {scan.dropped_fragments} rare fragments fitting no template were "
+            f"dropped (--max-fragments {scan.max_fragments}); counts may be short by "
+            f"up to {scan.error_bound} per dropped member"
         )
-    if scan.get("folded_fragments"):
+    if scan.folded_fragments:
         lines.append(
-            f"folded: {scan['folded_fragments']} member fragments counted into "
-            f"{scan.get('folded_templates')} templates only (--max-fragments "
-            f"{scan.get('max_fragments')}); template counts "
-            + ("exact" if scan.get("exact", True) else "as above")
+            f"folded: {scan.folded_fragments} member fragments counted into "
+            f"{scan.folded_templates} templates only (--max-fragments "
+            f"{scan.max_fragments}); template counts " + ("exact" if scan.exact else "as above")
         )
     return lines
 
@@ -410,35 +440,62 @@ def render_table(report: Report, top: int | None = None) -> str:
     if not shown:
         lines.append("no clusters to show" + (" (--top 0)" if report.clusters else ""))
         return "\n".join(lines) + "\n"
-    for row in rows:
+    for index, row in enumerate(rows):
         cells = [
             cell.ljust(w) if i in left else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(row[:-1], widths, strict=True))
         ]
         lines.append("  ".join([*cells, row[-1]]))
+        points = _points_to(report, index - 1) if index else ""
+        if points:
+            lines.append(f"{'':{widths[0] + 2}}points to: {terminal_escape(points)}")
+    lines += _shape_lines(report, top)
     first = next((c for c in shown if c.examples), None)
     if first is not None:
         commands = follow_up_commands(
             first.examples[0],
-            int(report.cache["object_size"]),
-            int(report.scan.get("context_before") or 0),
-            int(report.scan.get("context_after") or 0),
+            report.cache.object_size,
+            report.scan.context_before,
+            report.scan.context_after,
         )
         lines += ["", f"look closer:  {commands[0]}", *(f"{'':14}{c}" for c in commands[1:])]
     return "\n".join(lines) + "\n"
 
 
+def _shape_lines(report: Report, top: int) -> list[str]:
+    """The table's section of string-less shape groups (none when attribution is off)."""
+    shapes = report.shapes
+    if shapes is None or not shapes.groups or top <= 0:
+        return []
+    lines = [
+        "",
+        f"string-less: {shapes.stringless} of {shapes.objects} objects hold no text "
+        "(runs inside kernel pointers do not count); largest shape groups:"
+        + ("" if shapes.exact else f" (INEXACT: {shapes.dropped_objects} objects dropped)"),
+    ]
+    for rank, g in enumerate(shapes.groups[:top], 1):
+        lines.append(
+            f"S{rank:<3} {g.objects:>8}  {100 * report.share(g.objects):6.2f}%  "
+            f"{g.examples[0]:#x}  {terminal_escape(g.shape_text())}"
+        )
+        points = g.attribution.points_to_text()
+        if points:
+            lines.append(f"{'':5}points to: {terminal_escape(points)}")
+    return lines
+
+
 def render_markdown(report: Report, top: int | None = None) -> str:
     """The top clusters as a Markdown table."""
     sampled = report.sample is not None
-    lines = [f"# dumpminer: {markdown_escape(str(report.cache['name']))}", ""]
+    lines = [f"# dumpminer: {markdown_escape(report.cache.name)}", ""]
     lines += [markdown_escape(line) + "  " for line in _header_lines(report)]
     interval_head, interval_rule = (" 95% interval |", "---:|") if sampled else ("", "")
     approx = "\\~" if sampled else ""
     lines += [
         "",
-        f"| # | template | objects |{interval_head} share | in context | offset | examples |",
-        f"|---|---|---:|{interval_rule}---:|---:|---:|---|",
+        f"| # | template | objects |{interval_head} share | in context | offset | examples "
+        "| points to |",
+        f"|---|---|---:|{interval_rule}---:|---:|---:|---|---|",
     ]
     for rank, c in enumerate(report.clusters[:top], 1):
         counts = report.counts(c)
@@ -449,8 +506,26 @@ def render_markdown(report: Report, top: int | None = None) -> str:
             f"| {rank} | {markdown_escape(_shown_template(c.template))} | "
             f"{approx}{counts['objects']} |"
             f"{interval_cell} {100 * report.share(c.objects):.2f}% | "
-            f"{approx}{counts['in_context']} | {offset} | {examples} |"
+            f"{approx}{counts['in_context']} | {offset} | {examples} | "
+            f"{markdown_escape(_points_to(report, rank - 1))} |"
         )
+    shapes = report.shapes
+    if shapes is not None and shapes.groups:
+        lines += [
+            "",
+            f"String-less objects: {shapes.stringless} of {shapes.objects} hold no text. "
+            "Largest shape groups:",
+            "",
+            "| # | objects | share | shape | examples | points to |",
+            "|---|---:|---:|---|---|---|",
+        ]
+        for rank, g in enumerate(shapes.groups[:top], 1):
+            examples = ", ".join(f"`{a:#x}`" for a in g.examples)
+            lines.append(
+                f"| S{rank} | {g.objects} | {100 * report.share(g.objects):.2f}% | "
+                f"{markdown_escape(g.shape_text())} | {examples} | "
+                f"{markdown_escape(g.attribution.points_to_text())} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -460,19 +535,22 @@ HTML_EXAMPLES = 10
 HTML_OBJECT_BYTES = 512
 
 
-def attach_example_bytes(report: Report, prog: Any, clusters: int = HTML_EXAMPLES) -> None:
+def attach_example_bytes(report: Report, prog: Any, clusters: int = HTML_EXAMPLES) -> Report:
     """
-    Read the first example object of the top *clusters* clusters from *prog*
-    (at most :data:`HTML_OBJECT_BYTES` each) into ``report.example_bytes``,
-    for the HTML report's ``rd -a``-style dumps. Unreadable ones are left out.
+    *report* with the first example object of its top *clusters* clusters
+    read from *prog* (at most :data:`HTML_OBJECT_BYTES` each) into
+    ``example_bytes``, for the HTML report's ``rd -a``-style dumps.
+    Unreadable ones are left out.
     """
-    size = min(int(report.cache.get("object_size") or 0), HTML_OBJECT_BYTES)
+    size = min(report.cache.object_size, HTML_OBJECT_BYTES)
+    found = dict(report.example_bytes)
     for cluster in report.clusters[:clusters]:
         if not cluster.examples or size <= 0:
             continue
         address = cluster.examples[0]
         with contextlib.suppress(Exception):
-            report.example_bytes[address] = prog.read(address, size)
+            found[address] = prog.read(address, size)
+    return replace(report, example_bytes=found)
 
 
 _RENDERERS = {

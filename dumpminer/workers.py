@@ -26,9 +26,9 @@ from typing import Any
 from drgn import Object
 
 from dumpminer.dump import Dump, open_dump
-from dumpminer.engine import MineOptions, mine_pages
+from dumpminer.engine import MineOptions, PassResult, mine_pages
 from dumpminer.errors import DumpminerError
-from dumpminer.tally import FragmentTally
+from dumpminer.observers import ObjectObserver
 from dumpminer.walk import SlabPage, WalkStats
 
 #: Seconds between two looks at the workers' progress.
@@ -74,7 +74,7 @@ def _work(
     cache_addresses: list[int],
     pages: list[SlabPage],
     options: MineOptions,
-) -> tuple[FragmentTally, WalkStats, bool]:
+) -> PassResult:
     """One worker: open the dump, mine *pages*."""
     prog = open_dump(vmcore, vmlinux, use_vmlinux=vmlinux is not None).prog
     caches = [Object(prog, "struct kmem_cache *", value=a) for a in cache_addresses]
@@ -88,10 +88,11 @@ def mine_in_workers(
     options: MineOptions,
     workers: int,
     progress: Callable[[int], Any],
-) -> tuple[FragmentTally, WalkStats, bool]:
+) -> PassResult:
     """
-    Mine *pages* of *caches* in *workers* processes; returns the merged
-    tally, walk statistics and whether the walk was interrupted.
+    Mine *pages* of *caches* in *workers* processes; returns their merged
+    results (tally, walk statistics, observers) and whether the walk was
+    interrupted.
     """
     context = multiprocessing.get_context("spawn")
     done = context.Value("q", 0)
@@ -99,6 +100,7 @@ def mine_in_workers(
     shares = split_pages(pages, workers)
     addresses = [cache.value_() for cache in caches]
     tally, stats, partial = options.new_tally(), WalkStats(), False
+    observers: list[ObjectObserver] | None = None
     pool = ProcessPoolExecutor(len(shares), context, _init_worker, (done, stop))
     try:
         # Workers start as tasks are submitted: they start with SIGINT
@@ -123,17 +125,22 @@ def mine_in_workers(
                 partial = True
         for future in futures:
             try:
-                share_tally, share_stats, share_partial = future.result()
+                share = future.result()
             except BrokenProcessPool as e:
                 raise DumpminerError(f"a worker process died: {e}") from e
-            tally.merge(share_tally)
-            stats.merge(share_stats)
-            partial = partial or share_partial
+            tally.merge(share.tally)
+            stats.merge(share.stats)
+            partial = partial or share.partial
+            if observers is None:
+                observers = share.observers
+            else:
+                for mine, theirs in zip(observers, share.observers, strict=True):
+                    mine.merge(theirs)
     finally:
         # Sentinels, not signals, end the workers: nothing waits on a
         # worker that cannot be stopped.
         pool.shutdown(wait=True, cancel_futures=True)
-    return tally, stats, partial
+    return PassResult(tally, stats, partial, observers or [])
 
 
 @contextmanager
