@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from drgn import Program
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from dumpminer.allocator import page_array_lost, slab_allocator
 from dumpminer.caches import CacheUsage, cache_usage, resolve_caches
+from dumpminer.callsites import CallSiteObserver, call_site_report, tracked_caches
 from dumpminer.cluster import cluster_fragments, sort_fragments
 from dumpminer.dump import Dump
 from dumpminer.engine import MineOptions, mine_pages
@@ -157,6 +159,10 @@ def _mine(
     # before anything else is read.
     slab_allocator(prog)
     caches = resolve_caches(prog, cache)
+    if tracked_caches(caches):
+        # Only caches that keep alloc tracks get the call-site observer: the
+        # others pay nothing for it (dumpminer/callsites.py).
+        options = replace(options, observers=(*options.observers, CallSiteObserver))
     lost = page_array_lost(prog)
     usages = [cache_usage(c, lost) for c in caches]
     stats = WalkStats()
@@ -182,6 +188,7 @@ def _mine(
         else:
             result = mine_pages(prog, caches, pages, options, bar.update)
         tally, walked, partial = result.tally, result.stats, result.partial
+        sites = next((o for o in result.observers if isinstance(o, CallSiteObserver)), None)
     finally:
         bar.close()
     stats.merge(walked)
@@ -189,6 +196,8 @@ def _mine(
         report = _report(
             prog, cache, options, dump, usages, stats, tally, pages, found, partial, sample, started
         )
+        if sites is not None:
+            report.call_sites = call_site_report(prog, sites, tally.cluster_labels(report.clusters))
     report.late_signals = stats.late_signals + late
     if incomplete is not None:
         interrupted = report.partial

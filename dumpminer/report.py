@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from dumpminer.callsites import CallSiteReport
 from dumpminer.cluster import MEMBERS_SHOWN, Cluster, Slot
 from dumpminer.fragments import Fragment
 from dumpminer.sampling import SampledSlabs, interval
@@ -48,6 +49,8 @@ class Report:
     #: For --format html: object address -> its bytes, for the top clusters'
     #: first examples (see :func:`attach_example_bytes`).
     example_bytes: dict[int, bytes] = field(default_factory=dict)
+    #: Allocation call sites, when the cache keeps alloc tracks (slub_debug=U).
+    call_sites: CallSiteReport | None = None
 
     def share(self, objects: int) -> float:
         """*objects* (as counted) as a fraction of the cache's allocated objects."""
