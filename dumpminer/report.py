@@ -18,7 +18,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from dumpminer.callsites import CallSiteReport
+from dumpminer.callsites import (
+    CallSiteReport,
+    allocated_by,
+    call_site_lines,
+    call_sites_json,
+    cluster_call_sites_json,
+)
 from dumpminer.cluster import MEMBERS_SHOWN, Cluster, Slot
 from dumpminer.fragments import Fragment
 from dumpminer.sampling import SampledSlabs, interval
@@ -139,7 +145,9 @@ def _slot_json(slot: Slot) -> dict[str, Any]:
     }
 
 
-def _cluster_json(report: Report, cluster: Cluster, object_size: int) -> dict[str, Any]:
+def _cluster_json(
+    report: Report, cluster: Cluster, object_size: int, index: int = 0
+) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "template": _text(cluster.template),
         **report.counts(cluster),
@@ -162,6 +170,7 @@ def _cluster_json(report: Report, cluster: Cluster, object_size: int) -> dict[st
         )
         if cluster.examples
         else None,
+        "allocated_by": cluster_call_sites_json(report.call_sites, index),
     }
     return entry
 
@@ -186,7 +195,12 @@ def to_json_dict(report: Report, top: int | None = None) -> dict[str, Any]:
             "in_context": sum(c.in_context for c in report.clusters),
         },
         "fragments": [_fragment_json(report, f) for f in report.fragments[:top]],
-        "clusters": [_cluster_json(report, c, object_size) for c in report.clusters[:top]],
+        "clusters": [
+            _cluster_json(report, c, object_size, i) for i, c in enumerate(report.clusters[:top])
+        ],
+        "call_sites": None
+        if report.call_sites is None
+        else call_sites_json(report.call_sites, report.sample is not None),
     }
 
 
@@ -228,11 +242,21 @@ CSV_COLUMNS = [
     "cache", "rank", "template", "objects", "share", "occurrences", "in_context",
     "typical_offset", "distinct_members", "examples", "objects_ci95_low", "objects_ci95_high",
     "template_hex", "counts_exact", "distinct_members_exact", "allocator_fill",
+    "allocated_by", "allocated_by_objects",
 ]  # fmt: skip
 
 
 def _flag(value: bool) -> str:
     return "true" if value else "false"
+
+
+def _csv_allocated_by(report: Report, index: int) -> list[object]:
+    """A cluster's top call site and its objects; empty cells without tracks."""
+    sites = report.call_sites
+    if sites is None or index >= len(sites.clusters) or not sites.clusters[index].sites:
+        return ["", ""]
+    top = sites.clusters[index].sites[0]
+    return [csv_cell(top.name), top.objects]
 
 
 def render_csv(report: Report, top: int | None = None) -> str:
@@ -263,6 +287,7 @@ def render_csv(report: Report, top: int | None = None) -> str:
                     _flag(bool(report.scan.get("exact", True))),
                     _flag(c.members_exact),
                     _flag(c.fill is not None),
+                    *_csv_allocated_by(report, rank - 1),
                 ]
             )
         )
@@ -413,12 +438,17 @@ def render_table(report: Report, top: int | None = None) -> str:
     if not shown:
         lines.append("no clusters to show" + (" (--top 0)" if report.clusters else ""))
         return "\n".join(lines) + "\n"
-    for row in rows:
+    for n, row in enumerate(rows):
         cells = [
             cell.ljust(w) if i in left else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(row[:-1], widths, strict=True))
         ]
         lines.append("  ".join([*cells, row[-1]]))
+        if n and report.call_sites is not None:
+            by = terminal_escape(allocated_by(report.call_sites, n - 1))
+            lines.append(f"{'':{widths[0] + 2}}allocated by: {by}")
+    if report.call_sites is not None:
+        lines += ["", *(terminal_escape(line) for line in call_site_lines(report.call_sites))]
     first = next((c for c in shown if c.examples), None)
     if first is not None:
         commands = follow_up_commands(
@@ -440,8 +470,10 @@ def render_markdown(report: Report, top: int | None = None) -> str:
     approx = "\\~" if sampled else ""
     lines += [
         "",
-        f"| # | template | objects |{interval_head} share | in context | offset | examples |",
-        f"|---|---|---:|{interval_rule}---:|---:|---:|---|",
+        f"| # | template | objects |{interval_head} share | in context | offset | examples |"
+        + (" allocated by |" if report.call_sites is not None else ""),
+        f"|---|---|---:|{interval_rule}---:|---:|---:|---|"
+        + ("---|" if report.call_sites is not None else ""),
     ]
     for rank, c in enumerate(report.clusters[:top], 1):
         counts = report.counts(c)
@@ -453,7 +485,18 @@ def render_markdown(report: Report, top: int | None = None) -> str:
             f"{approx}{counts['objects']} |"
             f"{interval_cell} {100 * report.share(c.objects):.2f}% | "
             f"{approx}{counts['in_context']} | {offset} | {examples} |"
+            + (
+                f" {markdown_escape(allocated_by(report.call_sites, rank - 1))} |"
+                if report.call_sites is not None
+                else ""
+            )
         )
+    if report.call_sites is not None:
+        # Symbol names come from the dump: escaped, never in a code fence.
+        lines += [
+            "",
+            *(markdown_escape(x.strip()) + "  " for x in call_site_lines(report.call_sites)),
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -224,6 +224,4 @@ def hz(prog: drgn.Program) -> int:
     jiffies since boot best match the monotonic clock.
     """
     uptime = uptime_seconds(prog)
-    return min(
-        (100, 250, 300, 1000), key=lambda h: abs(jiffies_since_boot(prog, h) / h - uptime)
-    )
+    return min((100, 250, 300, 1000), key=lambda h: abs(jiffies_since_boot(prog, h) / h - uptime))

@@ -6,6 +6,9 @@ every cache keeps alloc tracks), checked against struct track read with drgn obj
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from collections import Counter
 from dataclasses import replace
 from functools import cache
@@ -279,4 +282,45 @@ def test_no_tracks_no_call_sites(sample_manifest: dict[str, Any]) -> None:
     assert report.call_sites is None
     from dumpminer.report import to_json_dict
 
-    assert "call_sites" not in to_json_dict(report)
+    document = to_json_dict(report)
+    assert document["call_sites"] is None
+    assert all(c["allocated_by"] is None for c in document["clusters"])
+    for fmt in ("table", "markdown"):
+        assert "allocated by" not in dumpminer.render(report, fmt)
+    csv_rows = list(csv.DictReader(io.StringIO(dumpminer.render(report, "csv"))))
+    assert all(row["allocated_by"] == "" for row in csv_rows)
+
+
+def test_renderings(slub_debug_manifest: dict[str, Any]) -> None:
+    """JSON, CSV, Markdown and the table carry the call sites, each escaped for where it goes."""
+    from dumpminer.report import to_json_dict
+
+    vmcore, vmlinux = _dump(slub_debug_manifest), slub_debug_manifest["vmlinux"]
+    report = _mine(vmcore, vmlinux, "kmalloc-64")
+    document = json.loads(dumpminer.render(report, "json"))
+    assert document == json.loads(json.dumps(to_json_dict(report)))
+    session = next(c for c in document["clusters"] if c["template"] == "SESSION-<HEX>")
+    by = session["allocated_by"]
+    assert by["objects"] == session["objects"] == 3000
+    assert by["sites"][0]["site"].startswith(f"{MODULE}:<init text>+0x")
+    assert by["sites"][0]["stack"][1] == by["sites"][0]["site"]
+    sites = document["call_sites"]
+    assert sites["hz"] == 250 and sites["sampled"] is False
+    (entry,) = sites["caches"]
+    assert entry["cache"] == "kmalloc-64" and entry["objects"] == report.scan["objects_scanned"]
+    top = entry["sites"][0]
+    assert top["objects"] == 3000 and top["requested_sizes"] == [{"size": 64, "objects": 3000}]
+    assert top["age_seconds"]["min"] <= top["age_seconds"]["max"] <= sites["uptime_seconds"]
+    assert top["stacks"][0]["objects"] == 3000
+    rows = list(csv.DictReader(io.StringIO(dumpminer.render(report, "csv"))))
+    row = next(r for r in rows if r["template"] == "SESSION-<HEX>")
+    assert row["allocated_by"] == by["sites"][0]["site"]
+    assert int(row["allocated_by_objects"]) == 3000
+    table = dumpminer.render(report, "table")
+    assert f"allocated by: {by['sites'][0]['site']} 3000 (100%)" in table
+    assert "allocation call sites (alloc tracks; HZ 250" in table
+    markdown = dumpminer.render(report, "markdown")
+    assert "allocated by |" in markdown
+    # Markdown would read "_" and "<" as markup: escaped.
+    escaped = MODULE.replace("_", "\\_") + ":\\<init text>+0x"
+    assert escaped in markdown
