@@ -206,9 +206,28 @@ def initial_jiffies(hz: int) -> int:
 
 
 def _column(rows: npt.NDArray[np.uint8], at: int, dtype: str) -> npt.NDArray[Any]:
-    """One little-endian field at byte *at* of every row."""
-    width = np.dtype(dtype).itemsize
-    return np.ascontiguousarray(rows[:, at : at + width]).view(dtype).ravel()
+    """
+    One little-endian field at byte *at* of every row, as a strided view of
+    the rows (no copy: a copy of a narrow column of wide rows costs more
+    than the work on it).
+    """
+    if not rows.flags.c_contiguous:
+        rows = np.ascontiguousarray(rows)
+    return np.ndarray((len(rows),), dtype, rows, at, (rows.shape[1],))
+
+
+def _runs(values: npt.NDArray[Any]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """
+    Where each run of equal neighbours starts in *values*, and its length.
+    Neighbouring objects mostly come from one call site, so a batch of
+    hundreds of thousands of tracks is a few runs: counting runs instead of
+    sorting every row keeps the observer cheap.
+    """
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    starts = np.concatenate([[0], np.flatnonzero(values[1:] != values[:-1]) + 1])
+    return starts, np.diff(np.append(starts, n))
 
 
 @dataclass
@@ -269,6 +288,9 @@ def _count_tuples(
         packed = np.zeros(len(columns[0]), np.int64)
         for column, width in zip(columns, widths, strict=True):
             packed = (packed << width) | column
+        if weights is None:
+            starts, weights = _runs(packed)
+            packed = packed[starts]
         distinct, where = np.unique(packed, return_inverse=True)
         out = []
         for width in reversed(widths):
@@ -294,9 +316,10 @@ def _site_labels(
     kernel = (addr >> np.uint64(32)) == np.uint64(0xFFFFFFFF)
     packed = (addr << np.uint64(32)) | handle
     if kernel.all():
-        distinct, labels = np.unique(packed, return_inverse=True)
+        starts, lengths = _runs(packed)
+        distinct, labels = np.unique(packed[starts], return_inverse=True)
         keys = [(0xFFFFFFFF00000000 | v >> 32, v & 0xFFFFFFFF) for v in distinct.tolist()]
-        return labels.astype(np.int64).ravel(), keys
+        return np.repeat(labels.astype(np.int64).ravel(), lengths), keys
     labels = np.empty(len(addr), np.int64)
     ours, where = np.unique(packed[kernel], return_inverse=True)
     labels[kernel] = where.ravel()
@@ -335,11 +358,13 @@ class CallSiteObserver:
         when = _column(rows, at + layout.when, "<u8")
         n = len(keys)
         objects = np.bincount(labels, minlength=n).astype(np.int64)
-        order = np.argsort(labels, kind="stable")
-        starts = np.concatenate([[0], np.cumsum(objects)[:-1]])
-        sorted_when = when[order]
-        when_min = np.minimum.reduceat(sorted_when, starts)
-        when_max = np.maximum.reduceat(sorted_when, starts)
+        # Oldest and newest per label: per run of one label, then per label.
+        starts, _ = _runs(labels)
+        head = labels[starts]
+        when_min = np.full(n, np.iinfo(np.uint64).max, np.uint64)
+        when_max = np.zeros(n, np.uint64)
+        np.minimum.at(when_min, head, np.minimum.reduceat(when, starts))
+        np.maximum.at(when_max, head, np.maximum.reduceat(when, starts))
         # cpu and pid are ints; read as unsigned so that all values pack.
         cpu = _column(rows, at + layout.cpu, "<u4").astype(np.int64)
         pid = _column(rows, at + layout.pid, "<u4").astype(np.int64)

@@ -215,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="blank kernel addresses in objects first, as diff does (counts then differ)",
     )
     m.add_argument(
+        "--no-call-sites",
+        dest="call_sites",
+        action="store_false",
+        help="do not read allocation tracks (slub_debug=U) for call sites",
+    )
+    m.add_argument(
         "--max-fragments",
         type=_non_negative,
         default=DEFAULT_MAX_FRAGMENTS,
@@ -380,6 +386,7 @@ def run_mine(args: argparse.Namespace) -> int:
                 max_fragments=args.max_fragments,
                 sample=sample,
                 mask_pointers=args.mask_pointers,
+                call_sites=args.call_sites,
             )
         )
         reports[-1].dump.update(time_facts(dump.info, dump.prog))

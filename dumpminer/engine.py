@@ -60,6 +60,9 @@ class MineOptions:
     mask_pointers: bool = False
     #: Analyses that see every allocated object too (:mod:`dumpminer.observers`).
     observers: tuple[ObserverFactory, ...] = ()
+    #: Read allocation call sites where a cache keeps alloc tracks
+    #: (:mod:`dumpminer.callsites`; :func:`dumpminer.mine` adds the observer).
+    call_sites: bool = True
 
     def new_tally(self) -> FragmentTally:
         """An empty tally for these options."""

@@ -116,6 +116,7 @@ def mine(
     max_fragments: int | None = DEFAULT_MAX_FRAGMENTS,
     sample: SampleSpec | None = None,
     mask_pointers: bool = False,
+    call_sites: bool = True,
 ) -> Report:
     """
     Mine every allocated object of the cache(s) named *cache* for printable
@@ -129,7 +130,10 @@ def mine(
     split over *workers* processes (default: :func:`default_workers`), each
     with its own drgn program; their counts merge exactly. With
     *mask_pointers*, kernel addresses in objects are blanked first
-    (:mod:`dumpminer.pointers`), as ``diff`` does.
+    (:mod:`dumpminer.pointers`), as ``diff`` does. When a cache keeps
+    allocation tracks (``slub_debug=U``), the report's ``call_sites`` says who
+    allocated the objects (:mod:`dumpminer.callsites`); *call_sites* False
+    skips reading them.
     """
     options = MineOptions(
         before,
@@ -138,6 +142,7 @@ def mine(
         max_fragments,
         per_slab=sample is not None,
         mask_pointers=mask_pointers,
+        call_sites=call_sites,
     )
     options.check()
     with _gc_paused():
@@ -159,7 +164,7 @@ def _mine(
     # before anything else is read.
     slab_allocator(prog)
     caches = resolve_caches(prog, cache)
-    if tracked_caches(caches):
+    if options.call_sites and tracked_caches(caches):
         # Only caches that keep alloc tracks get the call-site observer: the
         # others pay nothing for it (dumpminer/callsites.py).
         options = replace(options, observers=(*options.observers, CallSiteObserver))
