@@ -83,6 +83,9 @@ LEGACY_FLAGS = {"SLAB_STORE_USER": 0x00010000, "SLAB_KMALLOC": 0x00001000}
 SITES_SHOWN = 10
 CLUSTER_SITES_SHOWN = 3
 STACKS_SHOWN = 3
+#: Clusters (the first, most objects) whose sites get their stack: each stack
+#: costs a symbol lookup per frame, and the noise clusters have many.
+CLUSTER_STACKS = 50
 #: Pids, CPUs and requested sizes listed per call site.
 VALUES_SHOWN = 5
 #: Pieces of (site, cpu, pid) counts kept before they are summed.
@@ -661,10 +664,18 @@ def call_site_report(
         by_address: dict[int, list[int]] = {}
         for i, (address, _) in enumerate(keys):
             by_address.setdefault(address, []).append(i)
+        objects_at = {
+            address: sum(totals.sites[keys[i]].objects for i in ids)
+            for address, ids in by_address.items()
+        }
+        # Only the sites shown are named and their stacks decoded: a symbol
+        # lookup costs about a millisecond.
+        shown = sorted(objects_at, key=lambda a: (-objects_at[a], a))[:SITES_SHOWN]
         sites = []
-        for address, ids in by_address.items():
+        for address in shown:
+            ids = by_address[address]
             site_totals = [totals.sites[keys[i]] for i in ids]
-            objects = sum(s.objects for s in site_totals)
+            objects = objects_at[address]
             pids: Counter[int] = Counter()
             cpus: Counter[int] = Counter()
             requested: Counter[int] = Counter()
@@ -687,11 +698,11 @@ def call_site_report(
             rate = None
             if age_min is not None and age_max is not None and age_max > age_min:
                 rate = round(objects * 3600 / (age_max - age_min), 1)
-            stacks = sorted(
-                (Stack(keys[i][1], totals.sites[keys[i]].objects, frames(keys[i][1]))
-                 for i in ids if keys[i][1]),
-                key=lambda s: (-s.objects, s.handle),
-            )  # fmt: skip
+            heaviest = sorted(
+                ((totals.sites[keys[i]].objects, keys[i][1]) for i in ids if keys[i][1]),
+                key=lambda pair: (-pair[0], pair[1]),
+            )[:STACKS_SHOWN]
+            stacks = [Stack(handle, count, frames(handle)) for count, handle in heaviest]
             sites.append(
                 CallSite(
                     name=namer.name(address),
@@ -705,20 +716,19 @@ def call_site_report(
                     age_max=age_max,
                     rate_per_hour=rate,
                     requested_sizes=_top(requested),
-                    stacks=tuple(stacks[:STACKS_SHOWN]),
+                    stacks=tuple(stacks),
                 )
             )
-        sites.sort(key=lambda s: (-s.objects, s.address))
         caches.append(
             CacheCallSites(
                 cache=layout.name,
-                objects=sum(s.objects for s in sites),
-                distinct_sites=len(sites),
-                sites=tuple(sites[:SITES_SHOWN]),
+                objects=sum(objects_at.values()),
+                distinct_sites=len(objects_at),
+                sites=tuple(sites),
             )
         )
     clusters = []
-    for labels in cluster_labels:
+    for rank, labels in enumerate(cluster_labels):
         per_address: Counter[int] = Counter()
         best_stack: dict[int, tuple[int, int]] = {}
         for key, objects in labels.items():
@@ -737,7 +747,9 @@ def call_site_report(
                         namer.name(address),
                         address,
                         objects,
-                        frames(best_stack[address][1]) if address in best_stack else (),
+                        frames(best_stack[address][1])
+                        if address in best_stack and rank < CLUSTER_STACKS
+                        else (),
                     )
                     for address, objects in ranked[:CLUSTER_SITES_SHOWN]
                 ),
