@@ -12,9 +12,11 @@ import json
 from collections import Counter
 from dataclasses import replace
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import selected_series
 from oracle import (
     alloc_tracks,
     count_records,
@@ -32,8 +34,21 @@ from dumpminer.callsites import CallSiteReport
 from dumpminer.dump import open_dump
 from dumpminer.report import Report
 from dumpminer.sampling import SampleSpec
+from sample_dumps.build import build_sample
 
 MODULE = "leaky_agent"
+
+
+@pytest.fixture(scope="module", params=selected_series(), ids=lambda s: f"linux-{s}")
+def slub_debug_series(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """
+    The "slub-debug" sample on each series: 6.1 (slab flags as constants, the
+    stack depot's slab index) and 6.12 (``enum _slab_flag_bits``, pool index + 1).
+    """
+    manifest: dict[str, Any] = json.loads(
+        Path(build_sample("slub-debug", request.param)).read_text()
+    )
+    return manifest
 
 
 def _dump(manifest: dict[str, Any]) -> str:
@@ -73,12 +88,10 @@ def _oracle_functions(vmcore: str, vmlinux: str, cache_name: str) -> dict[int, t
 
 
 @pytest.mark.parametrize("cache_name", ["kmalloc-32", "kmalloc-64", "kmalloc-128"])
-def test_planted_clusters_top_call_site(
-    slub_debug_manifest: dict[str, Any], cache_name: str
-) -> None:
+def test_planted_clusters_top_call_site(slub_debug_series: dict[str, Any], cache_name: str) -> None:
     """Each planted cluster's top call site is its allocating function, with the exact count."""
-    vmcore, vmlinux = _dump(slub_debug_manifest), slub_debug_manifest["vmlinux"]
-    family = slub_debug_manifest["planted"][cache_name]
+    vmcore, vmlinux = _dump(slub_debug_series), slub_debug_series["vmlinux"]
+    family = slub_debug_series["planted"][cache_name]
     expected = "<init text>" if family["alloc_in_init"] else family["alloc_function"]
     report = _mine(vmcore, vmlinux, cache_name)
     sites = _sites(report)
@@ -105,10 +118,10 @@ def test_planted_clusters_top_call_site(
     assert sum(s.objects for s in ours) == family["objects"]
 
 
-def test_string_less_leak_call_site(slub_debug_manifest: dict[str, Any]) -> None:
+def test_string_less_leak_call_site(slub_debug_series: dict[str, Any]) -> None:
     """The kmalloc-96 link records hold no text; the cache's call sites still name new_link."""
-    vmcore, vmlinux = _dump(slub_debug_manifest), slub_debug_manifest["vmlinux"]
-    family = slub_debug_manifest["string_less"]["kmalloc-96"]
+    vmcore, vmlinux = _dump(slub_debug_series), slub_debug_series["vmlinux"]
+    family = slub_debug_series["string_less"]["kmalloc-96"]
     (cache_sites,) = _sites(_mine(vmcore, vmlinux, "kmalloc-96")).caches
     top = cache_sites.sites[0]
     assert top.name.startswith(f"{MODULE}:{family['alloc_function']}+"), top.name
@@ -117,11 +130,9 @@ def test_string_less_leak_call_site(slub_debug_manifest: dict[str, Any]) -> None
 
 
 @pytest.mark.parametrize("cache_name", ["kmalloc-32", "kmalloc-64", "kmalloc-96"])
-def test_cache_call_sites_match_tracks(
-    slub_debug_manifest: dict[str, Any], cache_name: str
-) -> None:
+def test_cache_call_sites_match_tracks(slub_debug_series: dict[str, Any], cache_name: str) -> None:
     """Every listed call site's count is the number of tracks with that address; all are seen."""
-    vmcore, vmlinux = _dump(slub_debug_manifest), slub_debug_manifest["vmlinux"]
+    vmcore, vmlinux = _dump(slub_debug_series), slub_debug_series["vmlinux"]
     oracle = _oracle_functions(vmcore, vmlinux, cache_name)
     per_address = Counter(addr for _, addr in oracle.values())
     report = _mine(vmcore, vmlinux, cache_name)
@@ -134,9 +145,9 @@ def test_cache_call_sites_match_tracks(
         assert _function(site.name) == oracle_function, (site.name, function)
 
 
-def test_clusters_split_exactly(slub_debug_manifest: dict[str, Any]) -> None:
+def test_clusters_split_exactly(slub_debug_series: dict[str, Any]) -> None:
     """Every cluster's call-site counts add up to its objects (every object is tracked)."""
-    vmcore, vmlinux = _dump(slub_debug_manifest), slub_debug_manifest["vmlinux"]
+    vmcore, vmlinux = _dump(slub_debug_series), slub_debug_series["vmlinux"]
     report = _mine(vmcore, vmlinux, "kmalloc-32")
     sites = _sites(report)
     assert len(sites.clusters) == len(report.clusters)
@@ -162,9 +173,9 @@ def test_bounded_tally_keeps_cluster_sites_whole(slub_debug_manifest: dict[str, 
     assert sites.clusters[index].sites[0].objects == 5000
 
 
-def test_ages_and_rates(slub_debug_manifest: dict[str, Any]) -> None:
+def test_ages_and_rates(slub_debug_series: dict[str, Any]) -> None:
     """Ages come from jiffies and HZ: the planted site's span is the tracks' span, by drgn."""
-    vmcore, vmlinux = _dump(slub_debug_manifest), slub_debug_manifest["vmlinux"]
+    vmcore, vmlinux = _dump(slub_debug_series), slub_debug_series["vmlinux"]
     prog = open_prog(vmcore, vmlinux)
     ticks = hz(prog)
     report = _mine(vmcore, vmlinux, "kmalloc-128")
@@ -197,11 +208,11 @@ def test_ages_and_rates(slub_debug_manifest: dict[str, Any]) -> None:
     assert planted.requested_sizes == ((128, 4000),)
 
 
-def test_stacks_decoded_once_per_handle(slub_debug_manifest: dict[str, Any]) -> None:
+def test_stacks_decoded_once_per_handle(slub_debug_series: dict[str, Any]) -> None:
     """The planted site's stack is drgn's stack_depot_fetch of the handle, frame by frame."""
     from drgn.helpers.linux.stackdepot import stack_depot_fetch
 
-    vmcore, vmlinux = _dump(slub_debug_manifest), slub_debug_manifest["vmlinux"]
+    vmcore, vmlinux = _dump(slub_debug_series), slub_debug_series["vmlinux"]
     report = _mine(vmcore, vmlinux, "kmalloc-32")
     (cache_sites,) = _sites(report).caches
     planted = cache_sites.sites[0]
