@@ -202,10 +202,10 @@ def module_section(prog: drgn.Program, module: str, section: str) -> tuple[int, 
 def track_function(prog: drgn.Program, modules: drgn.SymbolIndex, address: int) -> str | None:
     """The function holding *address*: vmlinux's, else a module's; None if neither."""
     try:
-        return prog.symbol(address).name
+        return str(prog.symbol(address).name)
     except LookupError:
         found = modules(prog, None, address, True)
-        return found[0].name if found else None
+        return str(found[0].name) if found else None
 
 
 def uptime_seconds(prog: drgn.Program) -> float:

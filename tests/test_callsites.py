@@ -196,6 +196,7 @@ def test_ages_and_rates(slub_debug_series: dict[str, Any]) -> None:
     ]
     assert planted.age_min == pytest.approx((now - max(whens)) / ticks, abs=1e-3)
     assert planted.age_max == pytest.approx((now - min(whens)) / ticks, abs=1e-3)
+    assert planted.age_min is not None and planted.age_max is not None
     if planted.age_max > planted.age_min:
         expected = len(whens) * 3600 / (planted.age_max - planted.age_min)
         assert planted.rate_per_hour == pytest.approx(expected, rel=1e-3)
