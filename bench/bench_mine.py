@@ -59,7 +59,7 @@ def program_dumpminer(dump: Any) -> int:
     import dumpminer
 
     report = dumpminer.mine(dump.prog, CACHE, dump=dump, workers=1)
-    return int(report.scan["objects_scanned"])
+    return int(report.scan.objects_scanned)
 
 
 def program_dumpminer_2_workers(dump: Any) -> int:
@@ -67,7 +67,7 @@ def program_dumpminer_2_workers(dump: Any) -> int:
     import dumpminer
 
     report = dumpminer.mine(dump.prog, CACHE, dump=dump, workers=2)
-    return int(report.scan["objects_scanned"])
+    return int(report.scan.objects_scanned)
 
 
 def program_sample(dump: Any) -> int:
@@ -76,7 +76,7 @@ def program_sample(dump: Any) -> int:
     from dumpminer.sampling import SampleSpec
 
     report = dumpminer.mine(dump.prog, CACHE, dump=dump, sample=SampleSpec(fraction=0.1))
-    return int(report.scan["objects_scanned"])
+    return int(report.scan.objects_scanned)
 
 
 def program_floor(dump: Any) -> int:

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -27,7 +28,7 @@ from dumpminer.debuginfo import looks_like_vmlinux
 from dumpminer.diff import DEFAULT_NOISE_FLOOR, MineSettings, diff_paths, render_diff
 from dumpminer.dump import Dump, open_dump
 from dumpminer.dumpinfo import dump_info_dict, read_dump_info
-from dumpminer.dumptime import time_facts
+from dumpminer.dumptime import dump_time, time_facts
 from dumpminer.errors import (
     EXIT_INCOMPLETE_DUMP,
     EXIT_INTERRUPTED,
@@ -50,6 +51,7 @@ from dumpminer.report import (
     render_many,
     terminal_escape,
 )
+from dumpminer.reportdata import DumpTime
 from dumpminer.sampling import SampleSpec, parse_sample
 from dumpminer.slabinfo import render_slab_info, slab_info
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS
@@ -330,14 +332,15 @@ def _show_progress(args: argparse.Namespace) -> bool:
 
 
 def _sample(args: argparse.Namespace) -> SampleSpec | None:
-    """--sample and --seed as a draw; None for exact mode (also for --sample 1)."""
+    """
+    --sample and --seed as a draw; None for exact mode. (A draw of every
+    slab, such as --sample 1, is mined as the exact run: :func:`mine` says so.)
+    """
     if args.sample is None:
         if args.seed is not None:
             raise UsageError("--seed chooses the draw of --sample; it needs --sample")
         return None
-    spec = parse_sample(args.sample, args.seed or 0)
-    # A fraction of 1 is every slab: the exact run, not an estimate.
-    return None if spec.fraction == 1 else spec
+    return parse_sample(args.sample, args.seed or 0)
 
 
 def _workers(requested: int | None) -> int | None:
@@ -371,28 +374,28 @@ def run_mine(args: argparse.Namespace) -> int:
         names = [args.cache]
     else:
         names = [line.usage.name for line in slab_info(dump.prog).caches[: args.caches_top]]
-    reports = []
+    taken = DumpTime(*dump_time(dump.info, dump.prog))
+    reports: list[Report] = []
     for name in names:
-        reports.append(
-            mine(
-                dump.prog,
-                name,
-                before=before,
-                after=after,
-                min_length=args.min_length,
-                progress=_show_progress(args),
-                dump=dump,
-                workers=workers,
-                max_fragments=args.max_fragments,
-                sample=sample,
-                mask_pointers=args.mask_pointers,
-                call_sites=args.call_sites,
-            )
+        report = mine(
+            dump.prog,
+            name,
+            before=before,
+            after=after,
+            min_length=args.min_length,
+            progress=_show_progress(args),
+            dump=dump,
+            workers=workers,
+            max_fragments=args.max_fragments,
+            sample=sample,
+            mask_pointers=args.mask_pointers,
+            call_sites=args.call_sites,
         )
-        reports[-1].dump.update(time_facts(dump.info, dump.prog))
+        report = replace(report, dump=replace(report.dump, taken=taken))
         if args.format == "html":
-            attach_example_bytes(reports[-1], dump.prog)
-        if _interrupted(reports[-1]):
+            report = attach_example_bytes(report, dump.prog)
+        reports.append(report)
+        if _interrupted(report):
             break
     # The report of an interrupted walk is what the user waits for: a
     # second Ctrl-C (or SIGTERM) while it is rendered and written is noted,
@@ -414,7 +417,7 @@ def run_mine(args: argparse.Namespace) -> int:
 
 def _interrupted(report: Report) -> bool:
     """Whether a signal, not the dump, cut *report* short."""
-    return report.partial and bool(report.progress.get("interrupted", True))
+    return report.progress.interrupted is not None
 
 
 _TERMINATED = False

@@ -16,11 +16,11 @@ import io
 import json
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dumpminer.dump import Dump, open_dump
-from dumpminer.dumptime import time_facts
+from dumpminer.dumptime import dump_time
 from dumpminer.errors import InputFileError, UsageError
 from dumpminer.fragments import DEFAULT_MIN_LENGTH
 from dumpminer.report import (
@@ -32,6 +32,7 @@ from dumpminer.report import (
     terminal_escape,
     to_json_dict,
 )
+from dumpminer.reportdata import DumpTime
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS
 
 DIFF_SCHEMA = "dumpminer.diff/1"
@@ -196,8 +197,9 @@ def mine_side(
     from dumpminer.mine import mine
 
     dump = open_dump(path, vmlinux, debug_dirs)
-    facts = time_facts(dump.info, dump.prog)
-    side = Side(path, "vmcore", {}, facts["time"], facts["time_source"], dump)
+    seconds, source = dump_time(dump.info, dump.prog)
+    taken = DumpTime(seconds, source)
+    side = Side(path, "vmcore", {}, seconds, source, dump)
     for name in caches:
         report = mine(
             dump.prog,
@@ -213,7 +215,7 @@ def mine_side(
         )
         if report.partial:
             raise KeyboardInterrupt
-        report.dump.update(facts)
+        report = replace(report, dump=replace(report.dump, taken=taken))
         side.mined[name] = report
         side.reports[name] = to_json_dict(report)
     return side

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from typing import Any
 
 from drgn import Program
@@ -33,17 +34,17 @@ def _dump_path(prog: Program) -> str | None:
     return path if isinstance(path, str) else None
 
 
-def _describe_dump(report: Report, prog: Program) -> None:
-    """Name the dump in *report* as ``dumpminer mine`` does: its path and header facts."""
+def _describe_dump(report: Report, prog: Program) -> Report:
+    """*report* naming its dump as ``dumpminer mine`` does: its path and header facts."""
     path = _dump_path(prog)
-    report.dump["path"] = path
     if path is None:
-        return
+        return report
     try:
         info = read_dump_info(path, truncated_data_ok=True)
     except DumpminerError:
-        return
-    report.dump.update(format=info.format, build_id=info.build_id)
+        return replace(report, dump=replace(report.dump, path=path))
+    facts = replace(report.dump, path=path, format=info.format, build_id=info.build_id)
+    return replace(report, dump=facts)
 
 
 @command(
@@ -74,8 +75,7 @@ def _cmd_dumpminer(prog: Program, name: str, args: argparse.Namespace, **kwargs:
                 after=args.context,
                 min_length=args.min_length,
             )
-            _describe_dump(report, prog)
-            reports.append(report)
+            reports.append(_describe_dump(report, prog))
     except DumpminerError as e:
         sys.stderr.write(f"dumpminer: {terminal_escape(str(e))}\n")
         return

@@ -115,7 +115,7 @@ def _cluster_dump(report: Report, cluster: Cluster) -> list[DumpLine] | None:
     address = cluster.examples[0]
     data = report.example_bytes[address]
     texts = {m.text for m in cluster.members} | {cluster.template}
-    spans = fragment_spans(data, texts, int(report.scan.get("min_length") or 1))
+    spans = fragment_spans(data, texts, report.scan.min_length or 1)
     if not spans and cluster.typical_offset is not None:
         offset = cluster.typical_offset
         end = offset

@@ -10,17 +10,16 @@ When the page-array scan (:func:`~dumpminer.walk.find_slab_pages`) could not
 read it whole, :func:`reach_without_page_array` adds what the caches' own
 lists name, as crash's ``kmem -S`` shows them, and each CPU's active slab read
 without its ``struct slab``; :func:`incomplete_progress` is the report's
-``progress``, saying why and what share of the cache that is
+:class:`~dumpminer.reportdata.IncompleteDump`, saying why and what share of the cache that is
 (docs/exit-codes.md, "A dump cut short").
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from drgn import Object, Program
 
 from dumpminer.caches import CacheUsage
+from dumpminer.reportdata import IncompleteDump, ListedSlabs
 from dumpminer.walk import SlabPage, WalkStats, cpu_slab_pages, listed_slab_pages
 
 __all__ = ["incomplete_progress", "reach_without_page_array"]
@@ -31,7 +30,7 @@ NAMED_ERRORS = 5
 
 def reach_without_page_array(
     prog: Program, caches: list[Object], found: list[SlabPage], stats: WalkStats
-) -> tuple[list[SlabPage], dict[str, Any]]:
+) -> tuple[list[SlabPage], ListedSlabs]:
     """
     Add to the slabs the page-array scan *found* those the caches' own lists
     name (:func:`~dumpminer.walk.listed_slab_pages`), for a dump whose page
@@ -46,20 +45,20 @@ def reach_without_page_array(
     # own data says where it is and which objects are free.
     by_cpu = [page for page in cpu_slab_pages(prog, caches) if page.address not in known]
     named = set().union(*(slabs.all for slabs in listed))
-    facts = {
-        "listed_slabs": len(named),
-        "listed_unreadable": len(named) - len(listed_pages),
-        "listed_new": len(extra),
-        "cpu_slabs_without_page_array": len(by_cpu),
-        "full_lists_tracked": any(slabs.full_tracked for slabs in listed),
-        "list_errors": sorted({e for slabs in listed for e in slabs.errors})[:NAMED_ERRORS],
-    }
+    facts = ListedSlabs(
+        listed_slabs=len(named),
+        listed_unreadable=len(named) - len(listed_pages),
+        listed_new=len(extra),
+        cpu_slabs_without_page_array=len(by_cpu),
+        full_lists_tracked=any(slabs.full_tracked for slabs in listed),
+        list_errors=tuple(sorted({e for slabs in listed for e in slabs.errors})[:NAMED_ERRORS]),
+    )
     return sorted(found + extra + by_cpu, key=lambda page: page.pfn), facts
 
 
 def incomplete_progress(
-    listing: dict[str, Any], usages: list[CacheUsage], stats: WalkStats
-) -> dict[str, Any]:
+    listing: ListedSlabs, usages: list[CacheUsage], stats: WalkStats
+) -> IncompleteDump:
     """
     The ``progress`` of a report cut short by the dump: why, and what share
     of the cache's slabs and objects the walk reached.
@@ -68,26 +67,26 @@ def incomplete_progress(
     objects_total = sum(u.allocated for u in usages)
     share = stats.slabs / slabs_total if slabs_total else 0.0
     lists = "per-CPU, per-node partial" + (
-        " and full" if listing["full_lists_tracked"] else "; full slabs are not listed"
+        " and full" if listing.full_lists_tracked else "; full slabs are not listed"
     )
     why = (
         f"the dump lacks {stats.page_array_unread} of the {stats.page_array_pages} entries "
         f"of the page array (from PFN {stats.first_unread_pfn}; a dump cut short?): "
         f"walked {stats.slabs} of the cache's {slabs_total} slabs ({share:.1%}) and "
         f"{stats.objects_scanned} of about {objects_total} allocated objects; the cache's lists "
-        f"({lists}) named {listing['listed_slabs']} slabs, {listing['listed_new']} of them "
-        f"beyond the scan, {listing['listed_unreadable']} unreadable; "
-        f"{listing['cpu_slabs_without_page_array']} per-CPU slabs read without it"
+        f"({lists}) named {listing.listed_slabs} slabs, {listing.listed_new} of them "
+        f"beyond the scan, {listing.listed_unreadable} unreadable; "
+        f"{listing.cpu_slabs_without_page_array} per-CPU slabs read without it"
     )
-    return {
-        "incomplete_dump": why,
-        "slabs_walked": stats.slabs,
-        "slabs_total": slabs_total,
-        "share_of_slabs": round(share, 4),
-        "objects_walked": stats.objects_scanned,
-        "objects_allocated": objects_total,
-        "allocated_exact": all(u.exact for u in usages),
-        "page_array_pages": stats.page_array_pages,
-        "page_array_unread": stats.page_array_unread,
-        **listing,
-    }
+    return IncompleteDump(
+        why=why,
+        slabs_walked=stats.slabs,
+        slabs_total=slabs_total,
+        share_of_slabs=round(share, 4),
+        objects_walked=stats.objects_scanned,
+        objects_allocated=objects_total,
+        allocated_exact=all(u.exact for u in usages),
+        page_array_pages=stats.page_array_pages,
+        page_array_unread=stats.page_array_unread,
+        listed=listing,
+    )

@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
 
 from drgn import Program
 from tqdm import tqdm
@@ -36,7 +35,15 @@ from dumpminer.fragments import DEFAULT_MIN_LENGTH
 from dumpminer.incomplete import incomplete_progress, reach_without_page_array
 from dumpminer.interrupts import signals_noted
 from dumpminer.report import Report
-from dumpminer.sampling import SampleSpec, sample_pages
+from dumpminer.reportdata import (
+    CacheFacts,
+    DumpFacts,
+    Interruption,
+    Progress,
+    SampleFacts,
+    ScanFacts,
+)
+from dumpminer.sampling import SampleSpec, asks_for_everything, sample_pages
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS, FragmentTally
 from dumpminer.walk import SlabPage, WalkStats, find_slab_pages
 from dumpminer.workers import mine_in_workers
@@ -49,25 +56,21 @@ PARALLEL_OBJECTS = 10_000_000
 MAX_WORKERS = 8
 
 
-def _dump_facts(prog: Program, dump: Dump | None) -> dict[str, Any]:
+def _dump_facts(prog: Program, dump: Dump | None) -> DumpFacts:
+    """The ``dump`` section: the dump file's facts, or the release of a caller's program."""
     if dump is not None:
-        return {
-            "path": dump.path,
-            "osrelease": dump.info.osrelease,
-            "format": dump.info.format,
-            "build_id": dump.info.build_id,
-            "vmlinux": dump.vmlinux,
-            "debuginfo": dump.debuginfo,
-        }
+        return DumpFacts(
+            path=dump.path,
+            osrelease=dump.info.osrelease,
+            format=dump.info.format,
+            build_id=dump.info.build_id,
+            vmlinux=dump.vmlinux,
+            debuginfo=dump.debuginfo,
+        )
     release = prog["UTS_RELEASE"].string_().decode(errors="replace")
-    return {
-        "path": None,
-        "osrelease": release,
-        "format": None,
-        "build_id": None,
-        "vmlinux": None,
-        "debuginfo": None,
-    }
+    return DumpFacts(
+        path=None, osrelease=release, format=None, build_id=None, vmlinux=None, debuginfo=None
+    )
 
 
 def default_workers(pages: list[SlabPage]) -> int:
@@ -134,7 +137,13 @@ def mine(
     allocation tracks (``slub_debug=U``), the report's ``call_sites`` says who
     allocated the objects (:mod:`dumpminer.callsites`); *call_sites* False
     skips reading them.
+
+    A *sample* that draws every slab (a fraction of 1, or at least as many
+    objects as the cache holds) reads everything, so its report is the
+    exact one: not labelled sampled, counts not estimated.
     """
+    if sample is not None and asks_for_everything(sample):
+        sample = None
     options = MineOptions(
         before,
         after,
@@ -172,12 +181,14 @@ def _mine(
     usages = [cache_usage(c, lost) for c in caches]
     stats = WalkStats()
     pages = found = find_slab_pages(prog, {u.address for u in usages}, stats, progress)
-    incomplete = None
+    listed = None
     if stats.page_array_unread:
-        found, incomplete = reach_without_page_array(prog, caches, found, stats)
+        found, listed = reach_without_page_array(prog, caches, found, stats)
         pages = found
     if sample is not None:
         pages = sample_pages(found, sample)
+        if len(pages) == len(found):
+            sample = None  # every slab was drawn: nothing is estimated
     bar = tqdm(
         total=sum(p.objects for p in pages),
         unit="obj",
@@ -197,22 +208,19 @@ def _mine(
     finally:
         bar.close()
     stats.merge(walked)
+    reached = Progress(
+        interrupted=Interruption(stats.slabs, len(pages)) if partial else None,
+        incomplete=None if listed is None else incomplete_progress(listed, usages, stats),
+    )
     with signals_noted() as late:
         report = _report(
-            prog, cache, options, dump, usages, stats, tally, pages, found, partial, sample, started
+            prog, cache, options, dump, usages, stats, tally, pages, found, reached, sample, started
         )
         if sites is not None:
-            report.call_sites = call_site_report(prog, sites, tally.cluster_labels(report.clusters))
-    report.late_signals = stats.late_signals + late
-    if incomplete is not None:
-        interrupted = report.partial
-        report.partial = True
-        report.progress = {
-            **report.progress,
-            **incomplete_progress(incomplete, usages, stats),
-            "interrupted": interrupted,
-        }
-    return report
+            labels = tally.cluster_labels(report.clusters)
+            report = replace(report, call_sites=call_site_report(prog, sites, labels))
+    # Signals noted while the report was put together are known only now.
+    return replace(report, late_signals=(*stats.late_signals, *late))
 
 
 def _report(
@@ -225,7 +233,7 @@ def _report(
     tally: FragmentTally,
     pages: list[SlabPage],
     found: list[SlabPage],
-    partial: bool,
+    progress: Progress,
     sample: SampleSpec | None,
     started: float,
 ) -> Report:
@@ -237,50 +245,49 @@ def _report(
             cluster.slab_square, cluster.slab_cross = spread.square, spread.cross
     return Report(
         dump=_dump_facts(prog, dump),
-        cache={
-            "name": cache,
-            "caches": [u.name for u in usages],
-            "object_size": max(u.object_size for u in usages),
-            "allocated": sum(u.allocated for u in usages),
-            "total": sum(u.total for u in usages),
-            "slabs": sum(u.slabs for u in usages),
-        },
-        scan={
-            "objects_scanned": stats.objects_scanned,
-            "slabs": stats.slabs,
-            "context_before": options.before,
-            "context_after": options.after,
-            "min_length": options.min_length,
-            "pointers_masked": options.mask_pointers,
-            "seconds": round(time.monotonic() - started, 3),
-            "faults": stats.faults,
-            "fault_addresses": [f"{a:#x}" for a in stats.fault_slabs],
-            "corrupt_slabs": stats.corrupt_slabs,
-            "corrupt_slab_addresses": [f"{a:#x}" for a in stats.corrupt_slab_addresses],
-            "cpu_freelist_errors": stats.cpu_errors,
-            "exact": tally.exact,
-            "complete": tally.complete,
-            "max_fragments": options.max_fragments,
-            "dropped_fragments": tally.dropped_fragments,
-            "folded_fragments": tally.folded_fragments,
-            "folded_templates": len(tally.templates),
-            "error_bound": tally.error_bound,
-        },
+        cache=CacheFacts(
+            name=cache,
+            caches=tuple(u.name for u in usages),
+            object_size=max(u.object_size for u in usages),
+            allocated=sum(u.allocated for u in usages),
+            total=sum(u.total for u in usages),
+            slabs=sum(u.slabs for u in usages),
+        ),
+        scan=ScanFacts(
+            objects_scanned=stats.objects_scanned,
+            slabs=stats.slabs,
+            context_before=options.before,
+            context_after=options.after,
+            min_length=options.min_length,
+            pointers_masked=options.mask_pointers,
+            seconds=round(time.monotonic() - started, 3),
+            faults=stats.faults,
+            fault_addresses=tuple(stats.fault_slabs),
+            corrupt_slabs=stats.corrupt_slabs,
+            corrupt_slab_addresses=tuple(stats.corrupt_slab_addresses),
+            cpu_freelist_errors=tuple(stats.cpu_errors),
+            exact=tally.exact,
+            complete=tally.complete,
+            max_fragments=options.max_fragments,
+            dropped_fragments=tally.dropped_fragments,
+            folded_fragments=tally.folded_fragments,
+            folded_templates=len(tally.templates),
+            error_bound=tally.error_bound,
+        ),
         fragments=fragments,
         clusters=clusters,
-        partial=partial,
-        progress={"slabs_walked": stats.slabs, "slabs_found": len(pages)} if partial else {},
+        progress=progress,
         sample=None
         if sample is None
-        else {
-            "fraction": sample.fraction,
-            "objects": sample.objects,
-            "seed": sample.seed,
-            "slabs_sampled": len(pages),
-            "slabs_total": len(found),
-            "objects_sampled": stats.objects_scanned,
-            "slabs_read": tally.slabs_seen,
-            "slab_objects_square": tally.slab_objects_square,
-            "population": sum(u.allocated for u in usages),
-        },
+        else SampleFacts(
+            fraction=sample.fraction,
+            objects=sample.objects,
+            seed=sample.seed,
+            slabs_sampled=len(pages),
+            slabs_total=len(found),
+            objects_sampled=stats.objects_scanned,
+            slabs_read=tally.slabs_seen,
+            slab_objects_square=tally.slab_objects_square,
+            population=sum(u.allocated for u in usages),
+        ),
     )

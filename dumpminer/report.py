@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dumpminer.callsites import (
@@ -27,7 +28,8 @@ from dumpminer.callsites import (
 )
 from dumpminer.cluster import MEMBERS_SHOWN, Cluster, Slot
 from dumpminer.fragments import Fragment
-from dumpminer.sampling import SampledSlabs, interval
+from dumpminer.reportdata import CacheFacts, DumpFacts, Progress, SampleFacts, ScanFacts
+from dumpminer.sampling import interval
 
 SCHEMA = "dumpminer.report/1"
 MANY_SCHEMA = "dumpminer.reports/1"
@@ -36,34 +38,39 @@ FORMATS = ("table", "json", "csv", "markdown")
 TABLE_TOP = 25
 
 
-@dataclass
+@dataclass(frozen=True)
 class Report:
     """Everything one mining run found, ready to render."""
 
-    dump: dict[str, Any]
-    cache: dict[str, Any]
-    scan: dict[str, Any]
+    dump: DumpFacts
+    cache: CacheFacts
+    scan: ScanFacts
     fragments: list[Fragment]
     clusters: list[Cluster]
-    partial: bool = False
-    progress: dict[str, Any] = field(default_factory=dict)
+    #: What cut the report short, if anything (see :attr:`partial`).
+    progress: Progress = field(default_factory=Progress)
     #: With --sample: what was drawn (see :mod:`dumpminer.sampling`); else None.
-    sample: dict[str, Any] | None = None
+    sample: SampleFacts | None = None
     #: SIGINT/SIGTERM that arrived after the walk, held until the report was
     #: whole; the CLI exits 130/143 for them after writing it.
-    late_signals: list[int] = field(default_factory=list)
+    late_signals: tuple[int, ...] = ()
     #: For --format html: object address -> its bytes, for the top clusters'
     #: first examples (see :func:`attach_example_bytes`).
-    example_bytes: dict[int, bytes] = field(default_factory=dict)
+    example_bytes: Mapping[int, bytes] = field(default_factory=dict)
     #: Allocation call sites, when the cache keeps alloc tracks (slub_debug=U).
     call_sites: CallSiteReport | None = None
+
+    @property
+    def partial(self) -> bool:
+        """Whether a signal or a dump cut short stopped the walk early."""
+        return self.progress.partial
 
     def share(self, objects: int) -> float:
         """*objects* (as counted) as a fraction of the cache's allocated objects."""
         if self.sample is not None:
-            sampled = self.sample["objects_sampled"]
+            sampled = self.sample.objects_sampled
             return objects / sampled if sampled else 0.0
-        allocated = self.cache.get("allocated") or 0
+        allocated = self.cache.allocated
         return objects / allocated if allocated else 0.0
 
     def counts(self, item: Fragment | Cluster) -> dict[str, Any]:
@@ -79,21 +86,9 @@ class Report:
                 "in_context": item.in_context,
             }
         sample = self.sample
-        sampled, population = sample["objects_sampled"], sample["population"]
+        sampled, population = sample.objects_sampled, sample.population
         scale = population / sampled if sampled else 0.0
-        low, high = interval(
-            item.objects,
-            item.slab_square,
-            item.slab_cross,
-            SampledSlabs(
-                # Slabs mined: fewer than drawn if some were unreadable.
-                slabs=sample["slabs_read"],
-                slabs_total=sample["slabs_total"],
-                objects=sampled,
-                objects_square=sample["slab_objects_square"],
-                population=population,
-            ),
-        )
+        low, high = interval(item.objects, item.slab_square, item.slab_cross, sample.drawn())
         return {
             "objects": round(item.objects * scale),
             "occurrences": round(item.occurrences * scale),
@@ -165,8 +160,8 @@ def _cluster_json(
         "look": look_commands(
             cluster.examples[0],
             object_size,
-            int(report.scan.get("context_before") or 0),
-            int(report.scan.get("context_after") or 0),
+            report.scan.context_before,
+            report.scan.context_after,
         )
         if cluster.examples
         else None,
@@ -177,15 +172,15 @@ def _cluster_json(
 
 def to_json_dict(report: Report, top: int | None = None) -> dict[str, Any]:
     """The ``dumpminer.report/1`` document; *top* limits both lists."""
-    object_size = int(report.cache.get("object_size") or 0)
+    object_size = report.cache.object_size
     return {
         "schema": SCHEMA,
         "partial": report.partial,
-        "progress": report.progress,
-        "dump": report.dump,
-        "cache": report.cache,
-        "scan": report.scan,
-        "sample": report.sample,
+        "progress": report.progress.to_json(),
+        "dump": report.dump.to_json(),
+        "cache": report.cache.to_json(),
+        "scan": report.scan.to_json(),
+        "sample": None if report.sample is None else report.sample.to_json(),
         "totals": {
             "fragments": len(report.fragments),
             "clusters": len(report.clusters),
@@ -271,7 +266,7 @@ def render_csv(report: Report, top: int | None = None) -> str:
         lines.append(
             csv_line(
                 [
-                    csv_cell(report.cache["name"]),
+                    csv_cell(report.cache.name),
                     rank,
                     csv_cell(_text(c.template)),
                     counts["objects"],
@@ -284,7 +279,7 @@ def render_csv(report: Report, top: int | None = None) -> str:
                     low,
                     high,
                     c.template.hex(),
-                    _flag(bool(report.scan.get("exact", True))),
+                    _flag(report.scan.exact),
                     _flag(c.members_exact),
                     _flag(c.fill is not None),
                     *_csv_allocated_by(report, rank - 1),
@@ -318,60 +313,59 @@ def terminal_escape(text: str) -> str:
     )
 
 
-def _dump_line(dump: dict[str, Any]) -> str:
+def _dump_line(dump: DumpFacts) -> str:
     """What was mined: the dump file, or a program opened by the caller."""
-    release = dump.get("osrelease") or "of unknown release"
-    if dump.get("path") is None:
+    release = dump.osrelease or "of unknown release"
+    if dump.path is None:
         # mine(prog, ...) without a Dump: a drgn program the caller opened.
         return f"kernel {release}, from a drgn program (no dump file given)"
-    source = ", types from BTF+kallsyms" if dump.get("debuginfo") == "btf+kallsyms" else ""
-    return f"dump {dump['path']} ({dump.get('format') or 'unknown format'}, {release}{source})"
+    source = ", types from BTF+kallsyms" if dump.debuginfo == "btf+kallsyms" else ""
+    return f"dump {dump.path} ({dump.format or 'unknown format'}, {release}{source})"
 
 
 def _header_lines(report: Report) -> list[str]:
     cache, scan = report.cache, report.scan
     lines = [
         _dump_line(report.dump),
-        f"cache {cache['name']} -> {', '.join(cache['caches'])}: object size "
-        f"{cache['object_size']}, {cache['allocated']} allocated of {cache['total']}",
-        f"scanned {scan['objects_scanned']} objects in {scan['slabs']} slabs, "
-        f"{scan['seconds']:.2f} s; faults {scan['faults']}, "
-        f"corrupt slabs {scan['corrupt_slabs']}",
+        f"cache {cache.name} -> {', '.join(cache.caches)}: object size "
+        f"{cache.object_size}, {cache.allocated} allocated of {cache.total}",
+        f"scanned {scan.objects_scanned} objects in {scan.slabs} slabs, "
+        f"{scan.seconds:.2f} s; faults {scan.faults}, "
+        f"corrupt slabs {scan.corrupt_slabs}",
     ]
-    if report.sample:
+    if report.sample is not None:
         sample = report.sample
         lines.append(
-            f"SAMPLED: {sample['slabs_sampled']} of {sample['slabs_total']} slabs "
-            f"(seed {sample['seed']}); counts scaled to the cache, ~ marks estimates, "
+            f"SAMPLED: {sample.slabs_sampled} of {sample.slabs_total} slabs "
+            f"(seed {sample.seed}); counts scaled to the cache, ~ marks estimates, "
             "with their 95% interval"
         )
     lines += _bound_lines(scan)
-    if report.partial and "incomplete_dump" in report.progress:
-        lines.append(f"PARTIAL: {report.progress['incomplete_dump']}")
-    elif report.partial:
-        progress = report.progress
+    progress = report.progress
+    if progress.incomplete is not None:
+        lines.append(f"PARTIAL: {progress.incomplete.why}")
+    elif progress.interrupted is not None:
         lines.append(
-            f"PARTIAL: interrupted after {progress.get('slabs_walked')} of "
-            f"{progress.get('slabs_found')} slabs"
+            f"PARTIAL: interrupted after {progress.interrupted.slabs_walked} of "
+            f"{progress.interrupted.slabs_found} slabs"
         )
     return [terminal_escape(line) for line in lines]
 
 
-def _bound_lines(scan: dict[str, Any]) -> list[str]:
+def _bound_lines(scan: ScanFacts) -> list[str]:
     """What the memory bound (--max-fragments) did, when it did anything."""
     lines = []
-    if not scan.get("exact", True):
+    if not scan.exact:
         lines.append(
-            f"INEXACT: {scan.get('dropped_fragments')} rare fragments fitting no template were "
-            f"dropped (--max-fragments {scan.get('max_fragments')}); counts may be short by "
-            f"up to {scan.get('error_bound')} per dropped member"
+            f"INEXACT: {scan.dropped_fragments} rare fragments fitting no template were "
+            f"dropped (--max-fragments {scan.max_fragments}); counts may be short by "
+            f"up to {scan.error_bound} per dropped member"
         )
-    if scan.get("folded_fragments"):
+    if scan.folded_fragments:
         lines.append(
-            f"folded: {scan['folded_fragments']} member fragments counted into "
-            f"{scan.get('folded_templates')} templates only (--max-fragments "
-            f"{scan.get('max_fragments')}); template counts "
-            + ("exact" if scan.get("exact", True) else "as above")
+            f"folded: {scan.folded_fragments} member fragments counted into "
+            f"{scan.folded_templates} templates only (--max-fragments "
+            f"{scan.max_fragments}); template counts " + ("exact" if scan.exact else "as above")
         )
     return lines
 
@@ -453,9 +447,9 @@ def render_table(report: Report, top: int | None = None) -> str:
     if first is not None:
         commands = follow_up_commands(
             first.examples[0],
-            int(report.cache["object_size"]),
-            int(report.scan.get("context_before") or 0),
-            int(report.scan.get("context_after") or 0),
+            report.cache.object_size,
+            report.scan.context_before,
+            report.scan.context_after,
         )
         lines += ["", f"look closer:  {commands[0]}", *(f"{'':14}{c}" for c in commands[1:])]
     return "\n".join(lines) + "\n"
@@ -464,7 +458,7 @@ def render_table(report: Report, top: int | None = None) -> str:
 def render_markdown(report: Report, top: int | None = None) -> str:
     """The top clusters as a Markdown table."""
     sampled = report.sample is not None
-    lines = [f"# dumpminer: {markdown_escape(str(report.cache['name']))}", ""]
+    lines = [f"# dumpminer: {markdown_escape(report.cache.name)}", ""]
     lines += [markdown_escape(line) + "  " for line in _header_lines(report)]
     interval_head, interval_rule = (" 95% interval |", "---:|") if sampled else ("", "")
     approx = "\\~" if sampled else ""
@@ -506,19 +500,22 @@ HTML_EXAMPLES = 10
 HTML_OBJECT_BYTES = 512
 
 
-def attach_example_bytes(report: Report, prog: Any, clusters: int = HTML_EXAMPLES) -> None:
+def attach_example_bytes(report: Report, prog: Any, clusters: int = HTML_EXAMPLES) -> Report:
     """
-    Read the first example object of the top *clusters* clusters from *prog*
-    (at most :data:`HTML_OBJECT_BYTES` each) into ``report.example_bytes``,
-    for the HTML report's ``rd -a``-style dumps. Unreadable ones are left out.
+    *report* with the first example object of its top *clusters* clusters
+    read from *prog* (at most :data:`HTML_OBJECT_BYTES` each) into
+    ``example_bytes``, for the HTML report's ``rd -a``-style dumps.
+    Unreadable ones are left out.
     """
-    size = min(int(report.cache.get("object_size") or 0), HTML_OBJECT_BYTES)
+    size = min(report.cache.object_size, HTML_OBJECT_BYTES)
+    found = dict(report.example_bytes)
     for cluster in report.clusters[:clusters]:
         if not cluster.examples or size <= 0:
             continue
         address = cluster.examples[0]
         with contextlib.suppress(Exception):
-            report.example_bytes[address] = prog.read(address, size)
+            found[address] = prog.read(address, size)
+    return replace(report, example_bytes=found)
 
 
 _RENDERERS = {

@@ -58,6 +58,14 @@ def parse_sample(text: str, seed: int = 0) -> SampleSpec:
     return SampleSpec(objects=int(value), seed=seed)
 
 
+def asks_for_everything(spec: SampleSpec) -> bool:
+    """
+    Whether *spec* draws every slab whatever the cache holds: a fraction of
+    1 (or more, from a library caller). Such a run is the exact one.
+    """
+    return spec.fraction is not None and spec.fraction >= 1
+
+
 def sample_pages(pages: list[SlabPage], spec: SampleSpec) -> list[SlabPage]:
     """A seeded uniform draw of slabs from *pages*, kept in address order."""
     if not pages:

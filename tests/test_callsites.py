@@ -137,7 +137,7 @@ def test_cache_call_sites_match_tracks(slub_debug_series: dict[str, Any], cache_
     per_address = Counter(addr for _, addr in oracle.values())
     report = _mine(vmcore, vmlinux, cache_name)
     (cache_sites,) = _sites(report).caches
-    assert cache_sites.objects == len(oracle) == report.scan["objects_scanned"]
+    assert cache_sites.objects == len(oracle) == report.scan.objects_scanned
     assert cache_sites.distinct_sites == len(per_address)
     for site in cache_sites.sites:
         assert site.objects == per_address[site.address], site.name
@@ -164,7 +164,7 @@ def test_bounded_tally_keeps_cluster_sites_whole(slub_debug_manifest: dict[str, 
     """With a tally that folds templates, each cluster's sites still add up to its count."""
     vmcore, vmlinux = _dump(slub_debug_manifest), slub_debug_manifest["vmlinux"]
     report = _mine(vmcore, vmlinux, "kmalloc-32", max_fragments=200)
-    assert report.scan["folded_templates"] > 0
+    assert report.scan.folded_templates > 0
     sites = _sites(report)
     for cluster, where in zip(report.clusters, sites.clusters, strict=True):
         assert where.objects == cluster.objects, cluster.template
@@ -319,7 +319,7 @@ def test_renderings(slub_debug_manifest: dict[str, Any]) -> None:
     sites = document["call_sites"]
     assert sites["hz"] == 250 and sites["sampled"] is False
     (entry,) = sites["caches"]
-    assert entry["cache"] == "kmalloc-64" and entry["objects"] == report.scan["objects_scanned"]
+    assert entry["cache"] == "kmalloc-64" and entry["objects"] == report.scan.objects_scanned
     top = entry["sites"][0]
     assert top["objects"] == 3000 and top["requested_sizes"] == [{"size": 64, "objects": 3000}]
     assert top["age_seconds"]["min"] <= top["age_seconds"]["max"] <= sites["uptime_seconds"]

@@ -19,12 +19,14 @@ import json
 import os
 import pty
 import re
+import select
 import stat
 import struct
 import subprocess
 import sys
 import termios
 import threading
+import time
 from collections import Counter
 from functools import cache
 from pathlib import Path
@@ -298,7 +300,13 @@ def test_progress_bar_only_on_a_terminal_or_when_asked(sample_manifest: dict[str
         )  # fmt: skip
         os.close(slave)
         seen = b""
+        # Read until the child is gone, but not forever: a hung child fails the test.
+        deadline = time.monotonic() + TIMEOUT
         while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([master], [], [], left)[0]:
+                proc.kill()
+                pytest.fail(f"mine on a terminal: no end within {TIMEOUT} s (a hang?); {seen!r}")
             try:
                 chunk = os.read(master, 4096)
             except OSError:  # EIO: every writer of the terminal is gone

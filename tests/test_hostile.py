@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from dumpminer.report import (
     terminal_escape,
     to_json_dict,
 )
+from dumpminer.reportdata import CacheFacts, DumpFacts, ScanFacts
 from dumpminer.walk import WalkStats, _PageFields, cache_layout, find_slab_pages, walk_slabs
 
 CACHE = "kmalloc-32"
@@ -509,6 +511,42 @@ def test_write_atomically_interrupted_leaves_no_temporary(
     assert os.listdir(tmp_path) == ["r.txt"]
 
 
+#: How long a test waits for a child process to reach a state or exit before it fails.
+#: Not a timing assert: the state comes within seconds, and only a hang takes this long.
+POLL_DEADLINE = 60.0
+
+
+def wait_for(reached: Callable[[], bool], what: str, proc: subprocess.Popen[str]) -> None:
+    """
+    Poll until *reached*() is true. Fail with a message naming *what*, with the child's
+    stderr, when *proc* exits first or :data:`POLL_DEADLINE` seconds pass (a hang).
+    """
+    deadline = time.monotonic() + POLL_DEADLINE
+    while not reached():
+        if proc.poll() is not None:
+            _, stderr = proc.communicate()
+            pytest.fail(f"the child exited ({proc.returncode}) before {what}; stderr: {stderr}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            _, stderr = proc.communicate()
+            pytest.fail(f"{what}: not seen in {POLL_DEADLINE:.0f} s (a hang?); stderr: {stderr}")
+        time.sleep(0.01)
+
+
+def exit_within_deadline(proc: subprocess.Popen[str], after: str) -> str:
+    """The stderr of *proc* once it exits; fail if it has not after :data:`POLL_DEADLINE` s."""
+    try:
+        _, stderr = proc.communicate(timeout=POLL_DEADLINE)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, stderr = proc.communicate()
+        pytest.fail(
+            f"the child did not exit within {POLL_DEADLINE:.0f} s of {after} (a hang?); "
+            f"stderr: {stderr}"
+        )
+    return stderr
+
+
 #: Runs the CLI with every slab read slowed down by 20 ms a slab (runs of
 #: full slabs read as one included), so that a signal can land mid-walk on the
 #: small seed sample; $MARK is created when the walk starts.
@@ -546,14 +584,10 @@ def test_signal_mid_walk_writes_partial_report(
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not mark.exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_for(mark.exists, "the walk started", proc)
         time.sleep(0.5)
         proc.send_signal(signum)
-        _, stderr = proc.communicate(timeout=60)
+        stderr = exit_within_deadline(proc, f"signal {signum}")
     finally:
         proc.kill()
     assert proc.returncode == code, stderr
@@ -670,27 +704,23 @@ def crafted_report(name: str = "kmalloc-32") -> Report:
     for f in fragments:
         f.offsets[8] = f.occurrences
     return Report(
-        dump={"path": "/tmp/\x1b[31mred\x07", "osrelease": "6.1\x1b[0m", "format": "elf"},
-        cache={
-            "name": name,
-            "caches": ["kmalloc-32\x1b[1m"],
-            "object_size": 32,
-            "allocated": 100,
-            "total": 128,
-            "slabs": 1,
-        },
-        scan={
-            "objects_scanned": 100,
-            "slabs": 1,
-            "context_before": 0,
-            "context_after": 0,
-            "min_length": 3,
-            "seconds": 0.1,
-            "faults": 0,
-            "fault_addresses": [],
-            "corrupt_slabs": 0,
-            "corrupt_slab_addresses": [],
-        },
+        dump=DumpFacts(
+            path="/tmp/\x1b[31mred\x07",
+            osrelease="6.1\x1b[0m",
+            format="elf",
+            build_id=None,
+            vmlinux=None,
+            debuginfo="vmlinux",
+        ),
+        cache=CacheFacts(
+            name=name,
+            caches=("kmalloc-32\x1b[1m",),
+            object_size=32,
+            allocated=100,
+            total=128,
+            slabs=1,
+        ),
+        scan=ScanFacts(objects_scanned=100, slabs=1, seconds=0.1),
         fragments=fragments,
         clusters=cluster_fragments(fragments),
     )
@@ -797,9 +827,9 @@ def test_fuzzed_real_headers(sample_manifest: dict[str, Any], tmp_path: Path) ->
 def test_table_quotes_templates_with_spaces_at_the_ends() -> None:
     fragments = [Fragment(b" 12", 3, 3), Fragment(b" 13", 2, 2), Fragment(b"usr", 1, 1)]
     report = Report(
-        dump={"path": "d", "format": "elf", "osrelease": "r"},
-        cache={"name": "c", "caches": ["c"], "object_size": 32, "allocated": 6, "total": 8},
-        scan={"objects_scanned": 6, "slabs": 1, "seconds": 0.0, "faults": 0, "corrupt_slabs": 0},
+        dump=DumpFacts("d", "r", "elf", None, None, "vmlinux"),
+        cache=CacheFacts("c", ("c",), object_size=32, allocated=6, total=8, slabs=1),
+        scan=ScanFacts(objects_scanned=6, slabs=1, seconds=0.0),
         fragments=fragments,
         clusters=cluster_fragments(fragments),
     )

@@ -85,3 +85,39 @@ def test_sampling_intervals_hold_the_true_count(sample_manifest: dict[str, Any])
             misses[template] += not low <= truth[template] <= high
     # At a true 5% miss rate, 7 or more misses of 40 has a chance under 0.5%.
     assert all(n <= 6 for n in misses.values()), misses
+
+
+def test_a_sample_of_everything_is_the_exact_run(sample_manifest: dict[str, Any]) -> None:
+    """
+    Through the library, as through ``--sample 1``: a draw of every slab (a fraction of 1,
+    or as many objects as the cache holds, or more) reads everything, so the report is the
+    exact one, not labelled sampled, with no interval.
+    """
+    entry = next(d for d in sample_manifest["dumps"] if d["format"] == "kdump")
+    dump = dumpminer.open_dump(entry["path"], sample_manifest["vmlinux"])
+
+    def mined(spec: SampleSpec | None) -> tuple[dumpminer.Report, dict[str, Any]]:
+        report = dumpminer.mine(dump.prog, "kmalloc-32", dump=dump, sample=spec)
+        doc = to_json_dict(report)
+        doc["scan"].pop("seconds")
+        return report, doc
+
+    exact, exact_doc = mined(None)
+    population = exact.cache.allocated
+    assert population > 0
+    for spec in (
+        SampleSpec(fraction=1, seed=4),
+        SampleSpec(fraction=1.0),
+        SampleSpec(objects=population, seed=2),
+        SampleSpec(objects=10**9),
+    ):
+        report, doc = mined(spec)
+        assert report.sample is None and doc["sample"] is None, spec
+        assert doc == exact_doc, spec
+        assert all("objects_ci95" not in c for c in doc["clusters"])
+        table = dumpminer.render(report, "table")
+        assert "SAMPLED" not in table and "~" not in table, spec
+    # A draw of fewer slabs than the cache has is still a sample.
+    half, doc = mined(SampleSpec(objects=population // 2, seed=2))
+    assert half.sample is not None and half.sample.slabs_sampled < half.sample.slabs_total
+    assert "objects_ci95" in doc["clusters"][0]
