@@ -828,24 +828,31 @@ def cluster_call_sites_json(report: CallSiteReport | None, index: int) -> dict[s
     }
 
 
-def allocated_by(report: CallSiteReport | None, index: int) -> str:
+def allocated_by(report: CallSiteReport | None, index: int, objects: int | None = None) -> str:
     """
     A cluster's call sites in one line, ``leaky_agent:new_rule+0x2c 5000
-    (100%)``, more sites after commas; empty without tracks.
+    (100%)``, more sites after commas; empty without tracks. Shares are of
+    the cluster's *objects* (as counted; default: those tracked), and the
+    objects without a track (a glob over caches with and without tracks) are
+    said.
     """
     if report is None or index >= len(report.clusters):
         return ""
     entry = report.clusters[index]
+    total = entry.objects if objects is None else objects
     if not entry.sites:
         return "no tracked object"
     parts = [
-        f"{site.name} {site.objects} ({100 * site.objects / entry.objects:.0f}%)"
-        if entry.objects
-        else site.name
+        f"{site.name} {site.objects} ({100 * site.objects / total:.0f}%)" if total else site.name
         for site in entry.sites
     ]
     more = entry.distinct_sites - len(entry.sites)
-    return ", ".join(parts) + (f", {more} more" if more > 0 else "")
+    untracked = total - entry.objects
+    return (
+        ", ".join(parts)
+        + (f", {more} more" if more > 0 else "")
+        + (f"; {untracked} untracked" if untracked > 0 else "")
+    )
 
 
 def call_site_lines(report: CallSiteReport) -> list[str]:

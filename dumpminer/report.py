@@ -439,7 +439,8 @@ def render_table(report: Report, top: int | None = None) -> str:
         ]
         lines.append("  ".join([*cells, row[-1]]))
         if n and report.call_sites is not None:
-            by = terminal_escape(allocated_by(report.call_sites, n - 1))
+            objects = shown[n - 1].objects
+            by = terminal_escape(allocated_by(report.call_sites, n - 1, objects))
             lines.append(f"{'':{widths[0] + 2}}allocated by: {by}")
     if report.call_sites is not None:
         lines += ["", *(terminal_escape(line) for line in call_site_lines(report.call_sites))]
@@ -480,7 +481,7 @@ def render_markdown(report: Report, top: int | None = None) -> str:
             f"{interval_cell} {100 * report.share(c.objects):.2f}% | "
             f"{approx}{counts['in_context']} | {offset} | {examples} |"
             + (
-                f" {markdown_escape(allocated_by(report.call_sites, rank - 1))} |"
+                f" {markdown_escape(allocated_by(report.call_sites, rank - 1, c.objects))} |"
                 if report.call_sites is not None
                 else ""
             )

@@ -336,3 +336,15 @@ def test_renderings(slub_debug_manifest: dict[str, Any]) -> None:
     # Markdown would read "_" and "<" as markup: escaped.
     escaped = MODULE.replace("_", "\\_") + ":\\<init text>+0x"
     assert escaped in markdown
+
+
+def test_allocated_by_line_says_what_is_untracked() -> None:
+    """Shares are of the cluster's objects; objects of untracked caches are said, not hidden."""
+    from dumpminer.callsites import ClusterCallSites, ClusterSite, allocated_by
+
+    sites = CallSiteReport(
+        250, 1000, 4.0, (), (ClusterCallSites(60, 3, (ClusterSite("a:f+0x1", 1, 40),)),)
+    )
+    assert allocated_by(sites, 0) == "a:f+0x1 40 (67%), 2 more"
+    assert allocated_by(sites, 0, 100) == "a:f+0x1 40 (40%), 2 more; 40 untracked"
+    assert allocated_by(None, 0) == "" and allocated_by(sites, 1) == ""
