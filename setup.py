@@ -1,12 +1,14 @@
 """
-The one compiled part of dumpminer (dumpminer/_runs.c: finding and grouping
-printable runs with the GIL released); everything else is in pyproject.toml.
+The compiled parts of dumpminer (dumpminer/_runs.c: finding and grouping
+printable runs with the GIL released; dumpminer/_words.c: string-less
+objects); everything else is in pyproject.toml.
 """
 
 from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("dumpminer._runs", ["dumpminer/_runs.c"], extra_compile_args=["-O2", "-Wall"])
+        Extension("dumpminer._runs", ["dumpminer/_runs.c"], extra_compile_args=["-O2", "-Wall"]),
+        Extension("dumpminer._words", ["dumpminer/_words.c"], extra_compile_args=["-O2", "-Wall"]),
     ]
 )

@@ -223,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not read allocation tracks (slub_debug=U) for call sites",
     )
     m.add_argument(
+        "--no-attribution",
+        dest="attribution",
+        action="store_false",
+        help="skip pointer attribution (the 'points to' lines) and the shape groups of "
+        "string-less objects",
+    )
+    m.add_argument(
         "--max-fragments",
         type=_non_negative,
         default=DEFAULT_MAX_FRAGMENTS,
@@ -390,6 +397,7 @@ def run_mine(args: argparse.Namespace) -> int:
             sample=sample,
             mask_pointers=args.mask_pointers,
             call_sites=args.call_sites,
+            attribution=args.attribution,
         )
         report = replace(report, dump=replace(report.dump, taken=taken))
         if args.format == "html":

@@ -212,6 +212,7 @@ def mine_side(
             workers=settings.workers,
             max_fragments=settings.max_fragments,
             mask_pointers=settings.mask_pointers,
+            attribution=False,  # diff compares clusters only
         )
         if report.partial:
             raise KeyboardInterrupt

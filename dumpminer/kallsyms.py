@@ -39,6 +39,7 @@ from drgn.helpers.linux.kallsyms import load_module_kallsyms, load_vmlinux_kalls
 from dumpminer.btf import KernelBtf
 
 __all__ = [
+    "KALLSYMS_FINDER",
     "KERNEL_GLOBALS",
     "MODULE_SYMBOLS",
     "KernelObjects",
@@ -64,6 +65,10 @@ KERNEL_GLOBALS: dict[str, str] = {
     "vmalloc_base": "unsigned long",
     # The highest page frame (mm/memblock.c): the page array's end when mem_section is lost.
     "max_pfn": "unsigned long",
+    # The direct map's page frames (mm/memblock.c): drgn's in_direct_map(), which
+    # slab_object_info() asks first (pointer attribution, dumpminer/words.py).
+    "min_low_pfn": "unsigned long",
+    "max_low_pfn": "unsigned long",
     # Per-CPU data (mm/percpu.c, kernel/cpu.c).
     "__per_cpu_offset": "unsigned long []",
     "nr_cpu_ids": "unsigned int",
@@ -224,6 +229,9 @@ class ModuleSymbols:
             self._index = load_module_kallsyms(prog)
         return list(self._index(prog, name, address, one))
 
+
+#: The name dumpminer.dump registers vmlinux's kallsyms under (no vmlinux).
+KALLSYMS_FINDER = "kallsyms"
 
 #: The name :func:`add_module_symbols` registers its symbol finder under.
 MODULE_SYMBOLS = "module_kallsyms"

@@ -15,6 +15,7 @@ drgn's REPL::
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import time
@@ -26,6 +27,7 @@ from drgn import Program
 from tqdm import tqdm
 
 from dumpminer.allocator import page_array_lost, slab_allocator
+from dumpminer.attribution import attribute_report
 from dumpminer.caches import CacheUsage, cache_usage, resolve_caches
 from dumpminer.callsites import CallSiteObserver, call_site_report, tracked_caches
 from dumpminer.cluster import cluster_fragments, sort_fragments
@@ -44,6 +46,7 @@ from dumpminer.reportdata import (
     ScanFacts,
 )
 from dumpminer.sampling import SampleSpec, asks_for_everything, sample_pages
+from dumpminer.shapes import ShapeObserver
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS, FragmentTally
 from dumpminer.walk import SlabPage, WalkStats, find_slab_pages
 from dumpminer.workers import mine_in_workers
@@ -120,6 +123,7 @@ def mine(
     sample: SampleSpec | None = None,
     mask_pointers: bool = False,
     call_sites: bool = True,
+    attribution: bool = True,
 ) -> Report:
     """
     Mine every allocated object of the cache(s) named *cache* for printable
@@ -133,10 +137,12 @@ def mine(
     split over *workers* processes (default: :func:`default_workers`), each
     with its own drgn program; their counts merge exactly. With
     *mask_pointers*, kernel addresses in objects are blanked first
-    (:mod:`dumpminer.pointers`), as ``diff`` does. When a cache keeps
-    allocation tracks (``slub_debug=U``), the report's ``call_sites`` says who
-    allocated the objects (:mod:`dumpminer.callsites`); *call_sites* False
-    skips reading them.
+    (:mod:`dumpminer.pointers`), as ``diff`` does. With *attribution* (the
+    default), the top clusters' words are attributed and string-less objects
+    grouped by shape (:mod:`dumpminer.attribution`, :mod:`dumpminer.shapes`).
+    When a cache keeps allocation tracks (``slub_debug=U``), the report's
+    ``call_sites`` says who allocated the objects (:mod:`dumpminer.callsites`);
+    *call_sites* False skips reading them.
 
     A *sample* that draws every slab (a fraction of 1, or at least as many
     objects as the cache holds) reads everything, so its report is the
@@ -152,6 +158,7 @@ def mine(
         per_slab=sample is not None,
         mask_pointers=mask_pointers,
         call_sites=call_sites,
+        observers=(functools.partial(ShapeObserver, min_length),) if attribution else (),
     )
     options.check()
     with _gc_paused():
@@ -205,6 +212,7 @@ def _mine(
             result = mine_pages(prog, caches, pages, options, bar.update)
         tally, walked, partial = result.tally, result.stats, result.partial
         sites = next((o for o in result.observers if isinstance(o, CallSiteObserver)), None)
+        shapes = next((o for o in result.observers if isinstance(o, ShapeObserver)), None)
     finally:
         bar.close()
     stats.merge(walked)
@@ -216,6 +224,9 @@ def _mine(
         report = _report(
             prog, cache, options, dump, usages, stats, tally, pages, found, reached, sample, started
         )
+        if shapes is not None:
+            size = max(u.object_size for u in usages)
+            report = attribute_report(prog, report, shapes, size)
         if sites is not None:
             labels = tally.cluster_labels(report.clusters)
             report = replace(report, call_sites=call_site_report(prog, sites, labels))

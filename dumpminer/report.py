@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from dumpminer.attribution import SAMPLE_OBJECTS, Attribution
 from dumpminer.callsites import (
     CallSiteReport,
     allocated_by,
@@ -30,6 +31,7 @@ from dumpminer.cluster import MEMBERS_SHOWN, Cluster, Slot
 from dumpminer.fragments import Fragment
 from dumpminer.reportdata import CacheFacts, DumpFacts, Progress, SampleFacts, ScanFacts
 from dumpminer.sampling import interval
+from dumpminer.shapes import ShapeSummary
 
 SCHEMA = "dumpminer.report/1"
 MANY_SCHEMA = "dumpminer.reports/1"
@@ -57,6 +59,13 @@ class Report:
     #: For --format html: object address -> its bytes, for the top clusters'
     #: first examples (see :func:`attach_example_bytes`).
     example_bytes: Mapping[int, bytes] = field(default_factory=dict)
+    #: Pointer attribution of the top clusters, in cluster order (fewer than
+    #: the clusters: only the top ones are attributed); empty when off.
+    attribution: tuple[Attribution, ...] = ()
+    #: The string-less objects' shape groups; None when attribution is off.
+    shapes: ShapeSummary | None = None
+    #: Seconds spent attributing after the walk.
+    attribution_seconds: float = 0.0
     #: Allocation call sites, when the cache keeps alloc tracks (slub_debug=U).
     call_sites: CallSiteReport | None = None
 
@@ -140,8 +149,13 @@ def _slot_json(slot: Slot) -> dict[str, Any]:
     }
 
 
+def _attribution_of(report: Report, rank: int) -> Attribution | None:
+    """The attribution of the cluster at index *rank*, if it was attributed."""
+    return report.attribution[rank] if rank < len(report.attribution) else None
+
+
 def _cluster_json(
-    report: Report, cluster: Cluster, object_size: int, index: int = 0
+    report: Report, cluster: Cluster, object_size: int, rank: int = 0
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "template": _text(cluster.template),
@@ -165,8 +179,10 @@ def _cluster_json(
         )
         if cluster.examples
         else None,
-        "allocated_by": cluster_call_sites_json(report.call_sites, index),
     }
+    attribution = _attribution_of(report, rank)
+    entry["attribution"] = None if attribution is None else attribution.to_json()
+    entry["allocated_by"] = cluster_call_sites_json(report.call_sites, rank)
     return entry
 
 
@@ -191,8 +207,16 @@ def to_json_dict(report: Report, top: int | None = None) -> dict[str, Any]:
         },
         "fragments": [_fragment_json(report, f) for f in report.fragments[:top]],
         "clusters": [
-            _cluster_json(report, c, object_size, i) for i, c in enumerate(report.clusters[:top])
+            _cluster_json(report, c, object_size, rank)
+            for rank, c in enumerate(report.clusters[:top])
         ],
+        "attribution": None
+        if report.shapes is None
+        else {
+            "clusters": len(report.attribution),
+            "sample_objects": SAMPLE_OBJECTS,
+        },
+        "string_less": None if report.shapes is None else report.shapes.to_json(report.share),
         "call_sites": None
         if report.call_sites is None
         else call_sites_json(report.call_sites, report.sample is not None),
@@ -237,6 +261,7 @@ CSV_COLUMNS = [
     "cache", "rank", "template", "objects", "share", "occurrences", "in_context",
     "typical_offset", "distinct_members", "examples", "objects_ci95_low", "objects_ci95_high",
     "template_hex", "counts_exact", "distinct_members_exact", "allocator_fill",
+    "points_to",
     "allocated_by", "allocated_by_objects",
 ]  # fmt: skip
 
@@ -282,11 +307,18 @@ def render_csv(report: Report, top: int | None = None) -> str:
                     _flag(report.scan.exact),
                     _flag(c.members_exact),
                     _flag(c.fill is not None),
+                    csv_cell(_points_to(report, rank - 1)),
                     *_csv_allocated_by(report, rank - 1),
                 ]
             )
         )
     return "".join(lines)
+
+
+def _points_to(report: Report, rank: int) -> str:
+    """The ``points to`` text of the cluster at index *rank*; empty if not attributed."""
+    attribution = _attribution_of(report, rank)
+    return "" if attribution is None else attribution.points_to_text()
 
 
 #: What Markdown (CommonMark with GitHub's tables, strikethrough and math)
@@ -432,16 +464,20 @@ def render_table(report: Report, top: int | None = None) -> str:
     if not shown:
         lines.append("no clusters to show" + (" (--top 0)" if report.clusters else ""))
         return "\n".join(lines) + "\n"
-    for n, row in enumerate(rows):
+    for index, row in enumerate(rows):
         cells = [
             cell.ljust(w) if i in left else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(row[:-1], widths, strict=True))
         ]
         lines.append("  ".join([*cells, row[-1]]))
-        if n and report.call_sites is not None:
-            objects = shown[n - 1].objects
-            by = terminal_escape(allocated_by(report.call_sites, n - 1, objects))
+        points = _points_to(report, index - 1) if index else ""
+        if points:
+            lines.append(f"{'':{widths[0] + 2}}points to: {terminal_escape(points)}")
+        if index and report.call_sites is not None:
+            objects = shown[index - 1].objects
+            by = terminal_escape(allocated_by(report.call_sites, index - 1, objects))
             lines.append(f"{'':{widths[0] + 2}}allocated by: {by}")
+    lines += _shape_lines(report, top)
     if report.call_sites is not None:
         lines += ["", *(terminal_escape(line) for line in call_site_lines(report.call_sites))]
     first = next((c for c in shown if c.examples), None)
@@ -456,6 +492,28 @@ def render_table(report: Report, top: int | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _shape_lines(report: Report, top: int) -> list[str]:
+    """The table's section of string-less shape groups (none when attribution is off)."""
+    shapes = report.shapes
+    if shapes is None or not shapes.groups or top <= 0:
+        return []
+    lines = [
+        "",
+        f"string-less: {shapes.stringless} of {shapes.objects} objects hold no text "
+        "(runs inside kernel pointers do not count); largest shape groups:"
+        + ("" if shapes.exact else f" (INEXACT: {shapes.dropped_objects} objects dropped)"),
+    ]
+    for rank, g in enumerate(shapes.groups[:top], 1):
+        lines.append(
+            f"S{rank:<3} {g.objects:>8}  {100 * report.share(g.objects):6.2f}%  "
+            f"{g.examples[0]:#x}  {terminal_escape(g.shape_text())}"
+        )
+        points = g.attribution.points_to_text()
+        if points:
+            lines.append(f"{'':5}points to: {terminal_escape(points)}")
+    return lines
+
+
 def render_markdown(report: Report, top: int | None = None) -> str:
     """The top clusters as a Markdown table."""
     sampled = report.sample is not None
@@ -465,9 +523,9 @@ def render_markdown(report: Report, top: int | None = None) -> str:
     approx = "\\~" if sampled else ""
     lines += [
         "",
-        f"| # | template | objects |{interval_head} share | in context | offset | examples |"
-        + (" allocated by |" if report.call_sites is not None else ""),
-        f"|---|---|---:|{interval_rule}---:|---:|---:|---|"
+        f"| # | template | objects |{interval_head} share | in context | offset | examples "
+        "| points to |" + (" allocated by |" if report.call_sites is not None else ""),
+        f"|---|---|---:|{interval_rule}---:|---:|---:|---|---|"
         + ("---|" if report.call_sites is not None else ""),
     ]
     for rank, c in enumerate(report.clusters[:top], 1):
@@ -479,13 +537,31 @@ def render_markdown(report: Report, top: int | None = None) -> str:
             f"| {rank} | {markdown_escape(_shown_template(c.template))} | "
             f"{approx}{counts['objects']} |"
             f"{interval_cell} {100 * report.share(c.objects):.2f}% | "
-            f"{approx}{counts['in_context']} | {offset} | {examples} |"
+            f"{approx}{counts['in_context']} | {offset} | {examples} | "
+            f"{markdown_escape(_points_to(report, rank - 1))} |"
             + (
                 f" {markdown_escape(allocated_by(report.call_sites, rank - 1, c.objects))} |"
                 if report.call_sites is not None
                 else ""
             )
         )
+    shapes = report.shapes
+    if shapes is not None and shapes.groups:
+        lines += [
+            "",
+            f"String-less objects: {shapes.stringless} of {shapes.objects} hold no text. "
+            "Largest shape groups:",
+            "",
+            "| # | objects | share | shape | examples | points to |",
+            "|---|---:|---:|---|---|---|",
+        ]
+        for rank, g in enumerate(shapes.groups[:top], 1):
+            examples = ", ".join(f"`{a:#x}`" for a in g.examples)
+            lines.append(
+                f"| S{rank} | {g.objects} | {100 * report.share(g.objects):.2f}% | "
+                f"{markdown_escape(g.shape_text())} | {examples} | "
+                f"{markdown_escape(g.attribution.points_to_text())} |"
+            )
     if report.call_sites is not None:
         # Symbol names come from the dump: escaped, never in a code fence.
         lines += [

@@ -155,6 +155,95 @@ def cpu_slab_objects(prog: drgn.Program, cache_name: str) -> list[int]:
 
 
 # --------------------------------------------------------------------------
+# Pointers: what the words of objects point at, by drgn's own helpers
+# --------------------------------------------------------------------------
+
+
+def with_module_symbols(prog: drgn.Program) -> drgn.Program:
+    """
+    *prog* with the kernel's own kallsyms first (drgn's helper; a vmlinux's
+    symbol table names other aliases and local labels) and the loaded
+    modules' kallsyms as symbol finders.
+    """
+    from drgn.helpers.linux.kallsyms import load_module_kallsyms, load_vmlinux_kallsyms
+
+    if "oracle_module_kallsyms" not in prog.registered_symbol_finders():
+        prog.register_symbol_finder(
+            "oracle_vmlinux_kallsyms", load_vmlinux_kallsyms(prog), enable_index=0
+        )
+        prog.register_symbol_finder(
+            "oracle_module_kallsyms", load_module_kallsyms(prog), enable_index=-1
+        )
+    return prog
+
+
+def objects_with_word(prog: drgn.Program, cache_name: str, offset: int, value: int) -> int:
+    """Allocated objects of *cache_name* whose 8-byte word at *offset* is *value*."""
+    wanted = value.to_bytes(8, "little")
+    return sum(
+        prog.read(address + offset, 8) == wanted for address in allocated_objects(prog, cache_name)
+    )
+
+
+def word_identity(
+    prog: drgn.Program, value: int, address: int, size: int, cache: dict[Any, Any]
+) -> tuple[str, str | None]:
+    """
+    What the word *value* of the object at *address* (*size* bytes) holds,
+    as (class, target), from drgn's identify_address and slab_object_info:
+    the classes of docs/report-format.md's attribution.
+    """
+    from drgn.helpers.common.memory import identify_address
+    from drgn.helpers.linux.module import address_to_module
+    from drgn.helpers.linux.slab import slab_object_info
+
+    if value == 0:
+        return "null", None
+    if value < 1 << 32 or value >= (1 << 64) - 4095:
+        return "small integer", None
+    if address <= value < address + size:
+        return "self", None
+    if value < 0xFFFF_8000_0000_0000:
+        return "other", None
+    identity = identify_address(prog, value, cache=cache)
+    if identity is None:
+        if prog["page_offset_base"].value_() <= value < prog["vmalloc_base"].value_():
+            return "direct map", None
+        return "kernel address", None
+    kind, _, rest = identity.partition(": ")
+    if kind in ("slab object", "free slab object"):
+        return "slab", rest.rsplit("+", 1)[0]
+    if kind in ("task", "task stack") or kind.startswith("task"):
+        info = slab_object_info(prog, value)
+        if info is not None:
+            return "slab", info.slab_cache.name.string_().decode()
+        return "vmalloc", None
+    if kind == "vmap":
+        return "vmalloc", None
+    if kind == "page":
+        return "vmemmap", None
+    name: str | None = rest.removesuffix("+0x0")
+    if name and name.startswith(".L"):
+        name = None  # an assembler-local label (a vmlinux's string literal): kallsyms has none
+    module = address_to_module(prog, value)
+    if module:
+        side = "module text" if kind == "function symbol" else "module data"
+        return side, f"{module.name.string_().decode()}:{name or hex(value)}"
+    text = prog.symbol("_stext").address <= value < prog.symbol("_etext").address
+    return ("kernel text" if text else "kernel data"), name
+
+
+def module_symbol(prog: drgn.Program, module: str, name: str) -> int:
+    """The address of the symbol *name* of the loaded *module* (vmlinux may have one too)."""
+    from drgn.helpers.linux.module import address_to_module
+
+    for symbol in prog.symbols(name):
+        owner = address_to_module(prog, symbol.address)
+        if owner and owner.name.string_().decode() == module:
+            return int(symbol.address)
+    raise LookupError(f"{module} has no symbol {name}")
+
+
 # Allocation tracks (slub_debug=U): who allocated each object
 # --------------------------------------------------------------------------
 
