@@ -3,7 +3,8 @@ Benchmark: ``dumpminer mine`` end to end from two source trees, as a user runs
 it (a fresh process: start-up, opening the dump, the walk, the report).
 
     python3 bench/bench_compare.py --baseline DIR [--sample big] [--series 6.1]
-                                   [--cache kmalloc-32] [--runs 5] [--counts]
+                                   [--cache kmalloc-32] [--format kdump] [--runs 5]
+                                   [--counts]
 
 DIR is another checkout of dumpminer with its extension built in place
 (``git worktree add /tmp/base REV && cd /tmp/base && python3 setup.py
@@ -35,8 +36,13 @@ sys.path.insert(0, str(ROOT))
 from sample_dumps.build import build_sample  # noqa: E402
 
 
-def run_tree(tree: Path, args: list[str], out: Path, fmt: str = "table") -> tuple[float, float]:
-    """Run ``dumpminer mine`` from *tree*; return (wall seconds, its peak RSS in MiB)."""
+def run_tree(
+    tree: Path, args: list[str], out: Path, fmt: str = "table"
+) -> tuple[float, float, float]:
+    """
+    Run ``dumpminer mine`` from *tree*; return (wall seconds, its peak RSS in
+    MiB, its CPU seconds: user and system, all threads).
+    """
     env = {**os.environ, "PYTHONPATH": str(tree)}
     start = time.perf_counter()
     child = subprocess.Popen(
@@ -51,7 +57,7 @@ def run_tree(tree: Path, args: list[str], out: Path, fmt: str = "table") -> tupl
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise SystemExit(f"{tree}: exit {child.returncode}: {errors.strip()}")
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def clusters(path: Path) -> dict[str, int]:
@@ -65,22 +71,25 @@ def main() -> None:
     parser.add_argument("--sample", default="big")
     parser.add_argument("--series", default="6.1")
     parser.add_argument("--cache", default="kmalloc-32")
+    parser.add_argument("--format", default="kdump", help="which dump of the sample")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--counts", action="store_true", help="compare cluster counts too")
     args = parser.parse_args()
     manifest = json.loads(Path(build_sample(args.sample, args.series)).read_text())
-    vmcore = next(d["path"] for d in manifest["dumps"] if d["format"] == "kdump")
+    vmcore = next(d["path"] for d in manifest["dumps"] if d["format"] == args.format)
     mine = [vmcore, "--vmlinux", manifest["vmlinux"], "--cache", args.cache]
     trees = {"baseline": args.baseline.resolve(), "this": ROOT}
     times: dict[str, list[float]] = {name: [] for name in trees}
+    cpus: dict[str, list[float]] = {name: [] for name in trees}
     peaks: dict[str, float] = dict.fromkeys(trees, 0.0)
     with tempfile.TemporaryDirectory() as tmp:
         outs = {name: Path(tmp) / f"{name}.json" for name in trees}
         for round_ in range(args.runs):
             order = list(trees) if round_ % 2 == 0 else list(reversed(trees))
             for name in order:
-                seconds, peak = run_tree(trees[name], mine, outs[name])
+                seconds, peak, cpu = run_tree(trees[name], mine, outs[name])
                 times[name].append(seconds)
+                cpus[name].append(cpu)
                 peaks[name] = max(peaks[name], peak)
         counts = {}
         if args.counts:
@@ -88,20 +97,24 @@ def main() -> None:
                 run_tree(trees[name], mine, outs[name], "json")
                 counts[name] = clusters(outs[name])
     print(
-        f"{args.sample} {args.series} {args.cache}, {args.runs} rounds, "
-        f"{manifest['kernel_release']}"
+        f"{args.sample} {args.series} {args.format} {args.cache}, {args.runs} rounds, "
+        f"{manifest['kernel_release']}, load average {os.getloadavg()[0]:.1f}"
     )
     for name, tree in trees.items():
         spread = f"{min(times[name]):.2f}-{max(times[name]):.2f}"
         print(
             f"  {name:8} {statistics.median(times[name]):7.2f} s  ({spread})  "
+            f"CPU {statistics.median(cpus[name]):6.2f} s  "
             f"peak RSS {peaks[name]:6.0f} MiB  {tree}"
         )
     ratio = statistics.median(times["this"]) / statistics.median(times["baseline"])
-    print(f"  this / baseline: {ratio:.3f}")
+    cpu_ratio = statistics.median(cpus["this"]) / statistics.median(cpus["baseline"])
+    print(f"  this / baseline: {ratio:.3f} wall, {cpu_ratio:.3f} CPU")
     if counts:
         lost = {t: n for t, n in counts["baseline"].items() if counts["this"].get(t, n) != n}
         print(f"  clusters whose template is in both and whose count differs: {len(lost)}")
+        only = set(counts["baseline"]) ^ set(counts["this"])
+        print(f"  templates in one report only: {len(only)}")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 Benchmark: mining kmalloc-32 of a sample dump, against drgn's helper loop and
 against the floor of reading the cache's slabs once.
 
-    python3 bench/bench_mine.py [--sample big] [--series 6.1] [--runs 3]
+    python3 bench/bench_mine.py [--sample big] [--series 6.1] [--runs 3] [--end-to-end]
 
 Each program runs in its own process, once per round, and the rounds
 interleave the programs, so that a noisy neighbour slows all of them alike.
+Programs are timed after the dump is opened; with ``--end-to-end``, the whole
+process is timed from the parent (start-up, imports, opening the dump), and
+``e-dumpminer-cli`` (``dumpminer mine`` as a user runs it) is one of them.
 It prints, per program, the median wall time, its spread, objects per second
 and peak RSS, and the ratios that the speed targets are stated in, all
 measured in the same run. Build the sample first:
@@ -99,6 +102,20 @@ def program_floor(dump: Any) -> int:
     return n
 
 
+def program_cli(vmcore: str, vmlinux: str) -> int:
+    """(e) ``dumpminer mine`` as a user runs it, the table to /dev/null."""
+    from dumpminer.cli import main
+
+    out = os.environ.get("BENCH_JSON", os.devnull)
+    code = main(
+        ["mine", vmcore, "--vmlinux", vmlinux, "--cache", CACHE, "-o", out, "--quiet"]
+        + (["--format", "json"] if out != os.devnull else [])
+    )
+    if code != 0:
+        raise SystemExit(code)
+    return 0
+
+
 PROGRAMS = {
     "a-drgn-helpers": program_helper_loop,
     "b-dumpminer": program_dumpminer,
@@ -110,6 +127,11 @@ PROGRAMS = {
 
 def child(name: str, vmcore: str, vmlinux: str) -> None:
     """Run one program in this process and print its measurements as JSON."""
+    if name == "e-dumpminer-cli":
+        started = time.perf_counter()
+        objects = program_cli(vmcore, vmlinux)
+        print(json.dumps({"seconds": time.perf_counter() - started, "objects": objects}))
+        return
     dump = _open(vmcore, vmlinux)
     started = time.perf_counter()
     objects = PROGRAMS[name](dump)
@@ -133,6 +155,9 @@ def main() -> None:
     parser.add_argument("--format", default="kdump", help="which dump of the sample")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip", action="append", default=[], help="programs to leave out")
+    parser.add_argument(
+        "--end-to-end", action="store_true", help="time whole processes, start-up included"
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -141,34 +166,55 @@ def main() -> None:
     manifest = _manifest(args.sample, args.series)
     vmcore = next(d["path"] for d in manifest["dumps"] if d["format"] == args.format)
     names = [n for n in PROGRAMS if n not in args.skip]
+    if args.end_to_end and "e-dumpminer-cli" not in args.skip:
+        names.append("e-dumpminer-cli")
     results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     for round_ in range(args.runs):
         for name in names:
-            out = subprocess.run(
+            started = time.perf_counter()
+            child_process = subprocess.Popen(
                 [sys.executable, __file__, "--child", name, vmcore, manifest["vmlinux"]],
-                check=True,
-                capture_output=True,
+                stdout=subprocess.PIPE,
                 text=True,
             )
-            results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            assert child_process.stdout is not None
+            output = child_process.stdout.read()
+            _, status, usage = os.wait4(child_process.pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise SystemExit(f"{name} failed")
+            result = json.loads(output.strip().splitlines()[-1])
+            result["cpu"] = usage.ru_utime + usage.ru_stime
+            result["peak_rss_mib"] = usage.ru_maxrss / 1024
+            if args.end_to_end:
+                result["seconds"] = time.perf_counter() - started
+            results[name].append(result)
             print(f"round {round_ + 1} {name}: {results[name][-1]}", file=sys.stderr)
     print(f"sample {args.sample} ({args.series}, {args.format}): {vmcore}")
-    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
+    print(
+        f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, load average "
+        f"{os.getloadavg()[0]:.1f}, {'end to end' if args.end_to_end else 'after opening'}"
+    )
     medians = {}
     for name in names:
         times = [r["seconds"] for r in results[name]]
         medians[name] = statistics.median(times)
-        objects = results[name][0]["objects"]
+        objects = max(r["objects"] for r in results[name])
         peak = max(r["peak_rss_mib"] for r in results[name])
+        cpu = statistics.median(r["cpu"] for r in results[name])
         print(
             f"{name:16} median {medians[name]:7.2f} s"
-            f"  (min {min(times):.2f}, max {max(times):.2f})"
-            f"  {objects / medians[name] / 1e3:8.0f} k obj/s"
-            f"  objects {objects}  peak {peak:.0f} MiB"
+            f"  (min {min(times):.2f}, max {max(times):.2f})  CPU {cpu:6.2f} s"
+            + (
+                f"  {objects / medians[name] / 1e3:8.0f} k obj/s  objects {objects}"
+                if objects
+                else ""
+            )
+            + f"  peak {peak:.0f} MiB"
         )
-    if "a-drgn-helpers" in medians and "b-dumpminer" in medians:
-        ratio = medians["a-drgn-helpers"] / medians["b-dumpminer"]
-        print(f"speed-up of dumpminer over drgn helpers: {ratio:.1f}x")
+    for name in ("b-dumpminer", "e-dumpminer-cli"):
+        if "a-drgn-helpers" in medians and name in medians:
+            ratio = medians["a-drgn-helpers"] / medians[name]
+            print(f"speed-up of {name} over drgn helpers: {ratio:.1f}x")
     for name in ("b-dumpminer", "b2-dumpminer-2w", "c-sample-0.1"):
         if "d-floor" in medians and name in medians:
             print(f"{name} / floor: {medians[name] / medians['d-floor']:.2f}x")

@@ -8,8 +8,8 @@
  * of those handoffs waits (a batch took 148 ms beside it against 70 ms
  * alone). Here the whole batch is one pass with the GIL released.
  *
- * scan(rows, width, min_length, addresses, examples, hash_bits, slab_of_row)
- * takes a buffer of n rows of width bytes (one object, or one context window,
+ * scan(rows, width, min_length, addresses, examples, hash_bits, slab_of_row[,
+ * keep_runs]) takes a buffer of n rows of width bytes (one object, or one context window,
  * per row), and optionally n uint64 addresses and n int64 slab indices, one
  * per row. It returns a tuple; all but texts are bytes holding native 64-bit
  * integers:
@@ -29,6 +29,10 @@
  *   slab_text, slab, slab_objects   per distinct (text, slab): rows of the
  *                                   slab holding the text (empty without
  *                                   slab_of_row)
+ *
+ * With keep_runs false, run_row, run_offset and run_text come back empty: the
+ * mining pass needs only the counts, and three int64 arrays per run are the
+ * largest memory a batch writes (and page-faults in) after its rows.
  *
  * Texts are grouped in an open-addressing hash table and always compared
  * byte for byte, so grouping is exact whatever the hash does. hash_bits
@@ -84,7 +88,8 @@ struct scan {
 	size_t n, width, min_length, examples;
 	const uint64_t *addresses; /* NULL: no objects or examples */
 	uint64_t hash_mask;
-	/* Per run: runs of run_room. */
+	/* Per run: runs of run_room (kept only with keep_runs). */
+	int keep_runs;
 	size_t runs, run_room;
 	int64_t *run_row, *run_offset, *run_text;
 	/* Per distinct text: texts of text_room. */
@@ -329,12 +334,15 @@ static int group_runs(struct scan *s)
 			if (j - i < s->min_length)
 				continue;
 			t = find_text(s, row + i, j - i);
-			if (t == SIZE_MAX || (k == s->run_room && !grow_runs(s)) ||
-			    !count_pair(&s->at, t, i))
+			if (t == SIZE_MAX || !count_pair(&s->at, t, i))
 				return 0;
-			s->run_row[k] = r;
-			s->run_offset[k] = i;
-			s->run_text[k] = t;
+			if (s->keep_runs) {
+				if (k == s->run_room && !grow_runs(s))
+					return 0;
+				s->run_row[k] = r;
+				s->run_offset[k] = i;
+				s->run_text[k] = t;
+			}
 			k++;
 			s->occurrences[t]++;
 			if (s->last_row[t] != (int64_t)r) {
@@ -377,7 +385,7 @@ static int alloc_scan(struct scan *s)
 {
 	size_t texts = 1024;
 
-	s->run_room = s->n > 1024 ? s->n : 1024;
+	s->run_room = s->keep_runs ? (s->n > 1024 ? s->n : 1024) : 1;
 	s->text_room = texts;
 	s->table_mask = 2 * texts - 1;
 	s->run_row = malloc(s->run_room * sizeof(int64_t));
@@ -409,12 +417,12 @@ static PyObject *int64_bytes(const void *data, size_t count)
 static PyObject *build_result(struct scan *s)
 {
 	PyObject *items[13] = { NULL }, *text, *result = NULL;
-	size_t t;
+	size_t t, kept = s->keep_runs ? s->runs : 0;
 	int i;
 
-	items[0] = int64_bytes(s->run_row, s->runs);
-	items[1] = int64_bytes(s->run_offset, s->runs);
-	items[2] = int64_bytes(s->run_text, s->runs);
+	items[0] = int64_bytes(s->run_row, kept);
+	items[1] = int64_bytes(s->run_offset, kept);
+	items[2] = int64_bytes(s->run_text, kept);
 	items[3] = PyList_New(s->texts);
 	items[4] = int64_bytes(s->occurrences, s->texts);
 	items[5] = int64_bytes(s->objects, s->texts);
@@ -454,11 +462,13 @@ static PyObject *scan(PyObject *self, PyObject *args)
 	PyObject *addresses_obj, *slabs_obj, *result = NULL;
 	Py_ssize_t width, min_length, examples, hash_bits;
 	struct scan s = { 0 };
-	int ok;
+	int ok, keep_runs = 1;
 
-	if (!PyArg_ParseTuple(args, "y*nnOnnO:scan", &rows, &width, &min_length,
-			      &addresses_obj, &examples, &hash_bits, &slabs_obj))
+	if (!PyArg_ParseTuple(args, "y*nnOnnO|p:scan", &rows, &width, &min_length,
+			      &addresses_obj, &examples, &hash_bits, &slabs_obj,
+			      &keep_runs))
 		return NULL;
+	s.keep_runs = keep_runs;
 	if (width < 1 || min_length < 1 || examples < 1 || hash_bits < 1 ||
 	    hash_bits > 64 || rows.len % width) {
 		PyErr_SetString(PyExc_ValueError, "scan: bad arguments");

@@ -10,6 +10,7 @@ def scan(
     examples: int,
     hash_bits: int,
     slab_of_row: object | None,
+    keep_runs: bool = True,
 ) -> tuple[
     bytes, bytes, bytes, list[bytes], bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes
 ]: ...

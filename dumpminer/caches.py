@@ -9,7 +9,6 @@ Everything here uses drgn's slab helpers; only the name matching is ours.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import os
 import re
@@ -66,6 +65,8 @@ def resolve_caches(prog: Program, name: str) -> list[Object]:
         matched = sorted(n for n in caches if fnmatch.fnmatchcase(n, wanted))
         if matched:
             return [caches[n] for n in matched]
+    import difflib  # only a name that is not found needs it
+
     # Suggestions ignore case: KMALLOC-32 and Kmalloc-32 mean kmalloc-32.
     lowered: dict[str, str] = {}
     for known in [*caches, *aliases]:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -348,6 +346,8 @@ def _debuginfod_timeout() -> float:
 
 def _download(url: str, target: str) -> None:
     """Fetch *url* into *target* whole, or leave nothing behind."""
+    import urllib.request  # here: it imports ssl and http, which only this needs
+
     directory = os.path.dirname(target)
     os.makedirs(directory, exist_ok=True)
     with urllib.request.urlopen(url, timeout=_debuginfod_timeout()) as answer:
@@ -377,6 +377,8 @@ def fetch_vmlinux(info: DumpInfo, urls: Sequence[str] | None = None) -> str:
     servers = list(debuginfod_urls() if urls is None else urls)
     if not servers:
         raise DebugInfoError("debuginfod: DEBUGINFOD_URLS names no server")
+    import urllib.error  # here: see _download
+
     target = os.path.join(_debuginfod_cache(), info.build_id, "debuginfo")
     failures = []
     if not os.path.isfile(target):

@@ -10,10 +10,12 @@ this module, and it imports neither: imports run one way,
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -41,6 +43,9 @@ BATCH_BYTES = 16 << 20
 COUNTING_THREADS = 2
 #: Largest context window on either side of an object.
 MAX_CONTEXT = 1 << 20
+#: Bytes past BATCH_BYTES that the reused batch buffers hold: one read of a
+#: run of full slabs (dumpminer/walk.py), or a slab of an order-3 cache.
+MAX_SLAB_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -86,32 +91,72 @@ class _Batch:
     nbytes: int = 0
 
 
+class BatchBuffers:
+    """
+    Memory one counting thread reuses from batch to batch for a batch's rows
+    and addresses: allocating them afresh for each batch page-faults them in
+    again each time, which on a large dump cost seconds of system time.
+    """
+
+    def __init__(self) -> None:
+        self.rows = np.empty(BATCH_BYTES + MAX_SLAB_BYTES, dtype=np.uint8)
+        self.addresses = np.empty(0, dtype=np.uint64)
+
+    def address_room(self, n: int) -> npt.NDArray[np.uint64]:
+        """Room for *n* addresses, grown as needed."""
+        if len(self.addresses) < n:
+            self.addresses = np.empty(n, dtype=np.uint64)
+        return self.addresses[:n]
+
+
+@lru_cache(maxsize=64)
+def _offsets(objects: int, stride: int) -> npt.NDArray[np.uint64]:
+    """Read-only offsets of *objects* objects *stride* bytes apart."""
+    offsets = np.arange(objects, dtype=np.uint64) * np.uint64(stride)
+    offsets.flags.writeable = False
+    return offsets
+
+
 def batch_rows(
-    slabs: list[Slab],
+    slabs: list[Slab], buffers: BatchBuffers | None = None
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint64], npt.NDArray[np.bool_] | None]:
     """
     The objects of *slabs* (all of one cache) as rows of ``stride`` bytes
     (each object's bytes come first; see :mod:`dumpminer.observers` for the
     rest), their addresses, and which of them are allocated (None when all
     are, as in the full slabs that make up most of a leaking cache). Rows
-    keep the slabs' order, so addresses ascend when the slabs do.
+    keep the slabs' order, so addresses ascend when the slabs do. With
+    *buffers*, rows (when they fit) and addresses are gathered there, and
+    are valid until the buffers are used again.
     """
     layout = slabs[0].layout
     stride = layout.stride
     counts = np.array([slab.objects for slab in slabs], dtype=np.int64)
     total = int(counts.sum())
-    if any(slab.before or slab.after for slab in slabs):
-        region = b"".join(
-            memoryview(slab.data)[slab.before : slab.before + slab.objects * stride]
-            for slab in slabs
-        )
+    parts = [
+        memoryview(slab.data)[slab.before : slab.before + slab.objects * stride]
+        if slab.before or slab.after
+        else slab.data
+        for slab in slabs
+    ]
+    if buffers is not None and len(buffers.rows) >= total * stride:
+        at = 0
+        for part in parts:
+            buffers.rows[at : at + len(part)] = np.frombuffer(part, dtype=np.uint8)
+            at += len(part)
+        region: npt.NDArray[np.uint8] = buffers.rows[: total * stride]
     else:
-        region = b"".join([slab.data for slab in slabs])
-    rows = np.frombuffer(region, dtype=np.uint8).reshape(total, stride)
-    first = np.repeat(np.cumsum(counts) - counts, counts)
-    bases = np.repeat(np.array([slab.base for slab in slabs], dtype=np.uint64), counts)
-    index = (np.arange(total, dtype=np.int64) - first).astype(np.uint64)
-    addresses = bases + index * np.uint64(stride)
+        region = np.frombuffer(b"".join(parts), dtype=np.uint8)
+    rows = region.reshape(total, stride)
+    if buffers is not None:
+        addresses = buffers.address_room(total)
+    else:
+        addresses = np.empty(total, dtype=np.uint64)
+    at = 0
+    for slab in slabs:
+        np.add(_offsets(slab.objects, stride), np.uint64(slab.base),
+               out=addresses[at : at + slab.objects])  # fmt: skip
+        at += slab.objects
     if all(slab.full for slab in slabs):
         return rows, addresses, None
     allocated = np.concatenate([slab.allocated for slab in slabs])
@@ -162,6 +207,7 @@ class _Miner:
         self.batches: dict[int, _Batch] = {}
         self.counter = ThreadPoolExecutor(COUNTING_THREADS, thread_name_prefix="dumpminer")
         self.pending: deque[Future[_Counted]] = deque()
+        self.buffers = threading.local()
 
     def add(self, slab: Slab) -> None:
         key = slab.layout.address
@@ -192,7 +238,13 @@ class _Miner:
             observer.absorb(partial)
 
     def _count(self, batch: _Batch) -> _Counted:
-        strides, addresses, allocated = batch_rows(batch.slabs)
+        # Buffers per counting thread, reused: rows and addresses live until
+        # this thread's next batch, so the counts, and what observers return,
+        # must copy what they keep.
+        buffers = getattr(self.buffers, "batch", None)
+        if buffers is None:
+            buffers = self.buffers.batch = BatchBuffers()
+        strides, addresses, allocated = batch_rows(batch.slabs, buffers)
         if allocated is not None:
             strides, addresses = strides[allocated], addresses[allocated]
         layout = batch.slabs[0].layout

@@ -88,6 +88,7 @@ def scan_runs(
     addresses: npt.NDArray[np.uint64] | None = None,
     hash_bits: int = 64,
     slab_of_row: npt.NDArray[np.int64] | None = None,
+    keep_runs: bool = True,
 ) -> Scan:
     """
     Find every printable run of at least *min_length* bytes in each row of
@@ -96,7 +97,10 @@ def scan_runs(
     (text, offset). With *addresses* (one per row), also keep each text's
     lowest addresses; with *slab_of_row* (the slab index of each row), count
     rows per (text, slab). *hash_bits* below 64 weakens the hash that groups
-    texts, for tests of its collisions.
+    texts, for tests of its collisions. Without *keep_runs*, the per-run
+    columns (``row``, ``offset``, ``which``) come back empty: counting needs
+    only the per-text columns, and the per-run ones are most of the memory a
+    batch writes.
     """
     if min_length < 1:
         raise ValueError("min_length must be at least 1")
@@ -109,7 +113,7 @@ def scan_runs(
     where = None if addresses is None else np.ascontiguousarray(addresses, dtype=np.uint64)
     slabs = None if slab_of_row is None else np.ascontiguousarray(slab_of_row, dtype=np.int64)
     row, offset, which, texts, occurrences, objects, lowest, *pairs = _runs.scan(
-        data, width, min_length, where, EXAMPLES, hash_bits, slabs
+        data, width, min_length, where, EXAMPLES, hash_bits, slabs, keep_runs
     )
     return Scan(
         np.frombuffer(row, dtype=np.int64),
@@ -210,8 +214,8 @@ def count_objects(
     if labels is not None:
         width = max(1, len(labels[1]))
         pair_key = labels[0] if slab_of_row is None else slab_of_row * width + labels[0]
-    scan = scan_runs(rows, min_length, addresses, slab_of_row=pair_key)
-    if len(scan.row) == 0:
+    scan = scan_runs(rows, min_length, addresses, slab_of_row=pair_key, keep_runs=False)
+    if not scan.texts:
         return BatchCounts([], _EMPTY_I64, slab_sizes=sizes)
     counts = BatchCounts(
         texts=scan.texts,
@@ -259,7 +263,7 @@ def _sum_pairs(
 
 def count_context(rows: npt.NDArray[np.uint8], min_length: int = DEFAULT_MIN_LENGTH) -> BatchCounts:
     """Count the fragments of a batch of context windows (one per row)."""
-    scan = scan_runs(rows, min_length)
-    if len(scan.row) == 0:
+    scan = scan_runs(rows, min_length, keep_runs=False)
+    if not scan.texts:
         return BatchCounts([], _EMPTY_I64, context=True)
     return BatchCounts(scan.texts, scan.occurrences, context=True)

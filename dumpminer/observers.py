@@ -22,6 +22,11 @@ class or function), and the observers of several processes merge.
     object, the alloc and free tracks, and padding, followed by the left red
     zone of the *next* object (``red_left_pad`` bytes). Only the first
     ``layout.object_size`` bytes are the caller's.
+
+    The engine reuses a counting thread's batch memory for its next batch:
+    a partial result must hold copies (fancy indexing, ``.copy()``,
+    ``tobytes()``), never views of :attr:`ObjectBatch.rows` or
+    :attr:`ObjectBatch.addresses`.
 """
 
 from __future__ import annotations

@@ -14,6 +14,11 @@ objects. This walker finds the same objects the same way, but in bulk:
    it is not empty; objects on per-CPU freelists are taken from drgn's own
    per-CPU code, as the helper does.
 
+Reads go through :func:`~dumpminer.kdumpread.memory_reader`: on a
+kdump-compressed dump they inflate without the GIL, and then the next reads
+(page-array chunks, slabs) are made on :data:`READ_THREADS` threads ahead of
+the walk, in order, so that reading uses every core.
+
 What is done with each object is not this module's business: it yields
 :class:`Slab` values, and the caller slices objects out of them.
 """
@@ -22,9 +27,12 @@ from __future__ import annotations
 
 import contextlib
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +44,7 @@ from tqdm import tqdm
 from dumpminer.allocator import ListedSlabs, slab_allocator, vmemmap
 from dumpminer.caches import cache_name
 from dumpminer.errors import KernelDataError
+from dumpminer.kdumpread import MemoryReader, memory_reader
 
 #: ``struct page`` entries read from the page array at once (4 MiB of 64-byte pages).
 PAGE_CHUNK = 65536
@@ -43,6 +52,13 @@ PAGE_CHUNK = 65536
 PAGE_RETRY_CHUNK = 64
 #: How many slab addresses a report names for each kind of failure.
 NAMED_SLABS = 20
+#: Threads reading ahead of the walk when reads release the GIL (kdump).
+READ_THREADS = 2
+#: Reads in flight or done ahead of the one the walk waits for.
+READ_AHEAD = 8
+
+_Item = TypeVar("_Item")
+_Read = TypeVar("_Read")
 
 
 @dataclass(frozen=True)
@@ -223,9 +239,13 @@ class WalkStats:
             self.corrupt_slab_addresses.append(address)
 
 
-@dataclass(frozen=True)
-class SlabPage:
-    """A head page of a slab of one of the caches walked."""
+class SlabPage(NamedTuple):
+    """
+    A head page of a slab of one of the caches walked. A tuple: a walk of
+    the story's cache holds 1.6 million of them, and a tuple is made (by
+    :func:`_scan_page_chunk`, from arrays) in a fraction of the time of a
+    frozen dataclass, in a little less memory.
+    """
 
     address: int
     pfn: int
@@ -286,9 +306,23 @@ def find_slab_pages(
     page array alone is gigabytes.
     """
     fields = _PageFields(prog)
+    reader = memory_reader(prog)
     wanted = np.array(sorted(cache_addresses), dtype=np.uint64)
     found: list[SlabPage] = []
     ranges = _page_ranges(prog)
+    chunks = [
+        (page0, lo, min(end_pfn, lo + PAGE_CHUNK))
+        for start_pfn, end_pfn, page0 in ranges
+        for lo in range(start_pfn, end_pfn, PAGE_CHUNK)
+    ]
+
+    def fetch(chunk: tuple[int, int, int]) -> bytes | None:
+        page0, lo, hi = chunk
+        try:
+            return reader.read(page0 + lo * fields.size, (hi - lo) * fields.size)
+        except FaultError:
+            return None  # read again, in pieces, by _scan_page_chunk
+
     with tqdm(
         total=sum(end - start for start, end, _ in ranges),
         unit="page",
@@ -297,13 +331,43 @@ def find_slab_pages(
         disable=not progress,
         leave=False,
     ) as bar:
-        for start_pfn, end_pfn, page0 in ranges:
-            for lo in range(start_pfn, end_pfn, PAGE_CHUNK):
-                hi = min(end_pfn, lo + PAGE_CHUNK)
-                found.extend(_scan_page_chunk(prog, fields, page0, lo, hi, wanted, stats))
-                stats.page_array_pages += hi - lo
-                bar.update(hi - lo)
+        for (page0, lo, hi), buf in read_ahead(fetch, chunks, reader.parallel):
+            found.extend(_scan_page_chunk(prog, fields, page0, lo, hi, wanted, stats, buf))
+            stats.page_array_pages += hi - lo
+            bar.update(hi - lo)
     return found
+
+
+def read_ahead(
+    fetch: Callable[[_Item], _Read], items: list[_Item], parallel: bool
+) -> Iterator[tuple[_Item, _Read]]:
+    """
+    ``(item, fetch(item))`` for each of *items*, in order. With *parallel*
+    (reads that release the GIL), up to :data:`READ_AHEAD` items are fetched
+    ahead on :data:`READ_THREADS` threads while the caller works on the
+    current one; else each is fetched when the caller gets to it.
+    """
+    if not parallel or len(items) < 2:
+        for item in items:
+            yield item, fetch(item)
+        return
+    pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="dumpminer-read")
+    pending: deque[tuple[_Item, Future[_Read]]] = deque()
+    try:
+        ahead = iter(items)
+        for item in ahead:
+            pending.append((item, pool.submit(fetch, item)))
+            if len(pending) > READ_AHEAD:
+                break
+        while pending:
+            item, future = pending.popleft()
+            result = future.result()
+            for more in ahead:
+                pending.append((more, pool.submit(fetch, more)))
+                break
+            yield item, result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _page_ranges(prog: Program) -> list[tuple[int, int, int]]:
@@ -331,10 +395,15 @@ def _scan_page_chunk(
     hi: int,
     wanted: npt.NDArray[np.uint64],
     stats: WalkStats,
+    buf: bytes | None = None,
 ) -> list[SlabPage]:
-    """Pick the wanted slab head pages out of ``struct page`` [lo, hi)."""
+    """
+    Pick the wanted slab head pages out of ``struct page`` [lo, hi), whose
+    bytes are *buf* if they were read already.
+    """
     try:
-        buf = prog.read(page0 + lo * fields.size, (hi - lo) * fields.size)
+        if buf is None:
+            buf = memory_reader(prog).read(page0 + lo * fields.size, (hi - lo) * fields.size)
     except FaultError:
         if hi - lo <= PAGE_RETRY_CHUNK:
             stats.fault(page0 + lo * fields.size)
@@ -361,16 +430,24 @@ def _scan_page_chunk(
     freelist = _column(buf, n, fields.size, fields.freelist, "<u8")[hits]
     counters = _column(buf, n, fields.size, fields.objects_word, "<u8")[hits]
     objects = (counters >> np.uint64(fields.objects_shift)) & np.uint64(fields.objects_mask)
-    return [
-        SlabPage(page0 + (lo + i) * fields.size, lo + i, c, f, o)
-        for i, c, f, o in zip(
-            hits.tolist(),
-            caches[hits].tolist(),
-            freelist.tolist(),
-            objects.tolist(),
-            strict=True,
+    pfns = hits + lo
+    addresses = np.uint64(page0) + pfns.astype(np.uint64) * np.uint64(fields.size)
+    # One int object per cache, shared by its pages, not one per page.
+    shared = {int(c): int(c) for c in wanted.tolist()}
+    cache_of = [shared[c] for c in caches[hits].tolist()]
+    return list(
+        map(
+            SlabPage._make,
+            zip(
+                addresses.tolist(),
+                pfns.tolist(),
+                cache_of,
+                freelist.tolist(),
+                objects.tolist(),
+                strict=True,
+            ),
         )
-    ]
+    )
 
 
 def listed_slab_pages(
@@ -482,11 +559,13 @@ def read_slab(
     after: int,
     decoder: _FreelistDecoder,
     stats: WalkStats,
+    data: bytes | None = None,
 ) -> Slab | None:
     """
     Read the slab whose head page is *page* and work out which of its objects
-    are allocated. Returns None, and counts why, when the slab is unreadable
-    or its freelist is corrupt.
+    are allocated. *data* is the slab's bytes with their context, if they
+    were read ahead (see :func:`_slab_extent`). Returns None, and counts why,
+    when the slab is unreadable or its freelist is corrupt.
     """
     if page.objects > layout.objects_per_slab:
         # A struct slab claiming more objects than the cache fits in a slab
@@ -495,11 +574,13 @@ def read_slab(
         return None
     base = virt + layout.red_left_pad
     length = page.objects * layout.stride
+    reader = memory_reader(prog)
     try:
-        data = prog.read(base - before, before + length + after)
+        if data is None:
+            data = reader.read(base - before, before + length + after)
     except FaultError:
         try:
-            data = prog.read(base, length)
+            data = reader.read(base, length)
         except FaultError:
             stats.fault(page.address)
             return None
@@ -575,39 +656,126 @@ def walk_slabs(
     page_shift = prog["PAGE_SHIFT"].value_()
     virt0 = pfn_to_virt(prog, 0).value_()
     decoder = _FreelistDecoder()
+    reader = memory_reader(prog)
     runs: dict[int, int] = {}
     if merge_full and not (before or after):
-        runs = _full_runs(pages, layouts, page_shift, virt0)
+        runs = _full_runs(pages, layouts, page_shift, virt0, _merged_bytes(reader))
+    # (first page, slabs): a run of full slabs read as one, or one slab.
+    # Reads are handed to the reading threads in groups of about
+    # _merged_bytes(reader): slab by slab (sampling, context windows), one
+    # task per slab would cost more than the read.
+    groups: list[list[tuple[int, int]]] = [[]]
+    budget = _merged_bytes(reader)
+    group_bytes = 0
     i = 0
     while i < len(pages):
+        count = runs.get(i, 1)
+        size = pages[i].objects * layouts[pages[i].cache].stride * count + before + after
+        if groups[-1] and group_bytes + size > budget:
+            groups.append([])
+            group_bytes = 0
+        groups[-1].append((i, count))
+        group_bytes += size
+        i += count
+
+    def fetch(group: list[tuple[int, int]]) -> list[bytes | None]:
+        out = []
+        for first, count in group:
+            page = pages[first]
+            extent = _slab_extent(page, layouts[page.cache], count,
+                                  virt0 + (page.pfn << page_shift), before, after)  # fmt: skip
+            out.append(_read_extent(reader, extent))
+        return out
+
+    for group, read in read_ahead(fetch, groups if pages else [], reader.parallel):
+        yield from _walk_group(
+            prog, pages, layouts, group, read, (page_shift, virt0, before, after), decoder, stats
+        )
+
+
+def _walk_group(
+    prog: Program,
+    pages: list[SlabPage],
+    layouts: dict[int, CacheLayout],
+    group: list[tuple[int, int]],
+    read: list[bytes | None],
+    where: tuple[int, int, int, int],
+    decoder: _FreelistDecoder,
+    stats: WalkStats,
+) -> Iterator[Slab]:
+    """
+    The slabs of one group of reads of :func:`walk_slabs`, with their bytes
+    *read*; *where* is (PAGE_SHIFT, the direct map's address of PFN 0, bytes
+    of context before and after each object).
+    """
+    page_shift, virt0, before, after = where
+    for (i, count), data in zip(group, read, strict=True):
         page = pages[i]
         layout = layouts[page.cache]
         virt = virt0 + (page.pfn << page_shift)
-        count = runs.pop(i, 1)
         if count > 1:
-            merged = _read_full_run(prog, page, layout, virt, count)
+            merged = _read_full_run(prog, page, layout, virt, count, data)
             if merged is not None:
                 stats.slabs += count
                 stats.objects_scanned += merged.objects
                 yield merged
-                i += count
                 continue
             # A page of the run is missing: its slabs are read one by one.
-        slab = read_slab(prog, page, layout, virt, before, after, decoder, stats)
-        if slab is not None:
-            stats.slabs += 1
-            stats.objects_scanned += slab.allocated_objects
-            yield slab
-        i += 1
+            data = None
+        for j in range(i, i + count):
+            page = pages[j]
+            virt = virt0 + (page.pfn << page_shift)
+            slab = read_slab(prog, page, layout, virt, before, after, decoder, stats, data)
+            if slab is not None:
+                stats.slabs += 1
+                stats.objects_scanned += slab.allocated_objects
+                yield slab
+
+
+def _slab_extent(
+    page: SlabPage, layout: CacheLayout, count: int, virt: int, before: int, after: int
+) -> tuple[int, int] | None:
+    """
+    ``(address, size)`` of what :func:`read_slab` (one slab) or
+    :func:`_read_full_run` (*count* slabs) reads first, or None for a slab
+    that will be found corrupt without a read.
+    """
+    if count > 1:
+        return virt, count * layout.objects_per_slab * layout.stride
+    if page.objects > layout.objects_per_slab:
+        return None
+    base = virt + layout.red_left_pad
+    return base - before, before + page.objects * layout.stride + after
+
+
+def _read_extent(reader: MemoryReader, extent: tuple[int, int] | None) -> bytes | None:
+    """The bytes of *extent*, or None when they fault (the walk then reads again)."""
+    if extent is None:
+        return None
+    try:
+        return reader.read(*extent)
+    except FaultError:
+        return None
+
+
+def _merged_bytes(reader: MemoryReader) -> int:
+    """Most bytes one read of a run of full slabs takes."""
+    return MERGED_BYTES_PARALLEL if reader.parallel else MERGED_BYTES
 
 
 #: Most bytes one merged read of full slabs takes: drgn holds the GIL through
 #: a read, and the counting threads need it between batches.
 MERGED_BYTES = 256 << 10
+#: The same, with reads that release the GIL (kdump): fewer, larger reads.
+MERGED_BYTES_PARALLEL = 1 << 20
 
 
 def _full_runs(
-    pages: list[SlabPage], layouts: dict[int, CacheLayout], page_shift: int, virt0: int
+    pages: list[SlabPage],
+    layouts: dict[int, CacheLayout],
+    page_shift: int,
+    virt0: int,
+    merged_bytes: int = MERGED_BYTES,
 ) -> dict[int, int]:
     """
     Runs of slabs that can be read with one read and mined as one array of
@@ -639,7 +807,7 @@ def _full_runs(
     # joins[i]: slab i + 1 continues slab i's run.
     joins = (span[1:] > 0) & (span[:-1] > 0) & (cache[1:] == cache[:-1])
     joins &= pfn[1:] == pfn[:-1] + span[:-1]
-    limit = np.maximum(2, (MERGED_BYTES >> page_shift) // np.maximum(span, 1)).tolist()
+    limit = np.maximum(2, (merged_bytes >> page_shift) // np.maximum(span, 1)).tolist()
     runs: dict[int, int] = {}
     start = 0
     for i, joined in enumerate(joins.tolist()):
@@ -653,17 +821,23 @@ def _full_runs(
 
 
 def _read_full_run(
-    prog: Program, page: SlabPage, layout: CacheLayout, base: int, count: int
+    prog: Program,
+    page: SlabPage,
+    layout: CacheLayout,
+    base: int,
+    count: int,
+    data: bytes | None = None,
 ) -> Slab | None:
     """
     Read *count* full slabs adjacent in memory from the one at *page* as one
-    :class:`Slab` of all their objects; None if any of their memory faults.
+    :class:`Slab` of all their objects (*data*, if read ahead); None if any
+    of their memory faults.
     """
     objects = count * layout.objects_per_slab
-    try:
-        data = prog.read(base, objects * layout.stride)
-    except FaultError:
-        return None
+    if data is None:
+        data = _read_extent(memory_reader(prog), (base, objects * layout.stride))
+        if data is None:
+            return None
     return Slab(
         address=page.address,
         layout=layout,

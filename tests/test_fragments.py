@@ -211,6 +211,22 @@ def test_grouping_matches_reference(objects: list[bytes], min_length: int, colli
         assert [a for a in scan.examples[i].tolist() if a != 2**64 - 1] == lowest[:5]
 
 
+def test_counts_without_the_runs_are_the_same() -> None:
+    """keep_runs=False (what mining uses) drops the per-run columns and nothing else."""
+    rng = np.random.default_rng(15)
+    rows = rng.choice(np.frombuffer(b"ab\0\x7fc", dtype=np.uint8), size=(5000, 32))
+    addresses = np.arange(5000, dtype=np.uint64) * 32
+    slab_of_row = np.arange(5000, dtype=np.int64) // 128
+    full = scan_runs(rows, 3, addresses, slab_of_row=slab_of_row)
+    lean = scan_runs(rows, 3, addresses, slab_of_row=slab_of_row, keep_runs=False)
+    assert len(full.row) > 5000
+    assert len(lean.row) == len(lean.offset) == len(lean.which) == 0
+    assert lean.texts == full.texts
+    for column in ("occurrences", "objects", "examples", "offset_text", "offset_at",
+                   "offset_runs", "slab_text", "slab_index", "slab_objects"):  # fmt: skip
+        assert np.array_equal(getattr(lean, column), getattr(full, column)), column
+
+
 def test_an_address_seen_twice_is_one_example() -> None:
     """Rows at one address (a hostile or merged input) give one example, losing none."""
     rows = rows_of(*[b"leak"] * 6)
