@@ -43,14 +43,16 @@ def main() -> None:
     mine += ["--workers", args.workers]
     variants = {"without": [*mine, "--no-call-sites"], "with": mine}
     times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     peaks: dict[str, float] = dict.fromkeys(variants, 0.0)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "report.txt"
         for round_ in range(args.runs):
             order = list(variants) if round_ % 2 == 0 else list(reversed(variants))
             for name in order:
-                seconds, peak = run_tree(ROOT, variants[name], out)
+                seconds, peak, cpu_seconds = run_tree(ROOT, variants[name], out)
                 times[name].append(seconds)
+                cpu[name].append(cpu_seconds)
                 peaks[name] = max(peaks[name], peak)
         run_tree(ROOT, mine, out, "json")
         report = json.loads(out.read_text())
@@ -65,10 +67,11 @@ def main() -> None:
         spread = f"{min(times[name]):.2f}-{max(times[name]):.2f}"
         print(
             f"  {name:8} {statistics.median(times[name]):7.2f} s  ({spread})  "
-            f"peak RSS {peaks[name]:6.0f} MiB"
+            f"CPU {statistics.median(cpu[name]):6.2f} s  peak RSS {peaks[name]:6.0f} MiB"
         )
     ratio = statistics.median(times["with"]) / statistics.median(times["without"])
-    print(f"  with / without call sites: {ratio:.3f}")
+    cpu_ratio = statistics.median(cpu["with"]) / statistics.median(cpu["without"])
+    print(f"  with / without call sites: {ratio:.3f} wall, {cpu_ratio:.3f} CPU")
 
 
 if __name__ == "__main__":
