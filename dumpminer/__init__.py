@@ -26,14 +26,16 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from dumpminer.callsites import CallSiteReport
     from dumpminer.dump import Dump, open_dump
     from dumpminer.mine import mine
     from dumpminer.report import Report, render
 
-__all__ = ["Dump", "Report", "mine", "open_dump", "render"]
+__all__ = ["CallSiteReport", "Dump", "Report", "mine", "open_dump", "render"]
 
 #: Where each name of the API is defined.
 _API = {
+    "CallSiteReport": "dumpminer.callsites",
     "Dump": "dumpminer.dump",
     "open_dump": "dumpminer.dump",
     "mine": "dumpminer.mine",

@@ -217,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="blank kernel addresses in objects first, as diff does (counts then differ)",
     )
     m.add_argument(
+        "--no-call-sites",
+        dest="call_sites",
+        action="store_false",
+        help="do not read allocation tracks (slub_debug=U) for call sites",
+    )
+    m.add_argument(
         "--no-attribution",
         dest="attribution",
         action="store_false",
@@ -390,6 +396,7 @@ def run_mine(args: argparse.Namespace) -> int:
             max_fragments=args.max_fragments,
             sample=sample,
             mask_pointers=args.mask_pointers,
+            call_sites=args.call_sites,
             attribution=args.attribution,
         )
         report = replace(report, dump=replace(report.dump, taken=taken))

@@ -25,7 +25,13 @@ from drgn import Object, Program
 from dumpminer.errors import UsageError
 from dumpminer.fragments import DEFAULT_MIN_LENGTH, BatchCounts, count_context, count_objects
 from dumpminer.interrupts import signals_noted
-from dumpminer.observers import ObjectBatch, ObjectObserver, ObserverFactory
+from dumpminer.observers import (
+    ObjectBatch,
+    ObjectObserver,
+    ObserverFactory,
+    RowLabeller,
+    RowLabels,
+)
 from dumpminer.pointers import mask_kernel_pointers
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS, FragmentTally
 from dumpminer.walk import Slab, SlabPage, WalkStats, walk_slabs
@@ -59,6 +65,9 @@ class MineOptions:
     mask_pointers: bool = False
     #: Analyses that see every allocated object too (:mod:`dumpminer.observers`).
     observers: tuple[ObserverFactory, ...] = ()
+    #: Read allocation call sites where a cache keeps alloc tracks
+    #: (:mod:`dumpminer.callsites`; :func:`dumpminer.mine` adds the observer).
+    call_sites: bool = True
 
     def new_tally(self) -> FragmentTally:
         """An empty tally for these options."""
@@ -191,6 +200,10 @@ class _Miner:
         self.mask_pointers = options.mask_pointers
         self.tally = options.new_tally()
         self.observers: list[ObjectObserver] = [make() for make in options.observers]
+        #: The first observer that labels rows (call sites), and where it is.
+        self.labeller = next(
+            ((i, o) for i, o in enumerate(self.observers) if isinstance(o, RowLabeller)), None
+        )
         self.batches: dict[int, _Batch] = {}
         self.counter = ThreadPoolExecutor(COUNTING_THREADS, thread_name_prefix="dumpminer")
         self.pending: deque[Future[_Counted]] = deque()
@@ -247,6 +260,11 @@ class _Miner:
             slab_of_row = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
             if allocated is not None:
                 slab_of_row = slab_of_row[allocated]
+        labels: RowLabels | None = None
+        if self.labeller is not None:
+            where, labeller = self.labeller
+            assert isinstance(labeller, RowLabeller)
+            labels = labeller.row_labels(observed[where])
         out = [
             count_objects(
                 rows,
@@ -254,6 +272,7 @@ class _Miner:
                 self.min_length,
                 slab_of_row,
                 len(batch.slabs),
+                labels,
             )
         ]
         if batch.slabs[0].before or batch.slabs[0].after:

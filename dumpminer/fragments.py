@@ -18,7 +18,7 @@ reference implementation the tests compare with.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -181,6 +181,12 @@ class BatchCounts:
     slab_text: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
     slab_index: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
     slab_objects: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
+    #: With row labels (allocation call sites): each label's key, and
+    #: (text index, label, objects) for every pair seen.
+    label_keys: list[Hashable] = field(default_factory=list)
+    label_text: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
+    label_index: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
+    label_objects: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
 
 
 def count_objects(
@@ -189,17 +195,26 @@ def count_objects(
     min_length: int = DEFAULT_MIN_LENGTH,
     slab_of_row: npt.NDArray[np.int64] | None = None,
     slabs: int = 0,
+    labels: tuple[npt.NDArray[np.int64], list[Hashable]] | None = None,
 ) -> BatchCounts:
     """
     Count the fragments of a batch of objects (row ``i`` at ``addresses[i]``).
     With *slab_of_row* (which of the batch's *slabs* each row is in), also
     count objects per fragment per slab, which sampling needs for honest
-    intervals (:mod:`dumpminer.sampling`).
+    intervals (:mod:`dumpminer.sampling`). With *labels* (a label per row, in
+    ``range(len(keys))``, and the keys), also count objects per fragment per
+    label: the scan's (text, key) pair count serves both, on a combined key
+    when both are asked for.
     """
     sizes = None
     if slab_of_row is not None:
         sizes = np.bincount(slab_of_row, minlength=slabs).astype(np.int64)
-    scan = scan_runs(rows, min_length, addresses, slab_of_row=slab_of_row, keep_runs=False)
+    pair_key = slab_of_row
+    width = 1
+    if labels is not None:
+        width = max(1, len(labels[1]))
+        pair_key = labels[0] if slab_of_row is None else slab_of_row * width + labels[0]
+    scan = scan_runs(rows, min_length, addresses, slab_of_row=pair_key, keep_runs=False)
     if not scan.texts:
         return BatchCounts([], _EMPTY_I64, slab_sizes=sizes)
     counts = BatchCounts(
@@ -212,10 +227,38 @@ def count_objects(
         examples=scan.examples,
         slab_sizes=sizes,
     )
+    if labels is not None:
+        counts.label_keys = labels[1]
+        if slab_of_row is None:
+            counts.label_text, counts.label_index = scan.slab_text, scan.slab_index
+            counts.label_objects = scan.slab_objects
+        else:
+            counts.label_text, counts.label_index, counts.label_objects = _sum_pairs(
+                scan.slab_text, scan.slab_index % width, scan.slab_objects
+            )
+            slab_text, slab_index, slab_objects = _sum_pairs(
+                scan.slab_text, scan.slab_index // width, scan.slab_objects
+            )
+            counts.slab_text, counts.slab_index, counts.slab_objects = (
+                slab_text,
+                slab_index,
+                slab_objects,
+            )
+            return counts
     if slab_of_row is not None:
         counts.slab_text, counts.slab_index = scan.slab_text, scan.slab_index
         counts.slab_objects = scan.slab_objects
     return counts
+
+
+def _sum_pairs(
+    text: npt.NDArray[np.int64], key: npt.NDArray[np.int64], objects: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Sum *objects* per distinct (text, key) pair (keys are small non-negative ints)."""
+    span = int(key.max()) + 1 if len(key) else 1
+    pairs, where = np.unique(text * span + key, return_inverse=True)
+    total = np.bincount(where.ravel(), weights=objects, minlength=len(pairs)).astype(np.int64)
+    return pairs // span, pairs % span, total
 
 
 def count_context(rows: npt.NDArray[np.uint8], min_length: int = DEFAULT_MIN_LENGTH) -> BatchCounts:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from dumpminer.allocator import page_array_lost, slab_allocator
 from dumpminer.attribution import attribute_report
 from dumpminer.caches import CacheUsage, cache_usage, resolve_caches
+from dumpminer.callsites import CallSiteObserver, call_site_report, tracked_caches
 from dumpminer.cluster import cluster_fragments, sort_fragments
 from dumpminer.dump import Dump
 from dumpminer.engine import MineOptions, mine_pages
@@ -121,6 +122,7 @@ def mine(
     max_fragments: int | None = DEFAULT_MAX_FRAGMENTS,
     sample: SampleSpec | None = None,
     mask_pointers: bool = False,
+    call_sites: bool = True,
     attribution: bool = True,
 ) -> Report:
     """
@@ -138,6 +140,9 @@ def mine(
     (:mod:`dumpminer.pointers`), as ``diff`` does. With *attribution* (the
     default), the top clusters' words are attributed and string-less objects
     grouped by shape (:mod:`dumpminer.attribution`, :mod:`dumpminer.shapes`).
+    When a cache keeps allocation tracks (``slub_debug=U``), the report's
+    ``call_sites`` says who allocated the objects (:mod:`dumpminer.callsites`);
+    *call_sites* False skips reading them.
 
     A *sample* that draws every slab (a fraction of 1, or at least as many
     objects as the cache holds) reads everything, so its report is the
@@ -152,6 +157,7 @@ def mine(
         max_fragments,
         per_slab=sample is not None,
         mask_pointers=mask_pointers,
+        call_sites=call_sites,
         observers=(functools.partial(ShapeObserver, min_length),) if attribution else (),
     )
     options.check()
@@ -174,6 +180,10 @@ def _mine(
     # before anything else is read.
     slab_allocator(prog)
     caches = resolve_caches(prog, cache)
+    if options.call_sites and tracked_caches(caches):
+        # Only caches that keep alloc tracks get the call-site observer: the
+        # others pay nothing for it (dumpminer/callsites.py).
+        options = replace(options, observers=(*options.observers, CallSiteObserver))
     lost = page_array_lost(prog)
     usages = [cache_usage(c, lost) for c in caches]
     stats = WalkStats()
@@ -201,6 +211,7 @@ def _mine(
         else:
             result = mine_pages(prog, caches, pages, options, bar.update)
         tally, walked, partial = result.tally, result.stats, result.partial
+        sites = next((o for o in result.observers if isinstance(o, CallSiteObserver)), None)
         shapes = next((o for o in result.observers if isinstance(o, ShapeObserver)), None)
     finally:
         bar.close()
@@ -216,6 +227,9 @@ def _mine(
         if shapes is not None:
             size = max(u.object_size for u in usages)
             report = attribute_report(prog, report, shapes, size)
+        if sites is not None:
+            labels = tally.cluster_labels(report.clusters)
+            report = replace(report, call_sites=call_site_report(prog, sites, labels))
     # Signals noted while the report was put together are known only now.
     return replace(report, late_signals=(*stats.late_signals, *late))
 

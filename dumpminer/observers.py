@@ -31,9 +31,9 @@ class or function), and the observers of several processes merge.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -41,7 +41,7 @@ from drgn import Object, Program
 
 from dumpminer.walk import CacheLayout
 
-__all__ = ["ObjectBatch", "ObjectObserver", "ObserverFactory"]
+__all__ = ["ObjectBatch", "ObjectObserver", "ObserverFactory", "RowLabeller", "RowLabels"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,23 @@ class ObjectObserver(Protocol):
 
     def merge(self, other: Self) -> None:
         """Fold in the observer of another process that walked other slabs."""
+
+
+#: A label per row of a batch (small ints indexing the keys) and each label's key.
+RowLabels = tuple[npt.NDArray[np.int64], list[Hashable]]
+
+
+@runtime_checkable
+class RowLabeller(Protocol):
+    """
+    An observer that also labels each object (its allocation call site, say),
+    so that fragments are counted per (text, label) too and each cluster's
+    objects can be split by label exactly (:mod:`dumpminer.callsites`). The
+    engine uses the first observer that is one.
+    """
+
+    def row_labels(self, partial: Any) -> RowLabels | None:
+        """The labels of the batch that :meth:`observe` returned *partial* for, or None."""
 
 
 #: Makes one observer per walking process; must pickle (module-level class or function).

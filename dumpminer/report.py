@@ -20,6 +20,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dumpminer.attribution import SAMPLE_OBJECTS, Attribution
+from dumpminer.callsites import (
+    CallSiteReport,
+    allocated_by,
+    call_site_lines,
+    call_sites_json,
+    cluster_call_sites_json,
+)
 from dumpminer.cluster import MEMBERS_SHOWN, Cluster, Slot
 from dumpminer.fragments import Fragment
 from dumpminer.reportdata import CacheFacts, DumpFacts, Progress, SampleFacts, ScanFacts
@@ -59,6 +66,8 @@ class Report:
     shapes: ShapeSummary | None = None
     #: Seconds spent attributing after the walk.
     attribution_seconds: float = 0.0
+    #: Allocation call sites, when the cache keeps alloc tracks (slub_debug=U).
+    call_sites: CallSiteReport | None = None
 
     @property
     def partial(self) -> bool:
@@ -173,6 +182,7 @@ def _cluster_json(
     }
     attribution = _attribution_of(report, rank)
     entry["attribution"] = None if attribution is None else attribution.to_json()
+    entry["allocated_by"] = cluster_call_sites_json(report.call_sites, rank)
     return entry
 
 
@@ -207,6 +217,9 @@ def to_json_dict(report: Report, top: int | None = None) -> dict[str, Any]:
             "sample_objects": SAMPLE_OBJECTS,
         },
         "string_less": None if report.shapes is None else report.shapes.to_json(report.share),
+        "call_sites": None
+        if report.call_sites is None
+        else call_sites_json(report.call_sites, report.sample is not None),
     }
 
 
@@ -249,11 +262,21 @@ CSV_COLUMNS = [
     "typical_offset", "distinct_members", "examples", "objects_ci95_low", "objects_ci95_high",
     "template_hex", "counts_exact", "distinct_members_exact", "allocator_fill",
     "points_to",
+    "allocated_by", "allocated_by_objects",
 ]  # fmt: skip
 
 
 def _flag(value: bool) -> str:
     return "true" if value else "false"
+
+
+def _csv_allocated_by(report: Report, index: int) -> list[object]:
+    """A cluster's top call site and its objects; empty cells without tracks."""
+    sites = report.call_sites
+    if sites is None or index >= len(sites.clusters) or not sites.clusters[index].sites:
+        return ["", ""]
+    top = sites.clusters[index].sites[0]
+    return [csv_cell(top.name), top.objects]
 
 
 def render_csv(report: Report, top: int | None = None) -> str:
@@ -285,6 +308,7 @@ def render_csv(report: Report, top: int | None = None) -> str:
                     _flag(c.members_exact),
                     _flag(c.fill is not None),
                     csv_cell(_points_to(report, rank - 1)),
+                    *_csv_allocated_by(report, rank - 1),
                 ]
             )
         )
@@ -449,7 +473,13 @@ def render_table(report: Report, top: int | None = None) -> str:
         points = _points_to(report, index - 1) if index else ""
         if points:
             lines.append(f"{'':{widths[0] + 2}}points to: {terminal_escape(points)}")
+        if index and report.call_sites is not None:
+            objects = shown[index - 1].objects
+            by = terminal_escape(allocated_by(report.call_sites, index - 1, objects))
+            lines.append(f"{'':{widths[0] + 2}}allocated by: {by}")
     lines += _shape_lines(report, top)
+    if report.call_sites is not None:
+        lines += ["", *(terminal_escape(line) for line in call_site_lines(report.call_sites))]
     first = next((c for c in shown if c.examples), None)
     if first is not None:
         commands = follow_up_commands(
@@ -494,8 +524,9 @@ def render_markdown(report: Report, top: int | None = None) -> str:
     lines += [
         "",
         f"| # | template | objects |{interval_head} share | in context | offset | examples "
-        "| points to |",
-        f"|---|---|---:|{interval_rule}---:|---:|---:|---|---|",
+        "| points to |" + (" allocated by |" if report.call_sites is not None else ""),
+        f"|---|---|---:|{interval_rule}---:|---:|---:|---|---|"
+        + ("---|" if report.call_sites is not None else ""),
     ]
     for rank, c in enumerate(report.clusters[:top], 1):
         counts = report.counts(c)
@@ -508,6 +539,11 @@ def render_markdown(report: Report, top: int | None = None) -> str:
             f"{interval_cell} {100 * report.share(c.objects):.2f}% | "
             f"{approx}{counts['in_context']} | {offset} | {examples} | "
             f"{markdown_escape(_points_to(report, rank - 1))} |"
+            + (
+                f" {markdown_escape(allocated_by(report.call_sites, rank - 1, c.objects))} |"
+                if report.call_sites is not None
+                else ""
+            )
         )
     shapes = report.shapes
     if shapes is not None and shapes.groups:
@@ -526,6 +562,12 @@ def render_markdown(report: Report, top: int | None = None) -> str:
                 f"{markdown_escape(g.shape_text())} | {examples} | "
                 f"{markdown_escape(g.attribution.points_to_text())} |"
             )
+    if report.call_sites is not None:
+        # Symbol names come from the dump: escaped, never in a code fence.
+        lines += [
+            "",
+            *(markdown_escape(x.strip()) + "  " for x in call_site_lines(report.call_sites)),
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -26,8 +26,10 @@ dropped (:attr:`FragmentTally.exact`), every cluster's count is exact.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Hashable
 from dataclasses import dataclass
 from itertools import compress, pairwise, repeat
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -123,6 +125,12 @@ class FragmentTally:
         #: Per-slab triples (fragment or template id, slab, objects) and slab sizes.
         self._spread: list[tuple[npt.NDArray[np.int64], ...]] = []
         self._slab_sizes: list[npt.NDArray[np.int64]] = []
+        #: Row labels (allocation call sites, see dumpminer/callsites.py):
+        #: their keys by id, and (fragment or template id, label id, objects)
+        #: triples, summed now and then like the offsets.
+        self._label_ids: dict[Hashable, int] = {}
+        self._labels: list[tuple[npt.NDArray[np.int64], ...]] = []
+        self._label_entries = 0
         self._built: dict[bytes, Fragment] | None = None
 
     def __len__(self) -> int:
@@ -217,6 +225,8 @@ class FragmentTally:
             self._fold_batch(counts, ids)
         if counts.slab_sizes is not None and len(counts.slab_text):
             self._add_spread(ids, counts, first_slab)
+        if counts.label_keys and len(counts.label_text):
+            self._add_labels(ids[counts.label_text], counts.label_keys, counts, first=True)
         kept = ~routed
         if not kept.all():
             counts, ids = _subset(counts, kept), ids[kept]
@@ -250,6 +260,10 @@ class FragmentTally:
             for who, slab, objects in other._spread:
                 mapped = np.where(who >= 0, ids[np.maximum(who, 0)], codes[np.maximum(-who, 0)])
                 self._spread.append((mapped, slab + self.slabs_seen, objects))
+            keys = list(other._label_ids)
+            for who, label, objects in other._labels:
+                mapped = np.where(who >= 0, ids[np.maximum(who, 0)], codes[np.maximum(-who, 0)])
+                self._add_labels(mapped, keys, _LabelPiece(label, objects))
         self._slab_sizes += other._slab_sizes
         self.slabs_seen += other.slabs_seen
         self.slab_objects += other.slab_objects
@@ -298,6 +312,76 @@ class FragmentTally:
             minlength=len(clusters),
         )
         return [Spread(float(s), float(x)) for s, x in zip(square, cross, strict=True)]
+
+    def cluster_labels(self, clusters: list[Cluster]) -> list[dict[Hashable, int]]:
+        """
+        Each cluster's objects by row label (allocation call site): label key
+        -> objects. The counts of a cluster add up to its ``objects`` when
+        every row was labelled, and are as exact as that count (exact while
+        :attr:`exact`).
+        """
+        out: list[dict[Hashable, int]] = [{} for _ in clusters]
+        if not self._labels:
+            return out
+        n = len(self._texts)
+        of_text = np.full(n, -1, np.int64)
+        of_template = np.full(len(self._template_ids) + 1, -1, np.int64)
+        for c, cluster in enumerate(clusters):
+            for member in cluster.members:
+                i = self._index.get(member.text)
+                if i is not None:
+                    of_text[i] = c
+            for key in cluster.folded:
+                of_template[self._template_ids[key]] = c
+        who, label, objects = self._reduced_labels()
+        which = np.where(
+            who >= 0, of_text[np.maximum(who, 0)], of_template[np.maximum(-who - 1, 0)]
+        )
+        known = which >= 0
+        width = len(self._label_ids)
+        pairs, where = np.unique(which[known] * width + label[known], return_inverse=True)
+        total = np.bincount(where.ravel(), weights=objects[known], minlength=len(pairs))
+        keys = list(self._label_ids)
+        for pair, count in zip(pairs.tolist(), total.astype(np.int64).tolist(), strict=True):
+            out[pair // width][keys[pair % width]] = count
+        return out
+
+    def _add_labels(
+        self,
+        who: npt.NDArray[np.int64],
+        keys: list[Hashable],
+        counts: BatchCounts | _LabelPiece,
+        first: bool = False,
+    ) -> None:
+        """Keep (who, label, objects) triples, labels given by *keys* made global ids."""
+        ids = self._label_ids
+        glob = np.array([ids.setdefault(key, len(ids)) for key in keys], np.int64)
+        if isinstance(counts, BatchCounts):
+            label, objects = counts.label_index, counts.label_objects
+        else:
+            label, objects = counts.label, counts.objects
+        self._labels.append((who, glob[label], objects))
+        self._label_entries += len(who)
+        if self._label_entries > 4 * len(self._texts) + 100_000:
+            self._reduced_labels()
+
+    def _reduced_labels(
+        self,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Sum the label triples per (who, label) into one piece."""
+        if not self._labels:
+            return _EMPTY_I64, _EMPTY_I64, _EMPTY_I64
+        who = np.concatenate([piece[0] for piece in self._labels])
+        label = np.concatenate([piece[1] for piece in self._labels])
+        objects = np.concatenate([piece[2] for piece in self._labels])
+        width = max(1, len(self._label_ids))
+        # who may be negative (a template's code): floor division undoes it.
+        pairs, where = np.unique(who * width + label, return_inverse=True)
+        total = np.bincount(where.ravel(), weights=objects, minlength=len(pairs))
+        reduced = (pairs // width, pairs % width, total.astype(np.int64))
+        self._labels = [reduced]
+        self._label_entries = len(pairs)
+        return reduced
 
     # --- Ids, and counts that join a folded template ----------------------------
 
@@ -595,7 +679,7 @@ class FragmentTally:
             template.add_many(values, objects_all[done : done + len(texts)])
             done += len(texts)
             self.folded_fragments += len(texts)
-            if self._spread:
+            if self._spread or self._labels:
                 self._route_spread(texts, self._template_ids[key])
 
     def _remap_template(self, old: bytes, new: bytes) -> None:
@@ -604,6 +688,10 @@ class FragmentTally:
         self._spread = [
             (np.where(who == old_code, new_code, who), slab, objects)
             for who, slab, objects in self._spread
+        ]
+        self._labels = [
+            (np.where(who == old_code, new_code, who), label, objects)
+            for who, label, objects in self._labels
         ]
         self._template_index = TemplateIndex(self._templates)
 
@@ -615,6 +703,10 @@ class FragmentTally:
         self._spread = [
             (np.where((who >= 0) & moved[np.maximum(who, 0)], code, who), slab, objects)
             for who, slab, objects in self._spread
+        ]
+        self._labels = [
+            (np.where((who >= 0) & moved[np.maximum(who, 0)], code, who), label, objects)
+            for who, label, objects in self._labels
         ]
 
     def _compact(self, keep: npt.NDArray[np.bool_]) -> None:
@@ -635,6 +727,14 @@ class FragmentTally:
                 (np.where(who >= 0, new_id[np.maximum(who, 0)], who), slab[alive], objects[alive])
             )
         self._spread = spread
+        if self._labels:
+            who, label, objects = self._reduced_labels()
+            alive = (who < 0) | keep[np.maximum(who, 0)]
+            who = who[alive]
+            self._labels = [
+                (np.where(who >= 0, new_id[np.maximum(who, 0)], who), label[alive], objects[alive])
+            ]
+            self._label_entries = len(who)
         kept = keep.tolist()
         self._texts = list(compress(self._texts, kept))
         self._masks = list(compress(self._masks, kept))
@@ -646,6 +746,13 @@ class FragmentTally:
         self._slab_square = self._slab_square[:n][keep]
         self._slab_cross = self._slab_cross[:n][keep]
         self._built = None
+
+
+class _LabelPiece(NamedTuple):
+    """Label triples of another tally, without their ``who`` (mapped apart)."""
+
+    label: npt.NDArray[np.int64]
+    objects: npt.NDArray[np.int64]
 
 
 def _lowest(have: list[int], more: list[int]) -> list[int]:

@@ -138,6 +138,12 @@ SAMPLES: dict[str, SampleSpec] = {
         reloads=500_000, counters=100_000, sessions=20_000, states=20_000, guest_memory_mib=4096,
         boot_timeout_s=900, links=1_000_000,
     ),
+    # big booted with slub_debug=U: every cache keeps alloc tracks (and no cache is merged),
+    # for the cost of call sites on a large cache (bench/bench_callsites.py).
+    "big-debug": SampleSpec(
+        reloads=500_000, counters=100_000, sessions=20_000, states=20_000, guest_memory_mib=4096,
+        boot_timeout_s=1800, links=1_000_000, boot_options="slub_debug=U",
+    ),
     # 31,000,000 kmalloc-32 records in a 6 GiB guest: 10x big, to check that
     # mining time grows linearly with objects (docs/performance.md).
     "huge": SampleSpec(

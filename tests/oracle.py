@@ -242,3 +242,75 @@ def module_symbol(prog: drgn.Program, module: str, name: str) -> int:
         if owner and owner.name.string_().decode() == module:
             return int(symbol.address)
     raise LookupError(f"{module} has no symbol {name}")
+
+
+# Allocation tracks (slub_debug=U): who allocated each object
+# --------------------------------------------------------------------------
+
+
+def alloc_tracks(prog: drgn.Program, cache_name: str) -> dict[int, drgn.Object]:
+    """
+    Each allocated object's alloc ``struct track``, read as a drgn object where
+    mm/slub.c's get_track() finds it: at object + get_info_end(s) (s->inuse, plus
+    the free pointer's word when it lies outside the object).
+    """
+    cache = find_slab_cache(prog, cache_name)
+    assert cache is not None, f"no slab cache {cache_name}"
+    inuse, offset = cache.inuse.value_(), cache.offset.value_()
+    info_end = inuse + 8 if offset >= inuse else inuse
+    return {
+        obj.value_(): drgn.Object(prog, "struct track", address=obj.value_() + info_end)
+        for obj in slab_cache_for_each_allocated_object(cache, "void")
+    }
+
+
+def module_function_names(prog: drgn.Program) -> drgn.SymbolIndex:
+    """The loaded modules' own symbols (their kallsyms in memory), by drgn's helper."""
+    from drgn.helpers.linux.kallsyms import load_module_kallsyms
+
+    return load_module_kallsyms(prog)
+
+
+def module_section(prog: drgn.Program, module: str, section: str) -> tuple[int, int]:
+    """
+    ``[start, end)`` of a module's section by its sysfs section address
+    (/sys/module/M/sections), ending at the next section above it.
+    """
+    from drgn.helpers.linux.module import find_module
+
+    mod = find_module(prog, module)
+    attrs = mod.sect_attrs
+    addresses = {}
+    for i in range(attrs.nsections.value_()):
+        attr = attrs.attrs[i]
+        addresses[attr.battr.attr.name.string_().decode()] = attr.address.value_()
+    start = addresses[section]
+    return start, min(a for a in addresses.values() if a > start)
+
+
+def track_function(prog: drgn.Program, modules: drgn.SymbolIndex, address: int) -> str | None:
+    """The function holding *address*: vmlinux's, else a module's; None if neither."""
+    try:
+        return str(prog.symbol(address).name)
+    except LookupError:
+        found = modules(prog, None, address, True)
+        return str(found[0].name) if found else None
+
+
+def uptime_seconds(prog: drgn.Program) -> float:
+    """Seconds since boot by the monotonic clock's last tick (tk_core.timekeeper.tkr_mono)."""
+    return float(prog["tk_core"].timekeeper.tkr_mono.base.value_() / 1e9)
+
+
+def jiffies_since_boot(prog: drgn.Program, hz: int) -> int:
+    """Jiffies since boot: they start at INITIAL_JIFFIES, 300 s before wrapping 32 bits."""
+    return int(prog["jiffies_64"].value_() - ((-300 * hz) & 0xFFFFFFFF))
+
+
+def hz(prog: drgn.Program) -> int:
+    """
+    HZ as the kernel's Kconfig offers it (100, 250, 300 or 1000): the one whose
+    jiffies since boot best match the monotonic clock.
+    """
+    uptime = uptime_seconds(prog)
+    return min((100, 250, 300, 1000), key=lambda h: abs(jiffies_since_boot(prog, h) / h - uptime))
