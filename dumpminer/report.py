@@ -31,7 +31,7 @@ from dumpminer.cluster import MEMBERS_SHOWN, Cluster, Slot
 from dumpminer.fragments import Fragment
 from dumpminer.reportdata import CacheFacts, DumpFacts, Progress, SampleFacts, ScanFacts
 from dumpminer.sampling import interval
-from dumpminer.shapes import ShapeSummary
+from dumpminer.shapes import ShapeGroup, ShapeSummary
 
 SCHEMA = "dumpminer.report/1"
 MANY_SCHEMA = "dumpminer.reports/1"
@@ -381,7 +381,31 @@ def _header_lines(report: Report) -> list[str]:
             f"PARTIAL: interrupted after {progress.interrupted.slabs_walked} of "
             f"{progress.interrupted.slabs_found} slabs"
         )
+    leader = leading_shape_group(report)
+    if leader is not None:
+        largest = report.clusters[0].objects if report.clusters else 0
+        lines.append(
+            f"LEADING: string-less shape group S1, {leader.objects} objects "
+            f"({100 * report.share(leader.objects):.2f}%), more than the largest string "
+            f"cluster ({largest}): {leader.shape_text()}"
+        )
     return [terminal_escape(line) for line in lines]
+
+
+def leading_shape_group(report: Report) -> ShapeGroup | None:
+    """
+    The largest string-less shape group when it holds more objects than the
+    largest string cluster, else None. A leak whose objects hold only
+    pointers is listed after the clusters; when it is the biggest thing in
+    the cache, the header says so, so that it is not read past. (Both counts
+    are as walked: with --sample, raw sample counts on both sides.)
+    """
+    shapes = report.shapes
+    if shapes is None or not shapes.groups:
+        return None
+    group = shapes.groups[0]
+    largest = report.clusters[0].objects if report.clusters else 0
+    return group if group.objects > largest else None
 
 
 def _bound_lines(scan: ScanFacts) -> list[str]:
@@ -462,8 +486,9 @@ def render_table(report: Report, top: int | None = None) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines = [*_header_lines(report), ""]
     if not shown:
+        # String-less shape groups may still follow: a cache of pointers only.
         lines.append("no clusters to show" + (" (--top 0)" if report.clusters else ""))
-        return "\n".join(lines) + "\n"
+        rows = []
     for index, row in enumerate(rows):
         cells = [
             cell.ljust(w) if i in left else cell.rjust(w)
@@ -480,10 +505,13 @@ def render_table(report: Report, top: int | None = None) -> str:
     lines += _shape_lines(report, top)
     if report.call_sites is not None:
         lines += ["", *(terminal_escape(line) for line in call_site_lines(report.call_sites))]
-    first = next((c for c in shown if c.examples), None)
+    first = next((c.examples[0] for c in shown if c.examples), None)
+    leader = leading_shape_group(report)
+    if leader is not None and leader.examples and top > 0:
+        first = leader.examples[0]  # look closer at what leads
     if first is not None:
         commands = follow_up_commands(
-            first.examples[0],
+            first,
             report.cache.object_size,
             report.scan.context_before,
             report.scan.context_after,

@@ -335,3 +335,43 @@ def test_cli_shows_shape_groups_and_points_to(sample_manifest: dict[str, Any]) -
     ]
     plain = _cli(sample_manifest, "--no-attribution", "--top", "3").stdout
     assert "points to:" not in plain and "string-less" not in plain
+
+
+def test_a_leading_string_less_group_is_named_in_the_header(
+    sample_manifest: dict[str, Any],
+) -> None:
+    """
+    In kmalloc-96 the planted link_rec leak holds no text and outnumbers every
+    string cluster: the header names it before the cluster rows, the
+    follow-up commands look at one of its objects, and --top 0 still shows it.
+    """
+    planted = sample_manifest["string_less"]["kmalloc-96"]
+    report = json.loads(_cli(sample_manifest, "--format", "json").stdout)
+    group = report["string_less"]["groups"][0]
+    assert group["objects"] == planted["objects"] > report["clusters"][0]["objects"]
+
+    lines = _cli(sample_manifest, "--top", "3").stdout.splitlines()
+    leading = [i for i, x in enumerate(lines) if x.startswith("LEADING: string-less shape group")]
+    assert leading, lines[:6]
+    first_row = next(i for i, x in enumerate(lines) if x.startswith("#  objects"))
+    assert leading[0] < first_row
+    assert f"{planted['objects']} objects" in lines[leading[0]]
+    assert "&leaky_agent:agent_table" in lines[leading[0]]
+    closer = next(x for x in lines if x.startswith("look closer:"))
+    assert closer == f"look closer:  crash> rd -64 {group['examples'][0]} 12"
+
+    bare = _cli(sample_manifest, "--top", "0").stdout
+    assert "LEADING: string-less shape group S1" in bare and "no clusters to show" in bare
+
+
+def test_no_leading_line_when_a_string_cluster_leads(sample_manifest: dict[str, Any]) -> None:
+    """kmalloc-32's planted string clusters outnumber its string-less groups: no such line."""
+    path = next(d["path"] for d in sample_manifest["dumps"] if d["format"] == "kdump")
+    done = subprocess.run(
+        [sys.executable, "-m", "dumpminer", "mine", path, "--vmlinux", sample_manifest["vmlinux"],
+         "--cache", "kmalloc-32", "--top", "3"],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "LEADING:" not in done.stdout
