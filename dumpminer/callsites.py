@@ -49,17 +49,19 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from drgn import FaultError, Object, Program, offsetof, sizeof
 from drgn.helpers.linux.module import for_each_module, module_address_regions
+from drgn.helpers.linux.slab import slab_object_info
 
 from dumpminer.caches import cache_name
 from dumpminer.kallsyms import add_module_symbols
 from dumpminer.observers import ObjectBatch, RowLabels
+from dumpminer.shapes import ShapeGroup, ShapeSummary
 from dumpminer.stackdepot import stack_depot
 
 __all__ = [
@@ -879,3 +881,54 @@ def call_site_lines(report: CallSiteReport) -> list[str]:
             lines.append(f"    stack of {stack.objects} objects from {top.name}:")
             lines += [f"      {frame}" for frame in stack.frames[:TABLE_FRAMES]]
     return lines
+
+
+def shape_call_sites(
+    prog: Program, summary: ShapeSummary, caches: Sequence[Object]
+) -> ShapeSummary:
+    """
+    *summary* with each shape group's call sites, read from the alloc tracks
+    of the objects its attribution sampled (a bounded sample, stated as
+    ``sampled``), when their cache keeps tracks. String-less objects have
+    no fragment to carry a call-site count through the tally, so unlike a
+    cluster's these counts are of the sample, not of the group.
+    """
+    layouts = {layout.cache: layout for layout in tracked_caches(caches)}
+    if not layouts:
+        return summary
+    only = next(iter(layouts.values())) if len(layouts) == 1 else None
+    namer = AddressNamer(prog)
+    groups = []
+    for group in summary.groups:
+        sites: Counter[str] = Counter()
+        for address in group.sampled:
+            layout = only or _layout_of(prog, address, layouts)
+            if layout is None:
+                continue
+            try:
+                called = prog.read_u64(address + layout.offset + layout.addr)
+            except FaultError:
+                continue
+            sites[namer.name(called)] += 1
+        ranked = tuple(sorted(sites.items(), key=lambda item: (-item[1], item[0])))
+        groups.append(replace(group, allocated_by=ranked))
+    return replace(summary, groups=tuple(groups))
+
+
+def _layout_of(
+    prog: Program, address: int, layouts: dict[int, TrackLayout]
+) -> TrackLayout | None:
+    """The track layout of the cache holding the object at *address* (a glob's caches)."""
+    info = slab_object_info(prog, address)
+    return None if info is None else layouts.get(info.slab_cache.value_())
+
+
+def shape_allocated_by(group: ShapeGroup) -> str:
+    """A shape group's ``allocated by:`` text: its sample's top call sites."""
+    if group.allocated_by is None:
+        return ""
+    sampled = len(group.sampled)
+    shown = ", ".join(f"{name} ({count} of {sampled} sampled)"
+                      for name, count in group.allocated_by[:3])  # fmt: skip
+    return shown or f"no track read ({sampled} sampled)"
+

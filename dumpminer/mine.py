@@ -29,7 +29,12 @@ from tqdm import tqdm
 from dumpminer.allocator import page_array_lost, slab_allocator
 from dumpminer.attribution import attribute_report
 from dumpminer.caches import CacheUsage, cache_usage, resolve_caches
-from dumpminer.callsites import CallSiteObserver, call_site_report, tracked_caches
+from dumpminer.callsites import (
+    CallSiteObserver,
+    call_site_report,
+    shape_call_sites,
+    tracked_caches,
+)
 from dumpminer.cluster import cluster_fragments, sort_fragments
 from dumpminer.dump import Dump
 from dumpminer.engine import MineOptions, mine_pages
@@ -230,6 +235,8 @@ def _mine(
         if sites is not None:
             labels = tally.cluster_labels(report.clusters)
             report = replace(report, call_sites=call_site_report(prog, sites, labels))
+            if report.shapes is not None:
+                report = replace(report, shapes=shape_call_sites(prog, report.shapes, caches))
     # Signals noted while the report was put together are known only now.
     return replace(report, late_signals=(*stats.late_signals, *late))
 

@@ -26,6 +26,7 @@ from dumpminer.callsites import (
     call_site_lines,
     call_sites_json,
     cluster_call_sites_json,
+    shape_allocated_by,
 )
 from dumpminer.cluster import MEMBERS_SHOWN, Cluster, Slot
 from dumpminer.fragments import Fragment
@@ -539,6 +540,8 @@ def _shape_lines(report: Report, top: int) -> list[str]:
         points = g.attribution.points_to_text()
         if points:
             lines.append(f"{'':5}points to: {terminal_escape(points)}")
+        if g.allocated_by is not None:
+            lines.append(f"{'':5}allocated by: {terminal_escape(shape_allocated_by(g))}")
     return lines
 
 

@@ -353,6 +353,11 @@ class ShapeGroup:
     #: The lowest addresses of the group.
     examples: tuple[int, ...]
     attribution: Attribution
+    #: The objects attribution read (the group's lowest, at most SAMPLE_OBJECTS).
+    sampled: tuple[int, ...] = ()
+    #: Call sites of the sampled objects, most first, when their cache keeps
+    #: alloc tracks (:func:`dumpminer.callsites.shape_call_sites`); else None.
+    allocated_by: tuple[tuple[str, int], ...] | None = None
 
     def shape_text(self) -> str:
         """The shape, repeats folded: ``pointer*2 &leaky_agent:agent_table pointer*2 data*7``."""
@@ -398,6 +403,7 @@ def shape_groups(
             shape=_shape_words(np.frombuffer(key, dtype=np.uint64), namer),
             examples=tuple(int(a) for a in group.addresses[:EXAMPLES]),
             attribution=attribute_rows(namer, group.rows, group.addresses, observer.object_size),
+            sampled=tuple(int(a) for a in group.addresses),
         )
         for key, group in ranked
     ]
@@ -447,6 +453,12 @@ class ShapeSummary:
                     "shape_text": g.shape_text(),
                     "examples": [f"{a:#x}" for a in g.examples],
                     "attribution": g.attribution.to_json(),
+                    "allocated_by": None
+                    if g.allocated_by is None
+                    else {
+                        "sampled": len(g.sampled),
+                        "sites": [{"site": n, "objects": c} for n, c in g.allocated_by],
+                    },
                 }
                 for g in self.groups
             ],

@@ -129,6 +129,42 @@ def test_string_less_leak_call_site(slub_debug_series: dict[str, Any]) -> None:
     assert top.objects == family["objects"] == oracle[family["alloc_function"]]
 
 
+def test_shape_group_call_sites(slub_debug_series: dict[str, Any]) -> None:
+    """
+    The string-less link records' shape group names new_link as the call site
+    of every object it sampled, as drgn reads their tracks; the JSON says how
+    many were sampled.
+    """
+    vmcore, vmlinux = _dump(slub_debug_series), slub_debug_series["vmlinux"]
+    family = slub_debug_series["string_less"]["kmalloc-96"]
+    report = _mine(vmcore, vmlinux, "kmalloc-96")
+    assert report.shapes is not None
+    group = report.shapes.groups[0]
+    assert group.objects == family["objects"]
+    assert group.sampled and group.allocated_by is not None
+    oracle = _oracle_functions(vmcore, vmlinux, "kmalloc-96")
+    expected = Counter(oracle[a][0] for a in group.sampled)
+    assert expected == {family["alloc_function"]: len(group.sampled)}
+    ours = Counter({_function(name): count for name, count in group.allocated_by})
+    assert ours == expected
+    (site, count), *_ = group.allocated_by
+    assert site.startswith(f"{MODULE}:{family['alloc_function']}+") and count == len(group.sampled)
+    shown = json.loads(dumpminer.render(report, "json"))["string_less"]["groups"][0]
+    assert shown["allocated_by"]["sampled"] == len(group.sampled)
+    assert shown["allocated_by"]["sites"][0] == {"site": site, "objects": count}
+    assert f"allocated by: {site} ({count} of {len(group.sampled)} sampled)" in dumpminer.render(
+        report, "table"
+    )
+
+
+def test_no_tracks_no_shape_call_sites(sample_manifest: dict[str, Any]) -> None:
+    """Without alloc tracks (the seed sample) shape groups claim no call site."""
+    report = _mine(_dump(sample_manifest), sample_manifest["vmlinux"], "kmalloc-96")
+    assert report.shapes is not None and report.shapes.groups
+    assert all(g.allocated_by is None for g in report.shapes.groups)
+    assert "allocated by:" not in dumpminer.render(report, "table")
+
+
 @pytest.mark.parametrize("cache_name", ["kmalloc-32", "kmalloc-64", "kmalloc-96"])
 def test_cache_call_sites_match_tracks(slub_debug_series: dict[str, Any], cache_name: str) -> None:
     """Every listed call site's count is the number of tracks with that address; all are seen."""
