@@ -348,7 +348,16 @@ def test_a_leading_string_less_group_is_named_in_the_header(
     planted = sample_manifest["string_less"]["kmalloc-96"]
     report = json.loads(_cli(sample_manifest, "--format", "json").stdout)
     group = report["string_less"]["groups"][0]
-    assert group["objects"] == planted["objects"] > report["clusters"][0]["objects"]
+    assert group["objects"] == planted["objects"]
+    top = report["clusters"][0]
+    if top["objects"] >= group["objects"]:
+        # Where agent_table's address holds three printable bytes (6.12 here),
+        # that run is in every link record: the leak is then cluster 1 itself,
+        # attributed to agent_table, and no LEADING line is needed.
+        assert top["objects"] == planted["objects"]
+        assert "leaky_agent:agent_table" in json.dumps(top["attribution"])
+        assert "LEADING:" not in _cli(sample_manifest, "--top", "3").stdout
+        return
 
     lines = _cli(sample_manifest, "--top", "3").stdout.splitlines()
     leading = [i for i, x in enumerate(lines) if x.startswith("LEADING: string-less shape group")]
