@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +53,17 @@ def sample_manifest(request: pytest.FixtureRequest) -> dict[str, Any]:
     manifest_path = build_sample("seed", request.param)
     manifest: dict[str, Any] = json.loads(Path(manifest_path).read_text())
     return manifest
+
+
+def default_sigint() -> None:
+    """
+    ``preexec_fn`` for a child that a test interrupts with SIGINT: SIGINT at
+    its default, as a program started from a terminal has it. A test run
+    started in the background by a non-interactive shell (``cmd &`` in a
+    CI script) inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt, so a Ctrl-C test would test nothing.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def unprivileged() -> tuple[str, ...]:

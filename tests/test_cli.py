@@ -34,7 +34,7 @@ from typing import Any
 
 import drgn
 import pytest
-from conftest import unprivileged
+from conftest import default_sigint, unprivileged
 from drgn.helpers.linux.slab import for_each_slab_cache, slab_cache_usage
 from oracle import count_records
 
@@ -274,6 +274,7 @@ def test_ctrl_c_during_start_up_is_quiet(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", _INTERRUPT_WHILE_IMPORTING, "info", "/no/such/file"],
         capture_output=True, text=True, env=_env({"MARK": str(mark)}), timeout=TIMEOUT,
+        preexec_fn=default_sigint,
     )  # fmt: skip
     assert mark.exists()  # the signal did land during the imports
     assert done.returncode == 130

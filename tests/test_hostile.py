@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import default_sigint
 from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.mm import follow_phys, virt_to_phys
 from drgn.helpers.linux.percpu import per_cpu_ptr
@@ -582,6 +583,7 @@ def test_signal_mid_walk_writes_partial_report(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     try:
         wait_for(mark.exists, "the walk started", proc)
@@ -613,6 +615,7 @@ def _mine_signalled(
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
+        preexec_fn=default_sigint,
     )
     assert done.returncode == code, done.stderr
     report = json.loads(out.read_text())
