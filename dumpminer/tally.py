@@ -62,6 +62,14 @@ MEMBERS_KEPT = max(10, MIN_DISTINCT)
 
 _EMPTY_I64: npt.NDArray[np.int64] = np.zeros(0, np.int64)
 
+_Triple = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
+
+
+def _joined(pieces: list[tuple[npt.NDArray[np.int64], ...]]) -> _Triple:
+    """Pieces of three parallel columns (offsets, call-site labels), each column joined."""
+    first, second, third = zip(*pieces, strict=True)
+    return np.concatenate(first), np.concatenate(second), np.concatenate(third)
+
 
 @dataclass(frozen=True, slots=True)
 class Spread:
@@ -371,9 +379,7 @@ class FragmentTally:
         """Sum the label triples per (who, label) into one piece."""
         if not self._labels:
             return _EMPTY_I64, _EMPTY_I64, _EMPTY_I64
-        who = np.concatenate([piece[0] for piece in self._labels])
-        label = np.concatenate([piece[1] for piece in self._labels])
-        objects = np.concatenate([piece[2] for piece in self._labels])
+        who, label, objects = _joined(self._labels)
         width = max(1, len(self._label_ids))
         # who may be negative (a template's code): floor division undoes it.
         pairs, where = np.unique(who * width + label, return_inverse=True)
@@ -509,9 +515,7 @@ class FragmentTally:
         """Sum the offset pieces into one (id, offset, runs) triple of arrays."""
         if not self._offsets:
             return _EMPTY_I64, _EMPTY_I64, _EMPTY_I64
-        ids = np.concatenate([piece[0] for piece in self._offsets])
-        at = np.concatenate([piece[1] for piece in self._offsets])
-        runs = np.concatenate([piece[2] for piece in self._offsets])
+        ids, at, runs = _joined(self._offsets)
         keys, where = np.unique((ids << 32) | at, return_inverse=True)
         total = np.zeros(len(keys), np.int64)
         np.add.at(total, where.ravel(), runs)
