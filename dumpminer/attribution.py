@@ -34,7 +34,6 @@ from dumpminer.words import (
     POINTER_CLASSES,
     KernelRanges,
     WordNamer,
-    WordTarget,
     classify_words,
     object_words,
 )
@@ -159,15 +158,19 @@ def attribute_rows(
     regions = classify_words(words, addresses, object_size, namer.ranges)
     offsets = []
     for column in range(words.shape[1]):
-        seen: Counter[WordTarget] = Counter(
-            namer.name(int(value), int(region))
-            for value, region in zip(words[:, column], regions[:, column], strict=True)
-        )
+        seen = Counter(zip(words[:, column].tolist(), regions[:, column].tolist(), strict=True))
         kinds: Counter[str] = Counter()
-        for target, count in seen.items():
-            kinds[target.kind] += count
+        for (value, region), count in seen.items():
+            kinds[namer.kind(value, region)] += count
         kind, count = _most(kinds)
-        targets = Counter({t.target: c for t, c in seen.items() if t.kind == kind and t.target})
+        # Only the dominant class's words are named: naming an address in
+        # the kernel image reads the kernel's kallsyms.
+        targets: Counter[str] = Counter()
+        for (value, region), times in seen.items():
+            if namer.kind(value, region) == kind:
+                target = namer.name(value, region).target
+                if target:
+                    targets[target] += times
         name, named = _most(targets) if targets else (None, 0)
         offsets.append(OffsetAttribution(column * 8, kind, count / n, name, named / n))
     return Attribution(n, tuple(offsets), sample)

@@ -14,9 +14,11 @@ the image's ``_stext``/``_etext``/``_text``/``_end`` symbols, and each loaded
 module's own address regions, so nothing depends on one kernel's layout.
 
 Then names, once per distinct value (:class:`WordNamer`): which slab cache a
-direct-map address lies in (drgn's ``slab_object_info``, once per page),
-which symbol an image or module address is in (``prog.symbol``, with the
-modules' own kallsyms, see :func:`dumpminer.kallsyms.add_module_symbols`).
+direct-map address lies in (drgn's ``find_containing_slab_cache``, once per
+page), which symbol an image or module address is in (the kernel's kallsyms,
+and the modules' own, see :func:`dumpminer.kallsyms.add_module_symbols`).
+A word's class needs no symbol of the kernel image (:meth:`WordNamer.kind`),
+so the kernel's kallsyms are only read when an image address is to be named.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from enum import IntEnum
 
 import numpy as np
 import numpy.typing as npt
-from drgn import FaultError, Program, Symbol, SymbolIndex, SymbolKind
+from drgn import FaultError, Object, Program, Symbol, SymbolIndex, SymbolKind
 from drgn.helpers.linux.module import for_each_module, module_address_regions
-from drgn.helpers.linux.slab import slab_object_info
+from drgn.helpers.linux.slab import find_containing_slab_cache
 
 from dumpminer.kallsyms import KALLSYMS_FINDER, add_module_symbols, load_kallsyms
 from dumpminer.pointers import KERNEL_SPACE_START, WORD
@@ -227,12 +229,27 @@ class WordNamer:
     prog: Program
     ranges: KernelRanges
     _pages: dict[int, str | None] = field(default_factory=dict)
+    #: Slab cache names by ``struct kmem_cache`` address.
+    _caches: dict[int, str] = field(default_factory=dict)
     _values: dict[tuple[int, int], WordTarget] = field(default_factory=dict)
     #: The kernel's kallsyms, read on first need; False: use the program's symbols.
     _kallsyms: SymbolIndex | bool | None = None
 
     def __post_init__(self) -> None:
         add_module_symbols(self.prog)
+
+    def kind(self, value: int, region: int) -> str:
+        """
+        The class of the word *value*, of :class:`Region` *region*: the
+        ``kind`` of :meth:`name`, without naming an address in the kernel
+        image (whose class its region says), which would need the kernel's
+        kallsyms read (about 0.06 s).
+        """
+        if region == Region.KERNEL_TEXT:
+            return "kernel text"
+        if region == Region.KERNEL_DATA:
+            return "kernel data"
+        return self.name(value, region).kind
 
     def name(self, value: int, region: int) -> WordTarget:
         """What the word *value*, of :class:`Region` *region*, holds."""
@@ -304,13 +321,20 @@ class WordNamer:
         """The slab cache of the direct-map page holding *value*, or None."""
         page = value >> PAGE_SHIFT
         if page not in self._pages:
-            cache = None
+            name = None
             with contextlib.suppress(FaultError, ValueError, LookupError):
-                info = slab_object_info(self.prog, value)
-                if info is not None and info.slab_cache:
-                    cache = info.slab_cache.name.string_().decode(errors="replace")
-            self._pages[page] = cache
+                cache = find_containing_slab_cache(self.prog, value)
+                if cache:
+                    name = self._cache_name(cache)
+            self._pages[page] = name
         return self._pages[page]
+
+    def _cache_name(self, cache: Object) -> str:
+        """The name of the ``struct kmem_cache *`` *cache*, read once per cache."""
+        address = cache.value_()
+        if address not in self._caches:
+            self._caches[address] = cache.name.string_().decode(errors="replace")
+        return self._caches[address]
 
 
 #: A shape key word that holds no pointer (see :func:`shape_key_words`).
