@@ -62,7 +62,7 @@ text = dumpminer.render(report, "table")
 t = mark("render", t)
 marks["total"] = (t[0] - start[0], t[1] - start[1], t[2] - start[2])
 marks["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-marks["objects"] = report.scan["objects_scanned"]
+marks["objects"] = report.scan.objects_scanned
 print(json.dumps(marks))
 """
 

@@ -259,8 +259,8 @@ class Interrupt:
             os.kill(os.getpid(), signal.SIGINT)
         return None
 sys.meta_path.insert(0, Interrupt())
-from dumpminer.__main__ import main  # what the console script runs
-sys.exit(main())
+from dumpminer.__main__ import run  # what the console script runs
+run()
 """
 
 
@@ -269,7 +269,7 @@ def test_ctrl_c_during_start_up_is_quiet(tmp_path: Path) -> None:
     import tomllib
 
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["dumpminer"] == "dumpminer.__main__:main"
+    assert scripts["dumpminer"] == "dumpminer.__main__:run"
     mark = tmp_path / "interrupted"
     done = subprocess.run(
         [sys.executable, "-c", _INTERRUPT_WHILE_IMPORTING, "info", "/no/such/file"],
