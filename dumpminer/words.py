@@ -33,7 +33,12 @@ from drgn import FaultError, Object, Program, Symbol, SymbolIndex, SymbolKind
 from drgn.helpers.linux.module import for_each_module, module_address_regions
 from drgn.helpers.linux.slab import find_containing_slab_cache
 
-from dumpminer.kallsyms import KALLSYMS_FINDER, add_module_symbols, load_kallsyms
+from dumpminer.kallsyms import (
+    KALLSYMS_FINDER,
+    KallsymsTable,
+    add_module_symbols,
+    load_kallsyms,
+)
 from dumpminer.pointers import KERNEL_SPACE_START, WORD
 
 __all__ = [
@@ -233,7 +238,7 @@ class WordNamer:
     _caches: dict[int, str] = field(default_factory=dict)
     _values: dict[tuple[int, int], WordTarget] = field(default_factory=dict)
     #: The kernel's kallsyms, read on first need; False: use the program's symbols.
-    _kallsyms: SymbolIndex | bool | None = None
+    _kallsyms: KallsymsTable | SymbolIndex | bool | None = None
 
     def __post_init__(self) -> None:
         add_module_symbols(self.prog)
@@ -300,16 +305,26 @@ class WordNamer:
         if not image[0] <= value < image[1]:
             return list(self.prog.symbols(value))
         if self._kallsyms is None:
-            if KALLSYMS_FINDER in self.prog.enabled_symbol_finders():
-                self._kallsyms = False  # the program's symbols are kallsyms already
-            else:
-                try:
-                    self._kallsyms = load_kallsyms(self.prog)
-                except (LookupError, FaultError, ValueError):
-                    self._kallsyms = False  # before Linux 6.0: the vmlinux's symbols
-        if isinstance(self._kallsyms, SymbolIndex):
-            return list(self._kallsyms(self.prog, None, value, False))
-        return list(self.prog.symbols(value))
+            self._kallsyms = self._read_kallsyms()
+        if isinstance(self._kallsyms, bool):
+            return list(self.prog.symbols(value))
+        return list(self._kallsyms(self.prog, None, value, False))
+
+    def _read_kallsyms(self) -> KallsymsTable | SymbolIndex | bool:
+        """
+        The kernel's kallsyms, with a vmlinux: read on demand where the
+        vmlinux names ``kallsyms_markers``, else decoded whole by drgn;
+        False when the program's symbols are kallsyms already, or the dump
+        has none that can be read (before Linux 6.0: the vmlinux's symbols).
+        """
+        if KALLSYMS_FINDER in self.prog.enabled_symbol_finders():
+            return False
+        with contextlib.suppress(LookupError, FaultError, ValueError):
+            return KallsymsTable.read(self.prog)
+        try:
+            return load_kallsyms(self.prog)
+        except (LookupError, FaultError, ValueError):
+            return False
 
     def _module(self, value: int) -> str:
         for start, end, name in self.ranges.modules:
