@@ -34,7 +34,7 @@ from dumpminer.observers import (
 )
 from dumpminer.pointers import mask_kernel_pointers
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS, FragmentTally
-from dumpminer.walk import Slab, SlabPage, WalkStats, walk_slabs
+from dumpminer.walk import Slab, SlabPages, WalkStats, walk_slabs
 
 #: Bytes of objects gathered before one vectorised extraction pass.
 BATCH_BYTES = 16 << 20
@@ -312,7 +312,7 @@ class PassResult(NamedTuple):
 def mine_pages(
     prog: Program,
     caches: list[Object],
-    pages: list[SlabPage],
+    pages: SlabPages,
     options: MineOptions,
     progress: Callable[[int], object] = lambda n: None,
     stop: Callable[[], bool] = lambda: False,

@@ -20,7 +20,7 @@ from drgn import Object, Program
 
 from dumpminer.caches import CacheUsage
 from dumpminer.reportdata import IncompleteDump, ListedSlabs
-from dumpminer.walk import SlabPage, WalkStats, cpu_slab_pages, listed_slab_pages
+from dumpminer.walk import SlabPages, WalkStats, cpu_slab_pages, listed_slab_pages
 
 __all__ = ["incomplete_progress", "reach_without_page_array"]
 
@@ -29,8 +29,8 @@ NAMED_ERRORS = 5
 
 
 def reach_without_page_array(
-    prog: Program, caches: list[Object], found: list[SlabPage], stats: WalkStats
-) -> tuple[list[SlabPage], ListedSlabs]:
+    prog: Program, caches: list[Object], found: SlabPages, stats: WalkStats
+) -> tuple[SlabPages, ListedSlabs]:
     """
     Add to the slabs the page-array scan *found* those the caches' own lists
     name (:func:`~dumpminer.walk.listed_slab_pages`), for a dump whose page
@@ -38,7 +38,7 @@ def reach_without_page_array(
     """
     listing = WalkStats()
     listed_pages, listed = listed_slab_pages(prog, caches, listing)
-    known = {page.address for page in found}
+    known = set(found.address.tolist())
     extra = [page for page in listed_pages if page.address not in known]
     known.update(page.address for page in extra)
     # A CPU's active slab can be read without its struct slab: the CPU's
@@ -53,7 +53,9 @@ def reach_without_page_array(
         full_lists_tracked=any(slabs.full_tracked for slabs in listed),
         list_errors=tuple(sorted({e for slabs in listed for e in slabs.errors})[:NAMED_ERRORS]),
     )
-    return sorted(found + extra + by_cpu, key=lambda page: page.pfn), facts
+    return SlabPages.concatenate(
+        [found, SlabPages.from_pages(extra + by_cpu)]
+    ).sorted_by_pfn(), facts
 
 
 def incomplete_progress(

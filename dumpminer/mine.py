@@ -53,7 +53,7 @@ from dumpminer.reportdata import (
 from dumpminer.sampling import SampleSpec, asks_for_everything, sample_pages
 from dumpminer.shapes import ShapeObserver
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS, FragmentTally
-from dumpminer.walk import SlabPage, WalkStats, find_slab_pages
+from dumpminer.walk import SlabPages, WalkStats, find_slab_pages
 from dumpminer.workers import mine_in_workers
 
 __all__ = ["MineOptions", "default_workers", "mine"]
@@ -81,7 +81,7 @@ def _dump_facts(prog: Program, dump: Dump | None) -> DumpFacts:
     )
 
 
-def default_workers(pages: list[SlabPage]) -> int:
+def default_workers(pages: SlabPages) -> int:
     """
     Processes worth starting for *pages*. One process already keeps two
     CPUs busy (the walk, and counting on threads), and on 2-CPU machines two
@@ -91,7 +91,7 @@ def default_workers(pages: list[SlabPage]) -> int:
     So caches are split only on machines with four CPUs or more, one worker
     per two CPUs, and only from :data:`PARALLEL_OBJECTS` objects.
     """
-    objects = sum(page.objects for page in pages)
+    objects = pages.total_objects()
     cpus = len(os.sched_getaffinity(0))
     if objects < PARALLEL_OBJECTS or cpus < 4:
         return 1
@@ -202,7 +202,7 @@ def _mine(
         if len(pages) == len(found):
             sample = None  # every slab was drawn: nothing is estimated
     bar = tqdm(
-        total=sum(p.objects for p in pages),
+        total=pages.total_objects(),
         unit="obj",
         unit_scale=True,
         desc=f"mining {cache}",
@@ -249,8 +249,8 @@ def _report(
     usages: list[CacheUsage],
     stats: WalkStats,
     tally: FragmentTally,
-    pages: list[SlabPage],
-    found: list[SlabPage],
+    pages: SlabPages,
+    found: SlabPages,
     progress: Progress,
     sample: SampleSpec | None,
     started: float,

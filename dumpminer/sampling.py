@@ -22,8 +22,10 @@ import math
 import random
 from dataclasses import dataclass
 
+import numpy as np
+
 from dumpminer.errors import UsageError
-from dumpminer.walk import SlabPage
+from dumpminer.walk import SlabPages
 
 #: z for a two-sided 95% interval (normal approximation).
 Z95 = 1.959964
@@ -66,19 +68,19 @@ def asks_for_everything(spec: SampleSpec) -> bool:
     return spec.fraction is not None and spec.fraction >= 1
 
 
-def sample_pages(pages: list[SlabPage], spec: SampleSpec) -> list[SlabPage]:
+def sample_pages(pages: SlabPages, spec: SampleSpec) -> SlabPages:
     """A seeded uniform draw of slabs from *pages*, kept in address order."""
     if not pages:
-        return []
+        return pages
     if spec.fraction is not None:
         count = math.ceil(len(pages) * spec.fraction)
     else:
         assert spec.objects is not None
-        per_slab = sum(page.objects for page in pages) / len(pages)
+        per_slab = pages.total_objects() / len(pages)
         count = math.ceil(spec.objects / max(per_slab, 1))
     count = max(1, min(len(pages), count))
     chosen = sorted(random.Random(spec.seed).sample(range(len(pages)), count))
-    return [pages[i] for i in chosen]
+    return pages.take(np.array(chosen, dtype=np.intp))
 
 
 @dataclass(frozen=True)

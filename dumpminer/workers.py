@@ -20,16 +20,18 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from itertools import pairwise
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
+import numpy as np
 from drgn import Object
 
 from dumpminer.dump import Dump, open_dump
 from dumpminer.engine import MineOptions, PassResult, mine_pages
 from dumpminer.errors import DumpminerError
 from dumpminer.observers import ObjectObserver
-from dumpminer.walk import SlabPage, WalkStats
+from dumpminer.walk import SlabPages, WalkStats
 
 #: Seconds between two looks at the workers' progress.
 POLL_SECONDS = 0.1
@@ -38,15 +40,15 @@ _done: Synchronized[int] | None = None
 _stop: Synchronized[int] | None = None
 
 
-def split_pages(pages: list[SlabPage], shares: int) -> list[list[SlabPage]]:
+def split_pages(pages: SlabPages, shares: int) -> list[SlabPages]:
     """Split *pages* into *shares* contiguous runs of about equal objects."""
-    total = sum(page.objects for page in pages)
-    out: list[list[SlabPage]] = [[] for _ in range(shares)]
-    seen = 0
-    for page in pages:
-        out[min(shares - 1, seen * shares // max(total, 1))].append(page)
-        seen += page.objects
-    return [share for share in out if share]
+    total = pages.total_objects()
+    # Objects before each page: a page goes to the share its first object falls in.
+    seen = np.cumsum(pages.objects) - pages.objects
+    share = np.minimum(shares - 1, seen * shares // max(total, 1))
+    bounds = np.searchsorted(share, np.arange(shares + 1))
+    runs = [pages[a:b] for a, b in pairwise(bounds.tolist())]
+    return [run for run in runs if len(run)]
 
 
 def _init_worker(done: Synchronized[int], stop: Synchronized[int]) -> None:
@@ -72,7 +74,7 @@ def _work(
     vmcore: str,
     vmlinux: str | None,
     cache_addresses: list[int],
-    pages: list[SlabPage],
+    pages: SlabPages,
     options: MineOptions,
 ) -> PassResult:
     """One worker: open the dump, mine *pages*."""
@@ -84,7 +86,7 @@ def _work(
 def mine_in_workers(
     dump: Dump,
     caches: list[Object],
-    pages: list[SlabPage],
+    pages: SlabPages,
     options: MineOptions,
     workers: int,
     progress: Callable[[int], Any],

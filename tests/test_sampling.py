@@ -10,11 +10,11 @@ import dumpminer
 from dumpminer.errors import UsageError
 from dumpminer.report import to_json_dict
 from dumpminer.sampling import SampledSlabs, SampleSpec, interval, parse_sample, sample_pages
-from dumpminer.walk import SlabPage
+from dumpminer.walk import SlabPage, SlabPages
 
 
-def pages(n: int, objects: int = 128) -> list[SlabPage]:
-    return [SlabPage(0x1000 * i, i, 0xC0FFEE, 0, objects) for i in range(n)]
+def pages(n: int, objects: int = 128) -> SlabPages:
+    return SlabPages.from_pages(SlabPage(0x1000 * i, i, 0xC0FFEE, 0, objects) for i in range(n))
 
 
 def test_parse_sample() -> None:
@@ -30,7 +30,7 @@ def test_sample_pages_is_seeded_uniform_and_sorted() -> None:
     all_pages = pages(1000)
     first = sample_pages(all_pages, SampleSpec(fraction=0.1, seed=5))
     assert len(first) == 100
-    assert first == sorted(first, key=lambda p: p.pfn)
+    assert list(first) == sorted(first, key=lambda p: p.pfn)
     assert first == sample_pages(all_pages, SampleSpec(fraction=0.1, seed=5))
     assert first != sample_pages(all_pages, SampleSpec(fraction=0.1, seed=6))
     assert len(sample_pages(all_pages, SampleSpec(objects=1280))) == 10
