@@ -25,7 +25,6 @@ from typing import Any, NoReturn
 from drgn import FaultError
 
 from dumpminer.debuginfo import looks_like_vmlinux
-from dumpminer.diff import DEFAULT_NOISE_FLOOR, MineSettings, diff_paths, render_diff
 from dumpminer.dump import Dump, open_dump
 from dumpminer.dumpinfo import dump_info_dict, read_dump_info
 from dumpminer.dumptime import dump_time, time_facts
@@ -51,9 +50,8 @@ from dumpminer.report import (
     render_many,
     terminal_escape,
 )
-from dumpminer.reportdata import DumpTime
+from dumpminer.reportdata import DEFAULT_NOISE_FLOOR, DumpTime
 from dumpminer.sampling import SampleSpec, parse_sample
-from dumpminer.slabinfo import render_slab_info, slab_info
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS
 
 
@@ -380,6 +378,8 @@ def run_mine(args: argparse.Namespace) -> int:
     if args.cache is not None:
         names = [args.cache]
     else:
+        from dumpminer.slabinfo import slab_info
+
         names = [line.usage.name for line in slab_info(dump.prog).caches[: args.caches_top]]
     taken = DumpTime(*dump_time(dump.info, dump.prog))
     reports: list[Report] = []
@@ -469,6 +469,8 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_diff(args: argparse.Namespace) -> int:
     """``dumpminer diff``: read or mine both sides, compare, render, write."""
+    from dumpminer.diff import MineSettings, diff_paths, render_diff
+
     before, after = _context(args)
     MineOptions(before, after, args.min_length, args.max_fragments).check()
     if len(args.vmlinux) > 2:
@@ -506,6 +508,8 @@ def run_diff(args: argparse.Namespace) -> int:
 
 def run_caches(args: argparse.Namespace) -> int:
     """``dumpminer caches``: every cache's counts, most memory first."""
+    from dumpminer.slabinfo import render_slab_info, slab_info
+
     if args.output is not None:
         check_output(args.output)
     dump = _open(args)

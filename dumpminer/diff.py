@@ -32,13 +32,11 @@ from dumpminer.report import (
     terminal_escape,
     to_json_dict,
 )
+from dumpminer.reportdata import DEFAULT_NOISE_FLOOR as DEFAULT_NOISE_FLOOR
 from dumpminer.reportdata import DumpTime
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS
 
 DIFF_SCHEMA = "dumpminer.diff/1"
-#: Changes of at most this many objects are below the noise floor: two boots
-#: of the same guest differ by that much in background objects (docs/diff.md).
-DEFAULT_NOISE_FLOOR = 8
 #: Order of the statuses in every listing.
 STATUSES = ("new", "grown", "shrunk", "gone", "same")
 #: Rows in a terminal table when --top is not given.

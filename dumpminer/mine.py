@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from drgn import Program
-from tqdm import tqdm
 
 from dumpminer.allocator import page_array_lost, slab_allocator
 from dumpminer.attribution import attribute_report
@@ -53,8 +52,7 @@ from dumpminer.reportdata import (
 from dumpminer.sampling import SampleSpec, asks_for_everything, sample_pages
 from dumpminer.shapes import ShapeObserver
 from dumpminer.tally import DEFAULT_MAX_FRAGMENTS, FragmentTally
-from dumpminer.walk import SlabPages, WalkStats, find_slab_pages
-from dumpminer.workers import mine_in_workers
+from dumpminer.walk import SlabPages, WalkStats, find_slab_pages, progress_bar
 
 __all__ = ["MineOptions", "default_workers", "mine"]
 
@@ -201,17 +199,13 @@ def _mine(
         pages = sample_pages(found, sample)
         if len(pages) == len(found):
             sample = None  # every slab was drawn: nothing is estimated
-    bar = tqdm(
-        total=pages.total_objects(),
-        unit="obj",
-        unit_scale=True,
-        desc=f"mining {cache}",
-        disable=not progress,
-        leave=False,
-    )
+    bar = progress_bar(progress, pages.total_objects(), "obj", f"mining {cache}")
     jobs = workers if workers is not None else default_workers(pages)
     try:
         if jobs > 1 and dump is not None:
+            # Only here: multiprocessing takes about 0.004 s to import.
+            from dumpminer.workers import mine_in_workers
+
             result = mine_in_workers(dump, caches, pages, options, jobs, bar.update)
         else:
             result = mine_pages(prog, caches, pages, options, bar.update)

@@ -21,6 +21,7 @@ from typing import Any
 from dumpminer.sampling import SampledSlabs
 
 __all__ = [
+    "DEFAULT_NOISE_FLOOR",
     "CacheFacts",
     "DumpFacts",
     "DumpTime",
@@ -31,6 +32,12 @@ __all__ = [
     "SampleFacts",
     "ScanFacts",
 ]
+
+#: ``diff``: changes of at most this many objects are below the noise floor:
+#: two boots of the same guest differ by that much in background objects
+#: (docs/diff.md). Here, not in :mod:`dumpminer.diff`, so that the command
+#: line can name the default without importing ``diff`` for every ``mine``.
+DEFAULT_NOISE_FLOOR = 8
 
 
 def _hex(addresses: tuple[int, ...]) -> list[str]:

@@ -41,6 +41,7 @@ the cache.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -325,7 +326,7 @@ def _key_classes(
     """
     if keys.shape[1] == 0:
         return np.zeros(keys.shape[0], dtype=np.int64), np.zeros(1, dtype=np.int64)
-    multipliers = _MULTIPLIERS[: keys.shape[1]]
+    multipliers = _multipliers()[: keys.shape[1]]
     hashed = keys[:, 0] * multipliers[0]
     for column in range(1, keys.shape[1]):
         hashed += keys[:, column] * multipliers[column]
@@ -336,10 +337,15 @@ def _key_classes(
     return inverse.reshape(-1).astype(np.int64), first.astype(np.int64)
 
 
-#: Odd random multipliers of the key hash, one per word.
-_MULTIPLIERS = np.random.default_rng(0x5EED).integers(
-    1, 2**63, size=MAX_WORDS, dtype=np.uint64
-) | np.uint64(1)
+@functools.cache
+def _multipliers() -> npt.NDArray[np.uint64]:
+    """
+    Odd random multipliers of the key hash, one per word. Drawn on first
+    use: importing numpy.random takes about 0.01 s, and only the numpy
+    reference (the tests) and rows without words hash keys here.
+    """
+    draw = np.random.default_rng(0x5EED).integers(1, 2**63, size=MAX_WORDS, dtype=np.uint64)
+    return draw | np.uint64(1)
 
 
 @dataclass(frozen=True)
