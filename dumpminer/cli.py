@@ -5,7 +5,8 @@ Every failure the user can cause ends in one line on stderr and the exit code
 of its :class:`~dumpminer.errors.DumpminerError`; see docs/exit-codes.md.
 Only the report goes to stdout. The console script starts in
 :mod:`dumpminer.__main__`, which imports this module only once Ctrl-C can be
-answered quietly.
+answered quietly. What only one command uses (``diff``'s and ``caches``'
+modules) is imported by that command, not at every start-up.
 """
 
 from __future__ import annotations
