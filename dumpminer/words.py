@@ -308,7 +308,10 @@ class WordNamer:
             self._kallsyms = self._read_kallsyms()
         if isinstance(self._kallsyms, bool):
             return list(self.prog.symbols(value))
-        return list(self._kallsyms(self.prog, None, value, False))
+        try:
+            return list(self._kallsyms(self.prog, None, value, False))
+        except (FaultError, LookupError):
+            return []  # a name in tables the dump lost: the address stays unnamed
 
     def _read_kallsyms(self) -> KallsymsTable | SymbolIndex | bool:
         """
