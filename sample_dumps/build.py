@@ -5,7 +5,7 @@ a small out-of-tree module (``module/leaky_agent.c``) leaks a known number of re
 kmalloc-32 and kmalloc-64, and QEMU dumps the guest's memory. The result is a directory of
 dumps plus a ``manifest.json`` that says exactly what was planted (see README.md)::
 
-    python3 sample_dumps/build.py [--sample seed|big|huge] [--series 6.1|6.12] \
+    python3 sample_dumps/build.py [--sample seed|big|huge|story] [--series 6.1|6.12] \
         [--cache-dir DIR] [--force]
 
 The manifest's path is printed on the last line of stdout; progress goes to stderr.
@@ -113,6 +113,9 @@ class SampleSpec:
     #: Extra kernel command line, e.g. "slub_debug=FZPU" (red zones, poison, tracks).
     boot_options: str = ""
     links: int = 3000  # kmalloc-96 struct link_rec records: pointers only, no text
+    #: The dumps made: QEMU's kdump-zlib, its ELF, and makedumpfile's filtered copy of the
+    #: ELF. A guest of many GiB is dumped as kdump only: its ELF would be as large as it.
+    formats: tuple[str, ...] = ("kdump", "elf", "makedumpfile")
 
     def params(self) -> dict[str, int]:
         """Module parameters, as passed to leaky_agent."""
@@ -150,6 +153,13 @@ SAMPLES: dict[str, SampleSpec] = {
         reloads=5_000_000, counters=1_000_000, sessions=20_000, states=20_000,
         guest_memory_mib=6144,
         boot_timeout_s=1800,
+    ),
+    # The story's cache: 208,179,509 kmalloc-32 records (6.7 GB) in a 12 GiB guest, dumped
+    # as kdump only, for the seed-scale benchmark (docs/performance.md). 34,663,251 rule
+    # reloads of six records, plus 200,003 counters.
+    "story": SampleSpec(
+        reloads=34_663_251, counters=200_003, sessions=20_000, states=20_000,
+        guest_memory_mib=12288, boot_timeout_s=3600, formats=("kdump",),
     ),
     # The pair: the same kernel and module booted twice with different parameters, so that
     # `dumpminer diff` has a known answer (and KASLR moves every pointer between the two).
@@ -736,26 +746,28 @@ def vmcoreinfo_of_elf(path: Path) -> dict[str, str]:
 
 
 def make_dumps(qmp: Qmp, out: Path, spec: SampleSpec) -> None:
-    """Write QEMU's kdump-zlib (flattened) and ELF dumps into out."""
+    """Write QEMU's kdump-zlib (flattened) and, unless kdump only, ELF dumps into out."""
     timeout = 60 + spec.guest_memory_mib / 8
     with step("dump-guest-memory kdump-zlib"):
         dump_memory(qmp, out / "kdump.flat", "kdump-zlib", timeout)
-    with step("dump-guest-memory ELF"):
-        dump_memory(qmp, out / "elf.vmcore", None, timeout)
+    if spec.formats != ("kdump",):
+        with step("dump-guest-memory ELF"):
+            dump_memory(qmp, out / "elf.vmcore", None, timeout)
 
 
-def dump_entries(out: Path, dump_level: int) -> list[dict[str, Any]]:
-    """The manifest's "dumps" list for a sample directory."""
-    return [
+def dump_entries(out: Path, dump_level: int, formats: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The manifest's "dumps" list for a sample directory holding *formats*."""
+    entries = [
         {"path": str(out / "kdump.vmcore"), "format": "kdump", "filtered": False,
          "dump_level": 0},
         {"path": str(out / "elf.vmcore"), "format": "elf", "filtered": False, "dump_level": 0},
         {"path": str(out / "filtered.vmcore"), "format": "makedumpfile", "filtered": True,
          "dump_level": dump_level},
     ]
+    return [entry for entry in entries if entry["format"] in formats]
 
 
-def postprocess_dumps(out: Path, dump_level: int) -> None:
+def postprocess_dumps(out: Path, dump_level: int, formats: tuple[str, ...]) -> None:
     """De-flatten QEMU's kdump and make the makedumpfile -d 31 copy from the ELF dump."""
     require_tools("makedumpfile")
     flat = out / "kdump.flat"
@@ -763,6 +775,9 @@ def postprocess_dumps(out: Path, dump_level: int) -> None:
             flat.open("rb") as source:
         run_binary_stdin(["makedumpfile", "-R", str(out / "kdump.vmcore")], source)
     flat.unlink()
+    if "makedumpfile" not in formats:
+        (out / "kdump.vmcore").chmod(0o644)
+        return
     fixed = out / "elf-for-makedumpfile.tmp"
     with step(f"makedumpfile -c -d {dump_level}"):
         shutil.copyfile(out / "elf.vmcore", fixed)
@@ -793,6 +808,7 @@ def sample_key(spec: SampleSpec, release: str, dump_level: int) -> str:
         "boot_options": spec.boot_options,
         "guest_memory_mib": spec.guest_memory_mib,
         "kernel_release": release,
+        **({} if spec.formats == SampleSpec.formats else {"formats": spec.formats}),
     }, sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()
 
@@ -834,17 +850,36 @@ def boot_and_dump(kernel: Kernel, initrd: Path, spec: SampleSpec, out: Path,
             stop_qemu(qemu, qmp)
             if (work / "serial.log").exists():
                 shutil.copyfile(work / "serial.log", out / "serial.log")
-    postprocess_dumps(out, dump_level)
+    postprocess_dumps(out, dump_level, spec.formats)
 
 
-def check_vmcoreinfo(elf_dump: Path, kernel: Kernel) -> None:
-    info = vmcoreinfo_of_elf(elf_dump)
+def vmcoreinfo_of_kdump(path: Path) -> dict[str, str]:
+    """
+    VMCOREINFO key=value pairs of a kdump-compressed dump: the sub-header in the
+    block after the disk_dump_header (block_size at 428) holds its offset and size
+    at 32 and 40 (makedumpfile's diskdump_mod.h, header version 3 on, 64-bit).
+    """
+    with path.open("rb") as handle:
+        header = handle.read(432)
+        if header[:8] != b"KDUMP   ":
+            return {}
+        block_size, = struct.unpack_from("<i", header, 428)
+        handle.seek(block_size + 32)
+        offset, size = struct.unpack("<QQ", handle.read(16))
+        handle.seek(offset)
+        text = handle.read(size).decode(errors="replace")
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def check_vmcoreinfo(dump: Path, kernel: Kernel) -> None:
+    """Check that *dump* (ELF, or kdump) carries the VMCOREINFO of *kernel*."""
+    info = vmcoreinfo_of_elf(dump) if dump.name == "elf.vmcore" else vmcoreinfo_of_kdump(dump)
     if info.get("OSRELEASE") != kernel.release:
-        raise BuildError(f"{elf_dump}: VMCOREINFO OSRELEASE={info.get('OSRELEASE')!r}, "
+        raise BuildError(f"{dump}: VMCOREINFO OSRELEASE={info.get('OSRELEASE')!r}, "
                          f"expected {kernel.release!r} (was qemu_fw_cfg.ko loaded?)")
     build_id = info.get("BUILD-ID")
     if build_id and build_id != kernel.build_id:
-        raise BuildError(f"{elf_dump}: BUILD-ID {build_id} != vmlinux {kernel.build_id}")
+        raise BuildError(f"{dump}: BUILD-ID {build_id} != vmlinux {kernel.build_id}")
 
 
 def build_sample(sample: str = "seed", series: str = DEFAULT_SERIES,
@@ -872,7 +907,8 @@ def build_sample(sample: str = "seed", series: str = DEFAULT_SERIES,
         staging.mkdir(parents=True)
         try:
             boot_and_dump(kernel, initrd, spec, staging, expected, FILTER_DUMP_LEVEL[series])
-            check_vmcoreinfo(staging / "elf.vmcore", kernel)
+            first = "elf.vmcore" if "elf" in spec.formats else "kdump.vmcore"
+            check_vmcoreinfo(staging / first, kernel)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)  # up to 4 GiB of partial dumps
             raise
@@ -890,7 +926,7 @@ def build_sample(sample: str = "seed", series: str = DEFAULT_SERIES,
             "system_map": str(kernel.system_map) if kernel.system_map else None,
             "guest_memory_mib": spec.guest_memory_mib,
             "boot_options": spec.boot_options,
-            "dumps": dump_entries(final, FILTER_DUMP_LEVEL[series]),
+            "dumps": dump_entries(final, FILTER_DUMP_LEVEL[series], spec.formats),
             "module": {"name": "leaky_agent", "params": spec.params()},
             "planted": expected,
             "string_less": string_less(spec),
