@@ -102,16 +102,16 @@ def program_floor(dump: Any) -> int:
     return n
 
 
-def cli_command(vmcore: str, vmlinux: str) -> list[str]:
+def cli_command(vmcore: str, vmlinux: str, extra: list[str]) -> list[str]:
     """
-    (e) ``dumpminer mine`` as a user runs it: the console script of this
-    interpreter's environment (``python -m dumpminer`` if it has none), the
-    table to /dev/null.
+    (e) ``dumpminer mine`` as a user runs it, with *extra* arguments: the
+    console script of this interpreter's environment (``python -m
+    dumpminer`` if it has none), the table to /dev/null.
     """
     script = os.path.join(os.path.dirname(sys.executable), "dumpminer")
     start = [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "dumpminer"]
     return [*start, "mine", vmcore, "--vmlinux", vmlinux, "--cache", CACHE, "-o", os.devnull,
-            "--quiet"]  # fmt: skip
+            "--quiet", *extra]  # fmt: skip
 
 
 def compile_bytecode() -> None:
@@ -162,6 +162,12 @@ def main() -> None:
     parser.add_argument(
         "--end-to-end", action="store_true", help="time whole processes, start-up included"
     )
+    parser.add_argument(
+        "--cli-arg",
+        action="append",
+        default=[],
+        help="an argument for e-dumpminer-cli's dumpminer mine (e.g. --cli-arg=--mask-pointers)",
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -179,7 +185,7 @@ def main() -> None:
             cli = name == "e-dumpminer-cli"
             started = time.perf_counter()
             child_process = subprocess.Popen(
-                cli_command(vmcore, manifest["vmlinux"])
+                cli_command(vmcore, manifest["vmlinux"], args.cli_arg)
                 if cli
                 else [sys.executable, __file__, "--child", name, vmcore, manifest["vmlinux"]],
                 stdout=subprocess.PIPE,
