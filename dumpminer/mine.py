@@ -16,11 +16,8 @@ drgn's REPL::
 from __future__ import annotations
 
 import functools
-import gc
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 
 from drgn import Program
@@ -34,7 +31,7 @@ from dumpminer.callsites import (
     shape_call_sites,
     tracked_caches,
 )
-from dumpminer.cluster import cluster_fragments, sort_fragments
+from dumpminer.cluster import cluster_fragments, gc_paused, sort_fragments
 from dumpminer.dump import Dump
 from dumpminer.engine import MineOptions, mine_pages
 from dumpminer.fragments import DEFAULT_MIN_LENGTH
@@ -96,22 +93,6 @@ def default_workers(pages: SlabPages) -> int:
     return min(MAX_WORKERS, cpus // 2)
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """
-    Pause the cyclic garbage collector: a walk allocates a dict entry per
-    fragment and no cycles, and with a large heap the collector's passes cost
-    more than the work itself (a third of clustering time on the big sample).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def mine(
     prog: Program,
     cache: str,
@@ -164,7 +145,7 @@ def mine(
         observers=(functools.partial(ShapeObserver, min_length),) if attribution else (),
     )
     options.check()
-    with _gc_paused():
+    with gc_paused():
         return _mine(prog, cache, options, progress, dump, workers, sample)
 
 
