@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_compare import run_tree  # noqa: E402
+from bench_compare import alternate, run_tree  # noqa: E402
 
 from sample_dumps.build import build_sample  # noqa: E402
 
@@ -59,15 +59,12 @@ def main() -> None:
         out = Path(tmp) / "report.txt"
         for cache in caches:
             base = [vmcore, "--vmlinux", manifest["vmlinux"], "--cache", cache]
-            times: dict[str, list[float]] = {name: [] for name in settings}
-            for round_ in range(args.runs):
-                order = list(settings) if round_ % 2 == 0 else list(reversed(settings))
-                for name in order:
-                    seconds, _ = run_tree(ROOT, [*base, *settings[name]], out)
-                    times[name].append(seconds)
-            off, on = (statistics.median(times[n]) for n in ("off", "on"))
+            variants = {name: (ROOT, [*base, *extra], out) for name, extra in settings.items()}
+            measured = alternate(variants, args.runs)
+            off, on = (statistics.median(measured[n].times) for n in ("off", "on"))
             rounds = " ".join(
-                f"{a / b:.2f}" for a, b in zip(times["on"], times["off"], strict=True)
+                f"{a / b:.2f}"
+                for a, b in zip(measured["on"].times, measured["off"].times, strict=True)
             )
             print(f"{cache:<12} {off:>12.2f}s {on:>11.2f}s {on / off:>5.2f}x  {rounds}")
             planted = manifest.get("string_less", {}).get(cache)

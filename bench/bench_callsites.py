@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_compare import run_tree  # noqa: E402
+from bench.bench_compare import alternate, run_tree  # noqa: E402
 from sample_dumps.build import build_sample  # noqa: E402
 
 
@@ -42,18 +42,9 @@ def main() -> None:
     mine = [vmcore, "--vmlinux", manifest["vmlinux"], "--cache", args.cache]
     mine += ["--workers", args.workers]
     variants = {"without": [*mine, "--no-call-sites"], "with": mine}
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    cpu: dict[str, list[float]] = {name: [] for name in variants}
-    peaks: dict[str, float] = dict.fromkeys(variants, 0.0)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "report.txt"
-        for round_ in range(args.runs):
-            order = list(variants) if round_ % 2 == 0 else list(reversed(variants))
-            for name in order:
-                seconds, peak, cpu_seconds = run_tree(ROOT, variants[name], out)
-                times[name].append(seconds)
-                cpu[name].append(cpu_seconds)
-                peaks[name] = max(peaks[name], peak)
+        measured = alternate({name: (ROOT, variants[name], out) for name in variants}, args.runs)
         run_tree(ROOT, mine, out, "json")
         report = json.loads(out.read_text())
     sites = report["call_sites"]
@@ -64,13 +55,15 @@ def main() -> None:
         f"{report['scan']['objects_scanned']} objects, {tracked} tracks read"
     )
     for name in variants:
-        spread = f"{min(times[name]):.2f}-{max(times[name]):.2f}"
+        m = measured[name]
+        spread = f"{min(m.times):.2f}-{max(m.times):.2f}"
         print(
-            f"  {name:8} {statistics.median(times[name]):7.2f} s  ({spread})  "
-            f"CPU {statistics.median(cpu[name]):6.2f} s  peak RSS {peaks[name]:6.0f} MiB"
+            f"  {name:8} {statistics.median(m.times):7.2f} s  ({spread})  "
+            f"CPU {statistics.median(m.cpus):6.2f} s  peak RSS {m.peak:6.0f} MiB"
         )
-    ratio = statistics.median(times["with"]) / statistics.median(times["without"])
-    cpu_ratio = statistics.median(cpu["with"]) / statistics.median(cpu["without"])
+    on, off = measured["with"], measured["without"]
+    ratio = statistics.median(on.times) / statistics.median(off.times)
+    cpu_ratio = statistics.median(on.cpus) / statistics.median(off.cpus)
     print(f"  with / without call sites: {ratio:.3f} wall, {cpu_ratio:.3f} CPU")
 
 

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,32 @@ def run_tree(
     return seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
+@dataclass
+class Measured:
+    """The runs of one variant: wall and CPU seconds of each, and the highest peak RSS."""
+
+    times: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
+    peak: float = 0.0
+
+
+def alternate(variants: dict[str, tuple[Path, list[str], Path]], runs: int) -> dict[str, Measured]:
+    """
+    Run each variant, (tree, ``mine`` arguments, report file), once per round
+    for *runs* rounds with :func:`run_tree`, in alternating order (a noisy
+    neighbour then slows every variant alike); return what each measured.
+    """
+    measured = {name: Measured() for name in variants}
+    for round_ in range(runs):
+        order = list(variants) if round_ % 2 == 0 else list(reversed(variants))
+        for name in order:
+            seconds, peak, cpu = run_tree(*variants[name])
+            measured[name].times.append(seconds)
+            measured[name].cpus.append(cpu)
+            measured[name].peak = max(measured[name].peak, peak)
+    return measured
+
+
 def clusters(path: Path) -> dict[str, int]:
     report: dict[str, Any] = json.loads(path.read_text())
     return {c["template"]: c["objects"] for c in report["clusters"]}
@@ -79,18 +106,9 @@ def main() -> None:
     vmcore = next(d["path"] for d in manifest["dumps"] if d["format"] == args.format)
     mine = [vmcore, "--vmlinux", manifest["vmlinux"], "--cache", args.cache]
     trees = {"baseline": args.baseline.resolve(), "this": ROOT}
-    times: dict[str, list[float]] = {name: [] for name in trees}
-    cpus: dict[str, list[float]] = {name: [] for name in trees}
-    peaks: dict[str, float] = dict.fromkeys(trees, 0.0)
     with tempfile.TemporaryDirectory() as tmp:
         outs = {name: Path(tmp) / f"{name}.json" for name in trees}
-        for round_ in range(args.runs):
-            order = list(trees) if round_ % 2 == 0 else list(reversed(trees))
-            for name in order:
-                seconds, peak, cpu = run_tree(trees[name], mine, outs[name])
-                times[name].append(seconds)
-                cpus[name].append(cpu)
-                peaks[name] = max(peaks[name], peak)
+        measured = alternate({name: (trees[name], mine, outs[name]) for name in trees}, args.runs)
         counts = {}
         if args.counts:
             for name in trees:
@@ -101,14 +119,15 @@ def main() -> None:
         f"{manifest['kernel_release']}, load average {os.getloadavg()[0]:.1f}"
     )
     for name, tree in trees.items():
-        spread = f"{min(times[name]):.2f}-{max(times[name]):.2f}"
+        m = measured[name]
+        spread = f"{min(m.times):.2f}-{max(m.times):.2f}"
         print(
-            f"  {name:8} {statistics.median(times[name]):7.2f} s  ({spread})  "
-            f"CPU {statistics.median(cpus[name]):6.2f} s  "
-            f"peak RSS {peaks[name]:6.0f} MiB  {tree}"
+            f"  {name:8} {statistics.median(m.times):7.2f} s  ({spread})  "
+            f"CPU {statistics.median(m.cpus):6.2f} s  peak RSS {m.peak:6.0f} MiB  {tree}"
         )
-    ratio = statistics.median(times["this"]) / statistics.median(times["baseline"])
-    cpu_ratio = statistics.median(cpus["this"]) / statistics.median(cpus["baseline"])
+    this, base = measured["this"], measured["baseline"]
+    ratio = statistics.median(this.times) / statistics.median(base.times)
+    cpu_ratio = statistics.median(this.cpus) / statistics.median(base.cpus)
     print(f"  this / baseline: {ratio:.3f} wall, {cpu_ratio:.3f} CPU")
     if counts:
         lost = {t: n for t, n in counts["baseline"].items() if counts["this"].get(t, n) != n}
