@@ -47,6 +47,14 @@ def _dump(manifest: dict[str, Any], fmt: str) -> str:
     return str(next(d for d in manifest["dumps"] if d["format"] == fmt)["path"])
 
 
+def _reader_and_oracle(manifest: dict[str, Any], fmt: str) -> tuple[KdumpReader, drgn.Program]:
+    """The fast reader of the sample's *fmt* dump, and drgn's program on the same dump."""
+    path = _dump(manifest, fmt)
+    reader = KdumpReader.open(path)
+    assert reader is not None
+    return reader, _oracle_prog(path, manifest["vmlinux"])
+
+
 def _drgn_read(prog: drgn.Program, phys: int, size: int) -> bytes | None:
     try:
         data: bytes = prog.read(phys, size, True)
@@ -59,10 +67,7 @@ def _drgn_read(prog: drgn.Program, phys: int, size: int) -> bytes | None:
 def test_every_page_as_drgn_reads_it(
     sample_manifest: dict[str, Any], fmt: str, inflater: str
 ) -> None:
-    path = _dump(sample_manifest, fmt)
-    reader = KdumpReader.open(path)
-    assert reader is not None
-    prog = _oracle_prog(path, sample_manifest["vmlinux"])
+    reader, prog = _reader_and_oracle(sample_manifest, fmt)
     pfns = bitmap_pages(reader)
     assert len(pfns) > 10_000
     page = reader.block_size
@@ -84,10 +89,7 @@ def test_every_page_as_drgn_reads_it(
 def test_pieces_of_pages_and_into_a_buffer(
     sample_manifest: dict[str, Any], fmt: str, inflater: str
 ) -> None:
-    path = _dump(sample_manifest, fmt)
-    reader = KdumpReader.open(path)
-    assert reader is not None
-    prog = _oracle_prog(path, sample_manifest["vmlinux"])
+    reader, prog = _reader_and_oracle(sample_manifest, fmt)
     pfns = bitmap_pages(reader)
     rng = np.random.default_rng(15)
     page = reader.block_size
@@ -128,10 +130,7 @@ def test_other_formats_are_read_by_drgn(sample_manifest: dict[str, Any]) -> None
 
 @pytest.mark.parametrize("fmt", ["kdump", "makedumpfile"])
 def test_page_array_through_the_page_tables(sample_manifest: dict[str, Any], fmt: str) -> None:
-    path = _dump(sample_manifest, fmt)
-    prog = _oracle_prog(path, sample_manifest["vmlinux"])
-    kdump = KdumpReader.open(path)
-    assert kdump is not None
+    kdump, prog = _reader_and_oracle(sample_manifest, fmt)
     reader = MemoryReader(prog, kdump)
     size = prog.type("struct page").size
     chunks = 0
