@@ -159,16 +159,17 @@ def attribute_rows(
     offsets = []
     for column in range(words.shape[1]):
         seen = Counter(zip(words[:, column].tolist(), regions[:, column].tolist(), strict=True))
+        kind_of = {pair: namer.kind(*pair) for pair in seen}
         kinds: Counter[str] = Counter()
-        for (value, region), count in seen.items():
-            kinds[namer.kind(value, region)] += count
+        for pair, count in seen.items():
+            kinds[kind_of[pair]] += count
         kind, count = _most(kinds)
         # Only the dominant class's words are named: naming an address in
         # the kernel image reads the kernel's kallsyms.
         targets: Counter[str] = Counter()
-        for (value, region), times in seen.items():
-            if namer.kind(value, region) == kind:
-                target = namer.name(value, region).target
+        for pair, times in seen.items():
+            if kind_of[pair] == kind:
+                target = namer.name(*pair).target
                 if target:
                     targets[target] += times
         name, named = _most(targets) if targets else (None, 0)
