@@ -551,9 +551,8 @@ def _scan_page_chunk(
     objects = (counters >> np.uint64(fields.objects_shift)) & np.uint64(fields.objects_mask)
     pfns = (hits + lo).astype(np.int64)
     addresses = np.uint64(page0) + pfns.astype(np.uint64) * np.uint64(fields.size)
-    return SlabPages(
-        addresses, pfns, caches[hits].copy(), freelist.copy(), objects.astype(np.int64)
-    )
+    # Indexing with hits copies: the pages keep nothing of the chunk's buffer.
+    return SlabPages(addresses, pfns, caches[hits], freelist, objects.astype(np.int64))
 
 
 def listed_slab_pages(
