@@ -210,10 +210,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the report here: atomically over a file, straight to a device or FIFO",
     )
     _progress_options(m)
-    m.add_argument(
+    pointers = m.add_mutually_exclusive_group()
+    pointers.add_argument(
         "--mask-pointers",
-        action="store_true",
-        help="blank kernel addresses in objects first, as diff does (counts then differ)",
+        dest="mask_pointers",
+        action="store_const",
+        const=True,
+        help="blank kernel addresses in objects first, as diff does (counts then differ); "
+        "by default only when a probe finds their bytes would swamp --max-fragments",
+    )
+    pointers.add_argument(
+        "--keep-pointers",
+        dest="mask_pointers",
+        action="store_const",
+        const=False,
+        help="never blank kernel addresses in objects, even when their bytes swamp the bound",
     )
     m.add_argument(
         "--no-call-sites",

@@ -37,6 +37,7 @@ from dumpminer.engine import MineOptions, mine_pages
 from dumpminer.fragments import DEFAULT_MIN_LENGTH
 from dumpminer.incomplete import incomplete_progress, reach_without_page_array
 from dumpminer.interrupts import signals_noted
+from dumpminer.pointernoise import probe_pointer_noise
 from dumpminer.report import Report
 from dumpminer.reportdata import (
     CacheFacts,
@@ -105,7 +106,7 @@ def mine(
     workers: int | None = None,
     max_fragments: int | None = DEFAULT_MAX_FRAGMENTS,
     sample: SampleSpec | None = None,
-    mask_pointers: bool = False,
+    mask_pointers: bool | None = None,
     call_sites: bool = True,
     attribution: bool = True,
 ) -> Report:
@@ -120,8 +121,10 @@ def mine(
     With *dump* (from :func:`~dumpminer.dump.open_dump`), large caches are
     split over *workers* processes (default: :func:`default_workers`), each
     with its own drgn program; their counts merge exactly. With
-    *mask_pointers*, kernel addresses in objects are blanked first
-    (:mod:`dumpminer.pointers`), as ``diff`` does. With *attribution* (the
+    *mask_pointers* True, kernel addresses in objects are blanked first
+    (:mod:`dumpminer.pointers`), as ``diff`` does; with False, never; with
+    None (the default), only when a probe finds that the runs their bytes
+    make would swamp the bound (:mod:`dumpminer.pointernoise`). With *attribution* (the
     default), the top clusters' words are attributed and string-less objects
     grouped by shape (:mod:`dumpminer.attribution`, :mod:`dumpminer.shapes`).
     When a cache keeps allocation tracks (``slub_debug=U``), the report's
@@ -140,13 +143,13 @@ def mine(
         min_length,
         max_fragments,
         per_slab=sample is not None,
-        mask_pointers=mask_pointers,
+        mask_pointers=bool(mask_pointers),
         call_sites=call_sites,
         observers=(functools.partial(ShapeObserver, min_length),) if attribution else (),
     )
     options.check()
     with gc_paused():
-        return _mine(prog, cache, options, progress, dump, workers, sample)
+        return _mine(prog, cache, options, progress, dump, workers, sample, mask_pointers is None)
 
 
 def _mine(
@@ -157,6 +160,7 @@ def _mine(
     dump: Dump | None,
     workers: int | None,
     sample: SampleSpec | None,
+    probe_pointers: bool,
 ) -> Report:
     """:func:`mine`, once its arguments are checked."""
     started = time.monotonic()
@@ -180,6 +184,11 @@ def _mine(
         pages = sample_pages(found, sample)
         if len(pages) == len(found):
             sample = None  # every slab was drawn: nothing is estimated
+    noise = None
+    if probe_pointers:
+        noise = probe_pointer_noise(prog, caches, pages, options.min_length, options.max_fragments)
+        if noise is not None and noise.masked:
+            options = replace(options, mask_pointers=True)
     bar = progress_bar(progress, pages.total_objects(), "obj", f"mining {cache}")
     jobs = workers if workers is not None else default_workers(pages)
     try:
@@ -204,6 +213,7 @@ def _mine(
         report = _report(
             prog, cache, options, dump, usages, stats, tally, pages, found, reached, sample, started
         )
+        report = replace(report, scan=replace(report.scan, pointer_noise=noise))
         if shapes is not None:
             size = max(u.object_size for u in usages)
             report = attribute_report(prog, report, shapes, size)

@@ -8,7 +8,9 @@ of the same leak. ``dumpminer diff`` mines with such words blanked: every
 aligned 8-byte word whose value is a kernel address (its top 17 bits set,
 the upper canonical half of x86-64) becomes zero before runs are found. A
 run that ends at a pointer then ends there too. ``mine`` does not do this
-unless asked (``--mask-pointers``), so its counts stay the raw ones.
+by default only where those runs would swamp its tally
+(:mod:`dumpminer.pointernoise` decides), so its counts stay the raw ones on
+other dumps; ``--mask-pointers`` and ``--keep-pointers`` decide instead.
 """
 
 from __future__ import annotations
@@ -39,4 +41,22 @@ def mask_kernel_pointers(rows: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     words = np.ascontiguousarray(out[:, :width]).view("<u8")
     words[kernel_address_words(words)] = 0
     out[:, :width] = words.view(np.uint8).reshape(out.shape[0], width)
+    return out
+
+
+def kernel_pointer_bytes(rows: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """
+    The converse of :func:`mask_kernel_pointers`: a copy of *rows* that keeps
+    only the aligned words holding a kernel address, every other byte set to
+    zero. The runs found in it are the runs a pointer's own bytes make: what
+    :func:`mask_kernel_pointers` would take away.
+    """
+    n, size = rows.shape
+    out = np.zeros((n, size), dtype=np.uint8)
+    width = size // WORD * WORD
+    if width == 0 or n == 0:
+        return out
+    words = np.ascontiguousarray(rows[:, :width]).view("<u8")
+    kept = np.where(kernel_address_words(words), words, np.uint64(0))
+    out[:, :width] = kept.view(np.uint8).reshape(n, width)
     return out

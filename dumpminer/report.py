@@ -373,6 +373,7 @@ def _header_lines(report: Report) -> list[str]:
             f"(seed {sample.seed}); counts scaled to the cache, ~ marks estimates, "
             "with their 95% interval"
         )
+    lines += _pointer_lines(scan)
     lines += _bound_lines(scan)
     progress = report.progress
     if progress.incomplete is not None:
@@ -407,6 +408,18 @@ def leading_shape_group(report: Report) -> ShapeGroup | None:
     group = shapes.groups[0]
     largest = report.clusters[0].objects if report.clusters else 0
     return group if group.objects > largest else None
+
+
+def _pointer_lines(scan: ScanFacts) -> list[str]:
+    """Why kernel pointers were blanked, when the probe for pointer noise decided it."""
+    noise = scan.pointer_noise
+    if noise is None or not noise.masked:
+        return []
+    return [
+        f"POINTERS BLANKED: their bytes would make ~{noise.runs_estimated} distinct runs "
+        f"(probe of {noise.slabs_probed} slabs), over --max-fragments; "
+        "--keep-pointers counts them"
+    ]
 
 
 def _bound_lines(scan: ScanFacts) -> list[str]:

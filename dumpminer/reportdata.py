@@ -28,6 +28,7 @@ __all__ = [
     "IncompleteDump",
     "Interruption",
     "ListedSlabs",
+    "PointerNoise",
     "Progress",
     "SampleFacts",
     "ScanFacts",
@@ -119,6 +120,40 @@ class CacheFacts:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PointerNoise:
+    """
+    The ``scan.pointer_noise`` object: what the probe for runs of kernel-pointer
+    bytes saw, and whether the walk blanked kernel pointers for it
+    (:mod:`dumpminer.pointernoise`).
+    """
+
+    slabs_probed: int
+    objects_probed: int
+    #: Distinct runs made only of kernel-pointer bytes in the probed objects,
+    #: and in the probe's every other slab.
+    runs_seen: int
+    runs_seen_in_half: int
+    #: Distinct such runs the walk would meet (their growth from half the
+    #: probe to all of it, carried on); exact when every slab was probed.
+    runs_estimated: int
+    #: Blank pointers when the estimate is over this (--max-fragments).
+    threshold: int
+    masked: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``scan.pointer_noise`` object of the JSON document."""
+        return {
+            "slabs_probed": self.slabs_probed,
+            "objects_probed": self.objects_probed,
+            "runs_seen": self.runs_seen,
+            "runs_seen_in_half": self.runs_seen_in_half,
+            "runs_estimated": self.runs_estimated,
+            "threshold": self.threshold,
+            "masked": self.masked,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
 class ScanFacts:
     """The ``scan`` section: what the walk read, with which options, and what it skipped."""
 
@@ -130,8 +165,12 @@ class ScanFacts:
     context_after: int = 0
     #: Shortest printable run counted.
     min_length: int = 3
-    #: --mask-pointers: kernel addresses blanked first.
+    #: Kernel addresses blanked first: asked (--mask-pointers), or decided by
+    #: the probe for pointer noise.
     pointers_masked: bool = False
+    #: The probe for pointer noise, when one ran (no --mask-pointers or
+    #: --keep-pointers, and enough words for their runs to matter).
+    pointer_noise: PointerNoise | None = None
     #: Wall time of the walk, extraction and clustering (the one field that
     #: varies between runs).
     seconds: float
@@ -164,6 +203,7 @@ class ScanFacts:
             "context_after": self.context_after,
             "min_length": self.min_length,
             "pointers_masked": self.pointers_masked,
+            "pointer_noise": None if self.pointer_noise is None else self.pointer_noise.to_json(),
             "seconds": self.seconds,
             "faults": self.faults,
             "fault_addresses": _hex(self.fault_addresses),

@@ -117,6 +117,29 @@ def context_runs(
     return counts
 
 
+#: The lowest kernel address on x86-64: the upper canonical half.
+KERNEL_HALF = 0xFFFF_8000_0000_0000
+
+
+def pointer_runs(
+    prog: drgn.Program, addresses: list[int], size: int, min_length: int
+) -> set[str]:
+    """
+    The distinct printable runs made only of the bytes of kernel pointers in
+    the objects at *addresses*: each aligned 8-byte word whose value is a
+    kernel address kept, every other byte read as NUL.
+    """
+    runs: set[str] = set()
+    for address in addresses:
+        data = prog.read(address, size)
+        kept = bytearray(size)
+        for at in range(0, size - size % 8, 8):
+            if int.from_bytes(data[at : at + 8], "little") >= KERNEL_HALF:
+                kept[at : at + 8] = data[at : at + 8]
+        runs.update(printable_texts(bytes(kept), min_length))
+    return runs
+
+
 def foreign_fragments(
     prog: drgn.Program, addresses: list[int], size: int, magic: str, min_length: int
 ) -> Counter[str]:
