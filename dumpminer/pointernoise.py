@@ -15,16 +15,26 @@ nothing a reader needs (the attribution says where those pointers go).
 
 So :func:`dumpminer.mine`, unless told (``--mask-pointers``,
 ``--keep-pointers``), first reads an evenly spread share of the slabs
-(:data:`PROBE_FRACTION`), counts there the runs made only of kernel-pointer
-bytes (:func:`~dumpminer.pointers.kernel_pointer_bytes`), and estimates how
-many distinct such runs the whole walk would meet (:func:`heaps_estimate`,
-from how their number grew from half the probe to all of it). Only when
-that estimate is over the bound are kernel pointers blanked for the walk,
-as ``--mask-pointers`` does; the report's ``scan.pointer_noise`` says what
-was seen and decided. On every other dump the raw counts are kept. A string
-never loses a byte to this: a word holding a kernel address has its top two
-bytes at 0x80 or above, so no printable run is inside it but the pointer's
-own low bytes.
+(:data:`PROBE_FRACTION`), counts there the distinct runs made only of
+kernel-pointer bytes (:func:`~dumpminer.pointers.kernel_pointer_bytes`), and
+scales the runs it saw in one probed slab only by the share of the cache it
+read (:func:`walk_estimate`). That is what the walk meets when such runs sit
+in a few neighbouring slabs (pointers to neighbouring records: the noisy
+case), and more than it meets when they recur across the cache unseen (runs
+seen in two probed slabs, far apart, recur, and are not scaled). Only when
+that upper estimate is over the bound are kernel pointers blanked for the walk, as
+``--mask-pointers`` does; the report's ``scan.pointer_noise`` says what was
+seen and decided. On every other dump the raw counts are kept.
+
+Estimating the runs the walk would meet more closely was tried and dropped:
+Chao's estimators (from runs seen once and twice, per object or per slab)
+and the growth from half the probe to all of it each missed by ten times on
+one sample or another, as runs recur in neighbouring slabs and, with the
+address bits they hold, across gigabytes. An estimate too high costs little:
+a string never loses a byte to blanking (a word holding a kernel address has
+its top two bytes at 0x80 or above, so the only printable run inside it is
+the pointer's own low bytes), the attribution still says where the pointers
+go, and the report says what was blanked.
 """
 
 from __future__ import annotations
@@ -42,28 +52,12 @@ from dumpminer.walk import Slab, SlabPages, WalkStats, walk_slabs
 
 #: Share of the slabs the probe reads (at least :data:`PROBE_MIN_SLABS`).
 PROBE_FRACTION = 0.01
-PROBE_MIN_SLABS = 2048
+PROBE_MIN_SLABS = 1024
 #: Slabs counted at once while probing.
 _PROBE_BATCH = 1024
 #: Most runs of three or more bytes one word holding a kernel address can
 #: make: bytes 0 to 5 (bytes 6 and 7 are never printable), split once.
 _RUNS_PER_WORD = 2
-
-
-def heaps_estimate(seen: int, seen_in_half: int, scale: float) -> int:
-    """
-    How many distinct runs a walk *scale* times the size of a probe meets,
-    when the probe met *seen* and its every other slab *seen_in_half*: the
-    growth from half the probe to all of it, ``seen ~ slabs ** a`` (Heaps'
-    law), carried on to the whole walk. Runs local to a few slabs (a pointer
-    to a neighbouring object) grow with every slab read, ``a`` near 1; runs
-    shared across the cache (pointers to a few tables) stop growing, ``a``
-    near 0. Where the curve flattens further out, this overestimates.
-    """
-    if seen == 0 or scale <= 1:
-        return seen
-    growth = math.log2(seen / seen_in_half) if seen_in_half else 1.0
-    return math.ceil(seen * math.pow(scale, min(1.0, max(0.0, growth))))
 
 
 def probe_pages(pages: SlabPages, fraction: float | None = None) -> SlabPages:
@@ -78,13 +72,10 @@ def probe_pages(pages: SlabPages, fraction: float | None = None) -> SlabPages:
     return pages.take(np.unique(np.linspace(0, len(pages) - 1, count).astype(np.intp)))
 
 
-def _pointer_runs(
-    slabs: list[Slab], first: int, min_length: int, seen: set[bytes], seen_in_half: set[bytes]
-) -> int:
+def _pointer_runs(slabs: list[Slab], min_length: int, seen: dict[bytes, int]) -> int:
     """
-    Add the runs of kernel-pointer bytes in *slabs*, the probe's slabs from
-    number *first* on, to *seen*, and those in its even-numbered slabs (every
-    other slab) to *seen_in_half*; returns the allocated objects read.
+    Add the runs of kernel-pointer bytes in *slabs* to *seen* (text -> how
+    many slabs hold it); returns the allocated objects read.
     """
     rows, addresses, allocated = batch_rows(slabs)
     slab_of_row = np.repeat(np.arange(len(slabs)), [slab.objects for slab in slabs])
@@ -92,10 +83,22 @@ def _pointer_runs(
         rows, addresses, slab_of_row = rows[allocated], addresses[allocated], slab_of_row[allocated]
     pointers = kernel_pointer_bytes(rows[:, : slabs[0].layout.object_size])
     counts = count_objects(pointers, addresses, min_length, slab_of_row, len(slabs))
-    seen.update(counts.texts)
-    in_half = np.unique(counts.slab_text[(counts.slab_index + first) % 2 == 0])
-    seen_in_half.update(counts.texts[i] for i in in_half.tolist())
+    held = np.bincount(counts.slab_text, minlength=len(counts.texts)).tolist()
+    for text, slabs_holding in zip(counts.texts, held, strict=True):
+        seen[text] = seen.get(text, 0) + slabs_holding
     return len(rows)
+
+
+def walk_estimate(seen: int, seen_in_one_slab: int, scale: float) -> int:
+    """
+    At most how many distinct runs a walk *scale* times the size of a probe
+    meets, when the probe saw *seen*, *seen_in_one_slab* of them in one of
+    its slabs only. A run seen in two probed slabs, far apart, recurs across
+    the cache: the walk meets it again, not more of its like. A run seen in
+    one slab may be local to it, as a pointer to a neighbouring record is:
+    each share of the cache like the probe holds as many.
+    """
+    return (seen - seen_in_one_slab) + math.ceil(seen_in_one_slab * max(scale, 1.0))
 
 
 def probe_pointer_noise(
@@ -117,25 +120,24 @@ def probe_pointer_noise(
     if pages.total_objects() * words * _RUNS_PER_WORD <= threshold:
         return None
     probed = probe_pages(pages)
-    seen: set[bytes] = set()
-    seen_in_half: set[bytes] = set()
-    objects = slabs_read = 0
+    seen: dict[bytes, int] = {}
+    objects = 0
     batch: list[Slab] = []
     for slab in walk_slabs(prog, caches, stats=WalkStats(), pages=probed):
         if len(batch) >= _PROBE_BATCH or (batch and batch[0].layout is not slab.layout):
-            objects += _pointer_runs(batch, slabs_read - len(batch), min_length, seen, seen_in_half)
+            objects += _pointer_runs(batch, min_length, seen)
             batch = []
         batch.append(slab)
-        slabs_read += 1
     if batch:
-        objects += _pointer_runs(batch, slabs_read - len(batch), min_length, seen, seen_in_half)
+        objects += _pointer_runs(batch, min_length, seen)
+    in_one = sum(1 for slabs_holding in seen.values() if slabs_holding == 1)
     scale = pages.total_objects() / max(1, probed.total_objects())
-    estimate = heaps_estimate(len(seen), len(seen_in_half), scale)
+    estimate = walk_estimate(len(seen), in_one, scale)
     return PointerNoise(
-        slabs_probed=slabs_read,
+        slabs_probed=len(probed),
         objects_probed=objects,
         runs_seen=len(seen),
-        runs_seen_in_half=len(seen_in_half),
+        runs_seen_in_one_slab=in_one,
         runs_estimated=estimate,
         threshold=threshold,
         masked=estimate > threshold,

@@ -130,11 +130,12 @@ class PointerNoise:
     slabs_probed: int
     objects_probed: int
     #: Distinct runs made only of kernel-pointer bytes in the probed objects,
-    #: and in the probe's every other slab.
+    #: and how many of them one probed slab held and no other.
     runs_seen: int
-    runs_seen_in_half: int
-    #: Distinct such runs the walk would meet (their growth from half the
-    #: probe to all of it, carried on); exact when every slab was probed.
+    runs_seen_in_one_slab: int
+    #: At most how many distinct such runs the walk would meet: those seen in
+    #: one slab scaled by the share of the cache probed, plus the others;
+    #: exact when every slab was probed.
     runs_estimated: int
     #: Blank pointers when the estimate is over this (--max-fragments).
     threshold: int
@@ -146,7 +147,7 @@ class PointerNoise:
             "slabs_probed": self.slabs_probed,
             "objects_probed": self.objects_probed,
             "runs_seen": self.runs_seen,
-            "runs_seen_in_half": self.runs_seen_in_half,
+            "runs_seen_in_one_slab": self.runs_seen_in_one_slab,
             "runs_estimated": self.runs_estimated,
             "threshold": self.threshold,
             "masked": self.masked,

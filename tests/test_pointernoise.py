@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+from collections import Counter
 from functools import cache
 from typing import Any
 
@@ -19,12 +20,13 @@ import oracle
 import pytest
 
 import dumpminer
+from dumpminer import pointernoise
 from dumpminer.caches import resolve_caches
 from dumpminer.pointernoise import (
     PROBE_MIN_SLABS,
-    heaps_estimate,
     probe_pages,
     probe_pointer_noise,
+    walk_estimate,
 )
 from dumpminer.pointers import kernel_pointer_bytes, mask_kernel_pointers
 from dumpminer.report import to_json_dict
@@ -61,19 +63,15 @@ def test_kernel_pointer_bytes_of_empty_and_narrow_rows() -> None:
     assert not kernel_pointer_bytes(narrow).any()
 
 
-def test_heaps_estimate_carries_the_growth_on() -> None:
-    # Runs that double from half the probe to all of it are local: they grow
-    # with every slab, so a walk 100 times the probe meets 100 times as many.
-    assert heaps_estimate(1000, 500, 100.0) == 100_000
-    # Runs that half the probe already showed are shared: the walk meets no more.
-    assert heaps_estimate(1000, 1000, 100.0) == 1000
-    # Growth by sqrt(2) from half to all: slabs ** 0.5.
-    assert heaps_estimate(1000, round(1000 / math.sqrt(2)), 100.0) == pytest.approx(10_000, 0.01)
-    # Faster than linear (a small probe) is taken as linear; the whole walk is itself.
-    assert heaps_estimate(1000, 100, 10.0) == 10_000
-    assert heaps_estimate(1000, 500, 1.0) == 1000
-    assert heaps_estimate(0, 0, 50.0) == 0
-    assert heaps_estimate(7, 0, 50.0) == 350
+def test_walk_estimate_scales_the_runs_of_one_slab_only() -> None:
+    # Runs seen in one probed slab only may be local: each share holds as many.
+    assert walk_estimate(1000, 1000, 100.0) == 100_000
+    # Runs seen in several probed slabs recur: the walk meets them again.
+    assert walk_estimate(1000, 0, 100.0) == 1000
+    assert walk_estimate(1000, 400, 10.0) == 600 + 4000
+    # A probe of everything is exact.
+    assert walk_estimate(1000, 400, 1.0) == 1000
+    assert walk_estimate(0, 0, 50.0) == 0
 
 
 def _pages(n: int) -> SlabPages:
@@ -140,6 +138,41 @@ def test_probe_of_a_small_cache_counts_drgns_pointer_runs(
     words = max(c.object_size.value_() for c in caches) // 8
     most = 2 * words * pages.total_objects()
     assert probe_pointer_noise(dump.prog, caches, pages, MIN_LENGTH, most) is None
+
+
+def test_probe_of_a_share_scales_what_it_saw(
+    sample_manifest: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vmcore, vmlinux = _kdump(sample_manifest)
+    dump = _opened(vmcore, vmlinux)
+    caches = resolve_caches(dump.prog, "kmalloc-32")
+    pages = find_slab_pages(dump.prog, {c.value_() for c in caches}, WalkStats())
+    monkeypatch.setattr(pointernoise, "PROBE_MIN_SLABS", 8)
+    monkeypatch.setattr(pointernoise, "PROBE_FRACTION", 0.25)
+    noise = probe_pointer_noise(dump.prog, caches, pages, MIN_LENGTH, 1)
+    assert noise is not None
+    probed = probe_pages(pages)
+    assert noise.slabs_probed == len(probed) == math.ceil(len(pages) / 4)
+    # The oracle's runs in the objects of the probed slabs (order-0 slabs:
+    # an object is in the slab of its page frame).
+    prog = oracle.open_prog(vmcore, vmlinux)
+    base = prog["page_offset_base"].value_()
+    frames = set(probed.pfn.tolist())
+    inside = [
+        a for a in _oracle_addresses(vmcore, vmlinux, "kmalloc-32") if (a - base) >> 12 in frames
+    ]
+    size = oracle.object_size(prog, "kmalloc-32")
+    in_frame: dict[int, list[int]] = {}
+    for address in inside:
+        in_frame.setdefault((address - base) >> 12, []).append(address)
+    per_slab = [oracle.pointer_runs(prog, a, size, MIN_LENGTH) for a in in_frame.values()]
+    slabs_holding = Counter(run for runs in per_slab for run in runs)
+    in_one = sum(1 for n in slabs_holding.values() if n == 1)
+    assert noise.objects_probed == len(inside)
+    assert noise.runs_seen == len(slabs_holding) > 0
+    assert noise.runs_seen_in_one_slab == in_one
+    scale = pages.total_objects() / probed.total_objects()
+    assert noise.runs_estimated == len(slabs_holding) - in_one + math.ceil(in_one * scale)
 
 
 @cache
