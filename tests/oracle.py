@@ -121,9 +121,7 @@ def context_runs(
 KERNEL_HALF = 0xFFFF_8000_0000_0000
 
 
-def pointer_runs(
-    prog: drgn.Program, addresses: list[int], size: int, min_length: int
-) -> set[str]:
+def pointer_runs(prog: drgn.Program, addresses: list[int], size: int, min_length: int) -> set[str]:
     """
     The distinct printable runs made only of the bytes of kernel pointers in
     the objects at *addresses*: each aligned 8-byte word whose value is a
