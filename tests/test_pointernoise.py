@@ -233,6 +233,10 @@ def test_cli_keep_and_mask_pointers(sample_manifest: dict[str, Any], tmp_path: A
     assert not keep["pointers_masked"] and keep["pointer_noise"] is None
     asked = scan("--mask-pointers")
     assert asked["pointers_masked"] and asked["pointer_noise"] is None
+    page = tmp_path / "report.html"
+    done = subprocess.run([*base, "--format", "html", "-o", str(page)], env=env)
+    assert done.returncode == 0
+    assert f"their bytes would make ~{runs} distinct runs" in page.read_text()
     both = subprocess.run([*base, "--keep-pointers", "--mask-pointers"], env=env,
                           capture_output=True, text=True)  # fmt: skip
     assert both.returncode == 2
