@@ -57,8 +57,9 @@ PROBE_FRACTION = 0.01
 PROBE_MIN_SLABS = 1024
 #: Slabs counted at once while probing.
 _PROBE_BATCH = 1024
-#: Most runs of three or more bytes one word holding a kernel address can
-#: make: bytes 0 to 5 (bytes 6 and 7 are never printable), split once.
+#: The printable bytes of a word holding a kernel address: bytes 0 to 5
+#: (bytes 6 and 7 are 0x80 or above), so at most two runs of three or more.
+_POINTER_PRINTABLE = 6
 _RUNS_PER_WORD = 2
 
 
@@ -112,10 +113,11 @@ def probe_pointer_noise(
 ) -> PointerNoise | None:
     """
     Whether the walk of *pages* should blank kernel pointers: None when no
-    probe was needed (no bound, or too few words for their runs to reach
-    it), else what the probe saw and decided.
+    probe was needed (no bound, runs longer than a pointer's printable bytes,
+    or too few words for their runs to reach the bound), else what the probe
+    saw and decided.
     """
-    if max_fragments is None or not pages:
+    if max_fragments is None or not pages or min_length > _POINTER_PRINTABLE:
         return None
     threshold = max_fragments
     words = max(cache.object_size.value_() for cache in caches) // WORD

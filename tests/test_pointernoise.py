@@ -133,8 +133,11 @@ def test_probe_of_a_small_cache_counts_drgns_pointer_runs(
         assert noise.runs_seen == noise.runs_estimated == len(expected)
         assert noise.objects_probed == len(_oracle_addresses(vmcore, vmlinux, cache_name))
         assert (noise.masked, noise.threshold) == (masked, bound)
-    # No bound, or too few words for their runs to reach it: no probe.
+    # No bound, runs longer than a pointer's 6 printable bytes, or too few
+    # words for their runs to reach the bound: no probe.
     assert probe_pointer_noise(dump.prog, caches, pages, MIN_LENGTH, None) is None
+    assert probe_pointer_noise(dump.prog, caches, pages, 7, 1) is None
+    assert probe_pointer_noise(dump.prog, caches, pages, 6, 1) is not None
     words = max(c.object_size.value_() for c in caches) // 8
     most = 2 * words * pages.total_objects()
     assert probe_pointer_noise(dump.prog, caches, pages, MIN_LENGTH, most) is None
