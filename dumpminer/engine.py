@@ -163,6 +163,17 @@ def batch_rows(
     return rows, addresses, allocated
 
 
+def slab_of_rows(
+    slabs: list[Slab], allocated: npt.NDArray[np.bool_] | None
+) -> npt.NDArray[np.int64]:
+    """
+    For the rows :func:`batch_rows` gave for *slabs*, which of the slabs
+    each is in (its index in *slabs*); only the *allocated* rows, when given.
+    """
+    index = np.repeat(np.arange(len(slabs), dtype=np.int64), [slab.objects for slab in slabs])
+    return index if allocated is None else index[allocated]
+
+
 def context_rows(
     slab: Slab,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
@@ -254,12 +265,7 @@ class _Miner:
         rows = strides[:, : layout.object_size]
         if self.mask_pointers:
             rows = mask_kernel_pointers(rows)
-        slab_of_row = None
-        if self.per_slab:
-            counts = [slab.objects for slab in batch.slabs]
-            slab_of_row = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-            if allocated is not None:
-                slab_of_row = slab_of_row[allocated]
+        slab_of_row = slab_of_rows(batch.slabs, allocated) if self.per_slab else None
         labels: RowLabels | None = None
         if self.labeller is not None:
             where, labeller = self.labeller

@@ -46,7 +46,7 @@ import math
 import numpy as np
 from drgn import Object, Program
 
-from dumpminer.engine import batch_rows
+from dumpminer.engine import batch_rows, slab_of_rows
 from dumpminer.fragments import scan_runs
 from dumpminer.pointers import WORD, kernel_pointer_bytes
 from dumpminer.reportdata import PointerNoise
@@ -81,9 +81,9 @@ def _pointer_runs(slabs: list[Slab], min_length: int, seen: dict[bytes, int]) ->
     many slabs hold it); returns the allocated objects read.
     """
     rows, _, allocated = batch_rows(slabs)
-    slab_of_row = np.repeat(np.arange(len(slabs)), [slab.objects for slab in slabs])
+    slab_of_row = slab_of_rows(slabs, allocated)
     if allocated is not None:
-        rows, slab_of_row = rows[allocated], slab_of_row[allocated]
+        rows = rows[allocated]
     pointers = kernel_pointer_bytes(rows[:, : slabs[0].layout.object_size])
     scan = scan_runs(pointers, min_length, slab_of_row=slab_of_row, keep_runs=False)
     held = np.bincount(scan.slab_text, minlength=len(scan.texts)).tolist()

@@ -34,14 +34,7 @@ def mask_kernel_pointers(rows: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     every slab object on x86-64 does) with every aligned word that holds a
     kernel address set to zero. Bytes after the last whole word are kept.
     """
-    out = np.array(rows, dtype=np.uint8, order="C", copy=True)
-    width = out.shape[1] // WORD * WORD
-    if width == 0 or out.shape[0] == 0:
-        return out
-    words = np.ascontiguousarray(out[:, :width]).view("<u8")
-    words[kernel_address_words(words)] = 0
-    out[:, :width] = words.view(np.uint8).reshape(out.shape[0], width)
-    return out
+    return _blank_words(rows, kernel=True)
 
 
 def kernel_pointer_bytes(rows: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
@@ -51,12 +44,23 @@ def kernel_pointer_bytes(rows: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     zero. The runs found in it are the runs a pointer's own bytes make: what
     :func:`mask_kernel_pointers` would take away.
     """
-    n, size = rows.shape
-    out = np.zeros((n, size), dtype=np.uint8)
+    return _blank_words(rows, kernel=False)
+
+
+def _blank_words(rows: npt.NDArray[np.uint8], kernel: bool) -> npt.NDArray[np.uint8]:
+    """
+    A copy of *rows* with the aligned words that hold a kernel address
+    (*kernel*) or the others set to zero; with the others, so are the bytes
+    after the last whole word.
+    """
+    out = np.array(rows, dtype=np.uint8, order="C", copy=True)
+    n, size = out.shape
     width = size // WORD * WORD
+    if not kernel:
+        out[:, width:] = 0
     if width == 0 or n == 0:
         return out
-    words = np.ascontiguousarray(rows[:, :width]).view("<u8")
-    kept = np.where(kernel_address_words(words), words, np.uint64(0))
-    out[:, :width] = kept.view(np.uint8).reshape(n, width)
+    words = np.ascontiguousarray(out[:, :width]).view("<u8")
+    words[kernel_address_words(words) == kernel] = 0
+    out[:, :width] = words.view(np.uint8).reshape(n, width)
     return out

@@ -15,6 +15,7 @@ from collections import Counter
 from functools import cache
 from typing import Any
 
+import drgn
 import numpy as np
 import oracle
 import pytest
@@ -98,9 +99,15 @@ def test_probe_pages_are_an_even_spread() -> None:
 
 
 @cache
+def _oracle_prog(vmcore: str, vmlinux: str) -> drgn.Program:
+    """The oracle's own drgn program: opened by tests/oracle.py, not by dumpminer."""
+    return oracle.open_prog(vmcore, vmlinux)
+
+
+@cache
 def _oracle_runs(vmcore: str, vmlinux: str, cache_name: str) -> set[str]:
-    prog = oracle.open_prog(vmcore, vmlinux)
-    addresses = oracle.allocated_objects(prog, cache_name)
+    prog = _oracle_prog(vmcore, vmlinux)
+    addresses = _oracle_addresses(vmcore, vmlinux, cache_name)
     size = oracle.object_size(prog, cache_name)
     return oracle.pointer_runs(prog, addresses, size, MIN_LENGTH)
 
@@ -158,7 +165,7 @@ def test_probe_of_a_share_scales_what_it_saw(
     assert noise.slabs_probed == len(probed) == math.ceil(len(pages) / 4)
     # The oracle's runs in the objects of the probed slabs (order-0 slabs:
     # an object is in the slab of its page frame).
-    prog = oracle.open_prog(vmcore, vmlinux)
+    prog = _oracle_prog(vmcore, vmlinux)
     base = prog["page_offset_base"].value_()
     frames = set(probed.pfn.tolist())
     inside = [
@@ -180,7 +187,7 @@ def test_probe_of_a_share_scales_what_it_saw(
 
 @cache
 def _oracle_addresses(vmcore: str, vmlinux: str, cache_name: str) -> list[int]:
-    return oracle.allocated_objects(oracle.open_prog(vmcore, vmlinux), cache_name)
+    return oracle.allocated_objects(_oracle_prog(vmcore, vmlinux), cache_name)
 
 
 def _comparable(report: dumpminer.Report) -> dict[str, Any]:
