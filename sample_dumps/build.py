@@ -5,7 +5,7 @@ a small out-of-tree module (``module/leaky_agent.c``) leaks a known number of re
 kmalloc-32 and kmalloc-64, and QEMU dumps the guest's memory. The result is a directory of
 dumps plus a ``manifest.json`` that says exactly what was planted (see README.md)::
 
-    python3 sample_dumps/build.py [--sample seed|big|huge|story] [--series 6.1|6.12] \
+    python3 sample_dumps/build.py [--sample seed|big|huge|story] [--series 6.1|6.12|5.10] \
         [--cache-dir DIR] [--force]
 
 The manifest's path is printed on the last line of stdout; progress goes to stderr.
@@ -51,15 +51,25 @@ INIT_SOURCE = HERE / "init" / "init.c"
 SERIES_METAPACKAGES = {
     "6.1": "linux-image-cloud-amd64",
     "6.12": "linux-image-6.12-cloud-amd64",
+    "5.10": "linux-image-cloud-amd64",  # in bullseye (FOREIGN_SUITES)
 }
 DEFAULT_SERIES = "6.1"
+
+# Series whose kernel is not in the host's Debian release -> the Debian suite that has it.
+# Such a suite is reached through a private apt configuration under the cache (apt_options),
+# never through the host's apt sources; the host's keyring already trusts it (Debian 12
+# ships the keys of bullseye and trixie). Only the suite's main archive is listed: its
+# kernel has a -dbg package, while the newest 5.10 of bullseye-security had none (404).
+FOREIGN_SUITES = {"5.10": "bullseye"}
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 # makedumpfile dump level of the filtered copy. 31 drops zero, page-cache, user and free
 # pages. makedumpfile 1.7.2 predates 6.10, where PG_slab became a page type: on 6.12 it
 # takes slab pages whose page->mapping word happens to have bit 0 set for anonymous
 # user pages, so level 8 (user pages) drops real slab pages (even the page holding a
 # kmem_cache name, and drgn's find_slab_cache then faults). 23 = 31 without user pages.
-FILTER_DUMP_LEVEL = {"6.1": 31, "6.12": 23}
+# 5.10 keeps PG_slab as a page flag, as 6.1 does: 31 keeps every slab page there.
+FILTER_DUMP_LEVEL = {"6.1": 31, "6.12": 23, "5.10": 31}
 
 READY_MARKER = "DUMPMINER-READY"
 ERROR_MARKER = "DUMPMINER-ERROR"
@@ -279,15 +289,43 @@ def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def apt_get(*args: str, cwd: Path | None = None) -> None:
-    """apt-get ARGS; on failure run `apt-get update` once and retry (stale or no lists)."""
+def apt_get(*args: str, cwd: Path | None = None, options: tuple[str, ...] = ()) -> None:
+    """apt-get ARGS; on failure run `apt-get update` once and retry (stale or no lists).
+
+    *options* (apt_options) point apt at a private configuration instead of the host's.
+    """
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
-        run(["apt-get", *args], cwd=cwd, env=env)
+        run(["apt-get", *options, *args], cwd=cwd, env=env)
     except BuildError:
         with step("apt-get update (package lists missing or stale)"):
-            run(["apt-get", "update", "-q"], env=env)
-        run(["apt-get", *args], cwd=cwd, env=env)
+            run(["apt-get", *options, "update", "-q"], env=env)
+        run(["apt-get", *options, *args], cwd=cwd, env=env)
+
+
+def apt_options(series: str, cache: Path) -> tuple[str, ...]:
+    """
+    apt options that reach the packages of *series*: none for the host's own Debian
+    release, else a private configuration of its suite (FOREIGN_SUITES) under
+    ``<cache>/apt/<suite>``: its own sources.list, an empty sources.list.d, its own package
+    lists and archive cache. The host's sources, lists and dpkg database are not touched.
+    """
+    suite = FOREIGN_SUITES.get(series)
+    if suite is None:
+        return ()
+    root = cache / "apt" / suite
+    for sub in ("sources.list.d", "lists/partial", "cache/archives/partial"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    sources = root / "sources.list"
+    line = f"deb {DEBIAN_MIRROR} {suite} main\n"
+    if not sources.exists() or sources.read_text() != line:
+        sources.write_text(line)
+    return (
+        "-o", f"Dir::Etc::SourceList={sources}",
+        "-o", f"Dir::Etc::SourceParts={root / 'sources.list.d'}",
+        "-o", f"Dir::State::Lists={root / 'lists'}",
+        "-o", f"Dir::Cache={root / 'cache'}",
+    )
 
 
 def default_cache_dir() -> Path:
@@ -323,6 +361,8 @@ TOOL_PACKAGES = {
     "gcc": "gcc",
     "make": "make",
     "/usr/lib/x86_64-linux-gnu/libc.a": "libc6-dev",  # for gcc -static
+    # objtool and modpost of a foreign suite's linux-kbuild package link against it
+    "/usr/lib/x86_64-linux-gnu/libelf.so.1": "libelf1",
 }
 
 
@@ -353,22 +393,27 @@ class Kernel:
     system_map: Path | None
 
 
-def resolve_release(series: str) -> str:
+def apt_depends(package: str, options: tuple[str, ...]) -> list[str]:
+    """The packages *package* depends on (`apt-cache depends`); [] if apt does not know it."""
+    proc = subprocess.run(["apt-cache", *options, "depends", package], text=True,
+                          capture_output=True, check=False)
+    return re.findall(r"^\s+Depends:\s+(\S+)", proc.stdout, re.MULTILINE)
+
+
+def resolve_release(series: str, options: tuple[str, ...] = ()) -> str:
     """The release of the kernel the series' metapackage depends on now (no pinning)."""
     meta = SERIES_METAPACKAGES.get(series)
     if meta is None:
         raise BuildError(f"unknown series {series!r}; known: {sorted(SERIES_METAPACKAGES)}")
     for attempt in range(2):
-        proc = subprocess.run(["apt-cache", "depends", meta], text=True, capture_output=True,
-                              check=False)
-        match = re.search(r"Depends:\s+linux-image-(\d\S*)", proc.stdout)
-        if match:
-            return match.group(1)
+        images = [d for d in apt_depends(meta, options) if re.match(r"linux-image-\d", d)]
+        if images:
+            return images[0].removeprefix("linux-image-")
         if attempt == 0:
             with step("apt-get update (package lists missing or stale)"):
-                run(["apt-get", "update", "-q"],
+                run(["apt-get", *options, "update", "-q"],
                     env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    raise BuildError(f"cannot resolve the kernel of {meta}:\n{proc.stdout}{proc.stderr}")
+    raise BuildError(f"cannot resolve the kernel of {meta} (series {series})")
 
 
 def gnu_build_id(elf_path: Path) -> str:
@@ -432,14 +477,14 @@ def list_deb(deb: Path) -> list[str]:
             for line in listing.splitlines() if " ./" in line]
 
 
-def fetch_kernel(release: str, kernel_dir: Path) -> None:
+def fetch_kernel(release: str, kernel_dir: Path, options: tuple[str, ...] = ()) -> None:
     """apt-get download the image and -dbg packages and keep only the files we need."""
     kernel_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=kernel_dir.parent, prefix=".fetch-") as tmp:
         work = Path(tmp)
         image_pkg, dbg_pkg = f"linux-image-{release}", f"linux-image-{release}-dbg"
         with step(f"apt-get download {image_pkg} {dbg_pkg}"):
-            apt_get("download", image_pkg, dbg_pkg, cwd=work)
+            apt_get("download", image_pkg, dbg_pkg, cwd=work, options=options)
         image_deb = next(work.glob(f"{image_pkg}_*.deb"))
         dbg_deb = next(work.glob(f"{dbg_pkg}_*.deb"))
         version = run(["dpkg-deb", "-f", str(image_deb), "Version"]).stdout.strip()
@@ -479,12 +524,12 @@ def decompress_module(path: Path) -> bytes:
     return data
 
 
-def ensure_kernel(release: str, cache: Path) -> Kernel:
+def ensure_kernel(release: str, cache: Path, options: tuple[str, ...] = ()) -> Kernel:
     """The cached files of a kernel release, fetching them the first time."""
     kernel_dir = cache / "kernels" / release
     info_path = kernel_dir / "kernel.json"
     if not info_path.exists():
-        fetch_kernel(release, kernel_dir)
+        fetch_kernel(release, kernel_dir, options)
     info = json.loads(info_path.read_text())
     system_map = kernel_dir / f"System.map-{release}"
     return Kernel(
@@ -498,8 +543,14 @@ def ensure_kernel(release: str, cache: Path) -> Kernel:
     )
 
 
-def ensure_headers(release: str) -> Path:
-    """/usr/src/linux-headers-RELEASE, apt-get installed if missing."""
+def ensure_headers(release: str, cache: Path, options: tuple[str, ...] = ()) -> Path:
+    """
+    The kernel headers to build the module against: the host's
+    /usr/src/linux-headers-RELEASE, apt-get installed if missing; for a series of a foreign
+    suite (*options* set), the headers unpacked into the cache (unpacked_headers).
+    """
+    if options:
+        return unpacked_headers(release, cache / "kernels" / release / "headers", options)
     headers = Path("/usr/src") / f"linux-headers-{release}"
     if not (headers / "Makefile").exists():
         with step(f"apt-get install linux-headers-{release}"):
@@ -507,24 +558,61 @@ def ensure_headers(release: str) -> Path:
     return headers
 
 
+def unpacked_headers(release: str, root: Path, options: tuple[str, ...]) -> Path:
+    """
+    linux-headers-RELEASE of a foreign suite, unpacked with `dpkg -x` under *root* with the
+    packages it needs to build a module (its common headers, linux-kbuild-X.Y), never
+    installed on the host. The flavour's Makefile includes the common one by its absolute
+    /usr/src path; it is pointed at the unpacked copy (the scripts symlinks are relative).
+    """
+    headers = root / "usr" / "src" / f"linux-headers-{release}"
+    done = root / ".complete"
+    if done.exists():
+        return headers
+    package = f"linux-headers-{release}"
+    wanted = [package, *(d for d in apt_depends(package, options)
+                         if d.startswith(("linux-headers-", "linux-kbuild-")))]
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(dir=root.parent, prefix=".headers-") as tmp, \
+            step(f"apt-get download + dpkg -x {' '.join(wanted)}"):
+        apt_get("download", *wanted, cwd=Path(tmp), options=options)
+        for deb in sorted(Path(tmp).glob("*.deb")):
+            run(["dpkg", "-x", str(deb), str(root)])
+    makefile = headers / "Makefile"
+    text = makefile.read_text()
+    rewritten = re.sub(r"^include /usr/src/", f"include {root}/usr/src/", text, flags=re.M)
+    if rewritten == text:
+        raise BuildError(f"{makefile}: no `include /usr/src/...` line to point at {root}")
+    makefile.write_text(rewritten)
+    done.write_text(" ".join(wanted) + "\n")
+    return headers
+
+
 # --- Guest: module, /init, initramfs --------------------------------------------------------
 
 
-def ensure_initramfs(kernel: Kernel, cache: Path) -> Path:
-    """Build (or reuse) the gzip'd newc initramfs holding /init and both modules."""
+def ensure_initramfs(kernel: Kernel, cache: Path, options: tuple[str, ...] = ()) -> Path:
+    """Build (or reuse) the gzip'd newc initramfs holding /init and both modules.
+
+    *options*: apt_options of a foreign suite, whose headers are unpacked into the cache.
+    """
     out_dir = cache / "build" / kernel.release / sources_digest()[:16]
     initrd = out_dir / "initrd.gz"
     if initrd.exists():
         return initrd
     require_tools("gcc", "make", "cpio", "/usr/lib/x86_64-linux-gnu/libc.a")
-    headers = ensure_headers(kernel.release)
+    if options:
+        require_tools("/usr/lib/x86_64-linux-gnu/libelf.so.1")
+    headers = ensure_headers(kernel.release, cache, options)
     with tempfile.TemporaryDirectory(dir=cache, prefix=".build-") as tmp:
         work = Path(tmp)
         root = work / "root"
         for sub in ("proc", "sys", "dev"):
             (root / sub).mkdir(parents=True)
         with step("build leaky_agent.ko"):
-            shutil.move(build_module(headers, work / "module"), root / "leaky_agent.ko")
+            shutil.move(build_module(headers, work / "module", foreign=bool(options)),
+                        root / "leaky_agent.ko")
         with step("build static /init"):
             run(["gcc", "-static", "-O2", "-Wall", "-Werror", "-o", str(root / "init"),
                  str(INIT_SOURCE)])
@@ -536,12 +624,16 @@ def ensure_initramfs(kernel: Kernel, cache: Path) -> Path:
     return initrd
 
 
-def build_module(headers: Path, work: Path) -> Path:
-    """Copy the module sources to work and build them against headers; the .ko's path."""
+def build_module(headers: Path, work: Path, foreign: bool = False) -> Path:
+    """Copy the module sources to work and build them against headers; the .ko's path.
+
+    A foreign suite's headers ask for its own compiler (gcc-10 on bullseye), which the
+    host lacks: the host's gcc builds the module (*foreign*), and the kernel loads it.
+    """
     work.mkdir(parents=True)
     for source in MODULE_SOURCES:
         shutil.copyfile(source, work / source.name)
-    run(["make", "-C", str(headers), f"M={work}", "modules"])
+    run(["make", "-C", str(headers), f"M={work}", *(["CC=gcc"] if foreign else []), "modules"])
     return work / "leaky_agent.ko"
 
 
@@ -893,14 +985,15 @@ def build_sample(sample: str = "seed", series: str = DEFAULT_SERIES,
     final = cache / "samples" / series / sample
     manifest_path = final / "manifest.json"
     with locked(cache / ".build.lock"):
-        release = resolve_release(series)
+        options = apt_options(series, cache)
+        release = resolve_release(series, options)
         key = sample_key(spec, release, FILTER_DUMP_LEVEL[series])
         if not force and reusable(manifest_path, key):
             log(f"reusing {manifest_path} (key {key[:12]})")
             return manifest_path
         start = time.monotonic()
-        kernel = ensure_kernel(release, cache)
-        initrd = ensure_initramfs(kernel, cache)
+        kernel = ensure_kernel(release, cache, options)
+        initrd = ensure_initramfs(kernel, cache, options)
         expected = planted(spec)
         staging = final.parent / f".{sample}.staging"
         shutil.rmtree(staging, ignore_errors=True)

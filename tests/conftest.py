@@ -1,7 +1,8 @@
 """Shared fixtures: real sample vmcores built (or reused) by sample_dumps/build.py.
 
-``sample_manifest`` is parametrized over the kernel series (ids ``linux-6.1`` and
-``linux-6.12``); set ``DUMPMINER_SERIES=6.1`` (comma-separated list) to run one series only.
+``sample_manifest`` is parametrized over the kernel series (ids ``linux-6.1``,
+``linux-6.12`` and ``linux-5.10``, Debian 11's kernel with the slab fields in ``struct
+page``); set ``DUMPMINER_SERIES=6.1`` (comma-separated list) to run one series only.
 A build failure fails the tests that use the fixture; it never skips them.
 """
 
@@ -28,7 +29,7 @@ from oracle import open_prog as _open_prog  # noqa: E402
 
 from sample_dumps.build import build_sample  # noqa: E402
 
-ALL_SERIES = ("6.1", "6.12")
+ALL_SERIES = ("6.1", "6.12", "5.10")
 
 
 def selected_series() -> list[str]:

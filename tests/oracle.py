@@ -186,16 +186,40 @@ def with_module_symbols(prog: drgn.Program) -> drgn.Program:
     symbol table names other aliases and local labels) and the loaded
     modules' kallsyms as symbol finders.
     """
-    from drgn.helpers.linux.kallsyms import load_module_kallsyms, load_vmlinux_kallsyms
+    from drgn.helpers.linux.kallsyms import load_module_kallsyms
 
     if "oracle_module_kallsyms" not in prog.registered_symbol_finders():
         prog.register_symbol_finder(
-            "oracle_vmlinux_kallsyms", load_vmlinux_kallsyms(prog), enable_index=0
+            "oracle_vmlinux_kallsyms", vmlinux_kallsyms(prog), enable_index=0
         )
         prog.register_symbol_finder(
             "oracle_module_kallsyms", load_module_kallsyms(prog), enable_index=-1
         )
     return prog
+
+
+def vmlinux_kallsyms(prog: drgn.Program) -> drgn.SymbolIndex:
+    """
+    The kernel's kallsyms decoded by drgn: from the tables VMCOREINFO names
+    (Linux 6.0 on), else from where the vmlinux's own symbol table puts them
+    (drgn's decoder, handed those addresses).
+    """
+    from _drgn import _linux_helper_load_builtin_kallsyms
+    from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
+
+    if b"SYMBOL(kallsyms_names)=" in prog["VMCOREINFO"].string_():
+        return load_vmlinux_kallsyms(prog)
+
+    def address(name: str) -> int:
+        try:
+            return int(prog.symbol(name).address)
+        except LookupError:
+            return 0
+
+    names = ("kallsyms_names", "kallsyms_token_table", "kallsyms_token_index",
+             "kallsyms_num_syms", "kallsyms_offsets", "kallsyms_relative_base",
+             "kallsyms_addresses", "_stext")  # fmt: skip
+    return _linux_helper_load_builtin_kallsyms(prog, *map(address, names))
 
 
 def objects_with_word(prog: drgn.Program, cache_name: str, offset: int, value: int) -> int:

@@ -242,7 +242,10 @@ def test_ages_and_rates(slub_debug_series: dict[str, Any]) -> None:
         if t.addr.value_() == planted.address
     )
     assert dict(planted.pids) == dict(pids.most_common(5))
-    assert planted.requested_sizes == ((128, 4000),)
+    # SLUB keeps a kmalloc's requested size after the tracks since Linux commit
+    # 6edf2576a6cc ("mm/slub: enable debugging memory wasting of kmalloc") (in v6.1).
+    release = tuple(int(x) for x in slub_debug_series["kernel_release"].split(".")[:2])
+    assert planted.requested_sizes == (((128, 4000),) if release >= (6, 1) else ())
 
 
 def test_stacks_decoded_once_per_handle(slub_debug_series: dict[str, Any]) -> None:
@@ -250,12 +253,14 @@ def test_stacks_decoded_once_per_handle(slub_debug_series: dict[str, Any]) -> No
     from drgn.helpers.linux.stackdepot import stack_depot_fetch
 
     vmcore, vmlinux = _dump(slub_debug_series), slub_debug_series["vmlinux"]
+    prog = open_prog(vmcore, vmlinux)
+    if not prog.type("struct track").has_member("handle"):
+        pytest.skip("before 5.17 a track keeps its stack inline (addrs[]), not in the depot")
     report = _mine(vmcore, vmlinux, "kmalloc-32")
     (cache_sites,) = _sites(report).caches
     planted = cache_sites.sites[0]
     assert _function(planted.name) == "new_rule"
     assert planted.stacks and sum(s.objects for s in planted.stacks) <= planted.objects
-    prog = open_prog(vmcore, vmlinux)
     tracks = alloc_tracks(prog, "kmalloc-32")
     for stack in planted.stacks:
         track = next(t for t in tracks.values() if t.handle.value_() == stack.handle)

@@ -126,10 +126,11 @@ def parse_kmem_s(lines: tuple[str, ...]) -> list[dict[str, Any]]:
     return rows
 
 
-def _crash_only_61(manifest: dict[str, Any]) -> None:
+def _crash_reads(manifest: dict[str, Any]) -> None:
+    """Skip unless crash is installed and reads the series (8.0.2 reads 5.10 and 6.1)."""
     if shutil.which("crash") is None:
         pytest.skip("crash is not installed")
-    if manifest["series"] != "6.1":
+    if manifest["series"] == "6.12":
         pytest.skip("crash 8.0.2 exits 1 with no output on 6.12 dumps")
 
 
@@ -143,7 +144,7 @@ def test_caches_agree_with_crash_kmem_s(sample_manifest: dict[str, Any], fmt: st
     ``slab_caches`` under the name of their first creator and knows nothing of
     merged names: ``kmem -s ALIAS`` prints nothing.
     """
-    _crash_only_61(sample_manifest)
+    _crash_reads(sample_manifest)
     vmcore = dump_of(sample_manifest, fmt)["path"]
     vmlinux = sample_manifest["vmlinux"]
     info = _slab_info(vmcore, vmlinux)
@@ -169,7 +170,7 @@ def test_caches_agree_with_crash_kmem_s(sample_manifest: dict[str, Any], fmt: st
 
 def test_crash_knows_no_aliases(sample_manifest: dict[str, Any]) -> None:
     """A merged name is invisible to crash but listed beside its target by dumpminer."""
-    _crash_only_61(sample_manifest)
+    _crash_reads(sample_manifest)
     vmcore = dump_of(sample_manifest, "kdump")["path"]
     vmlinux = sample_manifest["vmlinux"]
     line = next(line for line in _slab_info(vmcore, vmlinux).caches if line.aliases)
@@ -428,7 +429,7 @@ def test_debug_dir_layouts(sample_manifest: dict[str, Any], layout: str, tmp_pat
 
 
 def _other_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
-    other = "6.12" if manifest["series"] == "6.1" else "6.1"
+    other = "6.12" if manifest["series"] != "6.12" else "6.1"
     if other not in selected_series():
         pytest.skip(f"needs the {other} sample too (DUMPMINER_SERIES excludes it)")
     loaded: dict[str, Any] = json.loads(Path(build_sample("seed", other)).read_text())
@@ -674,7 +675,7 @@ def test_makedumpfile_d31_on_6_12_says_what_helps(
     assert json.loads(info.stdout)["dump_level"] == 31
     mined = cli("mine", str(dump), "--vmlinux", vmlinux, "--cache", "kmalloc-32", "--quiet")
     listed = cli("caches", str(dump), "--vmlinux", vmlinux)
-    if sample_manifest["series"] == "6.1":
+    if sample_manifest["series"] != "6.12":  # 5.10 and 6.1 keep PG_slab as a page flag
         assert mined.returncode == 0, mined.stderr
         assert listed.returncode == 0, listed.stderr
         return
