@@ -12,7 +12,8 @@ Before drgn starts, the dump's own header says what it is
    debuginfod server;
 3. with neither, the dump itself: the kernel's BTF (:mod:`dumpminer.btf`) for
    types and kallsyms (:mod:`dumpminer.kallsyms`) for symbols, which Linux
-   6.0 and later make readable without any debuginfo package.
+   6.0 and later name in VMCOREINFO, and which are found by their shape in
+   the kernel's read-only data before (:mod:`dumpminer.kallsymsfind`).
 
 Nothing past this module cares which: :attr:`Dump.debuginfo` only says so.
 """
@@ -58,9 +59,6 @@ FROM_VMLINUX = "vmlinux"
 FROM_DEBUGINFOD = "debuginfod"
 #: :attr:`Dump.debuginfo` of a dump read with its own BTF and kallsyms.
 FROM_BTF = "btf+kallsyms"
-
-#: Kernel release from which VMCOREINFO carries the kallsyms tables.
-_KALLSYMS_SINCE = (6, 0)
 
 
 @dataclass
@@ -160,17 +158,6 @@ def _program(path: str, info: DumpInfo) -> drgn.Program:
     return prog
 
 
-def _release(osrelease: str | None) -> tuple[int, int] | None:
-    """(major, minor) of a kernel release string, or None."""
-    if not osrelease:
-        return None
-    parts = osrelease.split(".", 2)
-    try:
-        return int(parts[0]), int("".join(c for c in parts[1][:3] if c.isdigit()) or "x")
-    except (IndexError, ValueError):
-        return None
-
-
 def _missing(info: DumpInfo, what: str, why: str | None) -> NoKernelTypesError:
     """
     The error for a dump that cannot be read without a vmlinux: *what* it
@@ -188,13 +175,6 @@ def _load_btf_and_kallsyms(prog: drgn.Program, info: DumpInfo, why: str | None) 
     both read from the dump's memory. Raises :class:`NoKernelTypesError`
     naming what the dump lacks.
     """
-    release = _release(info.osrelease)
-    if release is not None and release < _KALLSYMS_SINCE:
-        raise _missing(
-            info,
-            f"Linux {info.osrelease} is older than 6.0, whose VMCOREINFO names kallsyms",
-            why,
-        )
     try:
         symbols = load_kallsyms(prog)
     except LookupError as e:

@@ -6,7 +6,11 @@ Since Linux 6.0, VMCOREINFO names the kallsyms tables
 (``SYMBOL(kallsyms_names)`` and the rest), and drgn's
 :func:`~drgn.helpers.linux.kallsyms.load_vmlinux_kallsyms` decodes them into
 a symbol index: every function and variable of vmlinux, at its address after
-KASLR (drgn takes the offset from VMCOREINFO's ``KERNELOFFSET``). Loaded
+KASLR (drgn takes the offset from VMCOREINFO's ``KERNELOFFSET``). Before 6.0
+the tables are found by their shape in the kernel's read-only data
+(:mod:`dumpminer.kallsymsfind`), kept only where they put ``_stext`` and
+``init_uts_ns`` at the addresses VMCOREINFO gives, and drgn's decoder is
+handed their addresses (:func:`kallsyms_locations`). Loaded
 modules keep their own symbol tables in memory;
 :func:`~drgn.helpers.linux.kallsyms.load_module_kallsyms` reads them once the
 types of ``struct module`` are known, which BTF provides.
@@ -30,6 +34,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 from drgn import (
+    FaultError,
     FindObjectFlags,
     Object,
     Program,
@@ -42,6 +47,7 @@ from drgn import (
 from drgn.helpers.linux.kallsyms import load_module_kallsyms, load_vmlinux_kallsyms
 
 from dumpminer.btf import KernelBtf
+from dumpminer.kallsymsfind import find_kallsyms, kernel_image_bounds
 
 __all__ = [
     "KALLSYMS_FINDER",
@@ -52,6 +58,7 @@ __all__ = [
     "KernelObjects",
     "ModuleSymbols",
     "add_module_symbols",
+    "kallsyms_locations",
     "load_kallsyms",
     "vmcoreinfo_symbols",
 ]
@@ -112,16 +119,83 @@ def vmcoreinfo_symbols(vmcoreinfo: str) -> dict[str, int]:
 KALLSYMS_VMCOREINFO = ("kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table")
 
 
+#: Symbols whose VMCOREINFO address a found table must give them, when named.
+_ANCHORS = ("_stext", "init_uts_ns")
+
+
 def load_kallsyms(prog: Program) -> SymbolIndex:
     """
-    The symbols of vmlinux, decoded from the kallsyms tables that VMCOREINFO
-    points to. Raises :class:`LookupError` naming what VMCOREINFO lacks.
+    The symbols of vmlinux, decoded by drgn from the kallsyms tables that
+    VMCOREINFO points to, or else that :func:`kallsyms_locations` finds.
+    Raises :class:`LookupError` saying what is missing.
     """
     vmcoreinfo = prog["VMCOREINFO"].string_().decode(errors="replace")
-    missing = [n for n in KALLSYMS_VMCOREINFO if n not in vmcoreinfo_symbols(vmcoreinfo)]
-    if missing:
-        raise LookupError(f"VMCOREINFO has no SYMBOL({missing[0]})")
-    return load_vmlinux_kallsyms(prog)
+    if all(n in vmcoreinfo_symbols(vmcoreinfo) for n in KALLSYMS_VMCOREINFO):
+        return load_vmlinux_kallsyms(prog)
+    import drgn.helpers.linux.kallsyms as helpers
+
+    # drgn's decoder, which load_vmlinux_kallsyms hands VMCOREINFO's addresses.
+    decode = getattr(helpers, "_linux_helper_load_builtin_kallsyms", None)
+    if decode is None:
+        raise LookupError("this drgn has no kallsyms decoder to hand found tables to")
+    where = kallsyms_locations(prog)
+    index: SymbolIndex = decode(
+        prog,
+        *(
+            where.get(name, 0)
+            for name in (
+                "kallsyms_names",
+                "kallsyms_token_table",
+                "kallsyms_token_index",
+                "kallsyms_num_syms",
+                "kallsyms_offsets",
+                "kallsyms_relative_base",
+                "kallsyms_addresses",
+                "_stext",
+            )
+        ),
+    )
+    return index
+
+
+def kallsyms_locations(prog: Program) -> dict[str, int]:
+    """
+    Where the kallsyms tables are, keyed as VMCOREINFO names them
+    (``kallsyms_names``, ..., ``kallsyms_markers``, ``_stext``): VMCOREINFO's
+    own ``SYMBOL()`` lines when it has them (Linux 6.0 on), else the first
+    place of :func:`~dumpminer.kallsymsfind.find_kallsyms` whose symbols
+    ``_stext`` and ``init_uts_ns`` decode at VMCOREINFO's addresses. Kept in
+    ``prog.cache``. Raises :class:`LookupError` when nothing fits.
+    """
+    cached: dict[str, int] | None = prog.cache.get("dumpminer_kallsyms_locations")
+    if cached is not None:
+        return cached
+    vmcoreinfo = prog["VMCOREINFO"].string_().decode(errors="replace")
+    where = vmcoreinfo_symbols(vmcoreinfo)
+    if all(n in where for n in (*KALLSYMS_VMCOREINFO, "kallsyms_token_index")):
+        return where
+    offset = next(
+        (int(line[13:], 16) for line in vmcoreinfo.splitlines()
+         if line.startswith("KERNELOFFSET=")),
+        None,
+    )  # fmt: skip
+    start, end = kernel_image_bounds(where, offset)
+    anchors = {name: where[name] for name in _ANCHORS if name in where}
+    if not anchors:
+        raise LookupError("VMCOREINFO names neither _stext nor init_uts_ns to check kallsyms by")
+    long_names = _long_names(vmcoreinfo)
+    for candidate in find_kallsyms(prog.read, start, end, long_names):
+        found = {**candidate.where, "_stext": where.get("_stext", start)}
+        try:
+            table = KallsymsTable.at(prog, found, candidate.symbols, long_names)
+        except (LookupError, FaultError):
+            continue
+        if all(table.named(name, address) for name, address in anchors.items()):
+            prog.cache["dumpminer_kallsyms_locations"] = found
+            return found
+    raise LookupError(
+        f"no kallsyms tables found in the kernel's read-only data ({start:#x} to {end:#x})"
+    )
 
 
 #: drgn gives a kallsyms symbol the distance to the next one as its size,
@@ -180,22 +254,38 @@ class KallsymsTable:
         then uses drgn's loader), :class:`~drgn.FaultError` when unreadable.
         """
         vmcoreinfo = prog["VMCOREINFO"].string_().decode(errors="replace")
-        where = vmcoreinfo_symbols(vmcoreinfo)
-        missing = [n for n in (*KALLSYMS_VMCOREINFO, "kallsyms_token_index") if n not in where]
-        if missing:
-            raise LookupError(f"VMCOREINFO has no SYMBOL({missing[0]})")
+        where = kallsyms_locations(prog)
         count = prog.read_u32(where["kallsyms_num_syms"])
+        return cls.at(prog, where, count, _long_names(vmcoreinfo))
+
+    @classmethod
+    def at(
+        cls, prog: Program, where: dict[str, int], count: int, long_names: bool
+    ) -> KallsymsTable:
+        """
+        The table of *count* symbols whose parts are at *where* (keyed as
+        VMCOREINFO names them; ``kallsyms_markers`` from the vmlinux's
+        symbols when *where* lacks it). Raises :class:`LookupError` when the
+        parts are not laid out as kallsyms lays them out.
+        """
         addresses = _kallsyms_addresses(prog, where, count)
-        markers = np.frombuffer(
-            prog.read(prog.symbol("kallsyms_markers").address, 4 * _marker_count(count)), "<u4"
-        )
+        markers_at = where.get("kallsyms_markers")
+        if markers_at is None:
+            markers_at = prog.symbol("kallsyms_markers").address
+        markers = np.frombuffer(prog.read(markers_at, 4 * _marker_count(count)), "<u4")
         if count == 0 or markers[0] != 0 or np.any(np.diff(markers.astype(np.int64)) <= 0):
             raise LookupError("kallsyms_markers is not a table of 32-bit offsets")
         index = np.frombuffer(prog.read(where["kallsyms_token_index"], 512), "<u2")
         table = _read_until_nul(prog, where["kallsyms_token_table"], int(index.max()))
         tokens = [table[i : table.index(b"\0", i)] for i in index.tolist()]
         return cls(prog, addresses, where["kallsyms_names"], markers, tokens,
-                   _long_names(vmcoreinfo))  # fmt: skip
+                   long_names)  # fmt: skip
+
+    def named(self, name: str, address: int) -> bool:
+        """Whether one of the symbols at *address* is called *name*."""
+        first = int(np.searchsorted(self.addresses, np.uint64(address), side="left"))
+        last = int(np.searchsorted(self.addresses, np.uint64(address), side="right"))
+        return any(self.name(i)[0] == name for i in range(first, last))
 
     def __call__(
         self, prog: Program, name: str | None, address: int | None, one: bool

@@ -13,6 +13,7 @@ encodings the kernel's BTF may not exercise.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from functools import cache
 from typing import Any
@@ -208,7 +209,17 @@ def test_globals_match_dwarf(progs: tuple[Program, Program], name: str) -> None:
 def test_per_cpu_variables_from_btf(progs: tuple[Program, Program]) -> None:
     """Per-CPU variables come from BTF's .data..percpu section: DWARF's address and type."""
     dwarf, btf = progs
-    for name in ("runqueues", "current_task", "cpu_number", "this_cpu_off"):
+    names = ("runqueues", "current_task", "cpu_number", "this_cpu_off")
+    found = []
+    for name in names:
+        with contextlib.suppress(LookupError):
+            found.append(btf.variable(name))
+    if not found:
+        # Debian's 5.10 was linked with pahole --skip_encoding_btf_vars (its pahole 1.20
+        # wrote broken VARs): no variable at all in its BTF, and none is made up.
+        assert dwarf.variable("runqueues").address_
+        pytest.skip("this kernel's BTF describes no per-CPU variables")
+    for name in names:
         try:
             want = dwarf.variable(name)
         except LookupError:
@@ -243,15 +254,21 @@ def test_enumerators_match_dwarf(progs: tuple[Program, Program], name: str) -> N
 
 def test_functions_match_dwarf(progs: tuple[Program, Program]) -> None:
     dwarf, btf = progs
+    described = found = 0
     for name in ("vmemmap_populate", "kmem_cache_alloc", "__kmalloc", "kfree"):
         try:
             want = dwarf.function(name)
         except LookupError:
             continue
+        found += 1
         got = btf.function(name)
         assert got.address_ == want.address_, name
         assert got.type_.kind == TypeKind.FUNCTION
+        if got.type_.is_variadic and not got.type_.parameters and want.type_.parameters:
+            continue  # kallsyms knows it, BTF has no prototype (5.10's vmemmap_populate)
+        described += 1
         assert len(got.type_.parameters) == len(want.type_.parameters), name
+    assert described >= max(1, found - 1)  # one at most left undescribed
 
 
 def test_kallsyms_match_dwarf_symbols(progs: tuple[Program, Program]) -> None:

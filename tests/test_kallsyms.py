@@ -17,7 +17,7 @@ from typing import Any
 
 import drgn
 import pytest
-from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
+from oracle import vmlinux_kallsyms
 
 from dumpminer.kallsyms import KallsymsTable
 
@@ -32,7 +32,7 @@ def tables(
 ) -> tuple[drgn.Program, KallsymsTable, drgn.SymbolIndex]:
     vmcore = next(d["path"] for d in sample_manifest["dumps"] if d["format"] == "kdump")
     prog = open_prog(vmcore, sample_manifest["vmlinux"])
-    return prog, KallsymsTable.read(prog), load_vmlinux_kallsyms(prog)
+    return prog, KallsymsTable.read(prog), vmlinux_kallsyms(prog)
 
 
 def test_every_symbol_is_found_as_drgn_finds_it(

@@ -31,6 +31,7 @@ from oracle import count_records, open_prog
 import dumpminer
 from dumpminer.dump import FROM_BTF, FROM_DEBUGINFOD, FROM_VMLINUX
 from dumpminer.errors import NoKernelTypesError
+from dumpminer.kallsymsfind import DIGIT_TOKENS
 from dumpminer.report import to_json_dict
 from dumpminer.walk import WalkStats, walk_slabs
 
@@ -226,29 +227,71 @@ def test_vmlinux_and_no_debuginfo_contradict(sample_manifest: dict[str, Any]) ->
     assert done.stderr.count("\n") == 1 and "--no-debuginfo" in done.stderr
 
 
-def _patched_copy(vmcore: str, tmp_path: Path, old: bytes, new: bytes) -> str:
-    """A copy of *vmcore* with every *old* (in VMCOREINFO) replaced by *new*, as long."""
-    assert len(old) == len(new)
+def _patched_copy(vmcore: str, tmp_path: Path, *changes: tuple[bytes, bytes]) -> str:
+    """
+    A copy of *vmcore* with every *old* replaced by *new* (as long) for each
+    ``(old, new)`` of *changes*; an *old* not in the dump is left alone, but
+    one of them at least must be there.
+    """
     data = Path(vmcore).read_bytes()
-    assert old in data
+    found = 0
+    for old, new in changes:
+        assert len(old) == len(new)
+        found += data.count(old)
+        data = data.replace(old, new)
+    assert found
     copy = tmp_path / "patched.vmcore"
-    copy.write_bytes(data.replace(old, new))
+    copy.write_bytes(data)
     return str(copy)
 
 
+#: VMCOREINFO's kallsyms lines (Linux 6.0 on), renamed so that no reader finds them.
+NO_KALLSYMS_VMCOREINFO = (b"SYMBOL(kallsyms_", b"SYMBOL(kallsymX_")
+#: The run of digit tokens that kallsyms' token table holds, broken ('9' made 'Z').
+NO_DIGIT_TOKENS = (DIGIT_TOKENS, DIGIT_TOKENS.replace(b"9", b"Z"))
+#: The header of the kernel's BTF (magic 0xeb9f, version 1, header length 24), broken.
+NO_BTF_MAGIC = (b"\x9f\xeb\x01\x00\x18\x00\x00\x00", b"\x00\x00\x01\x00\x18\x00\x00\x00")
+
+
+@pytest.mark.parametrize("fmt", ["kdump", "elf"])
+def test_kallsyms_found_where_vmcoreinfo_names_none(
+    sample_manifest: dict[str, Any], tmp_path: Path, fmt: str
+) -> None:
+    """
+    Without VMCOREINFO's kallsyms lines (5.10 has none; on 6.x they are hidden), the
+    tables are found in the dump by their shape, and the report equals the one with a
+    vmlinux: on 6.1 with kallsyms_seqs_of_names between markers and tokens, on 6.12 with
+    the addresses after the token index, on 5.10 before the names.
+    """
+    original = _path(sample_manifest, fmt)
+    with open(original, "rb") as handle:
+        named = NO_KALLSYMS_VMCOREINFO[0] in handle.read(1 << 20)  # the notes come first
+    vmcore = _patched_copy(original, tmp_path, NO_KALLSYMS_VMCOREINFO) if named else original
+    dump = dumpminer.open_dump(vmcore, use_vmlinux=False)
+    assert b"SYMBOL(kallsyms_names)" not in dump.prog["VMCOREINFO"].string_()
+    ours = _without_source(to_json_dict(dumpminer.mine(dump.prog, "kmalloc-32", dump=dump)))
+    theirs = _without_source(_report(original, sample_manifest["vmlinux"], "kmalloc-32", 0))
+    ours["dump"].pop("path")
+    theirs["dump"].pop("path")
+    assert ours == theirs
+
+
 @pytest.mark.parametrize(
-    ("old", "new", "says"),
+    ("changes", "says"),
     [
-        (b"SYMBOL(kallsyms_names)=", b"SYMBOL(kallsyms_nameX)=", "SYMBOL(kallsyms_names)"),
-        (b"OSRELEASE=6.", b"OSRELEASE=5.", "older than 6.0"),
+        ((NO_KALLSYMS_VMCOREINFO, NO_DIGIT_TOKENS), "no kallsyms tables found"),
+        ((NO_BTF_MAGIC,), "is corrupt"),
     ],
-    ids=["no-kallsyms", "before-6.0"],
+    ids=["no-kallsyms", "no-btf"],
 )
 def test_dump_without_what_btf_needs(
-    sample_manifest: dict[str, Any], tmp_path: Path, old: bytes, new: bytes, says: str
+    sample_manifest: dict[str, Any],
+    tmp_path: Path,
+    changes: tuple[tuple[bytes, bytes], ...],
+    says: str,
 ) -> None:
     """No vmlinux and a dump that cannot do without: exit 11, one line, what and which package."""
-    vmcore = _patched_copy(_path(sample_manifest, "kdump"), tmp_path, old, new)
+    vmcore = _patched_copy(_path(sample_manifest, "elf"), tmp_path, *changes)
     for args in (["--no-debuginfo"], ["--debug-dir", str(tmp_path)]):
         done = cli("mine", vmcore, *args, "--cache", "kmalloc-32", env=_hidden_env(tmp_path))
         assert done.returncode == NoKernelTypesError.exit_code == 11, done.stderr
