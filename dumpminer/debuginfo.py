@@ -202,11 +202,29 @@ def _candidates(info: DumpInfo, debug_dirs: Sequence[str], root: str) -> list[st
             out.append(os.path.join(d, "usr/lib/debug", _build_id_path(info.build_id)))
         names = {"vmlinux", *([f"vmlinux-{rel}"] if rel else [])}
         out.extend(_search_subfolders(d, names, info.build_id))
+    out.extend(beside_dump(info))
     if rel:
         out.extend(os.path.join(root, p.lstrip("/")) for p in standard_vmlinux_paths(rel))
     if info.build_id:
         out.append(os.path.join(root, "usr/lib/debug", _build_id_path(info.build_id)))
     return list(dict.fromkeys(out))
+
+
+def beside_dump(info: DumpInfo) -> list[str]:
+    """
+    Where a vmlinux copied next to the dump would be, without ``--debug-dir``:
+    in the dump's own folder, ``vmlinux-REL``, ``vmlinux``, and by build ID
+    (``ID``, ``ID.debug``, ``vmlinux-ID``, ``.build-id/xx/yyyy.debug``), as
+    people hand a dump over with its kernel. Only these names: the folder is
+    not walked (it may be a large one, the current directory).
+    """
+    folder = os.path.dirname(os.path.abspath(info.path))
+    names = [f"vmlinux-{info.osrelease}"] if info.osrelease else []
+    names.append("vmlinux")
+    if info.build_id:
+        build_id = info.build_id
+        names += [build_id, f"{build_id}.debug", f"vmlinux-{build_id}", _build_id_path(build_id)]
+    return [os.path.join(folder, name) for name in names]
 
 
 def debuginfo_package_hint(osrelease: str | None) -> str:
@@ -248,7 +266,8 @@ def find_vmlinux(info: DumpInfo, debug_dirs: Sequence[str] = (), root: str | Non
     Each directory in ``debug_dirs`` is searched first (``vmlinux-REL``,
     ``vmlinux``, the standard paths below it, and the ``.build-id/xx/yyyy.debug``
     layout; then the same names in its subfolders, up to 8 levels down); then
-    the standard places under ``root``.  A candidate is accepted
+    the dump's own folder (:func:`beside_dump`); then the standard places
+    under ``root``.  A candidate is accepted
     only if it has ``.debug_info`` and, when the dump records a build ID, the
     same build ID.
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +77,11 @@ def put(path: Path, data: bytes) -> Path:
     return path
 
 
-def dump_info(build_id: str | None = BID, osrelease: str | None = REL) -> DumpInfo:
+def dump_info(
+    build_id: str | None = BID, osrelease: str | None = REL, path: str = "/x/vmcore"
+) -> DumpInfo:
     return DumpInfo(
-        path="/x/vmcore",
+        path=path,
         format="kdump",
         arch="x86_64",
         osrelease=osrelease,
@@ -265,7 +270,58 @@ def test_package_hint(rel: str, expect: str) -> None:
 
 # --------------------------------------------------------------------------
 # Real sample (tests/conftest.py builds it)
+@pytest.mark.parametrize(
+    "name", [f"vmlinux-{REL}", "vmlinux", BID, f"{BID}.debug", f"vmlinux-{BID}",
+             f".build-id/{BID[:2]}/{BID[2:]}.debug"],
+)  # fmt: skip
+def test_find_beside_the_dump(tmp_path: Path, name: str) -> None:
+    """A vmlinux handed over with the dump, in its folder: found without --debug-dir."""
+    folder = tmp_path / "case-1234"
+    info = dump_info(path=str(folder / "vmcore"))
+    want = put(folder / name, fake_vmlinux())
+    assert find_vmlinux(info, [], root=str(tmp_path / "root")) == str(want)
+
+
+def test_beside_the_dump_after_debug_dir_and_checked(tmp_path: Path) -> None:
+    """--debug-dir comes first; a vmlinux of another build beside the dump is refused."""
+    folder = tmp_path / "case"
+    info = dump_info(path=str(folder / "vmcore"))
+    bad = put(folder / f"vmlinux-{REL}", fake_vmlinux(OTHER))
+    d = tmp_path / "dbg"
+    want = put(d / "vmlinux", fake_vmlinux())
+    assert find_vmlinux(info, [str(d)], root=str(tmp_path / "root")) == str(want)
+    with pytest.raises(DebugInfoError) as exc:
+        find_vmlinux(info, [], root=str(tmp_path / "root"))
+    assert str(bad) in str(exc.value) and OTHER in str(exc.value)
+
+
 # --------------------------------------------------------------------------
+
+
+def test_real_vmlinux_beside_the_dump(sample_manifest: dict[str, Any], tmp_path: Path) -> None:
+    """
+    The sample dump and its vmlinux as a user gets them, in one folder: mine finds
+    the vmlinux without --debug-dir or the standard places, by its release's name.
+    """
+    dump = Path(next(d["path"] for d in sample_manifest["dumps"] if d["format"] == "kdump"))
+    folder = tmp_path / "handed-over"
+    folder.mkdir()
+    (folder / "vmcore").symlink_to(dump)
+    beside = folder / f"vmlinux-{sample_manifest['kernel_release']}"
+    beside.symlink_to(sample_manifest["vmlinux"])
+    env = {**os.environ, "DUMPMINER_DEBUGINFO_ROOT": str(tmp_path / "empty-root"),
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # fmt: skip
+    env = {k: v for k, v in env.items() if not k.startswith("DEBUGINFOD_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "dumpminer.cli", "mine", str(folder / "vmcore"), "--cache",
+         "kmalloc-64", "--format", "json", "--quiet"],
+        capture_output=True, text=True, env=env, check=False, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    report = json.loads(done.stdout)
+    assert report["dump"]["debuginfo"] == "vmlinux"
+    assert report["dump"]["vmlinux"] == str(beside)
 
 
 def test_real_find_vmlinux(sample_manifest: dict[str, Any], tmp_path: Path) -> None:
