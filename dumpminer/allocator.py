@@ -95,7 +95,8 @@ class SlubAllocator:
     def __init__(self, prog: Program, helper_factory: Any) -> None:
         self.prog = prog
         self._helper_factory = helper_factory
-        # Before 5.17, the slab fields were in struct page.
+        # Before Linux kernel commit d122019bf061 ("mm: Split slab into its own
+        # type") (in v5.17), the slab fields were in struct page.
         self._slab_type = "struct slab" if _has_type(prog, "struct slab") else "struct page"
 
     def _helper(self, cache: Object) -> Any:
@@ -212,6 +213,9 @@ class SlubAllocator:
             return
         if not cpu_slab:
             return
+        # Since Linux kernel commit bb192ed9aa71 ("mm/slub: Convert most struct
+        # page to struct slab by spatch") (in v5.17), a CPU's active slab is
+        # `struct slab *slab`; before, `struct page *page` (5.10 here).
         member = "slab" if _has_member(cpu_slab, "slab") else "page"
         for cpu in for_each_possible_cpu(self.prog):
             try:
@@ -219,6 +223,9 @@ class SlubAllocator:
                 active = this.member_(member).value_()
                 if active:
                     yield active
+                # Since Linux kernel commit a93cf07bc3fb ("mm/slub.c: wrap
+                # cpu_slab->partial in CONFIG_SLUB_CPU_PARTIAL") (in v4.13), the
+                # per-CPU partial list may not exist.
                 partial = this.partial if _has_member(this, "partial") else None
                 if partial is None:
                     continue
@@ -263,6 +270,10 @@ class SlubAllocator:
         """The ``struct slab`` addresses on *node*'s list *name*."""
         from drgn.helpers.linux.list import validate_list_for_each_entry
 
+        # Since Linux kernel commit 4da1984edbbe ("mm: combine LRU and main
+        # union in struct page") (in v4.18) the list member is slab_list (SLUB
+        # used it by that name from commit 916ac0527837, "slub: use slab_list
+        # instead of lru", in v5.2; before, page::lru, the same word).
         member = "slab_list" if _has_member_type(self.prog, self._slab_type, "slab_list") else "lru"
         try:
             head = node.member_(name).address_of_()

@@ -34,7 +34,10 @@ How the counts are made, and why they are exact:
   triple per distinct (text, call site), summed now and then; a leak's texts
   come from one or two sites, so that is about the tally's own size.
 - Stacks are decoded once per distinct handle (:mod:`dumpminer.stackdepot`),
-  and addresses are named once each, after the walk.
+  and addresses are named once each, after the walk. Before 5.17 a track
+  keeps its stack inline (``addrs[]``, no depot): each distinct stack gets
+  the CRC-32 of its bytes as its handle (:func:`_inline_stacks`), so the
+  same counting and reports serve both.
 
 Ages are ``(jiffies - when) / HZ`` at the time of the dump, from the dump's
 own ``jiffies_64`` and an HZ derived from ``tick_nsec`` (the kernel's
@@ -47,6 +50,7 @@ are named ``module:<init text>+0xoff`` from the module's section addresses
 from __future__ import annotations
 
 import contextlib
+import zlib
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
@@ -54,7 +58,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from drgn import FaultError, Object, Program, offsetof, sizeof
+from drgn import FaultError, Object, Program, TypeKind, offsetof, sizeof
 from drgn.helpers.linux.module import for_each_module, module_address_regions
 from drgn.helpers.linux.slab import slab_object_info
 
@@ -128,6 +132,10 @@ class TrackLayout:
     pid: int
     when: int
     orig_size: int | None
+    #: Offset and length of the stack kept in the track itself (``addrs[]``,
+    #: before 5.17), or None.
+    addrs: int | None = None
+    addrs_count: int = 0
 
 
 def track_layout(cache: Object) -> TrackLayout | None:
@@ -157,6 +165,14 @@ def track_layout(cache: Object) -> TrackLayout | None:
     handle = None
     with contextlib.suppress(LookupError):
         handle = offsetof(track, "handle")
+    # Before Linux kernel commit 788691464c29 ("mm/slub: use stackdepot to save
+    # stack trace in objects") (in v5.17), a track kept its stack inline, as
+    # unsigned long addrs[TRACK_ADDRS_COUNT] (with CONFIG_STACKTRACE), ended by 0.
+    addrs, addrs_count = None, 0
+    if handle is None and track.has_member("addrs"):
+        array = track.member("addrs").type
+        if array.kind == TypeKind.ARRAY and array.length:
+            addrs, addrs_count = offsetof(track, "addrs"), int(array.length)
     return TrackLayout(
         cache=cache.value_(),
         name=cache_name(cache),
@@ -167,6 +183,8 @@ def track_layout(cache: Object) -> TrackLayout | None:
         pid=offsetof(track, "pid"),
         when=offsetof(track, "when"),
         orig_size=orig_size,
+        addrs=addrs,
+        addrs_count=addrs_count,
     )
 
 
@@ -248,6 +266,8 @@ class _Partial:
     #: (label, cpu, pid, objects) and (label, orig_size, objects).
     who: tuple[npt.NDArray[np.int64], ...]
     sizes: tuple[npt.NDArray[np.int64], ...] | None
+    #: Stacks kept in the tracks themselves (before 5.17), by their handle.
+    inline_stacks: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -344,6 +364,8 @@ class CallSiteObserver:
     def __init__(self) -> None:
         self.layouts: dict[int, TrackLayout] = {}
         self.totals: dict[int, _CacheTotals] = {}
+        #: Stacks kept in the tracks (before 5.17) by their handle (_inline_stacks).
+        self.inline_stacks: dict[int, tuple[int, ...]] = {}
 
     def begin(self, prog: Program, caches: list[Object]) -> None:
         self.layouts = {layout.cache: layout for layout in tracked_caches(caches)}
@@ -355,8 +377,11 @@ class CallSiteObserver:
         rows = batch.rows
         at = layout.offset
         addr = _column(rows, at + layout.addr, "<u8")
+        inline: dict[int, tuple[int, ...]] = {}
         if layout.handle is not None:
             handle = _column(rows, at + layout.handle, "<u4").astype(np.uint64)
+        elif layout.addrs is not None:
+            handle, inline = _inline_stacks(rows, at + layout.addrs, layout.addrs_count)
         else:
             handle = np.zeros(len(rows), np.uint64)
         labels, keys = _site_labels(addr, handle)
@@ -378,7 +403,9 @@ class CallSiteObserver:
             size = _column(rows, layout.orig_size, "<u4").astype(np.int64)
             sizes = _count_tuples([labels, size])
         who = _count_tuples([labels, cpu, pid])
-        return _Partial(layout.cache, keys, labels, objects, when_min, when_max, who, sizes)
+        return _Partial(
+            layout.cache, keys, labels, objects, when_min, when_max, who, sizes, inline
+        )
 
     def row_labels(self, partial: _Partial | None) -> RowLabels | None:
         if partial is None:
@@ -389,6 +416,7 @@ class CallSiteObserver:
         if partial is None:
             return
         totals = self.totals.setdefault(partial.cache, _CacheTotals())
+        self.inline_stacks.update(partial.inline_stacks)
         ids = np.array([totals.site_id(key) for key in partial.keys], np.int64)
         for key, objects, low, high in zip(
             partial.keys,
@@ -412,6 +440,7 @@ class CallSiteObserver:
 
     def merge(self, other: CallSiteObserver) -> None:
         self.layouts.update(other.layouts)
+        self.inline_stacks.update(other.inline_stacks)
         for cache, theirs in other.totals.items():
             totals = self.totals.setdefault(cache, _CacheTotals())
             their_keys = list(theirs.ids)
@@ -427,6 +456,31 @@ class CallSiteObserver:
                 totals.sizes.append((ids[label], *rest))
             totals.entries += theirs.entries
             _reduce(totals)
+
+
+def _inline_stacks(
+    rows: npt.NDArray[np.uint8], at: int, count: int
+) -> tuple[npt.NDArray[np.uint64], dict[int, tuple[int, ...]]]:
+    """
+    The stacks kept in the tracks at byte *at* of each row (``addrs[count]``,
+    before 5.17) as 32-bit handles, and each handle's return addresses: a
+    stack's handle is the CRC-32 of its bytes (0 for an empty stack, or
+    ``0xffffffff`` for one whose CRC is 0), so that equal stacks get equal
+    handles in every batch and every worker, as stack depot handles do.
+    """
+    if not rows.flags.c_contiguous:
+        rows = np.ascontiguousarray(rows)
+    words = np.ndarray((len(rows), count), "<u8", rows, at, (rows.shape[1], 8))
+    distinct, where = np.unique(words, axis=0, return_inverse=True)
+    handles = np.zeros(len(distinct), np.uint64)
+    stacks: dict[int, tuple[int, ...]] = {}
+    for i, row in enumerate(distinct.tolist()):
+        pcs = tuple(row[: row.index(0)] if 0 in row else row)
+        if pcs:
+            handle = zlib.crc32(np.array(pcs, "<u8").tobytes()) or 0xFFFFFFFF
+            handles[i] = handle
+            stacks[handle] = pcs
+    return handles[where.ravel()], stacks
 
 
 def _reduce(totals: _CacheTotals) -> None:
@@ -652,7 +706,9 @@ def call_site_report(
         uptime = round(((now - initial_jiffies(hz)) & (2**64 - 1)) / hz, 3)
 
     def frames(handle: int) -> tuple[str, ...]:
-        stack = depot.fetch(handle) if depot is not None and handle else None
+        stack = observer.inline_stacks.get(handle)
+        if stack is None and depot is not None and handle:
+            stack = depot.fetch(handle)
         return tuple(namer.name(pc) for pc in stack or ())
 
     caches = []

@@ -355,7 +355,9 @@ class _PageFields:
         page = prog.type("struct page")
         try:
             slab: Type = prog.type("struct slab")
-        except LookupError:  # Before 5.17, slab fields were in struct page.
+        except LookupError:
+            # Before Linux kernel commit d122019bf061 ("mm: Split slab into its
+            # own type") (in v5.17), the slab fields were in struct page.
             slab = page
         self.size = sizeof(page)
         self.flags = _byte_offset(page, "flags")
@@ -601,10 +603,15 @@ def cpu_slab_pages(prog: Program, caches: list[Object]) -> SlabPages:
 
 class _FreelistDecoder:
     """
-    Follows a slab's freelist inside the slab's own bytes. With
-    CONFIG_SLAB_FREELIST_HARDENED each pointer is stored as
-    ``ptr ^ s->random ^ swab(&ptr)`` (``&ptr`` without swab before 5.7); the
-    first non-empty freelist decides which, as drgn does.
+    Follows a slab's freelist inside the slab's own bytes. Without
+    CONFIG_SLAB_FREELIST_HARDENED each free pointer is stored as it is. With
+    it, since Linux kernel commit 2482ddec670f ("mm: add SLUB free list
+    pointer obfuscation") (in v4.14), as ``ptr ^ s->random ^ &ptr``, and
+    since commit 1ad53d9fa3f6 ("slub: improve bit diffusion for freelist ptr
+    obfuscation") (in v5.7, and backported to older stable branches) as
+    ``ptr ^ s->random ^ swab(&ptr)``. No field tells the two apart: the first
+    non-empty freelist decides, the way whose pointer lands in the slab, as
+    drgn does (tests/test_slablayouts.py builds both on bytes).
     """
 
     def __init__(self) -> None:

@@ -254,13 +254,14 @@ def test_stacks_decoded_once_per_handle(slub_debug_series: dict[str, Any]) -> No
 
     vmcore, vmlinux = _dump(slub_debug_series), slub_debug_series["vmlinux"]
     prog = open_prog(vmcore, vmlinux)
-    if not prog.type("struct track").has_member("handle"):
-        pytest.skip("before 5.17 a track keeps its stack inline (addrs[]), not in the depot")
     report = _mine(vmcore, vmlinux, "kmalloc-32")
     (cache_sites,) = _sites(report).caches
     planted = cache_sites.sites[0]
     assert _function(planted.name) == "new_rule"
     assert planted.stacks and sum(s.objects for s in planted.stacks) <= planted.objects
+    if not prog.type("struct track").has_member("handle"):
+        _inline_stacks_match_tracks(prog, planted)
+        return
     tracks = alloc_tracks(prog, "kmalloc-32")
     for stack in planted.stacks:
         track = next(t for t in tracks.values() if t.handle.value_() == stack.handle)
@@ -277,6 +278,42 @@ def test_stacks_decoded_once_per_handle(slub_debug_series: dict[str, Any]) -> No
             except LookupError:
                 continue
             assert name == f"{symbol.name}+{pc - symbol.address:#x}"
+
+
+def _inline_stacks_match_tracks(prog: Any, planted: Any) -> None:
+    """
+    Before 5.17 (no stack depot) each track keeps its stack inline, in
+    ``addrs[]``: every stack shown is the pcs of as many tracks of the site as
+    it claims objects, named as drgn names them.
+    """
+    stacks: Counter[tuple[int, ...]] = Counter()
+    for track in alloc_tracks(prog, "kmalloc-32").values():
+        if track.addr.value_() == planted.address:
+            pcs = [pc.value_() for pc in track.addrs]
+            stacks[tuple(pcs[: pcs.index(0)] if 0 in pcs else pcs)] += 1
+    expected = []
+    for pcs, objects in stacks.items():
+        names: list[str | None] = []
+        for pc in pcs:
+            try:
+                symbol = prog.symbol(pc)
+                names.append(f"{symbol.name}+{pc - symbol.address:#x}")
+            except LookupError:
+                names.append(None)  # module init text: named from its sections instead
+        expected.append((objects, names))
+
+    def matches(stack: Any, objects: int, names: list[str | None]) -> bool:
+        return (
+            stack.objects == objects
+            and len(stack.frames) == len(names)
+            and all(w is None or f == w for f, w in zip(stack.frames, names, strict=True))
+        )
+
+    for stack in planted.stacks:
+        assert any(frame.startswith(f"{MODULE}:new_rule+") for frame in stack.frames)
+        assert any(matches(stack, objects, names) for objects, names in expected)
+    heaviest = sorted(stacks.values(), reverse=True)[: len(planted.stacks)]
+    assert sorted((s.objects for s in planted.stacks), reverse=True) == heaviest
 
 
 def test_workers_merge_call_sites(slub_debug_manifest: dict[str, Any]) -> None:
