@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 #: Globals that dumpminer and drgn's helpers read, with their C types (as
-#: declared in 6.1 to 6.12). An array's length is an enumerator, or for
+#: declared in 5.10 to 6.12). An array's length is an enumerator, or for
 #: ``[]`` (a length given by a macro) what the symbol's size holds.
 KERNEL_GLOBALS: dict[str, str] = {
     # The cache list (mm/slab_common.c) and the sysfs aliases (mm/slub.c).
