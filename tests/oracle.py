@@ -151,6 +151,19 @@ def foreign_fragments(
     return counts
 
 
+def cpu_active_slab(cpu_slab: drgn.Object) -> drgn.Object:
+    """A ``struct kmem_cache_cpu``'s active slab: ``->slab`` from 5.17, ``->page`` before."""
+    return cpu_slab.slab if cpu_slab.type_.type.has_member("slab") else cpu_slab.page
+
+
+def slab_of_page(page: drgn.Object) -> drgn.Object:
+    """The slab fields of a slab's head page: ``struct slab`` from 5.17, the page before."""
+    try:
+        return drgn.cast("struct slab *", page)
+    except LookupError:
+        return page
+
+
 def cpu_slab_objects(prog: drgn.Program, cache_name: str) -> list[int]:
     """
     The allocated objects of *cache_name* that lie in a CPU's active slab
@@ -165,7 +178,7 @@ def cpu_slab_objects(prog: drgn.Program, cache_name: str) -> list[int]:
     span = slab_cache_pages_per_slab(cache) * prog["PAGE_SIZE"].value_()
     starts = []
     for cpu in for_each_possible_cpu(prog):
-        slab = per_cpu_ptr(cache.cpu_slab, cpu).slab
+        slab = cpu_active_slab(per_cpu_ptr(cache.cpu_slab, cpu))
         if slab:
             starts.append(page_to_virt(drgn.cast("struct page *", slab)).value_())
     return [

@@ -277,7 +277,7 @@ def test_slab_memory_vs_kernel_counters(sample_manifest: dict[str, Any]) -> None
     for page in for_each_page(prog):
         if PageSlab(page):
             if not PageTail(page):
-                slab = drgn.cast("struct slab *", page)
+                slab = oracle.slab_of_page(page)
                 slab_pages[slab.slab_cache.value_()] += 1 << compound_order(page).value_()
         elif PageHead(page) and not PageLRU(page) and not page.mapping:
             large_kmalloc_pages += 1 << compound_order(page).value_()
@@ -762,7 +762,10 @@ def test_listed_slabs_agree_with_the_kernel(sample_manifest: dict[str, Any]) -> 
     assert listed.errors == ()
     scanned = {p.address: p for p in find_slab_pages(prog, {cache.value_()}, WalkStats())}
     assert listed.all <= set(scanned)
-    active = {per_cpu_ptr(cache.cpu_slab, cpu).slab.value_() for cpu in for_each_possible_cpu(prog)}
+    active = {
+        oracle.cpu_active_slab(per_cpu_ptr(cache.cpu_slab, cpu)).value_()
+        for cpu in for_each_possible_cpu(prog)
+    }
     assert active - {0} <= listed.cpu
     nr_partial = sum(cache.node[n].nr_partial.value_() for n in for_each_online_node(prog))
     assert len(listed.partial) == nr_partial
