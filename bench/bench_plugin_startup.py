@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sample_dumps.build import build_sample  # noqa: E402
+from sample_dumps.build import build_sample
 
 
 def started(drgn: str, vmcore: str, vmlinux: str, env: dict[str, str]) -> float:
