@@ -1,5 +1,5 @@
 """
-Finding kallsyms tables by their shape (dumpminer.kallsymsfind), on bytes.
+Finding kallsyms tables by their shape (dumpminer.dump.kallsymsfind), on bytes.
 
 Tables are built here as scripts/kallsyms writes them, in each of the
 layouts of the kernel's history: the addresses first (v4.6 to v6.3), with
@@ -17,7 +17,7 @@ from collections.abc import Callable
 import pytest
 from drgn import FaultError
 
-from dumpminer.kallsymsfind import DIGIT_TOKENS, find_kallsyms, kernel_image_bounds
+from dumpminer.dump.kallsymsfind import DIGIT_TOKENS, find_kallsyms, kernel_image_bounds
 
 BASE = 0xFFFFFFFF82000000
 TEXT = 0xFFFFFFFF81000000

@@ -1,5 +1,5 @@
 """
-The slab layouts of kernels no sample here runs, on bytes (dumpminer.walk).
+The slab layouts of kernels no sample here runs, on bytes (dumpminer.slub.walk).
 
 The samples cover 5.10 (slab fields in ``struct page``, hardened freelists
 with the byte swap), 6.1 and 6.12. Older kernels differ in ways no Debian
@@ -36,7 +36,7 @@ from drgn import (
 )
 from drgn import PlatformFlags as Flags
 
-from dumpminer.walk import (
+from dumpminer.slub.walk import (
     CacheLayout,
     Slab,
     WalkStats,
