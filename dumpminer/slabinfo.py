@@ -2,7 +2,9 @@
 The caches listing: ``dumpminer caches``, like /proc/slabinfo or crash's
 ``kmem -s``, sorted by memory so the leaking cache comes first.
 
-Counts come from drgn's :func:`~drgn.helpers.linux.slab.slab_cache_usage`,
+Counts come from the caches' lists, as crash's ``kmem -s`` counts them
+(:func:`~dumpminer.caches.cache_usage`; not drgn's ``slab_cache_usage``, which
+overcounts on many CPUs),
 merged caches from :func:`~drgn.helpers.linux.slab.get_slab_cache_aliases`,
 and the kernel's own total (the ``Slab:`` line of /proc/meminfo) from
 :func:`~drgn.helpers.linux.slab.slab_total_usage`, to check the sum against.
@@ -100,6 +102,9 @@ def _row(line: CacheLine) -> dict[str, Any]:
         "object_size": u.object_size,
         "stride": u.stride,
         "allocated": u.allocated,
+        # False: a list or counter could not be read whole: allocated is not exact.
+        "allocated_exact": u.exact,
+        "allocated_damage": u.inexact_why,
         "total": u.total,
         "slabs": u.slabs,
         "pages_per_slab": u.pages_per_slab,
@@ -126,9 +131,10 @@ def render_slab_info(info: SlabInfo, fmt: str, top: int | None = None) -> str:
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([*columns, "memory", "aliases"])
+        writer.writerow([*columns, "memory", "aliases", "allocated_exact"])
         for r in rows:
-            cells = [r[c] for c in columns] + [r["memory"], " ".join(r["aliases"])]
+            cells = [r[c] for c in columns] + [r["memory"], " ".join(r["aliases"]),
+                                               r["allocated_exact"]]
             writer.writerow([csv_cell(cell) for cell in cells])
         return out.getvalue()
     if fmt == "markdown":
@@ -136,6 +142,7 @@ def render_slab_info(info: SlabInfo, fmt: str, top: int | None = None) -> str:
         for r in rows:
             cells = [str(r[c]) for c in columns] + [" ".join(r["aliases"])]
             lines.append("| " + " | ".join(markdown_escape(c) for c in cells) + " |")
+        lines += [markdown_escape(line) for line in _damage_lines(rows)]
         return "\n".join(lines) + "\n"
     header = f"{'NAME':<24} {'OBJSIZE':>7} {'ALLOCATED':>10} {'TOTAL':>10} {'SLABS':>7} "
     header += f"{'MEMORY':>10} {'SHARE':>6}  ALIASES"
@@ -151,6 +158,16 @@ def render_slab_info(info: SlabInfo, fmt: str, top: int | None = None) -> str:
         f"Slab: in /proc/meminfo {human(info.kernel_slab_memory)}, which also counts "
         "kmalloc() too large for any cache (docs/triage.md)"
     )
+    lines += [terminal_escape(line) for line in _damage_lines(rows)]
     for address, error in info.unreadable:
         lines.append(terminal_escape(f"unreadable cache at {address:#x}: {error}"))
     return "\n".join(lines) + "\n"
+
+
+def _damage_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per cache whose allocated count is not exact, saying why."""
+    return [
+        f"{r['name']}: allocated {r['allocated']} is not exact: {r['allocated_damage']}"
+        for r in rows
+        if not r["allocated_exact"]
+    ]

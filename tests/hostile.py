@@ -145,3 +145,46 @@ def relayout(src: str, dst: Path, last: list[tuple[int, int]]) -> int:
                 fout.write(chunk)
                 left -= len(chunk)
     return moved_at
+
+
+def without_pages(src: str, dst: Path, holes: list[int], page_size: int = 4096) -> None:
+    """
+    Write a copy of the ELF core *src* to *dst* that lacks the physical pages
+    starting at *holes*: the program headers are split around them, as if the
+    dump had never held them (a dump cut short, a filtered page), while every
+    other byte stays at its physical address.
+    """
+    ehdr, segments = read_segments(src)
+    new: list[Segment] = []
+    for seg in segments:
+        pieces = [(seg.paddr, seg.paddr + seg.filesz)]
+        if seg.type == PT_LOAD:
+            for hole in sorted(holes):
+                cut = []
+                for lo, hi in pieces:
+                    if lo <= hole < hi:
+                        cut += [(lo, hole), (hole + page_size, hi)]
+                    else:
+                        cut.append((lo, hi))
+                pieces = [(lo, hi) for lo, hi in cut if hi > lo]
+        for lo, hi in pieces:
+            delta = lo - seg.paddr
+            vaddr = seg.vaddr + delta if seg.vaddr else 0
+            size = hi - lo if seg.type == PT_LOAD else seg.filesz
+            memsz = size if seg.type == PT_LOAD else seg.memsz
+            new.append(Segment(seg.type, seg.flags, seg.offset + delta, vaddr, lo, size, memsz,
+                               seg.align))
+    # The original bytes follow the new headers, shifted by a whole number of pages.
+    table = 64 + len(new) * _PHDR.size
+    shift = -(-table // page_size) * page_size
+    new = [Segment(s.type, s.flags, s.offset + shift, s.vaddr, s.paddr, s.filesz, s.memsz,
+                   s.align) for s in new]  # fmt: skip
+    head = bytearray(ehdr)
+    struct.pack_into("<Q", head, 32, 64)  # e_phoff
+    struct.pack_into("<Q", head, 40, 0)  # e_shoff: no section headers
+    struct.pack_into("<HHH", head, 58, 0, 0, 0)  # e_shentsize, e_shnum, e_shstrndx
+    struct.pack_into("<HH", head, 54, _PHDR.size, len(new))
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        fout.write(bytes(head) + b"".join(s.pack() for s in new))
+        fout.write(bytes(shift - fout.tell()))
+        shutil.copyfileobj(fin, fout, 16 << 20)
