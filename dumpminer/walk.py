@@ -751,23 +751,28 @@ def _read_kfence_slab(
 ) -> Slab | None:
     """
     The one object of a KFENCE page, at the address its ``kfence_metadata``
-    gives (either end of the page), allocated when the metadata says so (a
+    gives (either end of the page), when the metadata says it is allocated (a
     freed KFENCE object keeps its page's cache and an empty freelist). None
-    for a page of another cache's object, an unused one, or bad metadata.
+    for a freed object, another cache's, an unused page, or bad metadata.
     """
     obj = pool.objects.get(virt)
     if obj is None:
         if virt in pool.bad_pages:
             stats.corrupt(page.address)
         return None
-    if obj.cache != layout.address:
+    if obj.cache != layout.address or not obj.allocated:
+        # A freed object's page is protected (unmapped): there is nothing to read.
         return None
-    reader = memory_reader(prog)
+    # Only the object's own page is mapped: the guard pages around it are not,
+    # and bytes of the object's stride or context past the page read as zeros.
+    start, end = obj.address - before, obj.address + layout.stride + after
+    lo, hi = max(start, virt), min(end, virt + pool.page_size)
     try:
-        data = reader.read(obj.address - before, before + layout.stride + after)
+        inside = memory_reader(prog).read(lo, hi - lo) if hi > lo else b""
     except FaultError:
         stats.fault(page.address)
         return None
+    data = bytes(lo - start) + inside + bytes(end - hi)
     return Slab(
         address=page.address,
         layout=layout,

@@ -51,6 +51,9 @@ INIT_SOURCE = HERE / "init" / "init.c"
 SERIES_METAPACKAGES = {
     "6.1": "linux-image-cloud-amd64",
     "6.12": "linux-image-6.12-cloud-amd64",
+    # Debian's generic flavour of 6.12: the one Debian kernel here built with KFENCE
+    # (CONFIG_KFENCE=y, sample interval 0: off unless kfence.sample_interval is given).
+    "6.12-generic": "linux-image-6.12-amd64",
 }
 DEFAULT_SERIES = "6.1"
 
@@ -59,7 +62,7 @@ DEFAULT_SERIES = "6.1"
 # takes slab pages whose page->mapping word happens to have bit 0 set for anonymous
 # user pages, so level 8 (user pages) drops real slab pages (even the page holding a
 # kmem_cache name, and drgn's find_slab_cache then faults). 23 = 31 without user pages.
-FILTER_DUMP_LEVEL = {"6.1": 31, "6.12": 23}
+FILTER_DUMP_LEVEL = {"6.1": 31, "6.12": 23, "6.12-generic": 23}
 
 READY_MARKER = "DUMPMINER-READY"
 ERROR_MARKER = "DUMPMINER-ERROR"
@@ -118,6 +121,9 @@ class SampleSpec:
     #: spreads its records over every online CPU (see leaky_agent.c).
     cpus: int = 1
     numa_nodes: int = 1
+    #: Microseconds the module sleeps between chunks (leaky_agent.pace_us), so that a
+    #: timer-driven sampler (KFENCE's) lets some of its allocations through.
+    pace_us: int = 0
     #: The dumps made: QEMU's kdump-zlib, its ELF, and makedumpfile's filtered copy of the
     #: ELF. A guest of many GiB is dumped as kdump only: its ELF would be as large as it.
     formats: tuple[str, ...] = ("kdump", "elf", "makedumpfile")
@@ -135,8 +141,11 @@ class SampleSpec:
 
     def params(self) -> dict[str, int]:
         """Module parameters, as passed to leaky_agent."""
-        return {"reloads": self.reloads, "counters": self.counters, "sessions": self.sessions,
-                "states": self.states, "links": self.links}
+        params = {"reloads": self.reloads, "counters": self.counters,
+                  "sessions": self.sessions, "states": self.states, "links": self.links}
+        if self.pace_us:
+            params["pace_us"] = self.pace_us
+        return params
 
 
 SAMPLES: dict[str, SampleSpec] = {
@@ -189,6 +198,14 @@ SAMPLES: dict[str, SampleSpec] = {
     "pair-new": SampleSpec(
         reloads=6000, counters=5000, sessions=0, states=2500, guest_memory_mib=512,
         boot_timeout_s=180, cpus=4, numa_nodes=2,
+    ),
+    # seed on the generic 6.12 kernel with KFENCE sampling every millisecond, the module
+    # pausing 2 ms between chunks: some records (and some decoys, then freed) are KFENCE
+    # objects, one per page of the KFENCE pool, at either end of their page.
+    "kfence": SampleSpec(
+        reloads=6000, counters=5000, sessions=3000, states=4000, guest_memory_mib=512,
+        boot_timeout_s=300, boot_options="kfence.sample_interval=1", cpus=4, numa_nodes=2,
+        pace_us=2000,
     ),
 }
 #: Samples built together by ``--sample NAME``: (old, new), described by one pair manifest.

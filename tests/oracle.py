@@ -187,6 +187,48 @@ def cpu_slab_objects(prog: drgn.Program, cache_name: str) -> list[int]:
     ]
 
 
+def kfence_objects(prog: drgn.Program, cache_name: str) -> tuple[list[int], list[int], range]:
+    """
+    The KFENCE objects of *cache_name*: (addresses of the allocated ones, addresses of
+    the freed ones, the pool's address range). Read from ``kfence_metadata`` entry by
+    entry; entry i's page is ``__kfence_pool + (i + 1) * 2 * PAGE_SIZE``
+    (mm/kfence/core.c), and the array ends where an entry's ``addr`` leaves its page.
+    """
+    pool = prog["__kfence_pool"].value_()
+    page = prog["PAGE_SIZE"].value_()
+    meta = prog["kfence_metadata"]
+    cache = find_slab_cache(prog, cache_name).value_()
+    allocated_state = prog.constant("KFENCE_OBJECT_ALLOCATED").value_()
+    freed_state = prog.constant("KFENCE_OBJECT_FREED").value_()
+    allocated, freed = [], []
+    index = 0
+    while True:
+        entry = meta[index]
+        own = pool + (index + 1) * 2 * page
+        address = entry.addr.value_()
+        if not own <= address < own + page:
+            break
+        if entry.cache.value_() == cache:
+            if entry.state.value_() == allocated_state:
+                allocated.append(address)
+            elif entry.state.value_() == freed_state:
+                freed.append(address)
+        index += 1
+    return sorted(allocated), sorted(freed), range(pool, pool + (index + 1) * 2 * page)
+
+
+def kfence_aware_objects(prog: drgn.Program, cache_name: str) -> list[int]:
+    """
+    The allocated objects of *cache_name*, KFENCE's at their real address: drgn's
+    enumeration takes each KFENCE page as a slab of one object at the page's start,
+    allocated even once freed; those are replaced by ``kfence_metadata``'s allocated
+    objects.
+    """
+    allocated, _, pool = kfence_objects(prog, cache_name)
+    outside = [a for a in allocated_objects(prog, cache_name) if a not in pool]
+    return sorted(outside + allocated)
+
+
 def planted_placement(
     prog: drgn.Program, cache_name: str, magic: int | None
 ) -> dict[str, dict[int, int]]:

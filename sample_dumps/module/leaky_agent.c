@@ -16,6 +16,8 @@
  *             (see state_name()): a leak whose strings differ in words, not numbers
  *   links     kmalloc-96 records holding no text at all, only pointers (struct link_rec):
  *             a string-less leak, every record pointing at the module static agent_table
+ *   pace_us   microseconds to sleep between chunks (0: none), so that KFENCE's sampler
+ *             (kfence.sample_interval) gets to turn some of the records into KFENCE objects
  * Read-only results: planted32, planted64, planted128, planted96 (records allocated),
  * decoys (decoy objects allocated and freed), cpus_used and nodes_used (online CPUs the
  * records were spread over, and their NUMA nodes).
@@ -50,6 +52,7 @@
 #include <linux/types.h>
 #include <linux/workqueue.h>
 #include <linux/cpumask.h>
+#include <linux/delay.h>
 #include <linux/nodemask.h>
 
 #define RULE_MAGIC	0xa5d7	/* little endian: bytes d7 a5, not printable */
@@ -158,6 +161,10 @@ MODULE_PARM_DESC(states, "leaked kmalloc-128 records /opt/agent/state/<name>.jso
 static uint links = 3000;
 module_param(links, uint, 0444);
 MODULE_PARM_DESC(links, "leaked kmalloc-96 records holding only pointers (struct link_rec)");
+
+static uint pace_us;
+module_param(pace_us, uint, 0444);
+MODULE_PARM_DESC(pace_us, "microseconds to sleep between chunks (lets KFENCE sample some)");
 
 static ulong planted32;
 module_param(planted32, ulong, 0444);
@@ -283,6 +290,8 @@ static int spread(int (*plant)(struct chunk *chunk), uint total, uint per_chunk)
 		if (err)
 			return err;
 		cpu = next_cpu(cpu);
+		if (pace_us)
+			usleep_range(pace_us, pace_us + pace_us / 4);
 		cond_resched();
 	}
 	return 0;
