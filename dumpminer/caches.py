@@ -50,11 +50,13 @@ def readable_caches(prog: Program) -> dict[str, Object]:
     caches cannot be asked for by name, and are left out here.
     """
     caches: dict[str, Object] = {}
+    unnamed: list[int] = []
     for cache in for_each_slab_cache(prog):
         try:
             caches[cache_name(cache)] = cache
         except FaultError:
-            continue
+            unnamed.append(cache.value_())
+    prog.cache["dumpminer_unnamed_caches"] = unnamed
     return caches
 
 
@@ -71,7 +73,7 @@ def resolve_caches(prog: Program, name: str) -> list[Object]:
         return [caches[wanted]]
     try:
         aliases = get_slab_cache_aliases(prog)
-    except (LookupError, ValueError):  # Needs CONFIG_SLUB and CONFIG_SYSFS.
+    except (LookupError, ValueError, FaultError):  # CONFIG_SLUB, CONFIG_SYSFS; a cut dump
         aliases = {}
     if wanted in aliases and aliases[wanted] in caches:
         return [caches[aliases[wanted]]]
@@ -88,6 +90,12 @@ def resolve_caches(prog: Program, name: str) -> list[Object]:
     near = difflib.get_close_matches(modern_name(name.lower()), list(lowered), n=5, cutoff=0.6)
     close = [lowered[n] for n in near]
     hint = f"; closest: {', '.join(close)}" if close else ""
+    unnamed = prog.cache.get("dumpminer_unnamed_caches", [])
+    if unnamed:
+        raise KernelDataError(
+            f"no readable slab cache named {name!r}: the dump lacks the names of "
+            f"{len(unnamed)} caches (a dump cut short?), and it may be one of them{hint}"
+        )
     raise UnknownCacheError(f"no slab cache named {name!r} in this dump{hint}")
 
 

@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from drgn import Program
+from drgn import FaultError, Program
 from drgn.helpers.linux.slab import for_each_slab_cache, get_slab_cache_aliases, slab_total_usage
 
 from dumpminer.caches import CacheUsage, cache_usage
@@ -66,10 +66,12 @@ def slab_info(prog: Program) -> SlabInfo:
             usages.append(cache_usage(cache))
         except KernelDataError as e:
             unreadable.append((cache.value_(), str(e)))
+        except FaultError as e:  # its name or struct kmem_cache: a dump cut short
+            unreadable.append((cache.value_(), f"unreadable: {e}"))
     merged: dict[str, list[str]] = {}
     try:
         aliases = get_slab_cache_aliases(prog)
-    except (LookupError, ValueError):  # Needs CONFIG_SLUB and CONFIG_SYSFS.
+    except (LookupError, ValueError, FaultError):  # CONFIG_SLUB, CONFIG_SYSFS; a cut dump
         aliases = {}
     for alias, target in aliases.items():
         merged.setdefault(target, []).append(alias)

@@ -177,9 +177,18 @@ def test_looping_cpu_partial_list(
              "--vmlinux", sample_manifest["vmlinux"], "--format", "json"],
             capture_output=True, text=True, timeout=600, check=False,
         )  # fmt: skip
+        table = subprocess.run(
+            [sys.executable, "-m", "dumpminer.cli", "caches", str(damaged),
+             "--vmlinux", sample_manifest["vmlinux"]],
+            capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
     finally:
         patch(damaged, segments, phys, original)
     assert code == 0, stderr
+    assert table.returncode == 0, table.stderr
+    assert any(line.startswith(f"{name}: allocated ") and " is not exact: " in line
+               and f"cpu {cpu}: partial list loops" in line
+               for line in table.stdout.splitlines()), table.stdout[-2000:]  # fmt: skip
     assert report is not None
     errors = report["scan"]["cpu_freelist_errors"]
     assert any(e.startswith(f"{name} cpu {cpu}: partial list loops after 1 slabs")
@@ -237,7 +246,8 @@ def test_ninety_percent_elf_copy(
     """
     A copy of the ELF dump cut at 90% loses the top of memory: node 1's page array and
     the per-CPU areas of CPUs 2 and 3 (node 1's). The run goes on (exit 10: partial, not
-    9), names the CPUs whose per-CPU areas are missing, and walks what it reaches.
+    9), names the CPUs whose per-CPU areas are missing, and walks what it reaches;
+    ``caches`` lists every cache it can read (exit 0), naming what each count misses.
     """
     cut = tmp_path / "cut.vmcore"
     size = Path(elf).stat().st_size
@@ -252,3 +262,13 @@ def test_ninety_percent_elf_copy(
                    for e in errors), errors  # fmt: skip
     assert report["scan"]["objects_scanned"] > 0
     assert "page array" in report["progress"]["incomplete_dump"]
+    # caches lists what it can read, and says which counts are not exact and why.
+    listing = subprocess.run(
+        [sys.executable, "-m", "dumpminer.cli", "caches", str(cut),
+         "--vmlinux", sample_manifest["vmlinux"], "--format", "json"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert listing.returncode == 0, listing.stderr
+    row = next(r for r in json.loads(listing.stdout)["caches"] if r["name"] == "kmalloc-32")
+    assert row["allocated_exact"] is False
+    assert "cpu 2: per-CPU area unreadable" in row["allocated_damage"]
