@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from drgn import FaultError, Object, Program
 from drgn.helpers.linux.slab import (
-    for_each_slab_cache,
     get_slab_cache_aliases,
     slab_cache_objects_per_slab,
     slab_cache_pages_per_slab,
@@ -51,13 +50,49 @@ def readable_caches(prog: Program) -> dict[str, Object]:
     """
     caches: dict[str, Object] = {}
     unnamed: list[int] = []
-    for cache in for_each_slab_cache(prog):
+    for cache in slab_caches_reached(prog):
         try:
             caches[cache_name(cache)] = cache
         except FaultError:
             unnamed.append(cache.value_())
     prog.cache["dumpminer_unnamed_caches"] = unnamed
     return caches
+
+
+def slab_caches_reached(prog: Program) -> list[Object]:
+    """
+    The caches on ``slab_caches``, in list order, as drgn's
+    :func:`for_each_slab_cache` gives them when the list is whole. When a link
+    faults (a ``struct kmem_cache`` in memory the dump lacks), the list is also
+    followed backwards from its head up to the break: every cache but those
+    past an unreadable one. Raises FaultError when the head is unreadable.
+    (New caches go to the list's front: a dump cut short loses them first.)
+    """
+    from drgn import container_of
+
+    head = prog["slab_caches"].address_of_()
+    first, last = head.next.read_(), head.prev.read_()
+    forward: list[Object] = []
+    seen: set[int] = set()
+    try:
+        pos = first
+        while pos != head:
+            seen.add(pos.value_())
+            forward.append(container_of(pos, "struct kmem_cache", "list"))
+            pos = pos.next.read_()
+        return forward
+    except FaultError:
+        pass
+    backward: list[Object] = []
+    try:
+        pos = last
+        while pos != head and pos.value_() not in seen:
+            seen.add(pos.value_())
+            backward.append(container_of(pos, "struct kmem_cache", "list"))
+            pos = pos.prev.read_()
+    except FaultError:
+        pass
+    return forward + backward[::-1]
 
 
 def resolve_caches(prog: Program, name: str) -> list[Object]:

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drgn import FaultError, Program
-from drgn.helpers.linux.slab import for_each_slab_cache, get_slab_cache_aliases, slab_total_usage
+from drgn.helpers.linux.slab import get_slab_cache_aliases, slab_total_usage
 
-from dumpminer.caches import CacheUsage, cache_usage
+from dumpminer.caches import CacheUsage, cache_usage, slab_caches_reached
 from dumpminer.errors import KernelDataError
 from dumpminer.report import csv_cell, markdown_escape, terminal_escape
 
@@ -61,7 +61,7 @@ def slab_info(prog: Program) -> SlabInfo:
     """Count every cache in *prog* and sort by memory, descending."""
     usages = []
     unreadable = []
-    for cache in for_each_slab_cache(prog):
+    for cache in slab_caches_reached(prog):
         try:
             usages.append(cache_usage(cache))
         except KernelDataError as e:

@@ -807,14 +807,15 @@ def _unheld_frozen_slabs(
         ]
         lost += [page.address for page in frozen]
         cpus = ", ".join(str(cpu) for cpu in layout.unread_cpus)
-        named = ", ".join(f"{page.address:#x}" for page in frozen[:NAMED_SLABS])
-        message = (
-            f"{layout.name} cpu {cpus}: per-CPU area unreadable: {len(frozen)} frozen slabs "
-            f"({sum(page.objects for page in frozen)} objects) that no readable CPU holds "
-            f"are left out of the walk: {named or 'none'}"
-        )
-        if frozen and message not in stats.cpu_errors:
-            stats.cpu_errors.append(message)
+        # One line per slab: workers walking parts of the cache each name theirs.
+        for page in frozen[:NAMED_SLABS]:
+            message = (
+                f"{layout.name} cpu {cpus}: per-CPU area unreadable: frozen slab "
+                f"{page.address:#x} ({page.objects} objects), which no readable CPU holds, "
+                "is left out of the walk"
+            )
+            if message not in stats.cpu_errors:
+                stats.cpu_errors.append(message)
     return lost
 
 
