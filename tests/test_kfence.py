@@ -1,6 +1,6 @@
 """KFENCE objects: the placement rule on numbers, and a real dump with KFENCE on.
 
-The rule (dumpminer/kfence.py), as the kernel writes it:
+The rule (dumpminer/slub/kfence.py), as the kernel writes it:
 
 mm/kfence/core.c (since 5.12, commit 0ce20dd84089): object i has page
 ``pool + (i + 1) * 2 * PAGE_SIZE``; ``addr_to_metadata()`` maps an address back with
@@ -20,7 +20,7 @@ from typing import Any
 import oracle
 import pytest
 
-from dumpminer.kfence import metadata_index, placement_ok
+from dumpminer.slub.kfence import metadata_index, placement_ok
 
 POOL = 0xFFFF_8880_0400_0000
 PAGE = 4096
