@@ -206,6 +206,23 @@ def _mine(prog: Program, cache: str, run: MineOptions, dump: Dump | None) -> Rep
     return replace(report, late_signals=(*stats.late_signals, *late))
 
 
+def walked_every_slab(stats: WalkStats, progress: Progress, sample: SampleSpec | None) -> bool:
+    """
+    Whether the walk read every slab of the cache and knew which objects were
+    free in each: then the objects it found are the allocated ones, exactly
+    (what drgn's enumeration yields), and no counter is needed.
+    """
+    return (
+        sample is None
+        and progress.interrupted is None
+        and progress.incomplete is None
+        and stats.faults == 0
+        and stats.corrupt_slabs == 0
+        and stats.cpu_slabs_lost == 0
+        and not stats.cpu_areas_unread
+    )
+
+
 def _report(
     prog: Program,
     cache: str,
@@ -226,15 +243,18 @@ def _report(
     if options.per_slab:
         for cluster, spread in zip(clusters, tally.cluster_spreads(clusters), strict=True):
             cluster.slab_square, cluster.slab_cross = spread.square, spread.cross
+    walked_all = walked_every_slab(stats, progress, sample)
     return Report(
         dump=_dump_facts(prog, dump),
         cache=CacheFacts(
             name=cache,
             caches=tuple(u.name for u in usages),
             object_size=max(u.object_size for u in usages),
-            allocated=sum(u.allocated for u in usages),
+            allocated=stats.objects_scanned if walked_all else sum(u.allocated for u in usages),
             total=sum(u.total for u in usages),
             slabs=sum(u.slabs for u in usages),
+            allocated_from="walk" if walked_all else "lists",
+            allocated_exact=walked_all or all(u.exact for u in usages),
         ),
         scan=ScanFacts(
             objects_scanned=stats.objects_scanned,

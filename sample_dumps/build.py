@@ -41,7 +41,7 @@ from typing import Any
 
 SCHEMA = "dumpminer.sample/1"
 # Bump when a build step changes what ends up in the dumps or the manifest.
-BUILDER_REVISION = 1
+BUILDER_REVISION = 2
 
 HERE = Path(__file__).resolve().parent
 MODULE_SOURCES = (HERE / "module" / "leaky_agent.c", HERE / "module" / "Kbuild")
@@ -52,6 +52,9 @@ SERIES_METAPACKAGES = {
     "6.1": "linux-image-cloud-amd64",
     "6.12": "linux-image-6.12-cloud-amd64",
     "5.10": "linux-image-cloud-amd64",  # in bullseye (FOREIGN_SUITES)
+    # Debian's generic flavour of 6.12: the one Debian kernel here built with KFENCE
+    # (CONFIG_KFENCE=y, sample interval 0: off unless kfence.sample_interval is given).
+    "6.12-generic": "linux-image-6.12-amd64",
 }
 DEFAULT_SERIES = "6.1"
 
@@ -69,7 +72,7 @@ DEBIAN_MIRROR = "http://deb.debian.org/debian"
 # user pages, so level 8 (user pages) drops real slab pages (even the page holding a
 # kmem_cache name, and drgn's find_slab_cache then faults). 23 = 31 without user pages.
 # 5.10 keeps PG_slab as a page flag, as 6.1 does: 31 keeps every slab page there.
-FILTER_DUMP_LEVEL = {"6.1": 31, "6.12": 23, "5.10": 31}
+FILTER_DUMP_LEVEL = {"6.1": 31, "6.12": 23, "5.10": 31, "6.12-generic": 23}
 
 READY_MARKER = "DUMPMINER-READY"
 ERROR_MARKER = "DUMPMINER-ERROR"
@@ -123,27 +126,50 @@ class SampleSpec:
     #: Extra kernel command line, e.g. "slub_debug=FZPU" (red zones, poison, tracks).
     boot_options: str = ""
     links: int = 3000  # kmalloc-96 struct link_rec records: pointers only, no text
+    #: Guest topology: vCPUs (``-smp``) and NUMA nodes, the vCPUs and the memory split
+    #: evenly over the nodes (node 0 gets CPUs 0..cpus/nodes-1, and so on). The module
+    #: spreads its records over every online CPU (see leaky_agent.c).
+    cpus: int = 1
+    numa_nodes: int = 1
+    #: Microseconds the module sleeps between chunks (leaky_agent.pace_us), so that a
+    #: timer-driven sampler (KFENCE's) lets some of its allocations through.
+    pace_us: int = 0
     #: The dumps made: QEMU's kdump-zlib, its ELF, and makedumpfile's filtered copy of the
     #: ELF. A guest of many GiB is dumped as kdump only: its ELF would be as large as it.
     formats: tuple[str, ...] = ("kdump", "elf", "makedumpfile")
 
+    def topology(self) -> dict[str, Any]:
+        """The manifest's "topology": vCPUs, NUMA nodes, and each node's CPUs and memory."""
+        per_node = self.cpus // self.numa_nodes
+        return {
+            "cpus": self.cpus,
+            "numa_nodes": self.numa_nodes,
+            "nodes": [{"node": n, "cpus": list(range(n * per_node, (n + 1) * per_node)),
+                       "memory_mib": self.guest_memory_mib // self.numa_nodes}
+                      for n in range(self.numa_nodes)],
+        }
+
     def params(self) -> dict[str, int]:
         """Module parameters, as passed to leaky_agent."""
-        return {"reloads": self.reloads, "counters": self.counters, "sessions": self.sessions,
-                "states": self.states, "links": self.links}
+        params = {"reloads": self.reloads, "counters": self.counters,
+                  "sessions": self.sessions, "states": self.states, "links": self.links}
+        if self.pace_us:
+            params["pace_us"] = self.pace_us
+        return params
 
 
 SAMPLES: dict[str, SampleSpec] = {
     # ~41,000 kmalloc-32, 3,000 kmalloc-64 and 4,000 kmalloc-128 records in a 512 MiB guest.
+    # 4 vCPUs on 2 NUMA nodes: every CPU's slab, freelist and partial list hold records.
     "seed": SampleSpec(
         reloads=6000, counters=5000, sessions=3000, states=4000, guest_memory_mib=512,
-        boot_timeout_s=180,
+        boot_timeout_s=180, cpus=4, numa_nodes=2,
     ),
     # seed booted with slub_debug=FZPU: every cache gets red zones, poison (objects hold
     # runs of 'k' and 'Z'), alloc/free tracks, and no cache is merged with another.
     "slub-debug": SampleSpec(
         reloads=6000, counters=5000, sessions=3000, states=4000, guest_memory_mib=512,
-        boot_timeout_s=240, boot_options="slub_debug=FZPU",
+        boot_timeout_s=240, boot_options="slub_debug=FZPU", cpus=4, numa_nodes=2,
     ),
     # 3,100,000 kmalloc-32, 20,000 kmalloc-64 and 1,000,000 string-less kmalloc-96 records
     # in a 4 GiB guest (benchmarks).
@@ -177,16 +203,44 @@ SAMPLES: dict[str, SampleSpec] = {
     # vanish (gone) and states fall (shrunk).
     "pair-old": SampleSpec(
         reloads=3000, counters=0, sessions=3000, states=4000, guest_memory_mib=512,
-        boot_timeout_s=180,
+        boot_timeout_s=180, cpus=4, numa_nodes=2,
     ),
     "pair-new": SampleSpec(
         reloads=6000, counters=5000, sessions=0, states=2500, guest_memory_mib=512,
-        boot_timeout_s=180,
+        boot_timeout_s=180, cpus=4, numa_nodes=2,
+    ),
+    # seed on the generic 6.12 kernel with KFENCE sampling every millisecond, the module
+    # pausing 2 ms between chunks: some records (and some decoys, then freed) are KFENCE
+    # objects, one per page of the KFENCE pool, at either end of their page.
+    "kfence": SampleSpec(
+        reloads=6000, counters=5000, sessions=3000, states=4000, guest_memory_mib=512,
+        boot_timeout_s=300, boot_options="kfence.sample_interval=1", cpus=4, numa_nodes=2,
+        pace_us=2000,
     ),
 }
 #: Samples built together by ``--sample NAME``: (old, new), described by one pair manifest.
 PAIRS = {"pair": ("pair-old", "pair-new")}
 PAIR_SCHEMA = "dumpminer.sample-pair/1"
+
+
+# Mirrors leaky_agent.c's spread(): records planted per work_on_cpu() chunk, and one
+# decoy (allocated, then freed) per DECOY_EVERY records of a chunk.
+CHUNK = 240
+DECOY_EVERY = 4
+
+
+def decoys(spec: SampleSpec) -> int:
+    """How many decoys the module allocates and frees again for *spec* (its decoys count)."""
+    def chunks(records: int, per_chunk: int) -> int:
+        full, rest = divmod(records, per_chunk)
+        return full * (per_chunk // DECOY_EVERY) + rest // DECOY_EVERY
+
+    sets = len(RULE_SET)
+    per_reload = CHUNK // sets
+    full, rest = divmod(spec.reloads, per_reload)
+    total = full * (per_reload * sets // DECOY_EVERY) + rest * sets // DECOY_EVERY
+    return total + sum(chunks(n, CHUNK) for n in
+                       (spec.counters, spec.sessions, spec.states, spec.links))
 
 
 def session_value(i: int) -> int:
@@ -703,12 +757,25 @@ def kernel_cmdline(spec: SampleSpec) -> str:
     return f"console=ttyS0 panic=-1 loglevel=7{extra} {params}"
 
 
+def numa_options(spec: SampleSpec) -> list[str]:
+    """QEMU options for spec's NUMA nodes: one RAM backend and one node per node."""
+    if spec.numa_nodes <= 1:
+        return []
+    options: list[str] = []
+    for node in spec.topology()["nodes"]:
+        n, cpus = node["node"], node["cpus"]
+        options += ["-object", f"memory-backend-ram,id=m{n},size={node['memory_mib']}M",
+                    "-numa", f"node,nodeid={n},cpus={cpus[0]}-{cpus[-1]},memdev=m{n}"]
+    return options
+
+
 def start_qemu(
     kernel: Kernel, initrd: Path, spec: SampleSpec, work: Path
 ) -> subprocess.Popen[bytes]:
     require_tools("qemu-system-x86_64")
     cmd = [
-        "qemu-system-x86_64", "-accel", "tcg", "-m", f"{spec.guest_memory_mib}M", "-smp", "1",
+        "qemu-system-x86_64", "-accel", "tcg", "-m", f"{spec.guest_memory_mib}M",
+        "-smp", str(spec.cpus), *numa_options(spec),
         "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
         "-append", kernel_cmdline(spec),
         "-display", "none", "-no-reboot", "-nodefaults",
@@ -899,6 +966,7 @@ def sample_key(spec: SampleSpec, release: str, dump_level: int) -> str:
         "params": spec.params(),
         "boot_options": spec.boot_options,
         "guest_memory_mib": spec.guest_memory_mib,
+        "topology": spec.topology(),
         "kernel_release": release,
         **({} if spec.formats == SampleSpec.formats else {"formats": spec.formats}),
     }, sort_keys=True)
@@ -917,12 +985,18 @@ def reusable(manifest_path: Path, key: str) -> bool:
     )
 
 
-def check_planted(counts: dict[str, int], expected: dict[str, Any], links: int,
+def check_planted(counts: dict[str, int], expected: dict[str, Any], spec: SampleSpec,
                   work: Path) -> None:
+    """The module's own counts (READY line) against what the manifest will claim."""
     got = tuple(counts.get(f"planted{size}") for size in (32, 64, 128, 96))
-    want = (*(expected[f"kmalloc-{size}"]["objects"] for size in (32, 64, 128)), links)
+    want = (*(expected[f"kmalloc-{size}"]["objects"] for size in (32, 64, 128)), spec.links)
     if got != want:
         raise BuildError(f"module planted {got}, expected {want}\n{serial_tail(work)}")
+    got_spread = (counts.get("decoys"), counts.get("cpus"), counts.get("nodes"))
+    want_spread = (decoys(spec), spec.cpus, spec.numa_nodes)
+    if got_spread != want_spread:
+        raise BuildError(f"module spread (decoys, cpus, nodes) {got_spread}, expected "
+                         f"{want_spread}\n{serial_tail(work)}")
 
 
 def boot_and_dump(kernel: Kernel, initrd: Path, spec: SampleSpec, out: Path,
@@ -935,7 +1009,7 @@ def boot_and_dump(kernel: Kernel, initrd: Path, spec: SampleSpec, out: Path,
         try:
             with step("boot to the READY marker"):
                 counts = wait_ready(qemu, work, spec.boot_timeout_s)
-            check_planted(counts, expected, spec.links, work)
+            check_planted(counts, expected, spec, work)
             qmp = Qmp(work / "qmp.sock")
             make_dumps(qmp, out, spec)
         finally:
@@ -1018,9 +1092,11 @@ def build_sample(sample: str = "seed", series: str = DEFAULT_SERIES,
             "vmlinuz": str(kernel.vmlinuz),
             "system_map": str(kernel.system_map) if kernel.system_map else None,
             "guest_memory_mib": spec.guest_memory_mib,
+            "topology": spec.topology(),
             "boot_options": spec.boot_options,
             "dumps": dump_entries(final, FILTER_DUMP_LEVEL[series], spec.formats),
-            "module": {"name": "leaky_agent", "params": spec.params()},
+            "module": {"name": "leaky_agent", "params": spec.params(),
+                       "decoys_freed": decoys(spec)},
             "planted": expected,
             "string_less": string_less(spec),
             "build_key": key,

@@ -94,3 +94,16 @@ def slub_debug_manifest() -> dict[str, Any]:
     manifest_path = build_sample("slub-debug", "6.1")
     manifest: dict[str, Any] = json.loads(Path(manifest_path).read_text())
     return manifest
+
+
+@pytest.fixture(scope="session")
+def kfence_manifest() -> dict[str, Any]:
+    """
+    The "kfence" sample: seed on Debian's generic 6.12 kernel (the one Debian kernel here
+    with CONFIG_KFENCE) booted with kfence.sample_interval=1, built on first use.
+    """
+    if "6.12" not in selected_series():
+        pytest.skip("DUMPMINER_SERIES leaves out 6.12, the series of the kfence sample")
+    manifest_path = build_sample("kfence", "6.12-generic")
+    manifest: dict[str, Any] = json.loads(Path(manifest_path).read_text())
+    return manifest

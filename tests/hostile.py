@@ -89,24 +89,34 @@ def relayout(src: str, dst: Path, last: list[tuple[int, int]]) -> int:
     """
     Write a copy of the ELF core *src* to *dst* whose memory is the same but
     whose physical ranges *last* ([start, end) pairs, sorted, page aligned,
-    inside the first PT_LOAD) are stored at the end of the file, in order.
-    Returns the file offset where the first of them starts.
+    each inside one PT_LOAD: a NUMA guest has one per node) are stored at the
+    end of the file, in order. Returns the file offset where the first of them
+    starts.
     """
     ehdr, segments = read_segments(src)
     notes = [s for s in segments if s.type == PT_NOTE]
     loads = [s for s in segments if s.type == PT_LOAD]
-    ram = loads[0]
-    pieces: list[tuple[int, int]] = []  # physical ranges of RAM, in file order
-    cursor = ram.paddr
-    for lo, hi in last:
-        assert ram.paddr <= cursor <= lo < hi <= ram.paddr + ram.filesz
-        if cursor < lo:
-            pieces.append((cursor, lo))
-        cursor = hi
-    if cursor < ram.paddr + ram.filesz:
-        pieces.append((cursor, ram.paddr + ram.filesz))
-    ordered = [(p, False) for p in pieces] + [(p, True) for p in last]
-    phnum = len(notes) + len(ordered) + len(loads) - 1
+
+    def owner(lo: int, hi: int) -> Segment:
+        for seg in loads:
+            if seg.paddr <= lo < hi <= seg.paddr + seg.filesz:
+                return seg
+        raise AssertionError(f"{lo:#x}-{hi:#x} is not inside one PT_LOAD")
+
+    kept: list[tuple[Segment, int, int]] = []  # pieces staying in place, in file order
+    for seg in loads:
+        cursor = seg.paddr
+        for lo, hi in last:
+            if owner(lo, hi) is not seg:
+                continue
+            assert cursor <= lo
+            if cursor < lo:
+                kept.append((seg, cursor, lo))
+            cursor = hi
+        if cursor < seg.paddr + seg.filesz:
+            kept.append((seg, cursor, seg.paddr + seg.filesz))
+    moved = [(owner(lo, hi), lo, hi) for lo, hi in last]
+    phnum = len(notes) + len(kept) + len(moved)
     pos = 64 + phnum * _PHDR.size
     new: list[Segment] = []
     copies: list[tuple[int, int, int]] = []  # (source offset, length, dest offset)
@@ -114,7 +124,6 @@ def relayout(src: str, dst: Path, last: list[tuple[int, int]]) -> int:
         new.append(Segment(PT_NOTE, note.flags, pos, 0, 0, note.filesz, note.memsz, note.align))
         copies.append((note.offset, note.filesz, pos))
         pos += note.filesz
-    moved_at = 0
 
     def add(seg: Segment, lo: int, hi: int) -> None:
         nonlocal pos
@@ -123,13 +132,11 @@ def relayout(src: str, dst: Path, last: list[tuple[int, int]]) -> int:
         copies.append((seg.offset + lo - seg.paddr, hi - lo, pos))
         pos += hi - lo
 
-    for (lo, hi), moved in ordered:
-        if moved and not moved_at:
-            # Other PT_LOADs (the BIOS ROM) go before the moved ranges.
-            for seg in loads[1:]:
-                add(seg, seg.paddr, seg.paddr + seg.filesz)
-            moved_at = pos
-        add(ram, lo, hi)
+    for seg, lo, hi in kept:
+        add(seg, lo, hi)
+    moved_at = pos
+    for seg, lo, hi in moved:
+        add(seg, lo, hi)
     head = bytearray(ehdr)
     struct.pack_into("<Q", head, 32, 64)  # e_phoff
     struct.pack_into("<HH", head, 54, _PHDR.size, phnum)
@@ -145,3 +152,46 @@ def relayout(src: str, dst: Path, last: list[tuple[int, int]]) -> int:
                 fout.write(chunk)
                 left -= len(chunk)
     return moved_at
+
+
+def without_pages(src: str, dst: Path, holes: list[int], page_size: int = 4096) -> None:
+    """
+    Write a copy of the ELF core *src* to *dst* that lacks the physical pages
+    starting at *holes*: the program headers are split around them, as if the
+    dump had never held them (a dump cut short, a filtered page), while every
+    other byte stays at its physical address.
+    """
+    ehdr, segments = read_segments(src)
+    new: list[Segment] = []
+    for seg in segments:
+        pieces = [(seg.paddr, seg.paddr + seg.filesz)]
+        if seg.type == PT_LOAD:
+            for hole in sorted(holes):
+                cut = []
+                for lo, hi in pieces:
+                    if lo <= hole < hi:
+                        cut += [(lo, hole), (hole + page_size, hi)]
+                    else:
+                        cut.append((lo, hi))
+                pieces = [(lo, hi) for lo, hi in cut if hi > lo]
+        for lo, hi in pieces:
+            delta = lo - seg.paddr
+            vaddr = seg.vaddr + delta if seg.vaddr else 0
+            size = hi - lo if seg.type == PT_LOAD else seg.filesz
+            memsz = size if seg.type == PT_LOAD else seg.memsz
+            new.append(Segment(seg.type, seg.flags, seg.offset + delta, vaddr, lo, size, memsz,
+                               seg.align))
+    # The original bytes follow the new headers, shifted by a whole number of pages.
+    table = 64 + len(new) * _PHDR.size
+    shift = -(-table // page_size) * page_size
+    new = [Segment(s.type, s.flags, s.offset + shift, s.vaddr, s.paddr, s.filesz, s.memsz,
+                   s.align) for s in new]  # fmt: skip
+    head = bytearray(ehdr)
+    struct.pack_into("<Q", head, 32, 64)  # e_phoff
+    struct.pack_into("<Q", head, 40, 0)  # e_shoff: no section headers
+    struct.pack_into("<HHH", head, 58, 0, 0, 0)  # e_shentsize, e_shnum, e_shstrndx
+    struct.pack_into("<HH", head, 54, _PHDR.size, len(new))
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        fout.write(bytes(head) + b"".join(s.pack() for s in new))
+        fout.write(bytes(shift - fout.tell()))
+        shutil.copyfileobj(fin, fout, 16 << 20)

@@ -80,7 +80,19 @@ def allocated_objects(prog: drgn.Program, cache_name: str) -> list[int]:
 
 
 def allocated_count(prog: drgn.Program, cache_name: str) -> int:
-    """Allocated objects of *cache_name* by drgn's ``slab_cache_usage``."""
+    """
+    Allocated objects of *cache_name*: those drgn's enumeration
+    (``slab_cache_for_each_allocated_object``) yields. Not drgn's
+    ``slab_cache_usage``, whose count is wrong on many CPUs: it takes an
+    active slab's ``inuse`` as full, missing the objects other CPUs freed
+    into it (see :func:`usage_count`).
+    """
+    cache = find_slab_cache(prog, cache_name)
+    return sum(1 for _ in slab_cache_for_each_allocated_object(cache, "void"))
+
+
+def usage_count(prog: drgn.Program, cache_name: str) -> int:
+    """Allocated objects of *cache_name* by drgn's ``slab_cache_usage`` (counters)."""
     usage = slab_cache_usage(find_slab_cache(prog, cache_name))
     return int(usage.num_objs - usage.free_objs)
 
@@ -186,6 +198,98 @@ def cpu_slab_objects(prog: drgn.Program, cache_name: str) -> list[int]:
         for address in allocated_objects(prog, cache_name)
         if any(start <= address < start + span for start in starts)
     ]
+
+
+def kfence_objects(prog: drgn.Program, cache_name: str) -> tuple[list[int], list[int], range]:
+    """
+    The KFENCE objects of *cache_name*: (addresses of the allocated ones, addresses of
+    the freed ones, the pool's address range). Read from ``kfence_metadata`` entry by
+    entry; entry i's page is ``__kfence_pool + (i + 1) * 2 * PAGE_SIZE``
+    (mm/kfence/core.c), and the array ends where an entry's ``addr`` leaves its page.
+    """
+    pool = prog["__kfence_pool"].value_()
+    page = prog["PAGE_SIZE"].value_()
+    meta = prog["kfence_metadata"]
+    cache = find_slab_cache(prog, cache_name).value_()
+    allocated_state = prog.constant("KFENCE_OBJECT_ALLOCATED").value_()
+    freed_state = prog.constant("KFENCE_OBJECT_FREED").value_()
+    allocated, freed = [], []
+    index = 0
+    while True:
+        entry = meta[index]
+        own = pool + (index + 1) * 2 * page
+        address = entry.addr.value_()
+        if not own <= address < own + page:
+            break
+        if entry.cache.value_() == cache:
+            if entry.state.value_() == allocated_state:
+                allocated.append(address)
+            elif entry.state.value_() == freed_state:
+                freed.append(address)
+        index += 1
+    return sorted(allocated), sorted(freed), range(pool, pool + (index + 1) * 2 * page)
+
+
+def kfence_aware_objects(prog: drgn.Program, cache_name: str) -> list[int]:
+    """
+    The allocated objects of *cache_name*, KFENCE's at their real address: drgn's
+    enumeration takes each KFENCE page as a slab of one object at the page's start,
+    allocated even once freed; those are replaced by ``kfence_metadata``'s allocated
+    objects.
+    """
+    allocated, _, pool = kfence_objects(prog, cache_name)
+    outside = [a for a in allocated_objects(prog, cache_name) if a not in pool]
+    return sorted(outside + allocated)
+
+
+def planted_placement(
+    prog: drgn.Program, cache_name: str, magic: int | None
+) -> dict[str, dict[int, int]]:
+    """
+    Where the allocated records of *cache_name* (those whose u16 at offset 2
+    is *magic*; every allocated object when *magic* is None) lie: per CPU, in
+    its active slab (``active``) and on its partial list (``cpu_partial``);
+    per node, on its partial list (``node_partial``); and per CPU, the length
+    of its lockless freelist being non-zero (``freelist``: 1 or 0).
+    """
+    from drgn.helpers.linux.cpumask import for_each_online_cpu
+    from drgn.helpers.linux.list import list_for_each_entry
+    from drgn.helpers.linux.mm import page_to_virt
+    from drgn.helpers.linux.nodemask import for_each_online_node
+    from drgn.helpers.linux.percpu import per_cpu_ptr
+
+    cache = find_slab_cache(prog, cache_name)
+    size = cache.size.value_()
+    allocated = {o.value_() for o in slab_cache_for_each_allocated_object(cache, "void")}
+
+    def planted(slab: drgn.Object) -> int:
+        start = page_to_virt(drgn.cast("struct page *", slab)).value_()
+        count = 0
+        for address in range(start, start + size * slab.objects.value_(), size):
+            if address in allocated and (
+                magic is None or int.from_bytes(prog.read(address + 2, 2), "little") == magic
+            ):
+                count += 1
+        return count
+
+    out: dict[str, dict[int, int]] = {
+        "active": {}, "cpu_partial": {}, "node_partial": {}, "freelist": {}
+    }
+    for cpu in for_each_online_cpu(prog):
+        this = per_cpu_ptr(cache.cpu_slab, cpu)
+        out["active"][cpu] = planted(this.slab) if this.slab else 0
+        out["freelist"][cpu] = int(bool(this.freelist))
+        total, slab = 0, this.partial.read_()
+        while slab:
+            total += planted(slab)
+            slab = slab.next.read_()
+        out["cpu_partial"][cpu] = total
+    for node in for_each_online_node(prog):
+        head = cache.node[node].partial.address_of_()
+        out["node_partial"][node] = sum(
+            planted(slab) for slab in list_for_each_entry("struct slab", head, "slab_list")
+        )
+    return out
 
 
 # --------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import drgn
 import pytest
 from conftest import default_sigint, unprivileged
 from drgn.helpers.linux.slab import for_each_slab_cache, slab_cache_usage
-from oracle import count_records
+from oracle import allocated_count, count_records
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 180
@@ -487,7 +487,7 @@ def test_glob_matching_several_caches(sample_manifest: dict[str, Any], open_prog
     names = [c.name.string_().decode() for c in matched]
     assert len(names) >= 2 and CACHE in names, names
     usage = [slab_cache_usage(c) for c in matched]
-    allocated = sum(u.num_objs - u.free_objs for u in usage)
+    allocated = sum(allocated_count(prog, name) for name in names)
     report = json_report(sample_manifest, "--cache", "kmalloc-*32")
     assert report["cache"]["caches"] == names
     assert report["cache"]["allocated"] == allocated

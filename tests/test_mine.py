@@ -90,16 +90,24 @@ def test_walker_finds_exactly_drgns_objects(
     assert ours == theirs
     assert len(ours) == allocated == stats.objects_scanned
     assert stats.slabs == len(find_slab_pages(dump.prog, {slab_cache.value_()}, WalkStats()))
-    if merge_full:  # The leak fills whole slabs: most are read in runs.
-        assert len(walked) < stats.slabs / 2
+    if merge_full:
+        # The leak fills whole slabs: many are read in runs (most in kmalloc-32;
+        # in kmalloc-64, the decoys freed on other CPUs leave many slabs partial).
+        assert len(walked) < stats.slabs / (2 if cache_name == "kmalloc-32" else 1.2)
 
 
-@pytest.mark.parametrize("cache_name", ["kmalloc-32", "kmalloc-64"])
+@pytest.mark.parametrize("cache_name", ["kmalloc-32", "kmalloc-64", "kmalloc-96", "kmalloc-128"])
 def test_counts_equal_drgn_oracle(dump_entry: dict[str, Any], cache_name: str) -> None:
+    """
+    Fragments, objects and ``allocated`` equal drgn's enumeration (on 4 CPUs
+    and 2 nodes: every CPU's slab, freelist and partial list hold records).
+    """
     report = _mined(dump_entry["path"], dump_entry["vmlinux"], cache_name)
     addresses, oracle, allocated = _oracle(dump_entry["path"], dump_entry["vmlinux"], cache_name)
     assert report["cache"]["caches"] == [cache_name]
     assert report["cache"]["allocated"] == allocated
+    assert (report["cache"]["allocated_from"], report["cache"]["allocated_exact"]) == ("walk", True)
+    assert report["scan"]["cpu_freelist_errors"] == []
     assert report["scan"]["objects_scanned"] == len(addresses)
     assert report["scan"]["faults"] == 0
     assert report["scan"]["corrupt_slabs"] == 0

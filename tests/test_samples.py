@@ -17,7 +17,7 @@ from typing import Any
 import drgn
 import pytest
 from drgn.helpers.linux.slab import find_slab_cache, slab_cache_usage
-from oracle import count_records
+from oracle import allocated_count, count_records, planted_placement
 
 CACHES = ("kmalloc-32", "kmalloc-64")
 FORMATS = ("kdump", "elf", "makedumpfile")
@@ -120,7 +120,7 @@ def crash_kmem(vmlinux: str, vmcore: str, cache: str) -> tuple[int, int]:
 def test_crash_agrees_with_drgn(
     sample_manifest: dict[str, Any], open_prog: OpenProg, fmt: str
 ) -> None:
-    """crash's `kmem -s kmalloc-32` allocated/total equal drgn's slab_cache_usage.
+    """crash's `kmem -s kmalloc-32` allocated equals drgn's enumeration, total its counters.
 
     On 6.1 and 5.10: Debian 12's crash 8.0.2 predates 6.12 and exits 1 with no output on
     6.12 dumps, so there is nothing to compare there.
@@ -131,4 +131,44 @@ def test_crash_agrees_with_drgn(
     prog = open_prog(vmcore, sample_manifest["vmlinux"])
     usage = slab_cache_usage(find_slab_cache(prog, "kmalloc-32"))
     allocated, total = crash_kmem(sample_manifest["vmlinux"], vmcore, "kmalloc-32")
-    assert (allocated, total) == (usage.num_objs - usage.free_objs, usage.num_objs)
+    assert (allocated, total) == (allocated_count(prog, "kmalloc-32"), usage.num_objs)
+
+
+def test_topology_recorded(sample_manifest: dict[str, Any], open_prog: OpenProg) -> None:
+    """The manifest's topology is the guest's: its CPUs and NUMA nodes, as the dump shows."""
+    from drgn.helpers.linux.cpumask import for_each_online_cpu
+    from drgn.helpers.linux.nodemask import for_each_online_node
+    from drgn.helpers.linux.percpu import per_cpu
+
+    topology = sample_manifest["topology"]
+    assert (topology["cpus"], topology["numa_nodes"]) == (4, 2)
+    prog = open_prog(dump_of(sample_manifest, "kdump")["path"], sample_manifest["vmlinux"])
+    assert list(for_each_online_cpu(prog)) == list(range(topology["cpus"]))
+    assert list(for_each_online_node(prog)) == list(range(topology["numa_nodes"]))
+    for node in topology["nodes"]:
+        for cpu in node["cpus"]:
+            assert per_cpu(prog["numa_node"], cpu).value_() == node["node"]
+
+
+MAGICS = {"kmalloc-32": 0xA5D7, "kmalloc-64": 0xA5D8, "kmalloc-128": 0xA5D9, "kmalloc-96": None}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_planted_on_every_cpu_and_node(
+    sample_manifest: dict[str, Any], open_prog: OpenProg, fmt: str
+) -> None:
+    """
+    The records lie where a many-CPU walk can go wrong: in every CPU's active slab (next
+    to a lockless freelist), on every CPU's partial list, and on every node's partial
+    list, in one planted cache or another (the kernel decides which slab goes where).
+    """
+    prog = open_prog(dump_of(sample_manifest, fmt)["path"], sample_manifest["vmlinux"])
+    places: dict[str, Counter[int]] = {}
+    for cache, magic in MAGICS.items():
+        for place, counts in planted_placement(prog, cache, magic).items():
+            places.setdefault(place, Counter()).update(counts)
+    cpus = range(sample_manifest["topology"]["cpus"])
+    nodes = range(sample_manifest["topology"]["numa_nodes"])
+    for place, where in (("active", cpus), ("freelist", cpus), ("cpu_partial", cpus),
+                         ("node_partial", nodes)):
+        assert all(places[place][i] > 0 for i in where), (place, dict(places[place]))

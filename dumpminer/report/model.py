@@ -106,7 +106,12 @@ class DumpFacts:
 
 @dataclass(frozen=True)
 class CacheFacts:
-    """The ``cache`` section: the cache(s) asked for and their sizes, from drgn's counts."""
+    """
+    The ``cache`` section: the cache(s) asked for and their sizes. ``allocated``
+    is the objects the walk found when it read every slab
+    (``allocated_from="walk"``), else the cache's lists' count, as crash's
+    ``kmem -s`` makes it (``"lists"``; not exact unless ``allocated_exact``).
+    """
 
     #: As asked: an exact name, an old name or a glob.
     name: str
@@ -118,6 +123,10 @@ class CacheFacts:
     allocated: int
     total: int
     slabs: int
+    #: Where ``allocated`` comes from: "walk" or "lists".
+    allocated_from: str = "lists"
+    #: False when ``allocated`` is not exact (a list or counter could not be read whole).
+    allocated_exact: bool = True
 
     def to_json(self) -> dict[str, Any]:
         """The ``cache`` object of the JSON document."""
@@ -126,6 +135,8 @@ class CacheFacts:
             "caches": list(self.caches),
             "object_size": self.object_size,
             "allocated": self.allocated,
+            "allocated_from": self.allocated_from,
+            "allocated_exact": self.allocated_exact,
             "total": self.total,
             "slabs": self.slabs,
         }

@@ -34,6 +34,9 @@ def _row(line: CacheLine) -> dict[str, Any]:
         "object_size": u.object_size,
         "stride": u.stride,
         "allocated": u.allocated,
+        # False: a list or counter could not be read whole: allocated is not exact.
+        "allocated_exact": u.exact,
+        "allocated_damage": u.inexact_why,
         "total": u.total,
         "slabs": u.slabs,
         "pages_per_slab": u.pages_per_slab,
@@ -60,9 +63,10 @@ def render_slab_info(info: SlabInfo, fmt: str, top: int | None = None) -> str:
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([*columns, "memory", "aliases"])
+        writer.writerow([*columns, "memory", "aliases", "allocated_exact"])
         for r in rows:
-            cells = [r[c] for c in columns] + [r["memory"], " ".join(r["aliases"])]
+            cells = [r[c] for c in columns] + [r["memory"], " ".join(r["aliases"]),
+                                               r["allocated_exact"]]
             writer.writerow([csv_cell(cell) for cell in cells])
         return out.getvalue()
     if fmt == "markdown":
@@ -70,6 +74,7 @@ def render_slab_info(info: SlabInfo, fmt: str, top: int | None = None) -> str:
         for r in rows:
             cells = [str(r[c]) for c in columns] + [" ".join(r["aliases"])]
             lines.append("| " + " | ".join(markdown_escape(c) for c in cells) + " |")
+        lines += [markdown_escape(line) for line in _damage_lines(rows)]
         return "\n".join(lines) + "\n"
     header = f"{'NAME':<24} {'OBJSIZE':>7} {'ALLOCATED':>10} {'TOTAL':>10} {'SLABS':>7} "
     header += f"{'MEMORY':>10} {'SHARE':>6}  ALIASES"
@@ -85,6 +90,16 @@ def render_slab_info(info: SlabInfo, fmt: str, top: int | None = None) -> str:
         f"Slab: in /proc/meminfo {human(info.kernel_slab_memory)}, which also counts "
         "kmalloc() too large for any cache (docs/triage.md)"
     )
+    lines += [terminal_escape(line) for line in _damage_lines(rows)]
     for address, error in info.unreadable:
         lines.append(terminal_escape(f"unreadable cache at {address:#x}: {error}"))
     return "\n".join(lines) + "\n"
+
+
+def _damage_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per cache whose allocated count is not exact, saying why."""
+    return [
+        f"{r['name']}: allocated {r['allocated']} is not exact: {r['allocated_damage']}"
+        for r in rows
+        if not r["allocated_exact"]
+    ]

@@ -44,7 +44,10 @@ from dumpminer.errors import UnsupportedKernelError
 from dumpminer.slub.flags import slab_flag
 
 __all__ = [
+    "CpuSlabs",
+    "ListCount",
     "ListedSlabs",
+    "PerCpu",
     "SlubAllocator",
     "page_array_lost",
     "slab_allocator",
@@ -88,6 +91,103 @@ class ListedSlabs:
         return self.cpu | self.partial | self.full
 
 
+@dataclass(frozen=True)
+class CpuSlabs:
+    """
+    What one CPU holds of a cache in its ``struct kmem_cache_cpu`` (before
+    7.0), read CPU by CPU so that one CPU's broken state costs only that CPU.
+
+    :ivar cpu: The CPU.
+    :ivar active: Its active slab (``struct slab`` or, before 5.17,
+        ``struct page`` address), 0 when it has none or it is unknown.
+    :ivar active_free: ``objects - inuse`` of the active slab: the objects
+        other CPUs freed into it (they sit on the slab's own freelist).
+    :ivar freelist: Objects free on its lockless freelist, as far as read.
+    :ivar partial_free: Free objects on its partial slabs, as far as read.
+    :ivar partial: Its partial slabs, as far as read.
+    :ivar damage: What is broken (the per-CPU area, the freelist, the
+        partial list) and what it costs, or None.
+    :ivar lost_active: Whether the free objects of the active slab are
+        unknown (a broken freelist): the walk then leaves that slab out.
+    :ivar count_exact: Whether ``active_free + len(freelist) +
+        partial_free`` is all this CPU holds free.
+    """
+
+    cpu: int
+    active: int
+    active_free: int
+    freelist: frozenset[int]
+    partial_free: int
+    partial: tuple[int, ...] = ()
+    damage: str | None = None
+    lost_active: bool = False
+    count_exact: bool = True
+    #: The per-CPU area itself is unreadable (a dump cut short).
+    area_unread: bool = False
+
+
+@dataclass(frozen=True)
+class PerCpu:
+    """Every CPU's :class:`CpuSlabs` of one cache, and the sheaves' free objects."""
+
+    cpus: tuple[CpuSlabs, ...]
+    #: Objects free in per-CPU sheaves and the barn (6.18 on), and, for kernels
+    #: read through drgn's helper, on the per-CPU freelists.
+    other_free: frozenset[int] = frozenset()
+    #: Errors of what drgn's helper read (sheaves; kernels without cpu_slab).
+    other_error: str | None = None
+
+    @property
+    def free_objects(self) -> set[int]:
+        """Objects free on every readable per-CPU freelist and sheaf."""
+        free = set(self.other_free)
+        for cpu in self.cpus:
+            free |= cpu.freelist
+        return free
+
+    @property
+    def unread_cpus(self) -> tuple[int, ...]:
+        """CPUs whose per-CPU area is unreadable: their free objects are unknown."""
+        return tuple(c.cpu for c in self.cpus if c.area_unread)
+
+    @property
+    def held_slabs(self) -> frozenset[int]:
+        """Active and partial slabs of the readable CPUs."""
+        held: set[int] = set()
+        for cpu in self.cpus:
+            held.update(cpu.partial)
+            if cpu.active:
+                held.add(cpu.active)
+        return frozenset(held)
+
+    @property
+    def lost_slabs(self) -> frozenset[int]:
+        """Active slabs whose free objects are unknown: left out of the walk."""
+        return frozenset(c.active for c in self.cpus if c.lost_active and c.active)
+
+    @property
+    def errors(self) -> list[str]:
+        """One line per broken CPU (and for the sheaves), naming what was lost."""
+        lines = [f"cpu {c.cpu}: {c.damage}" for c in self.cpus if c.damage]
+        if self.other_error:
+            lines.append(self.other_error)
+        return lines
+
+
+@dataclass(frozen=True)
+class ListCount:
+    """
+    A cache's objects counted as crash's ``kmem -s`` counts them: the
+    per-node counters' objects, less the free objects the lists show.
+    """
+
+    slabs: int
+    total: int
+    free: int
+    #: What could not be read; ``total - free`` is then not exact.
+    errors: tuple[str, ...]
+
+
 class SlubAllocator:
     """
     SLUB as drgn's private helper reads it. One instance serves a program;
@@ -121,6 +221,232 @@ class SlubAllocator:
             error = str(e)
         return free, error
 
+    def per_cpu(self, cache: Object) -> PerCpu:
+        """
+        What every CPU holds of *cache*, CPU by CPU: its active slab, its
+        lockless freelist and its partial list. A panic can stop a CPU in the
+        middle of a slab operation, and a dump cut short loses the per-CPU
+        areas (at the top of memory) first: a CPU whose state is broken or
+        unreadable is named in its :attr:`CpuSlabs.damage`, and the other
+        CPUs are read as if nothing happened.
+
+        Kernels with per-CPU sheaves (6.18 on) or without ``cpu_slab`` (7.0)
+        are read through drgn's helper, which stops at the first error.
+        """
+        try:
+            cpu_slab = cache.cpu_slab.read_()
+        except AttributeError:
+            cpu_slab = None
+        if cpu_slab is None or _has_member(cache, "cpu_sheaves"):
+            free, error = self.cpu_free_objects(cache)
+            return PerCpu((), frozenset(free), error)
+        if not cpu_slab:
+            return PerCpu(())
+        from drgn.helpers.linux.cpumask import for_each_possible_cpu
+
+        return PerCpu(tuple(self._cpu_slabs_of(cache, cpu_slab, cpu)
+                            for cpu in for_each_possible_cpu(self.prog)))
+
+    def _cpu_slabs_of(self, cache: Object, cpu_slab: Object, cpu: int) -> CpuSlabs:
+        """One CPU's :class:`CpuSlabs` of *cache*; never raises for its data."""
+        from drgn.helpers.linux.percpu import per_cpu_ptr
+
+        try:
+            this = per_cpu_ptr(cpu_slab, cpu)[0].read_()
+        except FaultError as e:
+            return CpuSlabs(
+                cpu, 0, 0, frozenset(), 0, count_exact=False, area_unread=True,
+                damage=f"per-CPU area unreadable ({e}): its active slab, lockless freelist "
+                "and partial list are unknown, and so are the free objects they hold",
+            )
+        member = "slab" if _has_member(this, "slab") else "page"
+        active = this.member_(member)
+        active_free = 0
+        damage: list[str] = []
+        lost_active = False
+        exact = True
+        freelist: frozenset[int] = frozenset()
+        if active:
+            try:
+                objects, inuse, owner = self._slab_counts(active)
+            except FaultError as e:
+                # Its struct slab is lost (the page array, with a dump cut
+                # short), not its objects: the freelist still says which are
+                # free; only what other CPUs freed into it is unknown.
+                from drgn.helpers.linux.slab import slab_cache_objects_per_slab
+
+                objects, inuse, owner = slab_cache_objects_per_slab(cache), 0, cache.value_()
+                exact = False
+                damage.append(f"active slab {active.value_():#x} has no readable struct slab "
+                              f"({e}): the objects other CPUs freed into it are not counted")
+            if owner != cache.value_():
+                broken: str | None = f"active slab {active.value_():#x} belongs to another cache"
+            else:
+                active_free = max(objects - inuse, 0)
+                freelist, broken = self._cpu_freelist(cache, active, objects, this.freelist)
+            if broken:
+                lost_active, exact = True, False
+                damage.append(
+                    f"{broken}: its active slab {active.value_():#x} is left out of the walk "
+                    f"(its allocated objects are lost; {len(freelist)} free objects were read)"
+                )
+        partial_free, partial, broken = self._cpu_partial(cache, this)
+        if broken:
+            exact = False
+            damage.append(
+                f"{broken}: the walk finds its slabs in the page array; only the count of "
+                "free objects from the lists misses those past the break"
+            )
+        return CpuSlabs(
+            cpu, active.value_(), active_free, freelist, partial_free, partial,
+            damage="; ".join(damage) or None, lost_active=lost_active, count_exact=exact,
+        )
+
+    def _slab_counts(self, slab: Object) -> tuple[int, int, int]:
+        """``(objects, inuse, slab_cache)`` of a ``struct slab`` (or page)."""
+        slab = slab.read_()
+        return slab.objects.value_(), slab.inuse.value_(), slab.slab_cache.value_()
+
+    def _cpu_freelist(
+        self, cache: Object, active: Object, objects: int, head: Object
+    ) -> tuple[frozenset[int], str | None]:
+        """
+        The objects on a CPU's lockless freelist, which all lie in its active
+        slab: a pointer outside it, a cycle, or a fault ends the list and is
+        returned as the error, with what was read before it.
+        """
+        from drgn.helpers.linux.mm import pfn_to_virt
+
+        helper = self._helper(cache)
+        stride = cache.size.value_()
+        try:
+            pad = cache.red_left_pad.value_()
+        except AttributeError:
+            pad = 0
+        # Not drgn's page_to_virt: its vmemmap lookup faults on a dump that lost
+        # the memory sections (see vmemmap()).
+        pfn = (active.value_() - vmemmap(self.prog)) // sizeof(self.prog.type("struct page"))
+        base = pfn_to_virt(self.prog, pfn).value_() + pad
+        end = base + objects * stride
+        seen: set[int] = set()
+        ptr = head.value_()
+        while ptr:
+            if not (base <= ptr < end and (ptr - base) % stride == 0):
+                return frozenset(seen), (
+                    f"freelist points outside its active slab ({ptr:#x}) after "
+                    f"{len(seen)} objects"
+                )
+            if ptr in seen:
+                return frozenset(seen), f"freelist loops after {len(seen)} objects"
+            seen.add(ptr)
+            try:
+                ptr = helper._freelist_dereference(ptr + helper._freelist_offset)
+            except FaultError as e:
+                return frozenset(seen), f"freelist unreadable after {len(seen)} objects ({e})"
+        return frozenset(seen), None
+
+    def _cpu_partial(
+        self, cache: Object, this: Object
+    ) -> tuple[int, tuple[int, ...], str | None]:
+        """
+        Free objects on a CPU's partial slabs (``CONFIG_SLUB_CPU_PARTIAL``),
+        the slabs, and what ended the list early: a cycle, a slab of another
+        cache, a fault, or more slabs than any list holds.
+        """
+        if not _has_member(this, "partial"):
+            return 0, (), None
+        free = 0
+        seen: list[int] = []
+        error = None
+        try:
+            slab = this.partial.read_()
+            while slab:
+                address = slab.value_()
+                if address in seen:
+                    error = f"partial list loops after {len(seen)} slabs"
+                    break
+                if len(seen) >= MAX_LIST_SLABS:
+                    error = f"partial list longer than {MAX_LIST_SLABS} slabs"
+                    break
+                objects, inuse, owner = self._slab_counts(slab)
+                if owner != cache.value_():
+                    error = (f"partial list reaches slab {address:#x} of another cache "
+                             f"after {len(seen)} slabs")
+                    break
+                seen.append(address)
+                free += max(objects - inuse, 0)
+                slab = slab.next.read_()
+        except FaultError as e:
+            error = f"partial list unreadable after {len(seen)} slabs ({e})"
+        return free, tuple(seen), error
+
+    def frozen(self, slab: int) -> bool:
+        """
+        Whether the slab at *slab* is frozen: a CPU's active slab (and, before
+        6.8, a slab on a CPU's partial list). False when unreadable or when
+        the kernel has no such bit.
+        """
+        try:
+            return bool(Object(self.prog, self._slab_type, address=slab).frozen.value_())
+        except (FaultError, AttributeError, LookupError):
+            return False
+
+    def list_count(self, cache: Object) -> ListCount:
+        """
+        *cache*'s slabs, objects and free objects as crash's ``kmem -s``
+        counts them (crash's memory.c, ``get_kmem_cache_slub_data``): the
+        per-node counters' objects, less, for every CPU, its active slab's
+        ``objects - inuse`` (what other CPUs freed into it), its lockless
+        freelist and its partial slabs' free objects, and each node's partial
+        slabs' free objects. drgn's ``slab_cache_usage`` leaves out the first
+        term and so overcounts on a machine of many CPUs. What cannot be read
+        is named in ``errors``, and the count is then not exact.
+
+        :raises ValueError: without ``CONFIG_SLUB_DEBUG`` (no counters).
+        """
+        label = cache_label(cache)
+        errors: list[str] = []
+        slabs = objects = 0
+        for index, node in enumerate(self._nodes(cache)):
+            try:
+                slabs += node.nr_slabs.counter.value_()
+                objects += node.total_objects.counter.value_()
+            except AttributeError:
+                raise ValueError("the kernel has no slab counters (CONFIG_SLUB_DEBUG)") from None
+            except FaultError as e:
+                errors.append(f"{label} node {index} unreadable ({e}): its slabs are not counted")
+        per_cpu = self.per_cpu(cache)
+        errors += [f"{label} {line}" for line in per_cpu.errors]
+        free = len(per_cpu.other_free)
+        for cpu in per_cpu.cpus:
+            free += cpu.active_free + len(cpu.freelist) + cpu.partial_free
+        for index, node in enumerate(self._nodes(cache)):
+            free += self._node_partial_free(node, f"{label} node {index} partial", errors)
+        # KFENCE objects are in no counter: their pages come from KFENCE's pool.
+        from dumpminer.slub.kfence import allocated_in, kfence_pool
+
+        objects += allocated_in(kfence_pool(self.prog), cache.value_())
+        return ListCount(slabs, objects, free, tuple(errors))
+
+    def _node_partial_free(self, node: Object, what: str, errors: list[str]) -> int:
+        """Free objects on *node*'s partial slabs, up to a fault or a broken link."""
+        from drgn.helpers.linux.list import validate_list_for_each_entry
+
+        member = "slab_list" if _has_member_type(self.prog, self._slab_type, "slab_list") else "lru"
+        free = 0
+        try:
+            head = node.partial.address_of_()
+            for count, slab in enumerate(
+                validate_list_for_each_entry(self._slab_type, head, member)
+            ):
+                if count >= MAX_LIST_SLABS:
+                    errors.append(f"{what}: more than {MAX_LIST_SLABS} slabs")
+                    break
+                free += max(slab.objects.value_() - slab.inuse.value_(), 0)
+        except (FaultError, ValidationError) as e:
+            errors.append(f"{what}: {e}")
+        return free
+
     def counters(self, cache: Object) -> tuple[int, int]:
         """
         ``(slabs, objects)`` of *cache* from the per-node counters
@@ -138,33 +464,6 @@ class SlubAllocator:
             except AttributeError:
                 raise ValueError("the kernel has no slab counters (CONFIG_SLUB_DEBUG)") from None
         return slabs, objects
-
-    def readable_usage(self, cache: Object) -> tuple[int, int, int, list[str]]:
-        """
-        ``(slabs, objects, free objects found, errors)`` of *cache* when
-        drgn's :func:`~drgn.helpers.linux.slab.slab_cache_usage` faults:
-        the counters, less the free objects on what could be read (per-CPU
-        freelists and partial slabs, the per-node partial lists). With errors,
-        ``objects - free`` is an upper bound of the allocated objects.
-        """
-        slabs, objects = self.counters(cache)
-        errors: list[str] = []
-        info = self._helper(cache)._per_cpu_info(count_free_objects=True, catch_errors=True)
-        free = int(info.num_free_objects)
-        if info.error is not None:
-            errors.append(f"per-CPU: {info.error}")
-        from drgn.helpers.linux.list import validate_list_for_each_entry
-
-        member = "slab_list" if _has_member_type(self.prog, self._slab_type, "slab_list") else "lru"
-        for index, node in enumerate(self._nodes(cache)):
-            try:
-                for slab in validate_list_for_each_entry(
-                    self._slab_type, node.partial.address_of_(), member
-                ):
-                    free += slab.objects.value_() - slab.inuse.value_()
-            except (FaultError, ValidationError) as e:
-                errors.append(f"node {index} partial: {e}")
-        return slabs, objects, free, errors
 
     def listed_slabs(self, cache: Object) -> ListedSlabs:
         """
@@ -224,9 +523,12 @@ class SlubAllocator:
                 if partial is None:
                     continue
                 slab = partial.read_()
-                for _ in range(MAX_LIST_SLABS):
-                    if not slab:
+                seen: set[int] = set()
+                while slab:
+                    if slab.value_() in seen or len(seen) >= MAX_LIST_SLABS:
+                        errors.append(f"cpu {cpu} partial: loops after {len(seen)} slabs")
                         break
+                    seen.add(slab.value_())
                     yield slab.value_()
                     slab = slab.next.read_()
             except FaultError as e:
@@ -280,6 +582,14 @@ class SlubAllocator:
                 yield slab.value_()
         except (FaultError, ValidationError) as e:
             errors.append(f"{what}: {e}")
+
+
+def cache_label(cache: Object) -> str:
+    """A cache's name for a message, or its address when the name is unreadable."""
+    try:
+        return str(cache.name.string_().decode(errors="replace"))
+    except FaultError:
+        return f"cache {cache.value_():#x}"
 
 
 def slab_allocator(prog: Program) -> SlubAllocator:

@@ -4,7 +4,8 @@ Slab caches by name: finding the ones a user means, and listing them all.
 Users name caches as /proc/slabinfo does (``kmalloc-32``), as older kernels
 did (``size-32``, the SLAB allocator's name in the story), or with a glob
 (``kmalloc-*32`` also takes ``kmalloc-cg-32`` and ``kmalloc-rnd-05-32``).
-Everything here uses drgn's slab helpers; only the name matching is ours.
+Names and layouts come from drgn's slab helpers; the counts from the cache's
+lists, as crash counts them (:mod:`dumpminer.allocator`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,10 @@ import re
 from dataclasses import dataclass
 
 from drgn import FaultError, Object, Program
-from drgn.helpers import ValidationError
 from drgn.helpers.linux.slab import (
-    for_each_slab_cache,
     get_slab_cache_aliases,
     slab_cache_objects_per_slab,
     slab_cache_pages_per_slab,
-    slab_cache_usage,
 )
 
 from dumpminer.errors import KernelDataError, UnknownCacheError
@@ -44,6 +42,59 @@ def modern_name(name: str) -> str:
     return ("dma-kmalloc-" if match.group(2) else "kmalloc-") + match.group(1)
 
 
+def readable_caches(prog: Program) -> dict[str, Object]:
+    """
+    Every slab cache whose name can be read, by name. A dump cut short can
+    lose the memory of some names (allocated late, high in memory): those
+    caches cannot be asked for by name, and are left out here.
+    """
+    caches: dict[str, Object] = {}
+    unnamed: list[int] = []
+    for cache in slab_caches_reached(prog):
+        try:
+            caches[cache_name(cache)] = cache
+        except FaultError:
+            unnamed.append(cache.value_())
+    prog.cache["dumpminer_unnamed_caches"] = unnamed
+    return caches
+
+
+def slab_caches_reached(prog: Program) -> list[Object]:
+    """
+    The caches on ``slab_caches``, in list order, as drgn's
+    :func:`for_each_slab_cache` gives them when the list is whole. When a link
+    faults (a ``struct kmem_cache`` in memory the dump lacks), the list is also
+    followed backwards from its head up to the break: every cache but those
+    past an unreadable one. Raises FaultError when the head is unreadable.
+    (New caches go to the list's front: a dump cut short loses them first.)
+    """
+    from drgn import container_of
+
+    head = prog["slab_caches"].address_of_()
+    first, last = head.next.read_(), head.prev.read_()
+    forward: list[Object] = []
+    seen: set[int] = set()
+    try:
+        pos = first
+        while pos != head:
+            seen.add(pos.value_())
+            forward.append(container_of(pos, "struct kmem_cache", "list"))
+            pos = pos.next.read_()
+        return forward
+    except FaultError:
+        pass
+    backward: list[Object] = []
+    try:
+        pos = last
+        while pos != head and pos.value_() not in seen:
+            seen.add(pos.value_())
+            backward.append(container_of(pos, "struct kmem_cache", "list"))
+            pos = pos.prev.read_()
+    except FaultError:
+        pass
+    return forward + backward[::-1]
+
+
 def resolve_caches(prog: Program, name: str) -> list[Object]:
     """
     Find the caches *name* means: an exact name, an old ``size-N`` name, a
@@ -51,13 +102,13 @@ def resolve_caches(prog: Program, name: str) -> list[Object]:
     Raises :class:`UnknownCacheError` with the closest names (whatever their
     case) when none match.
     """
-    caches = {cache_name(cache): cache for cache in for_each_slab_cache(prog)}
+    caches = readable_caches(prog)
     wanted = modern_name(name)
     if wanted in caches:
         return [caches[wanted]]
     try:
         aliases = get_slab_cache_aliases(prog)
-    except (LookupError, ValueError):  # Needs CONFIG_SLUB and CONFIG_SYSFS.
+    except (LookupError, ValueError, FaultError):  # CONFIG_SLUB, CONFIG_SYSFS; a cut dump
         aliases = {}
     if wanted in aliases and aliases[wanted] in caches:
         return [caches[aliases[wanted]]]
@@ -74,6 +125,12 @@ def resolve_caches(prog: Program, name: str) -> list[Object]:
     near = difflib.get_close_matches(modern_name(name.lower()), list(lowered), n=5, cutoff=0.6)
     close = [lowered[n] for n in near]
     hint = f"; closest: {', '.join(close)}" if close else ""
+    unnamed = prog.cache.get("dumpminer_unnamed_caches", [])
+    if unnamed:
+        raise KernelDataError(
+            f"no readable slab cache named {name!r}: the dump lacks the names of "
+            f"{len(unnamed)} caches (a dump cut short?), and it may be one of them{hint}"
+        )
     raise UnknownCacheError(f"no slab cache named {name!r} in this dump{hint}")
 
 
@@ -92,8 +149,8 @@ class CacheUsage:
     allocated: int
     total: int
     page_size: int
-    #: False when ``allocated`` is an upper bound: the cache's lists could not
-    #: be read whole (a dump cut short), see :func:`cache_usage`.
+    #: False when ``allocated`` is not exact: the cache's lists or counters could
+    #: not be read whole (a dump cut short, a CPU's list broken), see :func:`cache_usage`.
     exact: bool = True
     #: Why ``allocated`` is not exact.
     inexact_why: str | None = None
@@ -106,24 +163,22 @@ class CacheUsage:
 
 def cache_usage(cache: Object, page_array_lost: bool = False) -> CacheUsage:
     """
-    Counts of one cache from drgn's :func:`slab_cache_usage`. With
-    *page_array_lost* (the dump lacks part of its page array, where every
-    ``struct slab`` is), a list of slabs that faults is no corruption: the
-    counts then come from the per-node counters and what could be read.
+    Counts of one cache, as crash's ``kmem -s`` makes them (see
+    :meth:`~dumpminer.allocator.SlubAllocator.list_count`): the per-node
+    counters' objects less the free objects every CPU and node list shows.
+    Not drgn's :func:`slab_cache_usage`, which misses what other CPUs freed
+    into a CPU's active slab. A list that loops, leaves its cache or faults
+    (a CPU stopped mid-update, a dump cut short: *page_array_lost*) does not
+    stop the count: ``allocated`` is then not exact, and says why.
     """
+    from dumpminer.slub.allocator import slab_allocator
+
+    del page_array_lost  # every list is read up to its break, lost or not
     try:
-        usage = slab_cache_usage(cache)
-        return _usage(cache, usage.num_slabs, usage.num_objs, usage.free_objs)
-    except FaultError as e:
-        if not page_array_lost:
-            raise KernelDataError(f"cannot count slab cache at {cache.value_():#x}: {e}") from e
-        # A list of slabs runs into memory the dump lacks (a dump cut short
-        # loses the page array): count from the per-node counters instead.
-        return _readable_usage(cache, e)
-    except (ValueError, ValidationError) as e:
-        # ValidationError: drgn found a per-CPU freelist or partial list
-        # that loops, as a double free leaves them.
+        count = slab_allocator(cache.prog_).list_count(cache)
+    except (FaultError, ValueError) as e:
         raise KernelDataError(f"cannot count slab cache at {cache.value_():#x}: {e}") from e
+    return _usage(cache, count.slabs, count.total, count.free, list(count.errors))
 
 
 def _usage(
@@ -146,12 +201,3 @@ def _usage(
     )
 
 
-def _readable_usage(cache: Object, fault: FaultError) -> CacheUsage:
-    """:func:`cache_usage` from the counters, for a cache whose lists fault."""
-    from dumpminer.slub.allocator import slab_allocator
-
-    try:
-        slabs, total, free, errors = slab_allocator(cache.prog_).readable_usage(cache)
-        return _usage(cache, slabs, total, free, errors)
-    except (FaultError, ValueError) as e:
-        raise KernelDataError(f"cannot count slab cache at {cache.value_():#x}: {fault}") from e

@@ -2,7 +2,9 @@
 The caches listing: ``dumpminer caches``, like /proc/slabinfo or crash's
 ``kmem -s``, sorted by memory so the leaking cache comes first.
 
-Counts come from drgn's :func:`~drgn.helpers.linux.slab.slab_cache_usage`,
+Counts come from the caches' lists, as crash's ``kmem -s`` counts them
+(:func:`~dumpminer.slub.caches.cache_usage`; not drgn's ``slab_cache_usage``,
+which overcounts on many CPUs),
 merged caches from :func:`~drgn.helpers.linux.slab.get_slab_cache_aliases`,
 and the kernel's own total (the ``Slab:`` line of /proc/meminfo) from
 :func:`~drgn.helpers.linux.slab.slab_total_usage`, to check the sum against.
@@ -16,11 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from drgn import Program
-from drgn.helpers.linux.slab import for_each_slab_cache, get_slab_cache_aliases, slab_total_usage
+from drgn import FaultError, Program
+from drgn.helpers.linux.slab import get_slab_cache_aliases, slab_total_usage
 
 from dumpminer.errors import KernelDataError
-from dumpminer.slub.caches import CacheUsage, cache_usage
+from dumpminer.slub.caches import CacheUsage, cache_usage, slab_caches_reached
 
 
 @dataclass(frozen=True)
@@ -52,15 +54,17 @@ def slab_info(prog: Program) -> SlabInfo:
     """Count every cache in *prog* and sort by memory, descending."""
     usages = []
     unreadable = []
-    for cache in for_each_slab_cache(prog):
+    for cache in slab_caches_reached(prog):
         try:
             usages.append(cache_usage(cache))
         except KernelDataError as e:
             unreadable.append((cache.value_(), str(e)))
+        except FaultError as e:  # its name or struct kmem_cache: a dump cut short
+            unreadable.append((cache.value_(), f"unreadable: {e}"))
     merged: dict[str, list[str]] = {}
     try:
         aliases = get_slab_cache_aliases(prog)
-    except (LookupError, ValueError):  # Needs CONFIG_SLUB and CONFIG_SYSFS.
+    except (LookupError, ValueError, FaultError):  # CONFIG_SLUB, CONFIG_SYSFS; a cut dump
         aliases = {}
     for alias, target in aliases.items():
         merged.setdefault(target, []).append(alias)

@@ -11,8 +11,9 @@ objects. This walker finds the same objects the same way, but in bulk:
    the slab page type since 6.10) whose ``slab_cache`` is the cache.
 2. Each slab is read with one read, including the context bytes around it.
 3. The slab's freelist is decoded from those bytes (hardened or not) only when
-   it is not empty; objects on per-CPU freelists are taken from drgn's own
-   per-CPU code, as the helper does.
+   it is not empty; objects on per-CPU freelists are read CPU by CPU
+   (:meth:`~dumpminer.slub.allocator.SlubAllocator.per_cpu`): a CPU whose freelist
+   is broken costs its active slab, named in the report, and nothing else.
 
 Reads go through :func:`~dumpminer.dump.kdumpread.memory_reader`: on a
 kdump-compressed dump they inflate without the GIL, and then the next reads
@@ -44,6 +45,7 @@ from dumpminer.dump.kdumpread import MemoryReader, memory_reader
 from dumpminer.errors import KernelDataError
 from dumpminer.slub.allocator import ListedSlabs, slab_allocator, vmemmap
 from dumpminer.slub.caches import cache_name
+from dumpminer.slub.kfence import KfencePool, kfence_pool
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -83,8 +85,20 @@ class CacheLayout:
     cpu_free: tuple[int, ...]
     #: The most objects a slab of this cache can hold.
     objects_per_slab: int = 1 << 15
-    #: Why some per-CPU free objects could not be read, if they could not.
-    cpu_error: str | None = None
+    #: Per broken CPU, what is broken and what was lost (see
+    #: :meth:`~dumpminer.slub.allocator.SlubAllocator.per_cpu`).
+    cpu_errors: tuple[str, ...] = ()
+    #: Active slabs of CPUs whose freelist is broken: which of their objects
+    #: are free is unknown, so the walk leaves them out (and says so).
+    lost_slabs: frozenset[int] = frozenset()
+    #: CPUs whose per-CPU area the dump lacks: the free objects on their
+    #: lockless freelists are unknown and count as allocated.
+    unread_cpus: tuple[int, ...] = ()
+    #: Active and partial slabs of the readable CPUs.
+    held_slabs: frozenset[int] = frozenset()
+    #: The KFENCE pool, when the kernel has one (its pages hold one object each,
+    #: at either end: see :mod:`dumpminer.slub.kfence`).
+    kfence: KfencePool | None = None
 
 
 #: Largest object stride believed: SLUB's largest kmalloc cache is 8 KiB on
@@ -113,7 +127,7 @@ def cache_layout(cache: Object) -> CacheLayout:
             f"slab cache {name} at {cache.value_():#x} is corrupt: object_size {object_size}, "
             f"size {stride}, red_left_pad {red_left_pad}"
         )
-    cpu_free, cpu_error = _cpu_free_objects(cache)
+    per_cpu = slab_allocator(cache.prog_).per_cpu(cache)
     return CacheLayout(
         address=cache.value_(),
         name=name,
@@ -122,9 +136,13 @@ def cache_layout(cache: Object) -> CacheLayout:
         red_left_pad=red_left_pad,
         freeptr_offset=cache.offset.value_(),
         freelist_random=random,
-        cpu_free=tuple(sorted(cpu_free)),
+        cpu_free=tuple(sorted(per_cpu.free_objects)),
         objects_per_slab=_most_objects_per_slab(cache),
-        cpu_error=cpu_error,
+        cpu_errors=tuple(f"{name} {line}" for line in per_cpu.errors),
+        lost_slabs=per_cpu.lost_slabs,
+        unread_cpus=per_cpu.unread_cpus,
+        held_slabs=per_cpu.held_slabs,
+        kfence=kfence_pool(cache.prog_),
     )
 
 
@@ -138,16 +156,6 @@ def _most_objects_per_slab(cache: Object) -> int:
     with contextlib.suppress(AttributeError):
         most = max(most, cache.max.x.value_() & 0xFFFF)
     return int(most)
-
-
-def _cpu_free_objects(cache: Object) -> tuple[set[int], str | None]:
-    """
-    Objects free on the per-CPU freelists (and, since 6.18, in sheaves):
-    drgn's own code for it, behind :class:`~dumpminer.slub.allocator.SlubAllocator`.
-    A corrupt per-CPU freelist does not stop the walk: what could be read is
-    used, and the error is returned.
-    """
-    return slab_allocator(cache.prog_).cpu_free_objects(cache)
 
 
 @dataclass(slots=True)
@@ -201,8 +209,13 @@ class WalkStats:
     fault_slabs: list[int] = field(default_factory=list)
     corrupt_slabs: int = 0
     corrupt_slab_addresses: list[int] = field(default_factory=list)
-    #: Per-CPU freelists that could not be read whole, by cache.
+    #: Per-CPU state that could not be read whole, by cache and CPU, with
+    #: what it cost.
     cpu_errors: list[str] = field(default_factory=list)
+    #: Active slabs left out because their CPU's freelist is broken.
+    cpu_slabs_lost: int = 0
+    #: "CACHE cpu N" of each CPU whose per-CPU area is unreadable.
+    cpu_areas_unread: set[str] = field(default_factory=set)
     #: Stop signals held while the last batches were counted.
     late_signals: list[int] = field(default_factory=list)
     #: ``struct page`` entries of the page array scanned, and how many of
@@ -228,6 +241,8 @@ class WalkStats:
         merged = sorted(self.corrupt_slab_addresses + other.corrupt_slab_addresses)
         self.corrupt_slab_addresses = merged[:NAMED_SLABS]
         self.cpu_errors = sorted(set(self.cpu_errors + other.cpu_errors))
+        self.cpu_slabs_lost += other.cpu_slabs_lost
+        self.cpu_areas_unread |= other.cpu_areas_unread
         self.late_signals += other.late_signals
         self.page_array_pages += other.page_array_pages
         self.page_array_unread += other.page_array_unread
@@ -679,6 +694,8 @@ def read_slab(
     were read ahead (see :func:`_slab_extent`). Returns None, and counts why,
     when the slab is unreadable or its freelist is corrupt.
     """
+    if layout.kfence is not None and layout.kfence.contains(virt):
+        return _read_kfence_slab(prog, page, layout, layout.kfence, virt, before, after, stats)
     if page.objects > layout.objects_per_slab:
         # A struct slab claiming more objects than the cache fits in a slab
         # is corrupt; trusting it would read (and mine) past the slab.
@@ -729,6 +746,86 @@ def read_slab(
     return slab
 
 
+def _read_kfence_slab(
+    prog: Program,
+    page: SlabPage,
+    layout: CacheLayout,
+    pool: KfencePool,
+    virt: int,
+    before: int,
+    after: int,
+    stats: WalkStats,
+) -> Slab | None:
+    """
+    The one object of a KFENCE page, at the address its ``kfence_metadata``
+    gives (either end of the page), when the metadata says it is allocated (a
+    freed KFENCE object keeps its page's cache and an empty freelist). None
+    for a freed object, another cache's, an unused page, or bad metadata.
+    """
+    obj = pool.objects.get(virt)
+    if obj is None:
+        if virt in pool.bad_pages:
+            stats.corrupt(page.address)
+        return None
+    if obj.cache != layout.address or not obj.allocated:
+        # A freed object's page is protected (unmapped): there is nothing to read.
+        return None
+    # Only the object's own page is mapped: the guard pages around it are not,
+    # and bytes of the object's stride or context past the page read as zeros.
+    start, end = obj.address - before, obj.address + layout.stride + after
+    lo, hi = max(start, virt), min(end, virt + pool.page_size)
+    try:
+        inside = memory_reader(prog).read(lo, hi - lo) if hi > lo else b""
+    except FaultError:
+        stats.fault(page.address)
+        return None
+    data = bytes(lo - start) + inside + bytes(end - hi)
+    return Slab(
+        address=page.address,
+        layout=layout,
+        base=obj.address,
+        objects=1,
+        allocated=np.array([obj.allocated]),
+        data=data,
+        before=before,
+        after=after,
+    )
+
+
+def _unheld_frozen_slabs(
+    prog: Program, pages: SlabPages, layouts: dict[int, CacheLayout], stats: WalkStats
+) -> list[int]:
+    """
+    For a cache some of whose CPUs' per-CPU areas the dump lacks: its frozen
+    slabs that no readable CPU holds. One of them is such a CPU's active
+    slab, whose free objects are on the lost lockless freelist; which one is
+    unknown, so all are left out of the walk (the others are that CPU's
+    partial slabs before 6.8), and the report names them.
+    """
+    allocator = slab_allocator(prog)
+    lost: list[int] = []
+    for layout in layouts.values():
+        if not layout.unread_cpus:
+            continue
+        mine = pages.take(np.flatnonzero(pages.cache == np.uint64(layout.address)))
+        frozen = [
+            page for page in mine
+            if page.address not in layout.held_slabs and allocator.frozen(page.address)
+        ]
+        lost += [page.address for page in frozen]
+        cpus = ", ".join(str(cpu) for cpu in layout.unread_cpus)
+        # One line per slab: workers walking parts of the cache each name theirs.
+        for page in frozen[:NAMED_SLABS]:
+            message = (
+                f"{layout.name} cpu {cpus}: per-CPU area unreadable: frozen slab "
+                f"{page.address:#x} ({page.objects} objects), which no readable CPU holds, "
+                "is left out of the walk"
+            )
+            if message not in stats.cpu_errors:
+                stats.cpu_errors.append(message)
+    return lost
+
+
 @lru_cache(maxsize=64)
 def _all_allocated(objects: int) -> npt.NDArray[np.bool_]:
     """A read-only all-true mask: a full slab's (most slabs of a leaking cache)."""
@@ -760,11 +857,20 @@ def walk_slabs(
     stats = stats if stats is not None else WalkStats()
     layouts = {cache.value_(): cache_layout(cache) for cache in caches}
     for layout in layouts.values():
-        message = f"{layout.name}: {layout.cpu_error}"
-        if layout.cpu_error and message not in stats.cpu_errors:
-            stats.cpu_errors.append(message)
+        for message in layout.cpu_errors:
+            if message not in stats.cpu_errors:
+                stats.cpu_errors.append(message)
+        stats.cpu_areas_unread.update(f"{layout.name} cpu {cpu}" for cpu in layout.unread_cpus)
     if pages is None:
         pages = find_slab_pages(prog, set(layouts), stats)
+    lost = [address for layout in layouts.values() for address in layout.lost_slabs]
+    lost += _unheld_frozen_slabs(prog, pages, layouts, stats)
+    if lost:
+        # Active slabs of CPUs whose freelist is broken: their free objects are
+        # unknown, and counting them as allocated would mine freed bytes.
+        keep = ~np.isin(pages.address, np.array(lost, dtype=np.uint64))
+        stats.cpu_slabs_lost += int(len(pages) - keep.sum())
+        pages = pages.take(np.flatnonzero(keep))
     page_shift = prog["PAGE_SHIFT"].value_()
     virt0 = pfn_to_virt(prog, 0).value_()
     decoder = _FreelistDecoder()

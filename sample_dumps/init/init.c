@@ -7,7 +7,7 @@
  * only to built-in modules or via modprobe, so /init passes them to finit_module itself).
  * Prints one line the builder waits for, then sleeps forever:
  *
- *   DUMPMINER-READY planted32=N planted64=M planted128=K planted96=L
+ *   DUMPMINER-READY planted32=N planted64=M planted128=K planted96=L decoys=D cpus=C nodes=X
  *
  * On failure it prints "DUMPMINER-ERROR <what>: <errno text>" and sleeps forever too
  * (init must not exit: that would panic the guest before the builder can read the log).
@@ -136,9 +136,11 @@ int main(void)
 	load_module("/qemu_fw_cfg.ko", "");
 	load_module("/leaky_agent.ko", params);
 
-	printf("DUMPMINER-READY planted32=%lu planted64=%lu planted128=%lu planted96=%lu\n",
+	printf("DUMPMINER-READY planted32=%lu planted64=%lu planted128=%lu planted96=%lu"
+	       " decoys=%lu cpus=%lu nodes=%lu\n",
 	       read_param("planted32"), read_param("planted64"), read_param("planted128"),
-	       read_param("planted96"));
+	       read_param("planted96"), read_param("decoys"), read_param("cpus_used"),
+	       read_param("nodes_used"));
 	fflush(stdout);
 	sync();
 	hang();

@@ -16,7 +16,24 @@
  *             (see state_name()): a leak whose strings differ in words, not numbers
  *   links     kmalloc-96 records holding no text at all, only pointers (struct link_rec):
  *             a string-less leak, every record pointing at the module static agent_table
- * Read-only results: planted32, planted64, planted128, planted96 (records allocated).
+ *   pace_us   microseconds to sleep between chunks (0: none), so that KFENCE's sampler
+ *             (kfence.sample_interval) gets to turn some of the records into KFENCE objects
+ * Read-only results: planted32, planted64, planted128, planted96 (records allocated),
+ * decoys (decoy objects allocated and freed), cpus_used and nodes_used (online CPUs the
+ * records were spread over, and their NUMA nodes).
+ *
+ * Spreading over CPUs: every family is planted in chunks of CHUNK records, chunk k on the
+ * k-th online CPU in turn (work_on_cpu(), synchronous, so the order of the records and of
+ * their chains is the same as on one CPU). After every DECOY_EVERY records the chunk
+ * allocates a decoy: a byte copy of the record just planted, in the same cache. When the
+ * chunk is done, a quarter of its decoys are freed from the next online CPU and a quarter
+ * from the CPU halfway round (on another node: their slabs go partial onto those CPUs'
+ * partial lists, and on to the slab's node's partial list when such a list overflows),
+ * and the other half from the chunk's own CPU (those in its active slab go to that CPU's
+ * lockless freelist). Every decoy is freed, so the planted counts stay exact,
+ * while every CPU's slab, freelist and partial list, and every node's partial list, hold
+ * planted records next to free objects whose stale bytes look like records: a walk that
+ * takes a free object for an allocated one miscounts.
  *
  * Each family is allocated from one known function, so that allocation tracks
  * (slub_debug=U) name it: rule and counter records from new_rule(), sessions from
@@ -33,6 +50,10 @@
 #include <linux/stddef.h>
 #include <linux/string.h>
 #include <linux/types.h>
+#include <linux/workqueue.h>
+#include <linux/cpumask.h>
+#include <linux/delay.h>
+#include <linux/nodemask.h>
 
 #define RULE_MAGIC	0xa5d7	/* little endian: bytes d7 a5, not printable */
 #define SESSION_MAGIC	0xa5d8	/* little endian: bytes d8 a5, not printable */
@@ -42,6 +63,9 @@
 #define NAME_MODULUS	1499	/* distinct state names (prime) */
 #define NAME_SCRAMBLE	389	/* coprime with NAME_MODULUS: name order is not index order */
 #define COUNTER_SET	8	/* counter records are chained in sets of this many */
+#define CHUNK		240	/* records planted per work_on_cpu() call (a multiple of 6 and 8) */
+#define DECOY_EVERY	4	/* one decoy per this many planted records */
+#define MAX_DECOYS	(CHUNK / DECOY_EVERY + 1)
 
 enum rule_type {
 	RULE_DIR = 1,		/* a plain directory component */
@@ -138,6 +162,10 @@ static uint links = 3000;
 module_param(links, uint, 0444);
 MODULE_PARM_DESC(links, "leaked kmalloc-96 records holding only pointers (struct link_rec)");
 
+static uint pace_us;
+module_param(pace_us, uint, 0444);
+MODULE_PARM_DESC(pace_us, "microseconds to sleep between chunks (lets KFENCE sample some)");
+
 static ulong planted32;
 module_param(planted32, ulong, 0444);
 MODULE_PARM_DESC(planted32, "kmalloc-32 records allocated (read-only result)");
@@ -154,6 +182,121 @@ static ulong planted96;
 module_param(planted96, ulong, 0444);
 MODULE_PARM_DESC(planted96, "kmalloc-96 link records allocated (read-only result)");
 
+static ulong decoys;
+module_param(decoys, ulong, 0444);
+MODULE_PARM_DESC(decoys, "decoy objects allocated and freed again (read-only result)");
+
+static uint cpus_used;
+module_param(cpus_used, uint, 0444);
+MODULE_PARM_DESC(cpus_used, "online CPUs the records were spread over (read-only result)");
+
+static uint nodes_used;
+module_param(nodes_used, uint, 0444);
+MODULE_PARM_DESC(nodes_used, "NUMA nodes of those CPUs (read-only result)");
+
+/*
+ * One chunk of a family: records [start, end) planted on one CPU by plant(), with the
+ * decoys it allocated on the way (freed afterwards by free_decoys()).
+ */
+struct chunk {
+	int (*plant)(struct chunk *chunk);
+	uint start, end;
+	uint nr_decoys;
+	uint planted;		/* records planted so far in this chunk */
+	void *decoy[MAX_DECOYS];
+	uint free_from, free_step;	/* free_decoys(): which decoys this call frees */
+};
+
+/* After every DECOY_EVERY records of a chunk, a byte copy of the last one, in its cache. */
+static noinline int new_decoy(struct chunk *chunk, const void *rec, size_t size)
+{
+	void *decoy;
+
+	if (++chunk->planted % DECOY_EVERY)
+		return 0;
+	if (chunk->nr_decoys >= MAX_DECOYS)
+		return -EINVAL;
+	decoy = kmalloc(size, GFP_KERNEL);
+	if (!decoy)
+		return -ENOMEM;
+	memcpy(decoy, rec, size);
+	chunk->decoy[chunk->nr_decoys++] = decoy;
+	decoys++;
+	return 0;
+}
+
+static long run_chunk(void *arg)
+{
+	struct chunk *chunk = arg;
+
+	return chunk->plant(chunk);
+}
+
+static long free_decoys(void *arg)
+{
+	struct chunk *chunk = arg;
+	uint i;
+
+	for (i = chunk->free_from; i < chunk->nr_decoys; i += chunk->free_step) {
+		kfree(chunk->decoy[i]);
+		chunk->decoy[i] = NULL;
+	}
+	return 0;
+}
+
+static int next_cpu(int cpu)
+{
+	cpu = cpumask_next(cpu, cpu_online_mask);
+	return cpu < nr_cpu_ids ? cpu : cpumask_first(cpu_online_mask);
+}
+
+/* The online CPU halfway round the online mask from cpu: on a 2-node guest, one of the
+ * other node. */
+static int far_cpu(int cpu)
+{
+	uint i;
+
+	for (i = 0; i < cpus_used / 2; i++)
+		cpu = next_cpu(cpu);
+	return cpu;
+}
+
+/*
+ * Plant items [0, total) of a family with plant(), per_chunk at a time, each chunk on the
+ * next online CPU, then free its decoys: one in four from the following CPU, one in four
+ * from the CPU halfway round (another node's), the even ones from the chunk's own CPU.
+ */
+static int spread(int (*plant)(struct chunk *chunk), uint total, uint per_chunk)
+{
+	static struct chunk chunk;	/* too large for the stack; init is single-threaded */
+	int cpu = cpumask_first(cpu_online_mask);
+	uint start;
+	long err;
+
+	for (start = 0; start < total; start += per_chunk) {
+		memset(&chunk, 0, sizeof(chunk));
+		chunk.plant = plant;
+		chunk.start = start;
+		chunk.end = min(total, start + per_chunk);
+		err = work_on_cpu(cpu, run_chunk, &chunk);
+		chunk.free_step = 4;
+		chunk.free_from = 1;
+		work_on_cpu(next_cpu(cpu), free_decoys, &chunk);
+		chunk.free_from = 3;
+		work_on_cpu(far_cpu(cpu), free_decoys, &chunk);
+		chunk.free_step = 2;
+		chunk.free_from = 0;
+		work_on_cpu(cpu, free_decoys, &chunk);
+		if (err)
+			return err;
+		cpu = next_cpu(cpu);
+		if (pace_us)
+			usleep_range(pace_us, pace_us + pace_us / 4);
+		cond_resched();
+	}
+	return 0;
+}
+
 /* Keep the newest head of each family reachable, as a real agent would. */
 static struct rule_rec *current_rules;
 static struct session_rec *last_session;
@@ -161,7 +304,8 @@ static struct state_rec *last_state;
 static LIST_HEAD(link_list);
 static struct agent_table agent_table = { .version = 1 };
 
-static noinline struct rule_rec *new_rule(const char *text, u8 type, struct rule_rec *next)
+static noinline struct rule_rec *new_rule(struct chunk *chunk, const char *text, u8 type,
+					  struct rule_rec *next)
 {
 	struct rule_rec *rec = kmalloc(sizeof(*rec), GFP_KERNEL);
 
@@ -173,17 +317,19 @@ static noinline struct rule_rec *new_rule(const char *text, u8 type, struct rule
 	rec->magic = RULE_MAGIC;
 	rec->next = next;
 	planted32++;
+	if (new_decoy(chunk, rec, sizeof(*rec)))
+		return NULL;
 	return rec;
 }
 
 /* Build one rule set, chained in order; the previous set is simply forgotten. */
-static int reload_rules(void)
+static int reload_rules(struct chunk *chunk)
 {
 	struct rule_rec *head = NULL;
 	int i;
 
 	for (i = NR_SET_COMPONENTS - 1; i >= 0; i--) {
-		head = new_rule(rule_set[i].text, rule_set[i].type, head);
+		head = new_rule(chunk, rule_set[i].text, rule_set[i].type, head);
 		if (!head)
 			return -ENOMEM;
 	}
@@ -191,21 +337,33 @@ static int reload_rules(void)
 	return 0;
 }
 
-static int plant_counters(void)
+/* Reloads [chunk->start, chunk->end). */
+static int plant_reloads(struct chunk *chunk)
 {
-	struct rule_rec *head = NULL;
+	uint r;
+	int err;
+
+	for (r = chunk->start; r < chunk->end; r++) {
+		err = reload_rules(chunk);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static int plant_counters(struct chunk *chunk)
+{
+	static struct rule_rec *head;	/* a set of COUNTER_SET may span two chunks */
 	char buf[16];
 	uint i;
 
-	for (i = 0; i < counters; i++) {
+	for (i = chunk->start; i < chunk->end; i++) {
 		if (i % COUNTER_SET == 0)
 			head = NULL;
 		snprintf(buf, sizeof(buf), "t.point.%05u", i % COUNTER_MODULUS);
-		head = new_rule(buf, RULE_FILE, head);
+		head = new_rule(chunk, buf, RULE_FILE, head);
 		if (!head)
 			return -ENOMEM;
-		if (i % 4096 == 0)
-			cond_resched();
 	}
 	return 0;
 }
@@ -236,12 +394,12 @@ static u32 session_value(uint i)
 	return 0x0A000000u | ((k * 2654435761u) & 0x00FFFFFFu);
 }
 
-static noinline int __init plant_sessions(void)
+static noinline int __init plant_sessions(struct chunk *chunk)
 {
 	struct session_rec *rec;
 	uint i;
 
-	for (i = 0; i < sessions; i++) {
+	for (i = chunk->start; i < chunk->end; i++) {
 		rec = kmalloc(sizeof(*rec), GFP_KERNEL);
 		if (!rec)
 			return -ENOMEM;
@@ -253,8 +411,8 @@ static noinline int __init plant_sessions(void)
 		rec->next = last_session;
 		last_session = rec;
 		planted64++;
-		if (i % 4096 == 0)
-			cond_resched();
+		if (new_decoy(chunk, rec, sizeof(*rec)))
+			return -ENOMEM;
 	}
 	return 0;
 }
@@ -281,13 +439,13 @@ static void state_name(uint i, char *buf)
 	*buf = '\0';
 }
 
-static noinline int plant_states(void)
+static noinline int plant_states(struct chunk *chunk)
 {
 	struct state_rec *rec;
 	char name[8];
 	uint i;
 
-	for (i = 0; i < states; i++) {
+	for (i = chunk->start; i < chunk->end; i++) {
 		rec = kmalloc(sizeof(*rec), GFP_KERNEL);
 		if (!rec)
 			return -ENOMEM;
@@ -299,13 +457,13 @@ static noinline int plant_states(void)
 		rec->next = last_state;
 		last_state = rec;
 		planted128++;
-		if (i % 4096 == 0)
-			cond_resched();
+		if (new_decoy(chunk, rec, sizeof(*rec)))
+			return -ENOMEM;
 	}
 	return 0;
 }
 
-static noinline struct link_rec *new_link(uint i)
+static noinline struct link_rec *new_link(struct chunk *chunk, uint i)
 {
 	struct link_rec *rec = kmalloc(sizeof(*rec), GFP_KERNEL);
 
@@ -320,46 +478,47 @@ static noinline struct link_rec *new_link(uint i)
 	agent_table.newest = rec;
 	agent_table.nr_links++;
 	planted96++;
+	if (new_decoy(chunk, rec, sizeof(*rec)))
+		return NULL;
 	return rec;
 }
 
 /* After plant_states(): every link points at the newest state record (NULL if none). */
-static int plant_links(void)
+static int plant_links(struct chunk *chunk)
 {
 	uint i;
 
-	for (i = 0; i < links; i++) {
-		if (!new_link(i))
+	for (i = chunk->start; i < chunk->end; i++) {
+		if (!new_link(chunk, i))
 			return -ENOMEM;
-		if (i % 4096 == 0)
-			cond_resched();
 	}
 	return 0;
 }
 
 static int __init leaky_agent_init(void)
 {
-	uint r;
-	int err;
+	nodemask_t nodes = NODE_MASK_NONE;
+	int err, cpu;
 
-	for (r = 0; r < reloads; r++) {
-		err = reload_rules();
-		if (err)
-			return err;
-		if (r % 1024 == 0)
-			cond_resched();
+	for_each_online_cpu(cpu) {
+		cpus_used++;
+		node_set(cpu_to_node(cpu), nodes);
 	}
-	err = plant_counters();
+	nodes_used = nodes_weight(nodes);
+	/* A reload plants NR_SET_COMPONENTS records: a chunk holds CHUNK records. */
+	err = spread(plant_reloads, reloads, CHUNK / NR_SET_COMPONENTS);
 	if (!err)
-		err = plant_sessions();
+		err = spread(plant_counters, counters, CHUNK);
 	if (!err)
-		err = plant_states();
+		err = spread(plant_sessions, sessions, CHUNK);
 	if (!err)
-		err = plant_links();
+		err = spread(plant_states, states, CHUNK);
+	if (!err)
+		err = spread(plant_links, links, CHUNK);
 	if (err)
 		return err;
-	pr_info("leaky_agent: planted kmalloc-32=%lu kmalloc-64=%lu kmalloc-128=%lu kmalloc-96=%lu\n",
-		planted32, planted64, planted128, planted96);
+	pr_info("leaky_agent: planted kmalloc-32=%lu kmalloc-64=%lu kmalloc-128=%lu kmalloc-96=%lu decoys=%lu cpus=%u nodes=%u\n",
+		planted32, planted64, planted128, planted96, decoys, cpus_used, nodes_used);
 	return 0;
 }
 
