@@ -76,9 +76,7 @@ def _pages(reader: PhysicalReader) -> np.ndarray[Any, np.dtype[np.uint64]]:
     return np.concatenate(runs)
 
 
-def _reader_and_oracle(
-    manifest: dict[str, Any], fmt: str
-) -> tuple[PhysicalReader, drgn.Program]:
+def _reader_and_oracle(manifest: dict[str, Any], fmt: str) -> tuple[PhysicalReader, drgn.Program]:
     """The fast reader of the sample's *fmt* dump, and drgn's program on the same dump."""
     path = _dump(manifest, fmt)
     reader = open_physical_reader(path)
