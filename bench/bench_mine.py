@@ -144,10 +144,10 @@ def child(name: str, vmcore: str, vmlinux: str) -> None:
     print(json.dumps({"seconds": seconds, "objects": objects, "peak_rss_mib": peak_kib / 1024}))
 
 
-def _manifest(sample: str, series: str) -> dict[str, Any]:
+def _manifest(sample: str, series: str, formats: str | None) -> dict[str, Any]:
     from sample_dumps.build import build_sample
 
-    path = build_sample(sample, series)
+    path = build_sample(sample, series, formats=tuple(formats.split(",")) if formats else None)
     with open(path) as f:
         return dict(json.load(f))
 
@@ -157,6 +157,10 @@ def main() -> None:
     parser.add_argument("--sample", default="big")
     parser.add_argument("--series", default="6.1")
     parser.add_argument("--format", default="kdump", help="which dump of the sample")
+    parser.add_argument(
+        "--formats",
+        help="the formats the sample was built with (build.py --formats), if not its own",
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip", action="append", default=[], help="programs to leave out")
     parser.add_argument(
@@ -173,7 +177,7 @@ def main() -> None:
     if args.child:
         child(*args.child)
         return
-    manifest = _manifest(args.sample, args.series)
+    manifest = _manifest(args.sample, args.series, args.formats)
     vmcore = next(d["path"] for d in manifest["dumps"] if d["format"] == args.format)
     compile_bytecode()
     names = [n for n in PROGRAMS if n not in args.skip]

@@ -240,13 +240,14 @@ def flat_records(fd: int) -> npt.NDArray[np.int64] | None:
         return None
     rows: list[tuple[int, int, int]] = []
     pos = _FLAT_HEADER_SIZE
-    # Record headers are read in blocks: most records are a few KiB apart.
+    # A small read per record header: QEMU's records hold up to 16 KiB, so a
+    # larger block would read the whole file; small records come several a block.
     block = b""
     block_at = 0
     while len(rows) < _MAX_FLAT_RECORDS:
         if not (block_at <= pos and pos + 16 <= block_at + len(block)):
             block_at = pos
-            block = os.pread(fd, 1 << 16, pos)
+            block = os.pread(fd, 512, pos)
             if len(block) < 16:
                 return None  # cut short before the end record
         offset, length = _FLAT_RECORD.unpack_from(block, pos - block_at)
