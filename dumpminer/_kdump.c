@@ -31,7 +31,11 @@
  *   segments      the PT_LOAD segments: int64 triples (physical address,
  *                 bytes in the file, file offset), sorted, not overlapping
  *
- * Both return the bytes read (a new bytes object, or None when written to
+ * flat_records(fd, start, file_size, max_records) reads a flattened file's
+ * record headers from start once: the triples above, in file order, as
+ * bytes; None for a corrupt or cut stream (drgn reads those).
+ *
+ * read() and read_elf() return the bytes read (a new bytes object, or None when written to
  * out), or an int: the PFN of the first page they cannot read (not in the
  * dump, a descriptor or data outside the file, a compression whose library
  * is missing, data that does not decompress to one page). The caller then
@@ -588,6 +592,97 @@ done:
 	return ret;
 }
 
+/* Growing array of flat records (int64 triples). */
+struct records {
+	int64_t *v;
+	size_t n, cap;
+};
+
+static int records_add(struct records *r, int64_t offset, int64_t pos, int64_t length)
+{
+	if (r->n + 3 > r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 3 * 1024;
+		int64_t *v = realloc(r->v, cap * sizeof(*v));
+
+		if (!v)
+			return -1;
+		r->v = v;
+		r->cap = cap;
+	}
+	r->v[r->n++] = offset;
+	r->v[r->n++] = pos;
+	r->v[r->n++] = length;
+	return 0;
+}
+
+static uint64_t be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	int i;
+
+	for (i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/*
+ * Walk the record headers of a flattened file from start, in file order:
+ * 0 at the end record, -1 for a corrupt record, a record past file_size,
+ * more than max_records, an I/O error or no memory. Runs without the GIL.
+ */
+static int scan_flat(int fd, int64_t start, int64_t file_size, uint64_t max_records,
+		     struct records *out)
+{
+	uint8_t block[512];
+	int64_t pos = start, block_at = 0, block_len = 0;
+
+	while (out->n / 3 < max_records) {
+		int64_t offset, length;
+
+		if (pos < block_at || pos + 16 > block_at + block_len) {
+			ssize_t got = pread(fd, block, sizeof(block), pos);
+
+			if (got < 16)
+				return -1;
+			block_at = pos;
+			block_len = got;
+		}
+		offset = (int64_t)be64(block + (pos - block_at));
+		length = (int64_t)be64(block + (pos - block_at) + 8);
+		if (offset == -1)
+			return 0;
+		if (offset < 0 || length < 0 || length > file_size || pos + 16 + length > file_size)
+			return -1;
+		if (length && records_add(out, offset, pos + 16, length) < 0)
+			return -1;
+		pos += 16 + length;
+	}
+	return -1;
+}
+
+static PyObject *kdump_flat_records(PyObject *self, PyObject *args)
+{
+	int fd, ok;
+	long long start, file_size;
+	unsigned long long max_records;
+	struct records recs = {0};
+	PyObject *result;
+
+	if (!PyArg_ParseTuple(args, "iLLK", &fd, &start, &file_size, &max_records))
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	ok = scan_flat(fd, start, file_size, max_records, &recs);
+	Py_END_ALLOW_THREADS
+	if (ok < 0) {
+		free(recs.v);
+		Py_RETURN_NONE;
+	}
+	result = PyBytes_FromStringAndSize((const char *)recs.v,
+					   (Py_ssize_t)(recs.n * sizeof(*recs.v)));
+	free(recs.v);
+	return result;
+}
+
 static PyObject *kdump_inflater(PyObject *self, PyObject *args)
 {
 	return PyUnicode_FromString(ld_zlib_decompress && !force_zlib ? "libdeflate" : "zlib");
@@ -646,6 +741,9 @@ static PyMethodDef methods[] = {
 	 "read(fd, block_size, descs_offset, max_pfn, bitmap, rank, phys, size, out, flat=None)"},
 	{"read_elf", kdump_read_elf, METH_VARARGS,
 	 "read_elf(fd, page_size, segments, phys, size, out)"},
+	{"flat_records", kdump_flat_records, METH_VARARGS,
+	 "flat_records(fd, start, file_size, max_records): int64 triples (offset, position, "
+	 "length) of the records, in file order, as bytes; None for a corrupt stream."},
 	{"inflater", kdump_inflater, METH_NOARGS, "The library inflating zlib pages."},
 	{"decompressors", kdump_decompressors, METH_NOARGS,
 	 "The page compressions read here (the others are left to drgn)."},

@@ -66,7 +66,6 @@ _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint64)
 # offset -1.
 _FLAT_SIGNATURE = b"makedumpfile\0\0\0\0"
 _FLAT_HEADER_SIZE = 4096
-_FLAT_RECORD = struct.Struct(">qq")
 #: Most records indexed (QEMU writes one per 16 KiB of data: 16 TiB of dump).
 _MAX_FLAT_RECORDS = 1 << 30
 
@@ -238,29 +237,10 @@ def flat_records(fd: int) -> npt.NDArray[np.int64] | None:
     header = os.pread(fd, 32, 0)
     if len(header) < 32 or struct.unpack(">qq", header[16:32]) != (1, 1):
         return None
-    rows: list[tuple[int, int, int]] = []
-    pos = _FLAT_HEADER_SIZE
-    # A small read per record header: QEMU's records hold up to 16 KiB, so a
-    # larger block would read the whole file; small records come several a block.
-    block = b""
-    block_at = 0
-    while len(rows) < _MAX_FLAT_RECORDS:
-        if not (block_at <= pos and pos + 16 <= block_at + len(block)):
-            block_at = pos
-            block = os.pread(fd, 512, pos)
-            if len(block) < 16:
-                return None  # cut short before the end record
-        offset, length = _FLAT_RECORD.unpack_from(block, pos - block_at)
-        if offset == -1:
-            break
-        if offset < 0 or length < 0 or pos + 16 + length > size:
-            return None
-        if length:
-            rows.append((offset, pos + 16, length))
-        pos += 16 + length
-    else:
+    raw = _kdump.flat_records(fd, _FLAT_HEADER_SIZE, size, _MAX_FLAT_RECORDS)
+    if raw is None:
         return None
-    records = np.array(rows, dtype=np.int64).reshape(-1, 3)
+    records = np.frombuffer(raw, dtype=np.int64).reshape(-1, 3)
     records = records[np.argsort(records[:, 0], kind="stable")]
     if len(records) > 1 and np.any(records[1:, 0] < records[:-1, 0] + records[:-1, 2]):
         return None
