@@ -11,7 +11,7 @@ process is timed from the parent (start-up, imports, opening the dump), and
 ``e-dumpminer-cli`` (``dumpminer mine`` as a user runs it) is one of them;
 ``--drgn-reads`` adds ``f-cli-drgn-reads``, the same command with every read
 left to drgn (``DUMPMINER_DRGN_READS=1``), to measure what the readers of
-``dumpminer/kdumpread.py`` bring in each format (``--format``).
+``dumpminer/dump/kdumpread.py`` bring in each format (``--format``).
 It prints, per program, the median wall time, its spread, objects per second
 and peak RSS, and the ratios that the speed targets are stated in, all
 measured in the same run. Build the sample first:
@@ -38,7 +38,7 @@ CACHE = "kmalloc-32"
 
 
 def _open(vmcore: str, vmlinux: str) -> Any:
-    from dumpminer.dump import open_dump
+    from dumpminer.dump.open import open_dump
 
     return open_dump(vmcore, vmlinux)
 
@@ -47,7 +47,7 @@ def program_helper_loop(dump: Any) -> int:
     """(a) drgn's helper loop: one read per object, printable runs counted."""
     from drgn.helpers.linux.slab import find_slab_cache, slab_cache_for_each_allocated_object
 
-    from dumpminer.fragments import printable_runs
+    from dumpminer.extract.fragments import printable_runs
 
     prog = dump.prog
     slab_cache = find_slab_cache(prog, CACHE)
@@ -79,7 +79,7 @@ def program_dumpminer_2_workers(dump: Any) -> int:
 def program_sample(dump: Any) -> int:
     """(c) dumpminer with ``--sample 0.1``: a tenth of the slabs."""
     import dumpminer
-    from dumpminer.sampling import SampleSpec
+    from dumpminer.slub.sampling import SampleSpec
 
     report = dumpminer.mine(dump.prog, CACHE, dump=dump, sample=SampleSpec(fraction=0.1))
     return int(report.scan.objects_scanned)
@@ -90,7 +90,7 @@ def program_floor(dump: Any) -> int:
     from drgn.helpers.linux.mm import pfn_to_virt
     from drgn.helpers.linux.slab import find_slab_cache
 
-    from dumpminer.walk import WalkStats, find_slab_pages
+    from dumpminer.slub.walk import WalkStats, find_slab_pages
 
     prog = dump.prog
     slab_cache = find_slab_cache(prog, CACHE)

@@ -21,26 +21,27 @@ With a drgn program opened some other way, ``dumpminer.mine(prog, ...)``.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dumpminer.callsites import CallSiteReport
-    from dumpminer.dump import Dump, open_dump
-    from dumpminer.mine import mine
-    from dumpminer.report import Report, render
+    from dumpminer.analysis.callsites import CallSiteReport
+    from dumpminer.dump.open import Dump, open_dump
+    from dumpminer.options import MineOptions
+    from dumpminer.pipeline import mine
+    from dumpminer.report.model import Report
+    from dumpminer.report.render import render
 
-__all__ = ["CallSiteReport", "Dump", "Report", "mine", "open_dump", "render"]
+__all__ = ["CallSiteReport", "Dump", "MineOptions", "Report", "mine", "open_dump", "render"]
 
 #: Where each name of the API is defined.
 _API = {
-    "CallSiteReport": "dumpminer.callsites",
-    "Dump": "dumpminer.dump",
-    "open_dump": "dumpminer.dump",
-    "mine": "dumpminer.mine",
-    "Report": "dumpminer.report",
-    "render": "dumpminer.report",
+    "CallSiteReport": "dumpminer.analysis.callsites",
+    "Dump": "dumpminer.dump.open",
+    "open_dump": "dumpminer.dump.open",
+    "MineOptions": "dumpminer.options",
+    "mine": "dumpminer.pipeline",
+    "Report": "dumpminer.report.model",
+    "render": "dumpminer.report.render",
 }
 
 
@@ -53,17 +54,3 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
-
-class _Package(types.ModuleType):
-    """The package module, whose API names are not replaced by its submodules."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Importing dumpminer.mine sets the submodule as the package's
-        # attribute "mine"; dumpminer.mine is the function, as it was when
-        # the package imported its API eagerly.
-        if name in _API and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -1,5 +1,6 @@
 """
-dumpminer's readers of dump files (dumpminer/kdumpread.py, dumpminer/_kdump.c)
+dumpminer's readers of dump files (dumpminer/dump/kdumpread.py,
+dumpminer/dump/_kdump.c)
 held to drgn's reads, page for page, on every dump of the seed sample of every
 series: kdump (plain and flattened; zlib, lzo, snappy and zstd pages) and ELF;
 and what they do with dumps they must not read: other formats, pages whose
@@ -20,8 +21,8 @@ import numpy as np
 import oracle
 import pytest
 
-from dumpminer import _kdump
-from dumpminer.kdumpread import (
+from dumpminer.dump import _kdump
+from dumpminer.dump.kdumpread import (
     ElfReader,
     KdumpReader,
     MemoryReader,
@@ -30,7 +31,7 @@ from dumpminer.kdumpread import (
     memory_reader,
     open_physical_reader,
 )
-from dumpminer.walk import _page_ranges
+from dumpminer.slub.walk import _page_ranges
 
 #: Pages read at once in the page-for-page comparison.
 RUN = 64
@@ -362,7 +363,7 @@ def test_read_ahead_keeps_order_and_stops_with_its_reader() -> None:
     import threading
     import time
 
-    from dumpminer.walk import READ_AHEAD, read_ahead
+    from dumpminer.slub.walk import READ_AHEAD, read_ahead
 
     def slow_square(n: int) -> int:
         time.sleep(0.001 * (n % 3))  # later items often finish first
