@@ -8,7 +8,10 @@ Each program runs in its own process, once per round, and the rounds
 interleave the programs, so that a noisy neighbour slows all of them alike.
 Programs are timed after the dump is opened; with ``--end-to-end``, the whole
 process is timed from the parent (start-up, imports, opening the dump), and
-``e-dumpminer-cli`` (``dumpminer mine`` as a user runs it) is one of them.
+``e-dumpminer-cli`` (``dumpminer mine`` as a user runs it) is one of them;
+``--drgn-reads`` adds ``f-cli-drgn-reads``, the same command with every read
+left to drgn (``DUMPMINER_DRGN_READS=1``), to measure what the readers of
+``dumpminer/dump/kdumpread.py`` bring in each format (``--format``).
 It prints, per program, the median wall time, its spread, objects per second
 and peak RSS, and the ratios that the speed targets are stated in, all
 measured in the same run. Build the sample first:
@@ -144,10 +147,10 @@ def child(name: str, vmcore: str, vmlinux: str) -> None:
     print(json.dumps({"seconds": seconds, "objects": objects, "peak_rss_mib": peak_kib / 1024}))
 
 
-def _manifest(sample: str, series: str) -> dict[str, Any]:
+def _manifest(sample: str, series: str, formats: str | None) -> dict[str, Any]:
     from sample_dumps.build import build_sample
 
-    path = build_sample(sample, series)
+    path = build_sample(sample, series, formats=tuple(formats.split(",")) if formats else None)
     with open(path) as f:
         return dict(json.load(f))
 
@@ -157,6 +160,10 @@ def main() -> None:
     parser.add_argument("--sample", default="big")
     parser.add_argument("--series", default="6.1")
     parser.add_argument("--format", default="kdump", help="which dump of the sample")
+    parser.add_argument(
+        "--formats",
+        help="the formats the sample was built with (build.py --formats), if not its own",
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip", action="append", default=[], help="programs to leave out")
     parser.add_argument(
@@ -168,21 +175,31 @@ def main() -> None:
         default=[],
         help="an argument for e-dumpminer-cli's dumpminer mine (e.g. --cli-arg=--mask-pointers)",
     )
+    parser.add_argument(
+        "--drgn-reads",
+        action="store_true",
+        help="with --end-to-end, also f-cli-drgn-reads: dumpminer mine with DUMPMINER_DRGN_READS=1",
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
-    manifest = _manifest(args.sample, args.series)
+    manifest = _manifest(args.sample, args.series, args.formats)
     vmcore = next(d["path"] for d in manifest["dumps"] if d["format"] == args.format)
     compile_bytecode()
     names = [n for n in PROGRAMS if n not in args.skip]
     if args.end_to_end and "e-dumpminer-cli" not in args.skip:
         names.append("e-dumpminer-cli")
+    if args.end_to_end and args.drgn_reads:
+        names.append("f-cli-drgn-reads")
     results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     for round_ in range(args.runs):
         for name in names:
-            cli = name == "e-dumpminer-cli"
+            cli = name in ("e-dumpminer-cli", "f-cli-drgn-reads")
+            env = dict(os.environ)
+            if name == "f-cli-drgn-reads":
+                env["DUMPMINER_DRGN_READS"] = "1"
             started = time.perf_counter()
             child_process = subprocess.Popen(
                 cli_command(vmcore, manifest["vmlinux"], args.cli_arg)
@@ -190,6 +207,7 @@ def main() -> None:
                 else [sys.executable, __file__, "--child", name, vmcore, manifest["vmlinux"]],
                 stdout=subprocess.PIPE,
                 text=True,
+                env=env,
             )
             assert child_process.stdout is not None
             output = child_process.stdout.read()
@@ -229,6 +247,9 @@ def main() -> None:
         if "a-drgn-helpers" in medians and name in medians:
             ratio = medians["a-drgn-helpers"] / medians[name]
             print(f"speed-up of {name} over drgn helpers: {ratio:.1f}x")
+    if "f-cli-drgn-reads" in medians and "e-dumpminer-cli" in medians:
+        ratio = medians["f-cli-drgn-reads"] / medians["e-dumpminer-cli"]
+        print(f"speed-up of dumpminer's readers over drgn's reads: {ratio:.1f}x")
     for name in ("b-dumpminer", "b2-dumpminer-2w", "c-sample-0.1"):
         if "d-floor" in medians and name in medians:
             print(f"{name} / floor: {medians[name] / medians['d-floor']:.2f}x")

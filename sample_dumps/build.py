@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fcntl
 import gzip
 import hashlib
@@ -134,9 +135,13 @@ class SampleSpec:
     #: Microseconds the module sleeps between chunks (leaky_agent.pace_us), so that a
     #: timer-driven sampler (KFENCE's) lets some of its allocations through.
     pace_us: int = 0
-    #: The dumps made: QEMU's kdump-zlib, its ELF, and makedumpfile's filtered copy of the
-    #: ELF. A guest of many GiB is dumped as kdump only: its ELF would be as large as it.
-    formats: tuple[str, ...] = ("kdump", "elf", "makedumpfile")
+    #: The dumps made (DUMP_FORMATS): QEMU's kdump-zlib de-flattened and as QEMU wrote it,
+    #: its ELF, makedumpfile's filtered copies of the ELF (zlib and lzo), and that copy's
+    #: pages recompressed with snappy and zstd. A guest of many GiB is dumped as kdump
+    #: only: its ELF would be as large as it.
+    formats: tuple[str, ...] = (
+        "kdump", "flattened", "elf", "makedumpfile", "lzo", "snappy", "zstd",
+    )
 
     def topology(self) -> dict[str, Any]:
         """The manifest's "topology": vCPUs, NUMA nodes, and each node's CPUs and memory."""
@@ -904,48 +909,180 @@ def vmcoreinfo_of_elf(path: Path) -> dict[str, str]:
     return {}
 
 
-def make_dumps(qmp: Qmp, out: Path, spec: SampleSpec) -> None:
-    """Write QEMU's kdump-zlib (flattened) and, unless kdump only, ELF dumps into out."""
+def make_dumps(qmp: Qmp, out: Path, spec: SampleSpec, formats: tuple[str, ...]) -> None:
+    """Write QEMU's kdump-zlib (flattened) and, when a format needs it, ELF dumps into out."""
     timeout = 60 + spec.guest_memory_mib / 8
     with step("dump-guest-memory kdump-zlib"):
-        dump_memory(qmp, out / "kdump.flat", "kdump-zlib", timeout)
-    if spec.formats != ("kdump",):
+        dump_memory(qmp, out / "flattened.vmcore", "kdump-zlib", timeout)
+    if set(formats) & {"elf", *FROM_ELF}:
         with step("dump-guest-memory ELF"):
             dump_memory(qmp, out / "elf.vmcore", None, timeout)
 
 
+#: Every dump format a sample can have: file name, whether makedumpfile filtered it, and
+#: what writes it. "kdump" is QEMU's kdump-zlib after makedumpfile -R; "flattened" is the
+#: same as QEMU 7.2 wrote it (makedumpfile's flattened stream); "makedumpfile" and "lzo"
+#: are makedumpfile -c and -l -d LEVEL of the ELF; "snappy" and "zstd" are the
+#: "makedumpfile" dump with every page recompressed (recompress_kdump: neither QEMU 7.2
+#: nor Debian's makedumpfile 1.7.2 is built with them).
+DUMP_FORMATS: dict[str, tuple[str, bool]] = {
+    "kdump": ("kdump.vmcore", False),
+    "flattened": ("flattened.vmcore", False),
+    "elf": ("elf.vmcore", False),
+    "makedumpfile": ("filtered.vmcore", True),
+    "lzo": ("lzo.vmcore", True),
+    "snappy": ("snappy.vmcore", True),
+    "zstd": ("zstd.vmcore", True),
+}
+#: Formats made from the ELF dump by makedumpfile, and their compression option.
+FROM_ELF = {"makedumpfile": "-c", "lzo": "-l"}
+#: Formats recompressed from the "makedumpfile" dump: the page flag and header status.
+RECOMPRESSED = {"snappy": 0x4, "zstd": 0x20}
+
+
 def dump_entries(out: Path, dump_level: int, formats: tuple[str, ...]) -> list[dict[str, Any]]:
     """The manifest's "dumps" list for a sample directory holding *formats*."""
-    entries = [
-        {"path": str(out / "kdump.vmcore"), "format": "kdump", "filtered": False,
-         "dump_level": 0},
-        {"path": str(out / "elf.vmcore"), "format": "elf", "filtered": False, "dump_level": 0},
-        {"path": str(out / "filtered.vmcore"), "format": "makedumpfile", "filtered": True,
-         "dump_level": dump_level},
+    return [
+        {"path": str(out / name), "format": fmt, "filtered": filtered,
+         "dump_level": dump_level if filtered else 0}
+        for fmt, (name, filtered) in DUMP_FORMATS.items() if fmt in formats
     ]
-    return [entry for entry in entries if entry["format"] in formats]
 
 
 def postprocess_dumps(out: Path, dump_level: int, formats: tuple[str, ...]) -> None:
-    """De-flatten QEMU's kdump and make the makedumpfile -d 31 copy from the ELF dump."""
+    """
+    De-flatten QEMU's kdump, make the makedumpfile -d LEVEL copies from the ELF dump and
+    recompress one of them; delete what *formats* does not keep.
+    """
     require_tools("makedumpfile")
-    flat = out / "kdump.flat"
-    with step("makedumpfile -R (QEMU writes kdump in the flattened format)"), \
-            flat.open("rb") as source:
-        run_binary_stdin(["makedumpfile", "-R", str(out / "kdump.vmcore")], source)
-    flat.unlink()
-    if "makedumpfile" not in formats:
-        (out / "kdump.vmcore").chmod(0o644)
-        return
-    fixed = out / "elf-for-makedumpfile.tmp"
-    with step(f"makedumpfile -c -d {dump_level}"):
-        shutil.copyfile(out / "elf.vmcore", fixed)
-        fix_qemu_elf_header(fixed)
-        run(["makedumpfile", "-c", "-d", str(dump_level), str(fixed),
-             str(out / "filtered.vmcore")])
-        fixed.unlink()
+    flat = out / "flattened.vmcore"
+    if "kdump" in formats:
+        with step("makedumpfile -R (QEMU writes kdump in the flattened format)"), \
+                flat.open("rb") as source:
+            run_binary_stdin(["makedumpfile", "-R", str(out / "kdump.vmcore")], source)
+    if "flattened" not in formats:
+        flat.unlink()
+    needed = {fmt for fmt in FROM_ELF if fmt in formats}
+    if set(RECOMPRESSED) & set(formats):
+        needed.add("makedumpfile")
+    if needed:
+        with elf_fixed_for_makedumpfile(out / "elf.vmcore"):
+            for fmt in sorted(needed):
+                option = FROM_ELF[fmt]
+                with step(f"makedumpfile {option} -d {dump_level}"):
+                    run(["makedumpfile", option, "-d", str(dump_level), str(out / "elf.vmcore"),
+                         str(out / DUMP_FORMATS[fmt][0])])
+    for fmt, flag in RECOMPRESSED.items():
+        if fmt in formats:
+            with step(f"recompress the filtered dump's pages with {fmt}"):
+                recompress_kdump(out / DUMP_FORMATS["makedumpfile"][0],
+                                 out / DUMP_FORMATS[fmt][0], flag)
+    for fmt in needed - set(formats):
+        (out / DUMP_FORMATS[fmt][0]).unlink()
+    if "elf" not in formats:
+        (out / "elf.vmcore").unlink(missing_ok=True)
     for dump in out.glob("*.vmcore"):
         dump.chmod(0o644)  # QEMU creates them 0400/0600; they hold a throwaway guest
+
+
+@contextlib.contextmanager
+def elf_fixed_for_makedumpfile(path: Path) -> Iterator[None]:
+    """
+    The ELF dump at *path* with its headers fixed for makedumpfile (fix_qemu_elf_header)
+    while the block runs, then restored byte for byte: no copy of a dump as large as the
+    guest's memory.
+    """
+    with path.open("rb") as handle:
+        header = handle.read(64)
+        phoff, = struct.unpack_from("<Q", header, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
+        handle.seek(0)
+        saved = handle.read(max(phoff, 64) + phentsize * phnum)
+    fix_qemu_elf_header(path)
+    try:
+        yield
+    finally:
+        with path.open("r+b") as handle:
+            handle.write(saved)
+
+
+def recompress_kdump(source: Path, dest: Path, flag: int) -> None:
+    """
+    Write *dest*: the kdump-compressed *source* (zlib or raw pages) with every page
+    compressed by the library of page flag *flag* (0x4 snappy, 0x20 zstd), stored raw
+    where that does not make it smaller, as makedumpfile does; headers, bitmaps and the
+    order of pages unchanged, the header's status naming the new compression.
+    Descriptors that share data (makedumpfile's one zero page) still share it.
+    """
+    import ctypes
+    import zlib
+
+    compress = _compressor(ctypes, flag)
+    with source.open("rb") as src, dest.open("wb") as out:
+        head = src.read(444)
+        block_size, sub_blocks, bitmap_blocks = struct.unpack_from("<iiI", head, 428)
+        src.seek(block_size * (1 + sub_blocks))
+        bitmap_bytes = bitmap_blocks * block_size
+        bitmap2 = src.read(bitmap_bytes)[bitmap_bytes // 2:]
+        pages = sum(bin(byte).count("1") for byte in bitmap2)
+        descs_offset = block_size * (1 + sub_blocks + bitmap_blocks)
+        src.seek(0)
+        prefix = bytearray(src.read(descs_offset))
+        struct.pack_into("<I", prefix, 424, flag)  # disk_dump_header.status
+        src.seek(descs_offset)
+        descs = [struct.unpack_from("<qIIQ", raw, i * 24)
+                 for raw in [src.read(24 * pages)] for i in range(pages)]
+        out.write(prefix)
+        data_at = descs_offset + 24 * pages
+        moved: dict[int, tuple[int, int, int]] = {}
+        new_descs = bytearray()
+        out.seek(data_at)
+        for offset, size, flags, page_flags in descs:
+            if offset not in moved:
+                src.seek(offset)
+                page = src.read(size)
+                if flags & 0x1:
+                    page = zlib.decompress(page)
+                elif flags:
+                    raise BuildError(f"{source}: page flags {flags:#x} are not zlib")
+                packed = compress(page)
+                stored = (packed, flag) if len(packed) < len(page) else (page, 0)
+                moved[offset] = (data_at, len(stored[0]), stored[1])
+                out.write(stored[0])
+                data_at += len(stored[0])
+            new_offset, new_size, new_flags = moved[offset]
+            new_descs += struct.pack("<qIIQ", new_offset, new_size, new_flags, page_flags)
+        out.seek(descs_offset)
+        out.write(new_descs)
+
+
+def _compressor(ctypes: Any, flag: int) -> Any:
+    """A function compressing one page with libsnappy (flag 0x4) or libzstd (0x20)."""
+    if flag == 0x4:
+        snappy = ctypes.CDLL("libsnappy.so.1")
+
+        def snappy_page(page: bytes) -> bytes:
+            size = ctypes.c_size_t(snappy.snappy_max_compressed_length(ctypes.c_size_t(len(page))))
+            buf = ctypes.create_string_buffer(size.value)
+            if snappy.snappy_compress(page, ctypes.c_size_t(len(page)), buf, ctypes.byref(size)):
+                raise BuildError("snappy_compress failed")
+            return buf.raw[: size.value]
+
+        return snappy_page
+    zstd = ctypes.CDLL("libzstd.so.1")
+    zstd.ZSTD_compressBound.restype = ctypes.c_size_t
+    zstd.ZSTD_compress.restype = ctypes.c_size_t
+    zstd.ZSTD_isError.argtypes = [ctypes.c_size_t]
+
+    def zstd_page(page: bytes) -> bytes:
+        bound = zstd.ZSTD_compressBound(ctypes.c_size_t(len(page)))
+        buf = ctypes.create_string_buffer(bound)
+        got = zstd.ZSTD_compress(buf, ctypes.c_size_t(bound), page, ctypes.c_size_t(len(page)), 1)
+        if zstd.ZSTD_isError(ctypes.c_size_t(got)):
+            raise BuildError("ZSTD_compress failed")
+        return buf.raw[:got]
+
+    return zstd_page
 
 
 def run_binary_stdin(cmd: list[str], stdin: Any) -> None:
@@ -973,15 +1110,19 @@ def sample_key(spec: SampleSpec, release: str, dump_level: int) -> str:
     return hashlib.sha256(material.encode()).hexdigest()
 
 
-def reusable(manifest_path: Path, key: str) -> bool:
+def reusable(manifest_path: Path, key: str, formats: tuple[str, ...]) -> bool:
+    """Whether the manifest is of *key* and every dump of *formats* is there."""
     if not manifest_path.exists():
         return False
     try:
         manifest = json.loads(manifest_path.read_text())
     except ValueError:
         return False
-    return manifest.get("build_key") == key and all(
-        Path(dump["path"]).exists() for dump in manifest.get("dumps", [])
+    dumps = manifest.get("dumps", [])
+    return (
+        manifest.get("build_key") == key
+        and set(formats) <= {dump.get("format") for dump in dumps}
+        and all(Path(dump["path"]).exists() for dump in dumps)
     )
 
 
@@ -1011,7 +1152,7 @@ def boot_and_dump(kernel: Kernel, initrd: Path, spec: SampleSpec, out: Path,
                 counts = wait_ready(qemu, work, spec.boot_timeout_s)
             check_planted(counts, expected, spec, work)
             qmp = Qmp(work / "qmp.sock")
-            make_dumps(qmp, out, spec)
+            make_dumps(qmp, out, spec, spec.formats)
         finally:
             stop_qemu(qemu, qmp)
             if (work / "serial.log").exists():
@@ -1049,11 +1190,21 @@ def check_vmcoreinfo(dump: Path, kernel: Kernel) -> None:
 
 
 def build_sample(sample: str = "seed", series: str = DEFAULT_SERIES,
-                 cache_dir: str | Path | None = None, force: bool = False) -> Path:
-    """Build (or reuse) one sample; return the path of its manifest.json."""
+                 cache_dir: str | Path | None = None, force: bool = False,
+                 formats: tuple[str, ...] | None = None) -> Path:
+    """
+    Build (or reuse) one sample; return the path of its manifest.json. *formats*
+    (DUMP_FORMATS) replaces the sample's own list, e.g. to make the story's dump in
+    every format for the benchmark.
+    """
     spec = SAMPLES.get(sample)
     if spec is None:
         raise BuildError(f"unknown sample {sample!r}; known: {sorted(SAMPLES)}")
+    if formats is not None:
+        unknown = sorted(set(formats) - set(DUMP_FORMATS))
+        if unknown or not formats:
+            raise BuildError(f"unknown dump formats {unknown}; known: {sorted(DUMP_FORMATS)}")
+        spec = dataclasses.replace(spec, formats=tuple(f for f in DUMP_FORMATS if f in formats))
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     cache = cache.resolve()
     final = cache / "samples" / series / sample
@@ -1062,7 +1213,7 @@ def build_sample(sample: str = "seed", series: str = DEFAULT_SERIES,
         options = apt_options(series, cache)
         release = resolve_release(series, options)
         key = sample_key(spec, release, FILTER_DUMP_LEVEL[series])
-        if not force and reusable(manifest_path, key):
+        if not force and reusable(manifest_path, key, spec.formats):
             log(f"reusing {manifest_path} (key {key[:12]})")
             return manifest_path
         start = time.monotonic()
@@ -1074,8 +1225,10 @@ def build_sample(sample: str = "seed", series: str = DEFAULT_SERIES,
         staging.mkdir(parents=True)
         try:
             boot_and_dump(kernel, initrd, spec, staging, expected, FILTER_DUMP_LEVEL[series])
-            first = "elf.vmcore" if "elf" in spec.formats else "kdump.vmcore"
-            check_vmcoreinfo(staging / first, kernel)
+            first = next((DUMP_FORMATS[f][0] for f in ("elf", "kdump", "makedumpfile", "lzo")
+                          if f in spec.formats), None)
+            if first is not None:
+                check_vmcoreinfo(staging / first, kernel)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)  # up to 4 GiB of partial dumps
             raise
@@ -1182,12 +1335,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--series", default=DEFAULT_SERIES, choices=sorted(SERIES_METAPACKAGES))
     parser.add_argument("--cache-dir", help="default: $DUMPMINER_CACHE or ~/.cache/dumpminer")
     parser.add_argument("--force", action="store_true", help="rebuild the dumps even if current")
+    parser.add_argument("--formats", help="comma-separated dump formats instead of the "
+                        f"sample's own (of {', '.join(DUMP_FORMATS)})")
     args = parser.parse_args(argv)
     try:
         if args.sample in PAIRS:
             path = build_pair(args.sample, args.series, args.cache_dir, args.force)
         else:
-            path = build_sample(args.sample, args.series, args.cache_dir, args.force)
+            formats = tuple(args.formats.split(",")) if args.formats else None
+            path = build_sample(args.sample, args.series, args.cache_dir, args.force, formats)
     except BuildError as error:
         print(f"build failed: {error}", file=sys.stderr)
         return 1

@@ -1,8 +1,11 @@
 """
-dumpminer's kdump reader (dumpminer/dump/kdumpread.py, dumpminer/dump/_kdump.c) held to
-drgn's reads, page for page, on every dump of the seed sample of every series;
-and what it does with dumps it must not read: other formats, pages compressed
-otherwise, descriptors or data outside the file. There it gives way to drgn.
+dumpminer's readers of dump files (dumpminer/dump/kdumpread.py,
+dumpminer/dump/_kdump.c)
+held to drgn's reads, page for page, on every dump of the seed sample of every
+series: kdump (plain and flattened; zlib, lzo, snappy and zstd pages) and ELF;
+and what they do with dumps they must not read: other formats, pages whose
+library is missing, descriptors or data outside the file. There they give
+way to drgn.
 """
 
 from __future__ import annotations
@@ -19,11 +22,25 @@ import oracle
 import pytest
 
 from dumpminer.dump import _kdump
-from dumpminer.dump.kdumpread import KdumpReader, MemoryReader, bitmap_pages, memory_reader
+from dumpminer.dump.kdumpread import (
+    ElfReader,
+    KdumpReader,
+    MemoryReader,
+    PhysicalReader,
+    bitmap_pages,
+    memory_reader,
+    open_physical_reader,
+)
 from dumpminer.slub.walk import _page_ranges
 
 #: Pages read at once in the page-for-page comparison.
 RUN = 64
+#: Formats whose pages are zlib (read with libdeflate, and with zlib).
+ZLIB_FORMATS = ["kdump", "flattened", "makedumpfile"]
+#: The other formats: pages of lzo, snappy, zstd; and ELF, not compressed.
+OTHER_FORMATS = ["lzo", "snappy", "zstd", "elf"]
+#: Page flag of each compression, as _kdump.refuse() takes it.
+FLAGS = {"lzo": 0x2, "snappy": 0x4, "zstd": 0x20}
 
 
 @cache
@@ -47,11 +64,25 @@ def _dump(manifest: dict[str, Any], fmt: str) -> str:
     return str(next(d for d in manifest["dumps"] if d["format"] == fmt)["path"])
 
 
-def _reader_and_oracle(manifest: dict[str, Any], fmt: str) -> tuple[KdumpReader, drgn.Program]:
+def _pages(reader: PhysicalReader) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    """PFNs of every page the dump holds, ascending."""
+    if isinstance(reader, KdumpReader):
+        return bitmap_pages(reader)
+    assert isinstance(reader, ElfReader)
+    page = reader.block_size
+    runs = [
+        np.arange(-(-int(start) // page), (int(start) + int(size)) // page, dtype=np.uint64)
+        for start, size, _ in reader.segments
+    ]
+    return np.concatenate(runs)
+
+
+def _reader_and_oracle(manifest: dict[str, Any], fmt: str) -> tuple[PhysicalReader, drgn.Program]:
     """The fast reader of the sample's *fmt* dump, and drgn's program on the same dump."""
     path = _dump(manifest, fmt)
-    reader = KdumpReader.open(path)
-    assert reader is not None
+    reader = open_physical_reader(path)
+    assert reader is not None, path
+    assert isinstance(reader, ElfReader if fmt == "elf" else KdumpReader)
     return reader, _oracle_prog(path, manifest["vmlinux"])
 
 
@@ -63,12 +94,9 @@ def _drgn_read(prog: drgn.Program, phys: int, size: int) -> bytes | None:
         return None
 
 
-@pytest.mark.parametrize("fmt", ["kdump", "makedumpfile"])
-def test_every_page_as_drgn_reads_it(
-    sample_manifest: dict[str, Any], fmt: str, inflater: str
-) -> None:
-    reader, prog = _reader_and_oracle(sample_manifest, fmt)
-    pfns = bitmap_pages(reader)
+def _every_page_as_drgn_reads_it(manifest: dict[str, Any], fmt: str) -> None:
+    reader, prog = _reader_and_oracle(manifest, fmt)
+    pfns = _pages(reader)
     assert len(pfns) > 10_000
     page = reader.block_size
     # Runs of consecutive PFNs, at most RUN pages each: the reads the walk makes.
@@ -85,12 +113,9 @@ def test_every_page_as_drgn_reads_it(
     assert read == len(pfns)
 
 
-@pytest.mark.parametrize("fmt", ["kdump", "makedumpfile"])
-def test_pieces_of_pages_and_into_a_buffer(
-    sample_manifest: dict[str, Any], fmt: str, inflater: str
-) -> None:
-    reader, prog = _reader_and_oracle(sample_manifest, fmt)
-    pfns = bitmap_pages(reader)
+def _pieces_of_pages_and_into_a_buffer(manifest: dict[str, Any], fmt: str) -> None:
+    reader, prog = _reader_and_oracle(manifest, fmt)
+    pfns = _pages(reader)
     rng = np.random.default_rng(15)
     page = reader.block_size
     for pfn in rng.choice(pfns[:-3], 300).tolist():
@@ -99,13 +124,64 @@ def test_pieces_of_pages_and_into_a_buffer(
         phys = pfn * page + offset
         expected = _drgn_read(prog, phys, size)
         ours = reader.read(phys, size)
-        if expected is None:
+        if expected is None or isinstance(ours, int):
+            # Only where drgn cannot read all of it either, or reads zeros
+            # for what the dump does not hold (then drgn is asked).
             assert isinstance(ours, int)
+            assert expected is None or pfn + 3 >= ours >= pfn
             continue
         assert ours == expected
         out = bytearray(size + 7)
         assert reader.read(phys, size, memoryview(out)[3 : 3 + size]) is None
         assert out[3 : 3 + size] == expected and out[:3] == bytes(3)
+
+
+@pytest.mark.parametrize("fmt", ZLIB_FORMATS)
+def test_every_page_as_drgn_reads_it(
+    sample_manifest: dict[str, Any], fmt: str, inflater: str
+) -> None:
+    _every_page_as_drgn_reads_it(sample_manifest, fmt)
+
+
+@pytest.mark.parametrize("fmt", OTHER_FORMATS)
+def test_every_page_of_other_formats_as_drgn_reads_it(
+    sample_manifest: dict[str, Any], fmt: str
+) -> None:
+    if fmt in FLAGS:
+        assert fmt in _kdump.decompressors(), f"lib{fmt} is not installed"
+    _every_page_as_drgn_reads_it(sample_manifest, fmt)
+
+
+@pytest.mark.parametrize("fmt", ZLIB_FORMATS)
+def test_pieces_of_pages_and_into_a_buffer(
+    sample_manifest: dict[str, Any], fmt: str, inflater: str
+) -> None:
+    _pieces_of_pages_and_into_a_buffer(sample_manifest, fmt)
+
+
+@pytest.mark.parametrize("fmt", OTHER_FORMATS)
+def test_pieces_of_pages_of_other_formats(sample_manifest: dict[str, Any], fmt: str) -> None:
+    _pieces_of_pages_and_into_a_buffer(sample_manifest, fmt)
+
+
+@pytest.mark.parametrize("fmt", sorted(FLAGS))
+def test_pages_whose_library_is_missing_are_left_to_drgn(
+    sample_manifest: dict[str, Any], fmt: str
+) -> None:
+    """Without liblzo2, libsnappy or libzstd, their pages are drgn's to read: same bytes."""
+    kdump, prog = _reader_and_oracle(sample_manifest, fmt)
+    pfn = int(_pages(kdump)[500])
+    page = kdump.block_size
+    reader = MemoryReader(prog, kdump)
+    address = reader.page_offset + pfn * page
+    fast = reader.read(address, page)
+    _kdump.refuse(FLAGS[fmt])
+    try:
+        assert fmt not in _kdump.decompressors()
+        assert kdump.read(pfn * page, page) == pfn
+        assert reader.read(address, page) == fast == _drgn_read(prog, pfn * page, page)
+    finally:
+        _kdump.refuse(0)
 
 
 def test_pages_not_in_the_dump_are_left_to_drgn(sample_manifest: dict[str, Any]) -> None:
@@ -120,15 +196,28 @@ def test_pages_not_in_the_dump_are_left_to_drgn(sample_manifest: dict[str, Any])
     assert reader.read(reader.max_pfn * page, page) == reader.max_pfn
 
 
-def test_other_formats_are_read_by_drgn(sample_manifest: dict[str, Any]) -> None:
-    path = _dump(sample_manifest, "elf")
-    assert KdumpReader.open(path) is None
-    prog = _oracle_prog(path, sample_manifest["vmlinux"])
-    reader = memory_reader(prog)
-    assert reader.kdump is None and not reader.parallel
+def test_other_machines_are_read_by_drgn(sample_manifest: dict[str, Any], tmp_path: Path) -> None:
+    """An ELF core of another machine (or byte order) is not read by dumpminer."""
+    src = _dump(sample_manifest, "elf")
+    with open(src, "rb") as f:
+        head = bytearray(f.read(1 << 16))
+    for offset, value in [(18, struct.pack("<H", 183)), (5, b"\x02"), (16, struct.pack("<H", 2))]:
+        copy = tmp_path / "copy.vmcore"
+        patched = bytearray(head)
+        patched[offset : offset + len(value)] = value
+        copy.write_bytes(bytes(patched))
+        assert ElfReader.open(str(copy)) is None, (offset, value)
+        assert open_physical_reader(str(copy)) is None
 
 
-@pytest.mark.parametrize("fmt", ["kdump", "makedumpfile"])
+@pytest.mark.parametrize("fmt", [*ZLIB_FORMATS, *OTHER_FORMATS])
+def test_every_format_is_read_on_threads(sample_manifest: dict[str, Any], fmt: str) -> None:
+    path = _dump(sample_manifest, fmt)
+    reader = memory_reader(_oracle_prog(path, sample_manifest["vmlinux"]))
+    assert reader.kdump is not None and reader.parallel
+
+
+@pytest.mark.parametrize("fmt", ["kdump", "elf", "flattened"])
 def test_page_array_through_the_page_tables(sample_manifest: dict[str, Any], fmt: str) -> None:
     kdump, prog = _reader_and_oracle(sample_manifest, fmt)
     reader = MemoryReader(prog, kdump)
@@ -143,6 +232,46 @@ def test_page_array_through_the_page_tables(sample_manifest: dict[str, Any], fmt
             assert ours == prog.read(address, length)
             chunks += 1
     assert chunks >= 2
+
+
+def _flat_records(path: str) -> list[tuple[int, int, int]]:
+    """(position of the record header, offset, size) of each record of a flattened file."""
+    records = []
+    with open(path, "rb") as f:
+        pos = 4096
+        while True:
+            f.seek(pos)
+            offset, size = struct.unpack(">qq", f.read(16))
+            if offset == -1:
+                return records
+            records.append((pos, offset, size))
+            pos += 16 + size
+
+
+def test_flattened_records_it_does_not_read(
+    sample_manifest: dict[str, Any], tmp_path: Path
+) -> None:
+    """Records that overlap, run past the file, or a stream cut short: drgn reads those."""
+    src = _dump(sample_manifest, "flattened")
+    records = _flat_records(src)
+    assert len(records) > 100
+    pos, _, size = records[len(records) // 2]
+    later_pos, later_offset, _ = records[len(records) // 2 + 1]
+    for what, at, value in [
+        ("overlaps the next record", pos, struct.pack(">q", later_offset - 1)),
+        ("runs past the file", later_pos + 8, struct.pack(">q", 1 << 40)),
+        ("negative offset", pos, struct.pack(">q", -5)),
+        ("not flattened format version 1", 24, struct.pack(">q", 2)),
+    ]:
+        copy = tmp_path / "copy.vmcore"
+        shutil.copyfile(src, copy)
+        with open(copy, "r+b") as f:
+            f.seek(at)
+            f.write(value)
+        assert KdumpReader.open(str(copy)) is None, what
+    with open(src, "rb") as f, open(tmp_path / "short.vmcore", "wb") as out:
+        out.write(f.read(pos + 16 + size // 2))
+    assert KdumpReader.open(str(tmp_path / "short.vmcore")) is None
 
 
 def _patched_copy(src: str, tmp_path: Path, patch: Any) -> KdumpReader:

@@ -68,7 +68,7 @@ def _dumps(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return list(manifest["dumps"])
 
 
-@pytest.fixture(params=["kdump", "elf", "makedumpfile"])
+@pytest.fixture(params=["kdump", "flattened", "elf", "makedumpfile", "lzo", "snappy", "zstd"])
 def dump_entry(request: pytest.FixtureRequest, sample_manifest: dict[str, Any]) -> dict[str, Any]:
     entry = next(d for d in _dumps(sample_manifest) if d["format"] == request.param)
     return {**entry, "vmlinux": sample_manifest["vmlinux"], "manifest": sample_manifest}

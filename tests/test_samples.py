@@ -20,7 +20,7 @@ from drgn.helpers.linux.slab import find_slab_cache, slab_cache_usage
 from oracle import allocated_count, count_records, planted_placement
 
 CACHES = ("kmalloc-32", "kmalloc-64")
-FORMATS = ("kdump", "elf", "makedumpfile")
+FORMATS = ("kdump", "flattened", "elf", "makedumpfile", "lzo", "snappy", "zstd")
 
 OpenProg = Callable[[str, str], drgn.Program]
 

@@ -1,28 +1,39 @@
 """
-Reading a kdump-compressed dump's memory on every core.
+Reading a dump's physical memory on every core.
 
-drgn's :meth:`~drgn.Program.read` inflates kdump pages holding the GIL, so
-however many threads a process has, it reads on one core. For the format
-most dumps arrive in (makedumpfile's and QEMU's kdump-compressed, zlib),
-:class:`KdumpReader` finds each page's descriptor, reads and inflates it in
+drgn's :meth:`~drgn.Program.read` decompresses kdump pages holding the GIL,
+so however many threads a process has, it reads on one core. For the
+formats dumps arrive in, dumpminer reads the pages itself in
 ``dumpminer/dump/_kdump.c`` with the GIL released, so reading threads use every
-core (docs/performance.md says what that buys).
+core (docs/performance.md says what that buys):
 
-drgn stays the reader of everything else: of other formats (ELF, flattened,
-split, big-endian), of pages compressed with lzo, snappy or zstd, and of any
-page this reader cannot read (not in the dump, data outside a file cut
+- :class:`KdumpReader`: kdump-compressed files (makedumpfile ``-c/-l/-p/-z``,
+  QEMU's ``kdump-*``; pages compressed with zlib, lzo, snappy or zstd, each
+  library loaded at run time when the system has it), plain or in
+  makedumpfile's *flattened* form (``makedumpfile -F``, and what QEMU before
+  8.2 writes), whose records are indexed once by their headers and then read
+  in place as the kdump file they describe;
+- :class:`ElfReader`: ELF cores (QEMU's ``dump-guest-memory``, ``makedumpfile
+  -E``, copies of ``/proc/vmcore``), with positional reads of their
+  ``PT_LOAD`` segments.
+
+drgn stays the reader of everything else (split and big-endian dumps, other
+architectures' ELF cores) and of any page these readers cannot read (not in
+the dump, a compression whose library is missing, data outside a file cut
 short): :class:`MemoryReader` then asks drgn, which decides, as before,
-whether that is a fault. tests/test_kdumpread.py checks this reader page
-for page against drgn's reads on every sample dump. ``DUMPMINER_DRGN_READS=1``
-in the environment turns it off (every read is drgn's), to compare.
+whether that is a fault. tests/test_kdumpread.py checks each reader page for
+page against drgn's reads on every sample dump. ``DUMPMINER_DRGN_READS=1``
+in the environment turns them off (every read is drgn's), to compare.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import struct
-from typing import Any
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -30,7 +41,14 @@ from drgn import FaultError, Object, Program
 
 from dumpminer.dump import _kdump
 
-__all__ = ["KdumpReader", "MemoryReader", "memory_reader"]
+__all__ = [
+    "ElfReader",
+    "KdumpReader",
+    "MemoryReader",
+    "PhysicalReader",
+    "memory_reader",
+    "open_physical_reader",
+]
 
 _SIGNATURE = b"KDUMP   "
 # struct disk_dump_header on a 64-bit machine: signature, header_version,
@@ -43,15 +61,65 @@ _SUB_HEADER = struct.Struct("<QiiQQqQqQqQQQQ")
 _MAX_BITMAP_BYTES = 256 << 20
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint64)
 
+# makedumpfile's flattened format: a 4 KiB header (signature, type 1, version
+# 1, big-endian) then records {be64 offset, be64 size, data}, the last with
+# offset -1.
+_FLAT_SIGNATURE = b"makedumpfile\0\0\0\0"
+_FLAT_HEADER_SIZE = 4096
+#: Most records indexed (QEMU writes one per 16 KiB of data: 16 TiB of dump).
+_MAX_FLAT_RECORDS = 1 << 30
+
+# ELF: e_ident, then (64-bit) e_type .. e_shstrndx; program headers.
+_ELF_HEADER = struct.Struct("<16sHHIQQQIHHHHHH")
+_ELF_PHDR = struct.Struct("<IIQQQQQQ")
+_EM_X86_64 = 62
+_PT_LOAD = 1
+#: Page size of the ELF cores read (x86-64's).
+_ELF_PAGE_SIZE = 4096
+
+
+class PhysicalReader(Protocol):
+    """What :class:`MemoryReader` reads physical memory with."""
+
+    #: The dump's page size.
+    block_size: int
+    #: Pages from physical address 0 that the dump may hold.
+    max_pfn: int
+
+    def read(self, phys: int, size: int, out: object = None) -> bytes | int | None:
+        """*size* bytes at *phys* (or None once written into *out*), or the
+        PFN of the first page this reader cannot read, as an int."""
+        ...
+
+    def close(self) -> None:
+        """Close the file."""
+        ...
+
+
+def _pread_exactly(fd: int, size: int, offset: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise ValueError("short read")
+    return data
+
 
 class KdumpReader:
     """
     Physical memory of one kdump-compressed file, read with the GIL released.
     Threads may share one reader: reads are ``pread`` on one descriptor.
+    For a flattened file, *flat* holds its records (see :func:`flat_records`),
+    and the offsets are those of the kdump file the records describe.
     """
 
     def __init__(
-        self, path: str, block_size: int, descs_offset: int, max_pfn: int, bitmap: bytes
+        self,
+        path: str,
+        block_size: int,
+        descs_offset: int,
+        max_pfn: int,
+        bitmap: bytes,
+        flat: npt.NDArray[np.int64] | None = None,
+        fd: int = -1,
     ) -> None:
         self.path = path
         self.block_size = block_size
@@ -63,23 +131,38 @@ class KdumpReader:
         #: a page's descriptor is the rank of its bit.
         self.bitmap = np.ascontiguousarray(words, dtype=np.uint64)
         self.rank = np.ascontiguousarray(np.cumsum(counts) - counts, dtype=np.uint64)
-        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        #: The flattened file's records: (offset, position of the data, length) rows.
+        self.flat = flat
+        self.fd = fd if fd >= 0 else os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
 
     @classmethod
     def open(cls, path: str) -> KdumpReader | None:
         """
-        A reader of the kdump-compressed file at *path*, or None when it is
-        anything this reader does not read (drgn reads it then).
+        A reader of the kdump-compressed file (plain or flattened) at *path*,
+        or None when it is anything this reader does not read (drgn reads it then).
         """
         try:
-            with open(path, "rb") as f:
-                return cls._from_file(path, f)
-        except (OSError, struct.error, ValueError):
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
             return None
+        try:
+            reader = cls._from_fd(path, fd)
+        except (OSError, struct.error, ValueError):
+            reader = None
+        if reader is None:
+            os.close(fd)
+        return reader
 
     @classmethod
-    def _from_file(cls, path: str, f: Any) -> KdumpReader | None:
-        raw = f.read(_HEADER.size)
+    def _from_fd(cls, path: str, fd: int) -> KdumpReader | None:
+        flat = None
+        read_at: Callable[[int, int], bytes] = functools.partial(_file_read, fd)
+        if os.pread(fd, len(_FLAT_SIGNATURE), 0) == _FLAT_SIGNATURE:
+            flat = flat_records(fd)
+            if flat is None:
+                return None
+            read_at = functools.partial(_flat_read, fd, flat)
+        raw = read_at(0, _HEADER.size)
         if len(raw) < _HEADER.size or raw[:8] != _SIGNATURE:
             return None
         fields = _HEADER.unpack(raw)
@@ -95,8 +178,7 @@ class KdumpReader:
         if block_size > (1 << 20) or sub_hdr_size < 0 or bitmap_blocks <= 0 or bitmap_blocks % 2:
             return None
         if sub_hdr_size > 0:
-            f.seek(block_size)
-            sub = f.read(_SUB_HEADER.size)
+            sub = read_at(block_size, _SUB_HEADER.size)
             if len(sub) < _SUB_HEADER.size:
                 return None
             values = _SUB_HEADER.unpack(sub)
@@ -109,12 +191,11 @@ class KdumpReader:
             return None
         # The second bitmap marks the pages written: descriptors follow it,
         # one per page it marks, in PFN order.
-        f.seek(block_size * (1 + sub_hdr_size) + half)
-        bitmap = f.read(min(half, (max_mapnr + 7) // 8))
+        bitmap = read_at(block_size * (1 + sub_hdr_size) + half, min(half, (max_mapnr + 7) // 8))
         descs_offset = block_size * (1 + sub_hdr_size + bitmap_blocks)
-        return cls(path, block_size, descs_offset, max_mapnr, bitmap)
+        return cls(path, block_size, descs_offset, max_mapnr, bitmap, flat, fd)
 
-    def read(self, phys: int, size: int, out: Any = None) -> bytes | int | None:
+    def read(self, phys: int, size: int, out: object = None) -> bytes | int | None:
         """
         Read *size* bytes of physical memory at *phys*: a new bytes object,
         or None after writing them into the buffer *out*; or the PFN of the
@@ -130,6 +211,7 @@ class KdumpReader:
             phys,
             size,
             out,
+            self.flat,
         )
 
     def close(self) -> None:
@@ -143,16 +225,148 @@ class KdumpReader:
             self.close()
 
 
-class MemoryReader:
+def flat_records(fd: int) -> npt.NDArray[np.int64] | None:
     """
-    Reads kernel memory for the walk: with a :class:`KdumpReader` when the
-    dump is kdump-compressed, through the direct map by subtraction and
-    elsewhere (the page array) through the kernel's page tables; everything
-    else, and whatever that reader refuses, with drgn. Reads by the
-    :class:`KdumpReader` do not hold the GIL while they inflate; drgn's do.
+    The records of the flattened file open as *fd*, read once by their
+    headers: rows of (offset in the kdump file, position of the data in
+    *fd*, length), sorted by offset. None when a record is corrupt, runs past
+    the end of the file, or overlaps another (a later record would then
+    overwrite part of an earlier one: drgn reads such a file).
+    """
+    size = os.fstat(fd).st_size
+    header = os.pread(fd, 32, 0)
+    if len(header) < 32 or struct.unpack(">qq", header[16:32]) != (1, 1):
+        return None
+    raw = _kdump.flat_records(fd, _FLAT_HEADER_SIZE, size, _MAX_FLAT_RECORDS)
+    if raw is None:
+        return None
+    records = np.frombuffer(raw, dtype=np.int64).reshape(-1, 3)
+    records = records[np.argsort(records[:, 0], kind="stable")]
+    if len(records) > 1 and np.any(records[1:, 0] < records[:-1, 0] + records[:-1, 2]):
+        return None
+    return np.ascontiguousarray(records)
+
+
+def _file_read(fd: int, offset: int, size: int) -> bytes:
+    """[offset, offset + size) of the file *fd*; short at its end."""
+    return os.pread(fd, size, offset)
+
+
+def _flat_read(fd: int, records: npt.NDArray[np.int64], offset: int, size: int) -> bytes:
+    """[offset, offset + size) of the kdump file the *records* describe; short at a gap."""
+    out = bytearray()
+    at = offset
+    i = int(np.searchsorted(records[:, 0], at, side="right")) - 1
+    while at < offset + size and 0 <= i < len(records):
+        start, pos, length = (int(v) for v in records[i])
+        if not start <= at < start + length:
+            break
+        take = min(offset + size, start + length) - at
+        out += _pread_exactly(fd, take, pos + at - start)
+        at += take
+        i += 1
+    return bytes(out)
+
+
+class ElfReader:
+    """
+    Physical memory of an ELF core (x86-64, little-endian), read with one
+    ``pread`` per segment a read crosses, the GIL released. Bytes a segment
+    does not hold in the file (past its ``p_filesz``, or between segments)
+    are left to drgn.
     """
 
-    def __init__(self, prog: Program, kdump: KdumpReader | None) -> None:
+    def __init__(self, path: str, fd: int, segments: npt.NDArray[np.int64]) -> None:
+        self.path = path
+        self.fd = fd
+        #: (physical address, bytes in the file, file offset) of each PT_LOAD, sorted.
+        self.segments = segments
+        self.block_size = _ELF_PAGE_SIZE
+        ends = segments[:, 0] + segments[:, 1]
+        self.max_pfn = int(-(-int(ends.max()) // _ELF_PAGE_SIZE)) if len(segments) else 0
+
+    @classmethod
+    def open(cls, path: str) -> ElfReader | None:
+        """A reader of the ELF core at *path*, or None for anything else."""
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return None
+        try:
+            segments = elf_segments(fd)
+        except (OSError, struct.error, ValueError):
+            segments = None
+        if segments is None:
+            os.close(fd)
+            return None
+        return cls(path, fd, segments)
+
+    def read(self, phys: int, size: int, out: object = None) -> bytes | int | None:
+        """As :meth:`KdumpReader.read`."""
+        return _kdump.read_elf(self.fd, self.block_size, self.segments, phys, size, out)
+
+    def close(self) -> None:
+        """Close the file (a reader shared by threads: after they finish)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def elf_segments(fd: int) -> npt.NDArray[np.int64] | None:
+    """
+    (physical address, file size, file offset) rows of the ``PT_LOAD``
+    segments of the x86-64 little-endian ELF core open as *fd*, sorted by
+    address; None for any other file, or segments that overlap.
+    """
+    header = os.pread(fd, _ELF_HEADER.size, 0)
+    if len(header) < _ELF_HEADER.size or header[:4] != b"\x7fELF" or header[4:6] != b"\x02\x01":
+        return None
+    fields = _ELF_HEADER.unpack(header)
+    e_type, e_machine, e_phoff, e_phentsize, e_phnum = (
+        fields[1], fields[2], fields[5], fields[9], fields[10],
+    )  # fmt: skip
+    if e_type != 4 or e_machine != _EM_X86_64 or e_phentsize < _ELF_PHDR.size:
+        return None
+    if e_phnum in (0, 0xFFFF):
+        return None  # PN_XNUM: the count is in a section header; drgn reads those
+    table = _pread_exactly(fd, e_phentsize * e_phnum, e_phoff)
+    rows = []
+    for i in range(e_phnum):
+        p_type, _, p_offset, _, p_paddr, p_filesz, _, _ = _ELF_PHDR.unpack_from(
+            table, i * e_phentsize
+        )
+        if p_type == _PT_LOAD and p_filesz > 0:
+            if p_offset >= 1 << 62 or p_paddr >= 1 << 62 or p_filesz >= 1 << 62:
+                return None
+            rows.append((p_paddr, p_filesz, p_offset))
+    segments = np.array(sorted(rows), dtype=np.int64).reshape(-1, 3)
+    if len(segments) > 1 and np.any(segments[1:, 0] < segments[:-1, 0] + segments[:-1, 1]):
+        return None
+    return np.ascontiguousarray(segments)
+
+
+def open_physical_reader(path: str) -> PhysicalReader | None:
+    """The reader of the dump at *path*: kdump (plain or flattened), ELF, or None."""
+    kdump = KdumpReader.open(path)
+    if kdump is not None:
+        return kdump
+    return ElfReader.open(path)
+
+
+class MemoryReader:
+    """
+    Reads kernel memory for the walk: with a :class:`PhysicalReader` of the
+    dump file (:class:`KdumpReader`, :class:`ElfReader`), through the direct
+    map by subtraction and elsewhere (the page array) through the kernel's
+    page tables; everything else, and whatever that reader refuses, with
+    drgn. The physical reader's reads do not hold the GIL; drgn's do.
+    """
+
+    def __init__(self, prog: Program, kdump: PhysicalReader | None) -> None:
         from drgn.helpers.linux.mm import pfn_to_virt
 
         self.prog = prog
@@ -180,8 +394,8 @@ class MemoryReader:
         assert isinstance(data, bytes)
         return data
 
-    def _read_kdump(self, kdump: KdumpReader, address: int, size: int) -> bytes | None:
-        """The bytes from the kdump file, or None to ask drgn."""
+    def _read_kdump(self, kdump: PhysicalReader, address: int, size: int) -> bytes | None:
+        """The bytes from the dump file, or None to ask drgn."""
         if self.page_offset <= address and address + size <= self.direct_end:
             data = kdump.read(address - self.page_offset, size)
             return data if isinstance(data, bytes) else None
@@ -249,7 +463,7 @@ def memory_reader(prog: Program) -> MemoryReader:
     kdump = None
     path = _core_dump_path(prog)
     if path is not None and os.environ.get("DUMPMINER_DRGN_READS") != "1":
-        kdump = KdumpReader.open(path)
+        kdump = open_physical_reader(path)
     reader = MemoryReader(prog, kdump)
     prog.cache["dumpminer.memory_reader"] = reader
     return reader
