@@ -10,6 +10,9 @@ From a script or Python's REPL (QEMU's kdump files need the platform that
     print(dumpminer.render(report, "table"))
 
 With a drgn program opened some other way, ``dumpminer.mine(prog, ...)``.
+Many dumps at once, on Dask (docs/fleet.md)::
+
+    fleet = dumpminer.fleet(["/var/crash"], out="reports", client=None)
 
 .. note::
     The API is imported on first use, not with the package: ``dumpminer``
@@ -28,16 +31,28 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dumpminer.callsites import CallSiteReport
     from dumpminer.dump import Dump, open_dump
+    from dumpminer.fleet import FleetReport, fleet
     from dumpminer.mine import mine
     from dumpminer.report import Report, render
 
-__all__ = ["CallSiteReport", "Dump", "Report", "mine", "open_dump", "render"]
+__all__ = [
+    "CallSiteReport",
+    "Dump",
+    "FleetReport",
+    "Report",
+    "fleet",
+    "mine",
+    "open_dump",
+    "render",
+]
 
 #: Where each name of the API is defined.
 _API = {
     "CallSiteReport": "dumpminer.callsites",
     "Dump": "dumpminer.dump",
     "open_dump": "dumpminer.dump",
+    "fleet": "dumpminer.fleet",
+    "FleetReport": "dumpminer.fleet",
     "mine": "dumpminer.mine",
     "Report": "dumpminer.report",
     "render": "dumpminer.report",

@@ -1,0 +1,198 @@
+"""
+The work a Dask worker does for a fleet: today's ``mine``, one task per dump
+and cache.
+
+Two kinds of task per dump: :func:`plan_dump` opens the dump and says which
+caches to mine (``--cache``, or the largest, as ``mine`` chooses them), its
+host name and time; then one :func:`mine_cache` per cache runs
+:func:`dumpminer.mine` on it, unchanged, and returns the cache's
+``dumpminer.report/1`` JSON text and the few numbers the fleet report needs.
+A task never raises for a bad dump: it returns a :class:`TaskFailure` with
+the one-line error and exit code ``mine`` would have ended with, so that
+Dask neither retries it nor stops the others. (A worker that dies is another
+matter: the scheduler retries its tasks elsewhere, a bounded number of times.)
+
+The dump a worker opened stays open for the next task of the same dump (Dask
+runs a dump's cache tasks where its plan ran, the plan's result being there),
+and is closed when the worker moves on to another dump: a worker holds at most
+one drgn program.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from dataclasses import dataclass, replace
+from typing import Any
+
+from drgn import FaultError
+
+from dumpminer.dump import Dump, open_dump
+from dumpminer.dumptime import dump_time
+from dumpminer.errors import DumpminerError, KernelDataError, first_line
+from dumpminer.fleet.aggregate import CacheSummary, summarise_report
+from dumpminer.fleet.settings import MineSettings
+from dumpminer.mine import mine
+from dumpminer.reportdata import DumpTime
+
+#: The exit code of a failure that is a bug, or a worker that died.
+EXIT_INTERNAL = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailure:
+    """Why a dump could not be mined: ``mine``'s one-line error and exit code."""
+
+    error: str
+    exit_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What :func:`plan_dump` found: the caches to mine and the dump's host and time."""
+
+    caches: tuple[str, ...]
+    #: ``init_uts_ns.name.nodename``; None when unreadable.
+    host: str | None
+    time: int | None
+    time_source: str | None
+    #: What :func:`~dumpminer.dump.open_dump` says on stderr (e.g. read on BTF).
+    note: str | None
+    #: Which worker planned (for tests and the log).
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class CacheResult:
+    """One cache of one dump, mined."""
+
+    #: The ``dumpminer.report/1`` document, as ``mine --format json`` writes it
+    #: inside a ``dumpminer.reports/1`` document (indented by four spaces).
+    text: str
+    summary: CacheSummary
+    #: ``mine``'s exit code for this cache alone: 0, or 10 when the dump lacks its page array.
+    exit_code: int
+    worker: str
+
+
+#: The dump this worker process has open: ((path, digest), Dump).
+_OPEN: dict[tuple[str, str], Dump] = {}
+
+
+def _opened(path: str, digest: str, settings: MineSettings) -> Dump:
+    """The dump at *path*, opened once per worker while its tasks last."""
+    key = (path, digest)
+    dump = _OPEN.get(key)
+    if dump is None:
+        _OPEN.clear()  # one drgn program per worker: the last dump's is released first
+        logging.getLogger("drgn").setLevel(logging.ERROR)
+        dump = open_dump(
+            path,
+            settings.vmlinux,
+            list(settings.debug_dirs),
+            use_vmlinux=settings.use_vmlinux,
+            debuginfod=settings.debuginfod,
+        )
+        _OPEN[key] = dump
+    return dump
+
+
+def _worker_name() -> str:
+    """This worker's address, or the host name outside a Dask worker."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return socket.gethostname()
+
+
+def _failure(error: BaseException) -> TaskFailure:
+    """The failure ``dumpminer mine`` would have reported for *error*."""
+    if isinstance(error, DumpminerError):
+        return TaskFailure(str(error), error.exit_code)
+    if isinstance(error, FaultError):
+        return TaskFailure(
+            f"kernel data needed before the walk is unreadable: {first_line(error)}",
+            KernelDataError.exit_code,
+        )
+    return TaskFailure(
+        f"internal error: {type(error).__name__}: {first_line(error)}", EXIT_INTERNAL
+    )
+
+
+def node_name(dump: Dump) -> str | None:
+    """The dump's host name (``init_uts_ns.name.nodename``), or None when unreadable."""
+    try:
+        name = dump.prog["init_uts_ns"].name.nodename.string_()
+    except (KeyError, LookupError, FaultError, AttributeError, ValueError):
+        return None
+    return bytes(name).decode(errors="replace") or None
+
+
+def plan_dump(path: str, digest: str, settings: MineSettings) -> Plan | TaskFailure:
+    """Open the dump at *path* and choose its caches as ``mine`` does."""
+    try:
+        dump = _opened(path, digest, settings)
+        if settings.cache is not None:
+            names: tuple[str, ...] = (settings.cache,)
+        else:
+            from dumpminer.slabinfo import slab_info
+
+            caches = slab_info(dump.prog).caches[: settings.caches_top]
+            names = tuple(line.usage.name for line in caches)
+        taken = dump_time(dump.info, dump.prog)
+        return Plan(names, node_name(dump), taken[0], taken[1], dump.note, _worker_name())
+    except Exception as e:
+        _OPEN.clear()
+        return _failure(e)
+
+
+def indented(doc: dict[str, Any]) -> str:
+    """*doc* as JSON, as it appears in a ``dumpminer.reports/1`` document's list."""
+    text = json.dumps(doc, indent=2, ensure_ascii=True)
+    return "\n".join("    " + line for line in text.split("\n"))
+
+
+def mine_cache(
+    path: str, digest: str, settings: MineSettings, plan: Plan | TaskFailure, index: int
+) -> CacheResult | TaskFailure | None:
+    """
+    Mine cache number *index* of *plan* in the dump at *path* with today's
+    :func:`dumpminer.mine`; None when the dump has fewer caches than that.
+    """
+    if isinstance(plan, TaskFailure):
+        return plan
+    if index >= len(plan.caches):
+        return None
+    from dumpminer.report import to_json_dict
+
+    try:
+        dump = _opened(path, digest, settings)
+        report = mine(
+            dump.prog,
+            plan.caches[index],
+            before=settings.before,
+            after=settings.after,
+            min_length=settings.min_length,
+            dump=dump,
+            # A Dask worker is a daemon process and may not start mine's own
+            # workers; the fleet's parallelism is across dumps.
+            workers=1,
+            max_fragments=settings.max_fragments,
+            mask_pointers=settings.mask_pointers,
+            call_sites=settings.call_sites,
+            attribution=settings.attribution,
+        )
+        report = replace(
+            report, dump=replace(report.dump, taken=DumpTime(plan.time, plan.time_source))
+        )
+        doc = to_json_dict(report)
+    except Exception as e:
+        _OPEN.clear()
+        return _failure(e)
+    from dumpminer.errors import EXIT_INCOMPLETE_DUMP
+
+    code = EXIT_INCOMPLETE_DUMP if report.partial else 0
+    return CacheResult(indented(doc), summarise_report(doc), code, _worker_name())
