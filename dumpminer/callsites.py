@@ -915,9 +915,7 @@ def shape_call_sites(
     return replace(summary, groups=tuple(groups))
 
 
-def _layout_of(
-    prog: Program, address: int, layouts: dict[int, TrackLayout]
-) -> TrackLayout | None:
+def _layout_of(prog: Program, address: int, layouts: dict[int, TrackLayout]) -> TrackLayout | None:
     """The track layout of the cache holding the object at *address* (a glob's caches)."""
     info = slab_object_info(prog, address)
     return None if info is None else layouts.get(info.slab_cache.value_())
@@ -931,4 +929,3 @@ def shape_allocated_by(group: ShapeGroup) -> str:
     shown = ", ".join(f"{name} ({count} of {sampled} sampled)"
                       for name, count in group.allocated_by[:3])  # fmt: skip
     return shown or f"no track read ({sampled} sampled)"
-

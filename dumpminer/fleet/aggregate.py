@@ -35,8 +35,11 @@ __all__ = ["CacheSummary", "aggregate", "find_rows", "summarise_report", "templa
 
 _SLOT = re.compile(r"<NUM>|<HEX>|<\*>")
 #: What a slot takes when a literal template is matched against it.
-_SLOT_PATTERN = {"<NUM>": r"(?:0[xX])?[0-9A-Fa-f]+", "<HEX>": r"(?:0[xX])?[0-9A-Fa-f]+",
-                 "<*>": r"[A-Za-z0-9]+"}  # fmt: skip
+_SLOT_PATTERN = {
+    "<NUM>": r"(?:0[xX])?[0-9A-Fa-f]+",
+    "<HEX>": r"(?:0[xX])?[0-9A-Fa-f]+",
+    "<*>": r"[A-Za-z0-9]+",
+}
 
 
 def summarise_report(doc: dict[str, Any]) -> CacheSummary:
@@ -146,8 +149,9 @@ def aggregate(dumps: Iterable[DumpEntry]) -> tuple[TemplateRow, ...]:
                 merged[into][digest] = merged[into].get(digest, 0) + objects
             merged_sources[into] |= sources[cache_name, key]
         for key, counts in merged.items():
-            rows.append(_row(cache_name, key, counts, merged_sources[key], source_objects,
-                             by_digest))  # fmt: skip
+            rows.append(
+                _row(cache_name, key, counts, merged_sources[key], source_objects, by_digest)
+            )
     rows.sort(key=lambda r: (-r.objects, -r.dumps, r.cache, r.template))
     return tuple(rows)
 
@@ -172,8 +176,10 @@ def _row(
     shares = [c.share for c in per_dump]
     times = [c.time for c in per_dump if c.time is not None]
     slotted = [s for s in sources if _SLOT.search(s)]
-    weight = {s: sum(n for (c, _, t), n in source_objects.items() if c == cache_name and t == s)
-              for s in sources}  # fmt: skip
+    weight = {
+        s: sum(n for (c, _, t), n in source_objects.items() if c == cache_name and t == s)
+        for s in sources
+    }
     shown = min(slotted or sources, key=lambda s: (-weight[s], s))
     return TemplateRow(
         cache=cache_name,

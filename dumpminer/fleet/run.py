@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dumpminer.errors import DumpminerError, InputFileError, OutputError, show_path
+from dumpminer.errors import InputFileError, OutputError, show_path
 from dumpminer.fleet.aggregate import aggregate, find_rows, summarise_reports
 from dumpminer.fleet.discover import find_dumps
 from dumpminer.fleet.identity import DumpIdentity, identify
@@ -336,8 +336,9 @@ def fleet(
             identity = identify(path)
         except OSError as e:
             failure = InputFileError(f"cannot read {show_path(path)}: {e.strerror}")
-            identity = DumpIdentity(os.path.abspath(path), "unreadable:" + path, 0, None, None,
-                                    None, None)  # fmt: skip
+            identity = DumpIdentity(
+                os.path.abspath(path), "unreadable:" + path, 0, None, None, None, None
+            )
             lost = TaskFailure(str(failure), failure.exit_code)
             entries.append(_entry(identity, FAILED, None, failure=lost))
             continue
@@ -377,9 +378,11 @@ def fleet(
 
 
 def _dashboard(client: Client) -> str | None:
-    """The Dask dashboard's address, when one runs."""
+    """The Dask dashboard's address, when one runs (Dask names one even when none does)."""
     try:
+        if "dashboard" not in client.scheduler_info().get("services", {}):
+            return None
         link = client.dashboard_link
-    except (KeyError, AttributeError, DumpminerError):
+    except (KeyError, AttributeError, OSError):
         return None
     return str(link) if link else None
