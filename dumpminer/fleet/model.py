@@ -11,7 +11,7 @@ docs/fleet.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 FLEET_SCHEMA = "dumpminer.fleet/1"
@@ -59,6 +59,8 @@ class DumpEntry:
     format: str | None
     size: int
     caches: tuple[CacheSummary, ...] = ()
+    #: The wall time of the dump's tasks, summed (from its report's ``fleet`` section).
+    task_seconds: float = 0.0
 
     @property
     def counted(self) -> bool:
@@ -140,6 +142,8 @@ class FleetReport:
     out: str | None = None
     #: The Dask dashboard, when one ran.
     dashboard: str | None = None
+    #: ``seconds``, ``start_seconds``, ``workers``, ``task_seconds`` (docs/fleet.md).
+    timing: dict[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> tuple[DumpEntry, ...]:

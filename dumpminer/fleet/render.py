@@ -114,6 +114,7 @@ def to_fleet_dict(fleet: FleetReport, top: int | None = None) -> dict[str, Any]:
             "failed": fleet.count(FAILED),
             "templates": len(fleet.templates),
         },
+        "timing": fleet.timing,
         "dumps": [dump_json(d) for d in fleet.dumps],
         "templates": [row_json(r) for r in fleet.templates[:top]],
         "find": None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from dumpminer.fleet.tasks import (
     TaskFailure,
     mine_cache,
     plan_dump,
+    warm_up,
 )
 from dumpminer.output import write_atomically
 
@@ -114,13 +116,18 @@ def _entry(
         format=identity.format,
         size=identity.size,
         caches=caches,
+        task_seconds=float(fleet.get("task_seconds", 0.0)),
     )
 
 
 def _document(
     identity: DumpIdentity, settings: MineSettings, plan: Plan, results: list[CacheResult]
 ) -> tuple[str, dict[str, Any]]:
-    """The per-dump report's text (``mine --format json``'s, plus ``fleet``) and that section."""
+    """
+    The per-dump report's text and its ``fleet`` section: what ``mine --format
+    json`` writes (one ``dumpminer.report/1`` with ``--cache``, else
+    ``dumpminer.reports/1``), with the ``fleet`` section added.
+    """
     code = max((r.exit_code for r in results), default=0)
     fleet = {
         "schema": DUMP_SCHEMA,
@@ -135,8 +142,17 @@ def _document(
         if code
         else None,
         "workers": sorted({plan.worker, *(r.worker for r in results)}),
+        "task_seconds": round(plan.seconds + sum(r.seconds for r in results), 3),
+        "worker_peak_rss_kib": _peaks(
+            [(plan.worker, plan.peak_rss_kib)] + [(r.worker, r.peak_rss_kib) for r in results]
+        ),
     }
     section = "\n".join("  " + line for line in json.dumps(fleet, indent=2).split("\n"))
+    if settings.cache is not None and len(results) == 1:
+        # As mine --cache writes it: one dumpminer.report/1 document.
+        single = "\n".join(line[4:] for line in results[0].text.split("\n"))
+        text = single[: single.rindex("}")].rstrip() + ',\n  "fleet": ' + section.lstrip()
+        return text + "\n}\n", fleet
     body = ",\n".join(r.text for r in results)
     text = (
         '{\n  "schema": "dumpminer.reports/1",\n  "reports": [\n'
@@ -146,6 +162,14 @@ def _document(
         + "\n}\n"
     )
     return text, fleet
+
+
+def _peaks(samples: list[tuple[str, int]]) -> dict[str, int]:
+    """The largest peak RSS seen per worker."""
+    peaks: dict[str, int] = {}
+    for worker, peak in samples:
+        peaks[worker] = max(peak, peaks.get(worker, 0))
+    return dict(sorted(peaks.items()))
 
 
 @dataclass
@@ -191,13 +215,13 @@ def _client(client: Client | None, scheduler: str | None) -> Iterator[Client]:
         return
     cpus = len(os.sched_getaffinity(0))
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
-        dashboard = _has_dashboard()
         cluster = LocalCluster(
             n_workers=cpus,
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address="127.0.0.1:0" if dashboard else None,
+            # Dask's HTTP server always runs: on a free port, for this machine only.
+            dashboard_address="127.0.0.1:0",
             silence_logs=50,
         )
         with cluster, Client(cluster) as local:
@@ -321,6 +345,7 @@ def fleet(
     *scheduler* (or Dask's ``scheduler-address`` configuration), on that
     cluster; else on an embedded local cluster of one worker per usable CPU.
     """
+    started = time.monotonic()
     settings = settings or MineSettings()
     progress = progress or Progress()
     if out is not None:
@@ -353,9 +378,12 @@ def fleet(
             todo.append(identity)
     progress.start(len(entries) + len(todo), len(entries))
     dashboard = None
+    ready, workers = started, 0
     try:
         if todo:
             with _client(client, scheduler) as c:
+                c.run(warm_up)
+                ready, workers = time.monotonic(), len(c.scheduler_info()["workers"])
                 dashboard = _dashboard(c)
                 if dashboard and on_dashboard is not None:
                     on_dashboard(dashboard)
@@ -366,6 +394,12 @@ def fleet(
     order = {path: i for i, path in enumerate(dumps)}
     entries.sort(key=lambda e: order.get(e.path, len(order)))
     rows = aggregate(entries)
+    timing = {
+        "seconds": round(time.monotonic() - started, 3),
+        "start_seconds": round(ready - started, 3),
+        "workers": workers,
+        "task_seconds": round(sum(e.task_seconds for e in entries if e.status == MINED), 3),
+    }
     return FleetReport(
         settings=settings.counting(),
         dumps=tuple(entries),
@@ -374,11 +408,17 @@ def fleet(
         found=() if find is None else find_rows(rows, find),
         out=None if out is None else os.path.abspath(out),
         dashboard=dashboard,
+        timing=timing,
     )
 
 
 def _dashboard(client: Client) -> str | None:
-    """The Dask dashboard's address, when one runs (Dask names one even when none does)."""
+    """
+    The Dask dashboard's address, when one runs: Dask names one even without
+    bokeh, which its pages need.
+    """
+    if not _has_dashboard():
+        return None
     try:
         if "dashboard" not in client.scheduler_info().get("services", {}):
             return None

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import socket
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -61,6 +63,9 @@ class Plan:
     note: str | None
     #: Which worker planned (for tests and the log).
     worker: str
+    #: The task's wall time, and the worker's peak RSS (KiB) when it ended.
+    seconds: float = 0.0
+    peak_rss_kib: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,9 @@ class CacheResult:
     #: ``mine``'s exit code for this cache alone: 0, or 10 when the dump lacks its page array.
     exit_code: int
     worker: str
+    #: The task's wall time, and the worker's peak RSS (KiB) when it ended.
+    seconds: float = 0.0
+    peak_rss_kib: int = 0
 
 
 #: The dump this worker process has open: ((path, digest), Dump).
@@ -122,6 +130,17 @@ def _failure(error: BaseException) -> TaskFailure:
     )
 
 
+def peak_rss_kib() -> int:
+    """This worker process's peak resident memory so far, in KiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def warm_up() -> None:
+    """Import what the tasks need, once per worker, before the first dump is timed."""
+    import dumpminer.mine
+    import dumpminer.slabinfo  # noqa: F401
+
+
 def node_name(dump: Dump) -> str | None:
     """The dump's host name (``init_uts_ns.name.nodename``), or None when unreadable."""
     try:
@@ -133,6 +152,7 @@ def node_name(dump: Dump) -> str | None:
 
 def plan_dump(path: str, digest: str, settings: MineSettings) -> Plan | TaskFailure:
     """Open the dump at *path* and choose its caches as ``mine`` does."""
+    started = time.monotonic()
     try:
         dump = _opened(path, digest, settings)
         if settings.cache is not None:
@@ -143,7 +163,16 @@ def plan_dump(path: str, digest: str, settings: MineSettings) -> Plan | TaskFail
             caches = slab_info(dump.prog).caches[: settings.caches_top]
             names = tuple(line.usage.name for line in caches)
         taken = dump_time(dump.info, dump.prog)
-        return Plan(names, node_name(dump), taken[0], taken[1], dump.note, _worker_name())
+        return Plan(
+            names,
+            node_name(dump),
+            taken[0],
+            taken[1],
+            dump.note,
+            _worker_name(),
+            time.monotonic() - started,
+            peak_rss_kib(),
+        )
     except Exception as e:
         _OPEN.clear()
         return _failure(e)
@@ -168,6 +197,7 @@ def mine_cache(
         return None
     from dumpminer.report import to_json_dict
 
+    started = time.monotonic()
     try:
         dump = _opened(path, digest, settings)
         report = mine(
@@ -195,4 +225,6 @@ def mine_cache(
     from dumpminer.errors import EXIT_INCOMPLETE_DUMP
 
     code = EXIT_INCOMPLETE_DUMP if report.partial else 0
-    return CacheResult(indented(doc), summarise_report(doc), code, _worker_name())
+    text = indented(doc)
+    seconds = time.monotonic() - started
+    return CacheResult(text, summarise_report(doc), code, _worker_name(), seconds, peak_rss_kib())
