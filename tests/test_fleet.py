@@ -103,6 +103,11 @@ def fleet_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {
         "args": [*folders, str(listing), str(cut), str(junk)],
         "dumps": [*dumps, str(cut), str(junk)],
+        # Smaller fleets for the runs that are stopped half way.
+        "seeds_args": [*folders, str(cut), str(junk)],
+        "seeds_dumps": [*[p for s in seeds for p in sorted(_dumps_of(s))], str(cut), str(junk)],
+        "listed_args": [str(listing), str(junk)],
+        "listed_dumps": [*others, str(junk)],
         "seed_folder": folders[0],
         "junk": str(junk),
     }
@@ -469,7 +474,7 @@ def test_worker_killed_mid_run(
 ) -> None:
     out, report = tmp_path / "out", tmp_path / "fleet.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "dumpminer", *_fleet_args(out, *fleet_paths["args"]),
+        [sys.executable, "-m", "dumpminer", *_fleet_args(out, *fleet_paths["seeds_args"]),
          "--scheduler", cluster.address, "--format", "json", "-o", str(report)],
         cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -477,8 +482,8 @@ def test_worker_killed_mid_run(
     cluster.workers[0].kill()  # mid-run: one report written, the others to come
     _, stderr = process.communicate(timeout=TIMEOUT)
     assert process.returncode == 14, stderr
-    check_fleet(json.loads(report.read_text()), separate, hosts, fleet_paths["dumps"])
-    assert len(list(out.glob("*.json"))) == len(fleet_paths["dumps"]) - 2
+    check_fleet(json.loads(report.read_text()), separate, hosts, fleet_paths["seeds_dumps"])
+    assert len(list(out.glob("*.json"))) == len(fleet_paths["seeds_dumps"]) - 2
 
 
 # --------------------------------------------------------------------------
@@ -505,7 +510,7 @@ def test_embedded_cluster_default_caches(
 def test_interrupted_client_resumes(fleet_paths: dict[str, Any], tmp_path: Path) -> None:
     """SIGINT: exit 130, reports written stay; the next run mines only what is left."""
     out = tmp_path / "out"
-    args = _fleet_args(out, *fleet_paths["args"])
+    args = _fleet_args(out, *fleet_paths["listed_args"])
     process = subprocess.Popen(
         [sys.executable, "-m", "dumpminer", *args], cwd=REPO, env=_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
@@ -516,15 +521,16 @@ def test_interrupted_client_resumes(fleet_paths: dict[str, Any], tmp_path: Path)
     assert process.returncode == 130, stderr
     assert stderr.strip().endswith("interrupted"), stderr
     kept = {f.name: f.stat().st_mtime_ns for f in out.glob("*.json")}
-    assert 2 <= len(kept) < len(fleet_paths["dumps"]) - 2
+    assert 2 <= len(kept) < len(fleet_paths["listed_dumps"]) - 1
     assert not list(out.glob(".dumpminer-*"))  # no temporary file left behind
     done = _cli(*args, "--format", "json")
     assert done.returncode == 14, done.stderr
     doc = json.loads(done.stdout)
+    assert sorted(d["path"] for d in doc["dumps"]) == sorted(fleet_paths["listed_dumps"])
     reused = {Path(d["report"]).name for d in doc["dumps"] if d["status"] == "reused"}
     mined = {Path(d["report"]).name for d in doc["dumps"] if d["status"] == "mined"}
     assert reused == set(kept) and not reused & mined
-    assert len(reused) + len(mined) == len(fleet_paths["dumps"]) - 2
+    assert len(reused) + len(mined) == len(fleet_paths["listed_dumps"]) - 1
     assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept
 
 

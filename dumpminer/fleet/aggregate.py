@@ -21,6 +21,7 @@ import re
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from dumpminer.fleet.model import (
@@ -76,44 +77,88 @@ def _key(template: str) -> str:
 
 
 def _merged_keys(objects_by_key: dict[str, int]) -> dict[str, str]:
-    """Each key of one cache -> the key of its row (a literal joins a slotted key it fits)."""
+    """
+    Each key of one cache -> the key of its row (a literal joins a slotted key
+    it fits). A slotted key is tried only on literals that start with its fixed
+    text before the first slot (or, when it starts with a slot, end with its
+    text after the last), so a noisy cache of many literals costs a few
+    lookups per literal, not a match against every slotted key.
+    """
     slotted = sorted(
         (k for k in objects_by_key if _SLOT.search(k)), key=lambda k: (-objects_by_key[k], k)
     )
-    patterns = [(k, template_pattern(k)) for k in slotted]
+    by_head: dict[str, list[tuple[int, str, re.Pattern[str]]]] = defaultdict(list)
+    by_tail: dict[str, list[tuple[int, str, re.Pattern[str]]]] = defaultdict(list)
+    for rank, key in enumerate(slotted):
+        parts = _SLOT.split(key)
+        entry = (rank, key, template_pattern(key))
+        if parts[0] or not parts[-1]:
+            by_head[parts[0]].append(entry)  # "" collects keys with no fixed text at either end
+        else:
+            by_tail[parts[-1]].append(entry)
+    heads = sorted({len(h) for h in by_head})
+    tails = sorted({len(t) for t in by_tail})
     into: dict[str, str] = {}
     for key in objects_by_key:
         into[key] = key
-        if key in slotted or key.startswith("<fill "):
+        if _SLOT.search(key) or key.startswith("<fill "):
             continue
-        for candidate, pattern in patterns:
+        candidates = [e for n in heads if n <= len(key) for e in by_head.get(key[:n], ())]
+        candidates += [e for n in tails if n <= len(key) for e in by_tail.get(key[-n:], ())]
+        for _, candidate, pattern in sorted(candidates, key=lambda e: e[0]):
             if pattern.fullmatch(key):
                 into[key] = candidate
                 break
     return into
 
 
-def _growth(host: str, points: list[tuple[int, int]]) -> HostGrowth | None:
-    """Growth per hour from (time, objects) of one host's dumps: earliest to latest."""
-    if len(points) < 2:
-        return None
-    first = min(t for t, _ in points)
-    last = max(t for t, _ in points)
-    if last <= first:
-        return None
-    at_first = statistics.fmean(n for t, n in points if t == first)
-    at_last = statistics.fmean(n for t, n in points if t == last)
-    hours = (last - first) / 3600
-    return HostGrowth(
-        host=host,
-        dumps=len(points),
-        first_time=first,
-        last_time=last,
-        hours=round(hours, 6),
-        first_objects=at_first,
-        last_objects=at_last,
-        per_hour=round((at_last - at_first) / hours, 3),
-    )
+@dataclass(frozen=True, slots=True)
+class _HostSpan:
+    """A host's timed dumps that mined a cache: its earliest and latest, for growth."""
+
+    host: str
+    dumps: int
+    first_time: int
+    last_time: int
+    #: The digests of the dumps taken at the earliest and at the latest time.
+    first: tuple[str, ...]
+    last: tuple[str, ...]
+
+    def growth(self, counts: dict[str, int]) -> HostGrowth:
+        """Growth per hour of a template with *counts* objects per dump (0 where absent)."""
+        at_first = statistics.fmean(counts.get(d, 0) for d in self.first)
+        at_last = statistics.fmean(counts.get(d, 0) for d in self.last)
+        hours = (self.last_time - self.first_time) / 3600
+        return HostGrowth(
+            host=self.host,
+            dumps=self.dumps,
+            first_time=self.first_time,
+            last_time=self.last_time,
+            hours=round(hours, 6),
+            first_objects=at_first,
+            last_objects=at_last,
+            per_hour=round((at_last - at_first) / hours, 3),
+        )
+
+
+def _spans(cache_name: str, dumps: Iterable[DumpEntry]) -> tuple[_HostSpan, ...]:
+    """
+    Per host, its timed dumps that mined *cache_name*, when there are several
+    and not all of one time (as ``diff`` needs two times to give a rate).
+    """
+    timed: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for dump in dumps:
+        if dump.host is not None and dump.time is not None and dump.cache(cache_name):
+            timed[dump.host].append((dump.time, dump.digest))
+    spans = []
+    for host, points in sorted(timed.items()):
+        first, last = min(points)[0], max(points)[0]
+        if len(points) < 2 or last <= first:
+            continue
+        spans.append(_HostSpan(host, len(points), first, last,
+                               tuple(d for t, d in points if t == first),
+                               tuple(d for t, d in points if t == last)))  # fmt: skip
+    return tuple(spans)
 
 
 def _order(count: DumpCount) -> tuple[bool, int, str]:
@@ -141,6 +186,12 @@ def aggregate(dumps: Iterable[DumpEntry]) -> tuple[TemplateRow, ...]:
     by_digest = {d.digest: d for d in counted}
     rows: list[TemplateRow] = []
     for cache_name, keys in per_key.items():
+        allocated = {}
+        for dump in counted:
+            summary = dump.cache(cache_name)
+            if summary is not None:
+                allocated[dump.digest] = summary.allocated
+        spans = _spans(cache_name, counted)
         totals = {k: sum(v.values()) for k, v in keys.items()}
         merged: dict[str, dict[str, int]] = defaultdict(dict)
         merged_sources: dict[str, set[str]] = defaultdict(set)
@@ -149,38 +200,40 @@ def aggregate(dumps: Iterable[DumpEntry]) -> tuple[TemplateRow, ...]:
                 merged[into][digest] = merged[into].get(digest, 0) + objects
             merged_sources[into] |= sources[cache_name, key]
         for key, counts in merged.items():
-            rows.append(
-                _row(cache_name, key, counts, merged_sources[key], source_objects, by_digest)
-            )
+            shown = _shown(cache_name, merged_sources[key], source_objects)
+            rows.append(_row(cache_name, shown, counts, merged_sources[key], by_digest, allocated,
+                             spans))  # fmt: skip
     rows.sort(key=lambda r: (-r.objects, -r.dumps, r.cache, r.template))
     return tuple(rows)
 
 
+def _shown(
+    cache_name: str, sources: set[str], source_objects: dict[tuple[str, str, str], int]
+) -> str:
+    """The template a row is shown as: its slotted source with most objects, else a literal."""
+    slotted = [s for s in sources if _SLOT.search(s)]
+    return min(slotted or sources, key=lambda s: (-source_objects[cache_name, _key(s), s], s))
+
+
 def _row(
     cache_name: str,
-    key: str,
+    shown: str,
     counts: dict[str, int],
     sources: set[str],
-    source_objects: dict[tuple[str, str, str], int],
     by_digest: dict[str, DumpEntry],
+    allocated: dict[str, int],
+    spans: tuple[_HostSpan, ...],
 ) -> TemplateRow:
     """One template's row from its objects per dump."""
     per_dump = []
     for digest, objects in counts.items():
         dump = by_digest[digest]
-        summary = dump.cache(cache_name)
-        allocated = summary.allocated if summary is not None else 0
-        share = round(objects / allocated, 6) if allocated else 0.0
+        total = allocated.get(digest, 0)
+        share = round(objects / total, 6) if total else 0.0
         per_dump.append(DumpCount(digest, dump.path, objects, share, dump.time, dump.host))
     per_dump.sort(key=_order)
     shares = [c.share for c in per_dump]
     times = [c.time for c in per_dump if c.time is not None]
-    slotted = [s for s in sources if _SLOT.search(s)]
-    weight = {
-        s: sum(n for (c, _, t), n in source_objects.items() if c == cache_name and t == s)
-        for s in sources
-    }
-    shown = min(slotted or sources, key=lambda s: (-weight[s], s))
     return TemplateRow(
         cache=cache_name,
         template=shown,
@@ -193,21 +246,8 @@ def _row(
         last_seen=max(times) if times else None,
         hosts=tuple(sorted({c.host for c in per_dump if c.host is not None})),
         per_dump=tuple(per_dump),
-        growth=_row_growth(cache_name, counts, by_digest),
+        growth=tuple(span.growth(counts) for span in spans),
     )
-
-
-def _row_growth(
-    cache_name: str, counts: dict[str, int], by_digest: dict[str, DumpEntry]
-) -> tuple[HostGrowth, ...]:
-    """Growth per hour on each host with several timed dumps that mined the cache."""
-    points: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for dump in by_digest.values():
-        if dump.host is None or dump.time is None or dump.cache(cache_name) is None:
-            continue
-        points[dump.host].append((dump.time, counts.get(dump.digest, 0)))
-    found = (_growth(host, pts) for host, pts in sorted(points.items()))
-    return tuple(g for g in found if g is not None)
 
 
 def find_rows(rows: Iterable[TemplateRow], query: str) -> tuple[TemplateRow, ...]:
