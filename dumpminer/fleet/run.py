@@ -34,10 +34,11 @@ from dumpminer.fleet.settings import MineSettings
 from dumpminer.fleet.tasks import (
     EXIT_INTERNAL,
     CacheResult,
+    FirstResult,
     Plan,
     TaskFailure,
     mine_cache,
-    plan_dump,
+    mine_first,
     warm_up,
 )
 from dumpminer.output import write_atomically
@@ -214,7 +215,15 @@ def _client(client: Client | None, scheduler: str | None) -> Iterator[Client]:
             yield remote
         return
     cpus = len(os.sched_getaffinity(0))
-    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+    config = {
+        "distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+        # One task at a time per worker thread: a dump's next cache task, when
+        # it is ready, goes where the dump is open before another dump's first.
+        "distributed.scheduler.worker-saturation": 1.0,
+        # Nor is a dump's task stolen away from the worker that has the dump open.
+        "distributed.scheduler.work-stealing": False,
+    }
+    with dask.config.set(config):
         cluster = LocalCluster(
             n_workers=cpus,
             threads_per_worker=1,
@@ -236,14 +245,27 @@ def _has_dashboard() -> bool:
 
 
 def _submit(client: Client, identity: DumpIdentity, settings: MineSettings) -> _Pending:
-    """A dump's plan task and its cache tasks."""
-    plan = client.submit(plan_dump, identity.path, identity.digest, settings, pure=False)
-    count = 1 if settings.cache is not None else settings.caches_top
-    caches = [
-        client.submit(mine_cache, identity.path, identity.digest, settings, plan, i, pure=False)
-        for i in range(count)
-    ]
-    return _Pending(identity, [plan, *caches])
+    """A dump's first task: its plan and first cache (the others follow :func:`_submit_rest`)."""
+    first = client.submit(mine_first, identity.path, identity.digest, settings, pure=False)
+    return _Pending(identity, [first])
+
+
+def _submit_rest(
+    client: Client, pending: _Pending, settings: MineSettings, plan: Plan
+) -> list[Future[Any]]:
+    """
+    The dump's further cache tasks, once its plan is known: on the worker
+    that has the dump open (elsewhere only if that worker is gone), before
+    other dumps' first tasks.
+    """
+    identity = pending.identity
+    rest = [
+        client.submit(mine_cache, identity.path, identity.digest, settings, plan, i,
+                      workers=[plan.worker], allow_other_workers=True, priority=1, pure=False)
+        for i in range(1, len(plan.caches))
+    ]  # fmt: skip
+    pending.futures.extend(rest)
+    return rest
 
 
 def _settle(pending: _Pending, settings: MineSettings, out: str | None) -> DumpEntry:
@@ -288,23 +310,31 @@ def _collect(
 
     owner: dict[Any, tuple[_Pending, int]] = {}
     for pending in pendings:
-        for i, future in enumerate(pending.futures):
-            owner[future.key] = (pending, i)
+        owner[pending.futures[0].key] = (pending, 0)
     entries: list[DumpEntry] = []
-    left = {id(p): len(p.futures) for p in pendings}
-    futures = [f for p in pendings for f in p.futures]
+    left = {id(p): 1 for p in pendings}
+    futures = [p.futures[0] for p in pendings]
+    queue = as_completed(futures)
     try:
-        for future in as_completed(futures):
+        for future in queue:
             pending, i = owner[future.key]
             try:
                 value: Any = future.result()
             except Exception as e:
                 value = _worker_died(e)
             future.release()
-            if i == 0:
+            if isinstance(value, FirstResult):
+                pending.plan, pending.results[0] = value.plan, value.result
+                if isinstance(value.plan, Plan) and isinstance(value.result, CacheResult):
+                    for j, more in enumerate(_submit_rest(client, pending, settings, value.plan)):
+                        owner[more.key] = (pending, j + 1)
+                        left[id(pending)] += 1
+                        futures.append(more)
+                        queue.add(more)
+            elif i == 0:  # the first task failed in Dask: the dump has no plan
                 pending.plan = value
             else:
-                pending.results[i - 1] = value
+                pending.results[i] = value
             left[id(pending)] -= 1
             if left[id(pending)] == 0:
                 entry = _settle(pending, settings, out)

@@ -2,24 +2,27 @@
 The work a Dask worker does for a fleet: today's ``mine``, one task per dump
 and cache.
 
-Two kinds of task per dump: :func:`plan_dump` opens the dump and says which
-caches to mine (``--cache``, or the largest, as ``mine`` chooses them), its
-host name and time; then one :func:`mine_cache` per cache runs
-:func:`dumpminer.mine` on it, unchanged, and returns the cache's
+One task per dump and cache. The first, :func:`mine_first`, opens the dump,
+says which caches to mine (``--cache``, or the largest, as ``mine`` chooses
+them), its host name and time (:func:`plan_dump`), and mines the first cache;
+the others, :func:`mine_cache`, are sent once that plan is back and mine one
+cache each. Each
+runs :func:`dumpminer.mine` on its cache, unchanged, and returns the cache's
 ``dumpminer.report/1`` JSON text and the few numbers the fleet report needs.
 A task never raises for a bad dump: it returns a :class:`TaskFailure` with
 the one-line error and exit code ``mine`` would have ended with, so that
 Dask neither retries it nor stops the others. (A worker that dies is another
 matter: the scheduler retries its tasks elsewhere, a bounded number of times.)
 
-The dump a worker opened stays open for the next task of the same dump (Dask
-runs a dump's cache tasks where its plan ran, the plan's result being there),
-and is closed when the worker moves on to another dump: a worker holds at most
-one drgn program.
+The dump a worker opened stays open for the next tasks of the same dump (the
+client sends a dump's further cache tasks to the worker where its first ran,
+ahead of other dumps' first tasks), and is closed when the worker has moved on
+to two other dumps: a worker holds at most :data:`OPEN_DUMPS` drgn programs.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import resource
@@ -84,16 +87,19 @@ class CacheResult:
     peak_rss_kib: int = 0
 
 
-#: The dump this worker process has open: ((path, digest), Dump).
+#: The dumps this worker process has open, the most recent last: ((path, digest), Dump).
 _OPEN: dict[tuple[str, str], Dump] = {}
+#: How many: the dump whose further caches are coming, and the next dump's first.
+OPEN_DUMPS = 2
 
 
 def _opened(path: str, digest: str, settings: MineSettings) -> Dump:
     """The dump at *path*, opened once per worker while its tasks last."""
     key = (path, digest)
-    dump = _OPEN.get(key)
+    dump = _OPEN.pop(key, None)
     if dump is None:
-        _OPEN.clear()  # one drgn program per worker: the last dump's is released first
+        while len(_OPEN) >= OPEN_DUMPS:
+            del _OPEN[next(iter(_OPEN))]  # the least recent dump's program is released
         logging.getLogger("drgn").setLevel(logging.ERROR)
         dump = open_dump(
             path,
@@ -102,7 +108,7 @@ def _opened(path: str, digest: str, settings: MineSettings) -> Dump:
             use_vmlinux=settings.use_vmlinux,
             debuginfod=settings.debuginfod,
         )
-        _OPEN[key] = dump
+    _OPEN[key] = dump
     return dump
 
 
@@ -178,6 +184,20 @@ def plan_dump(path: str, digest: str, settings: MineSettings) -> Plan | TaskFail
         return _failure(e)
 
 
+@dataclass(frozen=True, slots=True)
+class FirstResult:
+    """What :func:`mine_first` returns: the dump's plan and its first cache."""
+
+    plan: Plan | TaskFailure
+    result: CacheResult | TaskFailure | None
+
+
+def mine_first(path: str, digest: str, settings: MineSettings) -> FirstResult:
+    """Plan the dump at *path* and mine its first cache, in one task (one open)."""
+    plan = plan_dump(path, digest, settings)
+    return FirstResult(plan, mine_cache(path, digest, settings, plan, 0))
+
+
 def indented(doc: dict[str, Any]) -> str:
     """*doc* as JSON, as it appears in a ``dumpminer.reports/1`` document's list."""
     text = json.dumps(doc, indent=2, ensure_ascii=True)
@@ -185,12 +205,18 @@ def indented(doc: dict[str, Any]) -> str:
 
 
 def mine_cache(
-    path: str, digest: str, settings: MineSettings, plan: Plan | TaskFailure, index: int
+    path: str,
+    digest: str,
+    settings: MineSettings,
+    plan: Plan | TaskFailure | FirstResult,
+    index: int,
 ) -> CacheResult | TaskFailure | None:
     """
     Mine cache number *index* of *plan* in the dump at *path* with today's
     :func:`dumpminer.mine`; None when the dump has fewer caches than that.
     """
+    if isinstance(plan, FirstResult):
+        plan = plan.plan
     if isinstance(plan, TaskFailure):
         return plan
     if index >= len(plan.caches):
@@ -225,6 +251,8 @@ def mine_cache(
     from dumpminer.errors import EXIT_INCOMPLETE_DUMP
 
     code = EXIT_INCOMPLETE_DUMP if report.partial else 0
-    text = indented(doc)
+    text, summary = indented(doc), summarise_report(doc)
+    del doc, report
+    gc.collect()  # the report's cycles, before the next task: a worker's peak is one mine's
     seconds = time.monotonic() - started
-    return CacheResult(text, summarise_report(doc), code, _worker_name(), seconds, peak_rss_kib())
+    return CacheResult(text, summary, code, _worker_name(), seconds, peak_rss_kib())
