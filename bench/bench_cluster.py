@@ -7,8 +7,8 @@ The fragments are a mix such as a large leaking cache holds: names that vary
 in words (``/var/lib/agent/<name>.state``), ids that vary in numbers
 (``req-<NUM>``), and pointer-byte noise (random printable runs of 3 to 8
 bytes). Each run builds them afresh (seeded), then times
-:func:`dumpminer.cluster.cluster_fragments` on all of them, and a
-:class:`dumpminer.tally.FragmentTally` with room for a tenth of them fed
+:func:`dumpminer.clustering.cluster.cluster_fragments` on all of them, and a
+:class:`dumpminer.clustering.tally.FragmentTally` with room for a tenth of them fed
 the same texts as one-object rows in 16 MiB batches (the fold path). It
 prints the medians and checks that both ways give the same template counts.
 """
@@ -27,9 +27,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dumpminer.cluster import cluster_fragments
-from dumpminer.fragments import Fragment
-from dumpminer.tally import FragmentTally
+from dumpminer.clustering.cluster import cluster_fragments
+from dumpminer.clustering.tally import FragmentTally
+from dumpminer.extract.fragments import Fragment
 
 CONSONANTS, VOWELS = "bdfgklmnprstvz", "aeiou"
 WIDTH = 48

@@ -35,7 +35,7 @@ CACHE = "kmalloc-32"
 
 
 def _open(vmcore: str, vmlinux: str) -> Any:
-    from dumpminer.dump import open_dump
+    from dumpminer.dump.open import open_dump
 
     return open_dump(vmcore, vmlinux)
 
@@ -44,7 +44,7 @@ def program_helper_loop(dump: Any) -> int:
     """(a) drgn's helper loop: one read per object, printable runs counted."""
     from drgn.helpers.linux.slab import find_slab_cache, slab_cache_for_each_allocated_object
 
-    from dumpminer.fragments import printable_runs
+    from dumpminer.extract.fragments import printable_runs
 
     prog = dump.prog
     slab_cache = find_slab_cache(prog, CACHE)
@@ -76,7 +76,7 @@ def program_dumpminer_2_workers(dump: Any) -> int:
 def program_sample(dump: Any) -> int:
     """(c) dumpminer with ``--sample 0.1``: a tenth of the slabs."""
     import dumpminer
-    from dumpminer.sampling import SampleSpec
+    from dumpminer.slub.sampling import SampleSpec
 
     report = dumpminer.mine(dump.prog, CACHE, dump=dump, sample=SampleSpec(fraction=0.1))
     return int(report.scan.objects_scanned)
@@ -87,7 +87,7 @@ def program_floor(dump: Any) -> int:
     from drgn.helpers.linux.mm import pfn_to_virt
     from drgn.helpers.linux.slab import find_slab_cache
 
-    from dumpminer.walk import WalkStats, find_slab_pages
+    from dumpminer.slub.walk import WalkStats, find_slab_pages
 
     prog = dump.prog
     slab_cache = find_slab_cache(prog, CACHE)

@@ -31,10 +31,10 @@ MODES = ("btf+kallsyms", "vmlinux")
 
 def child(mode: str, vmcore: str, vmlinux: str) -> None:
     """One measurement, printed as JSON on stdout."""
-    import dumpminer.dump as dump_module
-    import dumpminer.kallsyms as kallsyms_module
-    from dumpminer.btf import KernelBtf
-    from dumpminer.slabinfo import slab_info
+    import dumpminer.dump.kallsyms as kallsyms_module
+    import dumpminer.dump.open as dump_module
+    from dumpminer.dump.btf import KernelBtf
+    from dumpminer.slub.slabinfo import slab_info
 
     steps: dict[str, float] = {}
 

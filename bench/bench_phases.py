@@ -7,7 +7,7 @@ page-array scan, the walk and count, the report).
 
 Each run is a new interpreter that times, with wall and CPU clocks (CPU: all
 threads of the process), importing the command line, ``open_dump``,
-:func:`~dumpminer.walk.find_slab_pages` (the page-array scan), then the whole
+:func:`~dumpminer.slub.walk.find_slab_pages` (the page-array scan), then the whole
 ``mine`` (which scans again, then walks, counts and reports), then rendering
 the table. Medians of the runs are printed; on a shared machine, CPU seconds
 are steadier than wall seconds. CPU is given for the whole process and for
@@ -46,12 +46,12 @@ def mark(name, since):
     return now
 t = start
 import dumpminer.cli
-from dumpminer.dump import open_dump
+from dumpminer.dump.open import open_dump
 t = mark("import", t)
 dump = open_dump(sys.argv[1], sys.argv[2])
 t = mark("open", t)
 from drgn.helpers.linux.slab import find_slab_cache
-from dumpminer.walk import WalkStats, find_slab_pages
+from dumpminer.slub.walk import WalkStats, find_slab_pages
 cache = find_slab_cache(dump.prog, sys.argv[3])
 pages = find_slab_pages(dump.prog, {cache.value_()}, WalkStats())
 t = mark("page_array_scan", t)

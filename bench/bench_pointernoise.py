@@ -1,5 +1,5 @@
 """
-Benchmark: the probe for pointer noise (dumpminer/pointernoise.py) on a
+Benchmark: the probe for pointer noise (dumpminer/scan/pointernoise.py) on a
 sample's kmalloc-32: its estimate and time for probes of several sizes,
 beside the exact count (the probe run over every slab).
 
@@ -24,10 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dumpminer import pointernoise  # noqa: E402
-from dumpminer.caches import resolve_caches  # noqa: E402
-from dumpminer.dump import open_dump  # noqa: E402
-from dumpminer.walk import WalkStats, find_slab_pages  # noqa: E402
+from dumpminer.dump.open import open_dump  # noqa: E402
+from dumpminer.scan import pointernoise  # noqa: E402
+from dumpminer.slub.caches import resolve_caches  # noqa: E402
+from dumpminer.slub.walk import WalkStats, find_slab_pages  # noqa: E402
 from sample_dumps.build import build_sample  # noqa: E402
 
 

@@ -10,7 +10,7 @@ up to 1 MiB a read) of a sample dump.
 - ``py-zlib-2t``: Python's own reader: descriptors from the file with numpy,
   one ``os.pread`` and one ``zlib.decompress`` per page (which releases the
   GIL while it inflates), on two threads.
-- ``c-zlib``, ``c-zlib-2t``: dumpminer/_kdump.c with zlib, one and two threads.
+- ``c-zlib``, ``c-zlib-2t``: dumpminer/dump/_kdump.c with zlib, one and two threads.
 - ``c-libdeflate``, ``c-libdeflate-2t``: the same with libdeflate.
 
 Each way runs once per round, rounds interleave the ways; the medians of wall
@@ -37,10 +37,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dumpminer import _kdump  # noqa: E402
-from dumpminer.dump import open_dump  # noqa: E402
-from dumpminer.kdumpread import KdumpReader  # noqa: E402
-from dumpminer.walk import WalkStats, find_slab_pages  # noqa: E402
+from dumpminer.dump import _kdump  # noqa: E402
+from dumpminer.dump.kdumpread import KdumpReader  # noqa: E402
+from dumpminer.dump.open import open_dump  # noqa: E402
+from dumpminer.slub.walk import WalkStats, find_slab_pages  # noqa: E402
 from sample_dumps.build import build_sample  # noqa: E402
 
 #: Pages of one read: 1 MiB, as the walk reads runs of full slabs.

@@ -17,7 +17,7 @@ Python's cycle collector, and a digest of every cluster (template, counts,
 offsets, examples, slots, members): equal digests, equal reports.
 
 DIR is another checkout with its extension built in place. Trees from before
-issue 10 (a505b58, whose tally lives in dumpminer/fragments.py) are handled.
+issue 10 (a505b58, whose tally lives in dumpminer/extract/fragments.py) are handled.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ from sample_dumps.build import build_sample  # noqa: E402
 REPLAY = r"""
 import gc, hashlib, json, pickle, sys, time
 try:
-    from dumpminer.tally import FragmentTally
+    from dumpminer.clustering.tally import FragmentTally
 except ImportError:  # before issue 10
-    from dumpminer.fragments import FragmentTally
-from dumpminer.cluster import cluster_fragments, sort_fragments
+    from dumpminer.extract.fragments import FragmentTally
+from dumpminer.clustering.cluster import cluster_fragments, sort_fragments
 
 with open(sys.argv[1], "rb") as f:
     batches = pickle.load(f)
@@ -86,7 +86,7 @@ print(json.dumps(out))
 # Runs in this tree: mines the cache and pickles every batch its tally absorbed.
 RECORD = r"""
 import pickle, sys
-from dumpminer import tally
+from dumpminer.clustering import tally
 from dumpminer.cli import main
 batches = []
 absorb = tally.FragmentTally.absorb

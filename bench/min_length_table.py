@@ -33,7 +33,7 @@ TOP = 6
 def measure(manifest: dict[str, Any], min_length: int) -> dict[str, Any]:
     """One row: what mining kmalloc-32 at *min_length* finds, against what was planted."""
     import dumpminer
-    from dumpminer.report import to_json_dict
+    from dumpminer.report.json import to_json_dict
 
     kdump = next(d["path"] for d in manifest["dumps"] if d["format"] == "kdump")
     dump = dumpminer.open_dump(kdump, manifest["vmlinux"])

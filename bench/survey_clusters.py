@@ -1,6 +1,6 @@
 """
 Survey of word-slot merges on real dumps: what the clustering thresholds
-(dumpminer.cluster.MIN_DISTINCT, MIN_FIXED_CHARS) merge in every cache.
+(dumpminer.clustering.cluster.MIN_DISTINCT, MIN_FIXED_CHARS) merge in every cache.
 
     python3 bench/survey_clusters.py MANIFEST [MANIFEST ...] [--distinct 2 3 4] [--fixed 3 4 5]
 
@@ -25,7 +25,7 @@ import drgn
 from drgn.helpers.linux.slab import for_each_slab_cache
 
 import dumpminer
-from dumpminer import cluster
+from dumpminer.clustering import cluster
 from dumpminer.errors import DumpminerError
 
 

@@ -24,21 +24,22 @@ Many dumps at once, on Dask (docs/fleet.md)::
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dumpminer.callsites import CallSiteReport
-    from dumpminer.dump import Dump, open_dump
+    from dumpminer.analysis.callsites import CallSiteReport
+    from dumpminer.dump.open import Dump, open_dump
     from dumpminer.fleet import FleetReport, fleet
-    from dumpminer.mine import mine
-    from dumpminer.report import Report, render
+    from dumpminer.options import MineOptions
+    from dumpminer.pipeline import mine
+    from dumpminer.report.model import Report
+    from dumpminer.report.render import render
 
 __all__ = [
     "CallSiteReport",
     "Dump",
     "FleetReport",
+    "MineOptions",
     "Report",
     "fleet",
     "mine",
@@ -48,14 +49,15 @@ __all__ = [
 
 #: Where each name of the API is defined.
 _API = {
-    "CallSiteReport": "dumpminer.callsites",
-    "Dump": "dumpminer.dump",
-    "open_dump": "dumpminer.dump",
+    "CallSiteReport": "dumpminer.analysis.callsites",
+    "Dump": "dumpminer.dump.open",
+    "open_dump": "dumpminer.dump.open",
+    "MineOptions": "dumpminer.options",
     "fleet": "dumpminer.fleet",
     "FleetReport": "dumpminer.fleet",
-    "mine": "dumpminer.mine",
-    "Report": "dumpminer.report",
-    "render": "dumpminer.report",
+    "mine": "dumpminer.pipeline",
+    "Report": "dumpminer.report.model",
+    "render": "dumpminer.report.render",
 }
 
 
@@ -68,17 +70,3 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
-
-class _Package(types.ModuleType):
-    """The package module, whose API names are not replaced by its submodules."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Importing dumpminer.mine sets the submodule as the package's
-        # attribute "mine"; dumpminer.mine is the function, as it was when
-        # the package imported its API eagerly.
-        if name in _API and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -25,10 +25,11 @@ from typing import Any, NoReturn
 
 from drgn import FaultError
 
-from dumpminer.debuginfo import looks_like_vmlinux
-from dumpminer.dump import Dump, open_dump
-from dumpminer.dumpinfo import dump_info_dict, read_dump_info
-from dumpminer.dumptime import dump_time, time_facts
+from dumpminer.clustering.tally import DEFAULT_MAX_FRAGMENTS
+from dumpminer.dump.debuginfo import looks_like_vmlinux
+from dumpminer.dump.dumptime import dump_time, time_facts
+from dumpminer.dump.info import dump_info_dict, read_dump_info
+from dumpminer.dump.open import Dump, open_dump
 from dumpminer.errors import (
     EXIT_FLEET_FAILURES,
     EXIT_INCOMPLETE_DUMP,
@@ -40,21 +41,15 @@ from dumpminer.errors import (
     UsageError,
     first_line,
 )
-from dumpminer.fragments import DEFAULT_MIN_LENGTH
+from dumpminer.extract.fragments import DEFAULT_MIN_LENGTH
 from dumpminer.interrupts import set_handler, signals_noted
-from dumpminer.mine import MineOptions, mine
-from dumpminer.output import check_output, write_report
-from dumpminer.report import (
-    FORMATS,
-    Report,
-    attach_example_bytes,
-    render,
-    render_many,
-    terminal_escape,
-)
-from dumpminer.reportdata import DEFAULT_NOISE_FLOOR, DumpTime
-from dumpminer.sampling import SampleSpec, parse_sample
-from dumpminer.tally import DEFAULT_MAX_FRAGMENTS
+from dumpminer.options import MineOptions
+from dumpminer.pipeline import attach_example_bytes, mine
+from dumpminer.report.escape import terminal_escape
+from dumpminer.report.model import DEFAULT_NOISE_FLOOR, DumpTime, Report
+from dumpminer.report.output import check_output, write_report
+from dumpminer.report.render import FORMATS, render, render_many
+from dumpminer.slub.sampling import SampleSpec, parse_sample
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,7 +65,15 @@ class _HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         quiet: tuple[object, ...] = (None, False, [], argparse.SUPPRESS)
-        if action.option_strings and "%(default)" not in text and action.default not in quiet:
+        # A flag (--no-attribution) takes no value: "(default: True)" would
+        # read as if the flag were on by default.
+        flag = action.nargs == 0
+        if (
+            action.option_strings
+            and not flag
+            and "%(default)" not in text
+            and action.default not in quiet
+        ):
             text += " (default: %(default)s)"
         return text
 
@@ -176,6 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_mine_parser(sub)
+    _add_diff_parser(sub)
+    _add_info_parser(sub)
+    _add_caches_parser(sub)
+    _add_fleet_parser(sub)
+    return parser
+
+
+def _add_mine_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``dumpminer mine``: the report of one dump's caches."""
     m = sub.add_parser(
         "mine",
         help="fragment frequency report of a cache's allocated objects",
@@ -261,7 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="processes, at most the CPUs usable (default: by cache size)",
     )
-    d = sub.add_parser("diff", help="what grew between two dumps (vmcores or JSON reports)")
+
+
+def _add_diff_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``dumpminer diff``: two dumps or reports compared."""
+    d = sub.add_parser(
+        "diff",
+        help="what grew between two dumps (vmcores or JSON reports)",
+        formatter_class=_HelpFormatter,
+    )
     d.add_argument("old", help="the earlier dump, or a JSON report of mine")
     d.add_argument("new", help="the later dump, or a JSON report of mine")
     d.add_argument(
@@ -272,27 +293,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--debug-dir", action="append", default=[], help="where to look for vmlinux")
     d.add_argument("--cache", help="cache name or glob; default: a JSON side's, else NEW's largest")
-    d.add_argument("--caches-top", type=_non_negative, default=3, metavar="K")
-    d.add_argument("--context", type=_non_negative, metavar="BYTES", help="bytes before and after")
-    d.add_argument("--before", type=_non_negative, metavar="B")
-    d.add_argument("--after", type=_non_negative, metavar="A")
-    d.add_argument("--min-length", type=_non_negative, default=DEFAULT_MIN_LENGTH, metavar="N")
     d.add_argument(
-        "--max-fragments", type=_non_negative, default=DEFAULT_MAX_FRAGMENTS, metavar="N"
+        "--caches-top",
+        type=_non_negative,
+        default=3,
+        metavar="K",
+        help="without --cache: compare K",
     )
-    d.add_argument("--workers", type=_non_negative, metavar="N")
+    d.add_argument("--context", type=_non_negative, metavar="BYTES", help="bytes before and after")
+    d.add_argument("--before", type=_non_negative, metavar="B", help="context bytes before objects")
+    d.add_argument("--after", type=_non_negative, metavar="A", help="context bytes after objects")
+    d.add_argument(
+        "--min-length",
+        type=_non_negative,
+        default=DEFAULT_MIN_LENGTH,
+        metavar="N",
+        help="shortest printable run counted (both sides alike)",
+    )
+    d.add_argument(
+        "--max-fragments",
+        type=_non_negative,
+        default=DEFAULT_MAX_FRAGMENTS,
+        metavar="N",
+        help="distinct fragments kept exactly per side before the rarest are dropped",
+    )
+    d.add_argument(
+        "--workers", type=_non_negative, metavar="N", help="processes per side (default: by size)"
+    )
     d.add_argument(
         "--noise-floor",
         type=_non_negative,
         default=DEFAULT_NOISE_FLOOR,
         metavar="N",
-        help=f"hide changes of at most N objects (default {DEFAULT_NOISE_FLOOR})",
+        help="hide changes of at most N objects",
     )
     d.add_argument(
         "--keep-pointers", action="store_true", help="do not blank kernel addresses in objects"
     )
     d.add_argument("--top", type=_non_negative, metavar="N", help="rows per cache")
-    d.add_argument("--format", choices=(*FORMATS, "html"), default="table")
+    d.add_argument("--format", choices=(*FORMATS, "html"), default="table", help="diff format")
     d.add_argument(
         "-o",
         "--output",
@@ -300,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the diff here: atomically over a file, straight to a device or FIFO",
     )
     _progress_options(d)
+
+
+def _add_info_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``dumpminer info``: what a dump is, from its headers."""
     i = sub.add_parser(
         "info",
         help="what a dump is, from its headers, without debuginfo",
@@ -308,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("vmcore")
     i.add_argument("--vmlinux", help="with debuginfo: also read the kernel clock's time")
     i.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+
+
+def _add_caches_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``dumpminer caches``: every cache, like ``kmem -s``."""
     c = sub.add_parser(
         "caches",
         help="every slab cache, most memory first (like kmem -s)",
@@ -325,11 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the listing here: atomically over a file, straight to a device or FIFO",
     )
     _progress_options(c, has_bar=False)
-    _fleet_parser(sub)
-    return parser
 
 
-def _fleet_parser(sub: Any) -> None:
+def _add_fleet_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     """``dumpminer fleet``: many dumps at once on Dask (docs/fleet.md)."""
     f = sub.add_parser(
         "fleet",
@@ -434,42 +479,47 @@ def _workers(requested: int | None) -> int | None:
     return requested
 
 
+def _mine_options(args: argparse.Namespace) -> MineOptions:
+    """The options that ``mine`` and ``diff`` share, checked."""
+    before, after = _context(args)
+    options = MineOptions(
+        before=before,
+        after=after,
+        min_length=args.min_length,
+        max_fragments=args.max_fragments,
+        progress=_show_progress(args),
+    )
+    options.check()
+    return options
+
+
 def run_mine(args: argparse.Namespace) -> int:
     """``dumpminer mine``: open, mine, render, write."""
-    before, after = _context(args)
     # Every option is checked before the dump is opened, not after.
-    MineOptions(before, after, args.min_length, args.max_fragments).check()
+    options = _mine_options(args)
     if args.cache is None and args.caches_top < 1:
         raise UsageError("--caches-top must be at least 1")
-    sample = _sample(args)
-    workers = _workers(args.workers)
+    options = replace(
+        options,
+        sample=_sample(args),
+        workers=_workers(args.workers),
+        mask_pointers=args.mask_pointers,
+        call_sites=args.call_sites,
+        attribution=args.attribution,
+    )
     if args.output is not None:
         check_output(args.output)
     dump = _open(args)
     if args.cache is not None:
         names = [args.cache]
     else:
-        from dumpminer.slabinfo import slab_info
+        from dumpminer.slub.slabinfo import slab_info
 
         names = [line.usage.name for line in slab_info(dump.prog).caches[: args.caches_top]]
     taken = DumpTime(*dump_time(dump.info, dump.prog))
     reports: list[Report] = []
     for name in names:
-        report = mine(
-            dump.prog,
-            name,
-            before=before,
-            after=after,
-            min_length=args.min_length,
-            progress=_show_progress(args),
-            dump=dump,
-            workers=workers,
-            max_fragments=args.max_fragments,
-            sample=sample,
-            mask_pointers=args.mask_pointers,
-            call_sites=args.call_sites,
-            attribution=args.attribution,
-        )
+        report = mine(dump.prog, name, options, dump=dump)
         report = replace(report, dump=replace(report.dump, taken=taken))
         if args.format == "html":
             report = attach_example_bytes(report, dump.prog)
@@ -540,10 +590,10 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_diff(args: argparse.Namespace) -> int:
     """``dumpminer diff``: read or mine both sides, compare, render, write."""
-    from dumpminer.diff import MineSettings, diff_paths, render_diff
+    from dumpminer.diff.compare import diff_paths
+    from dumpminer.diff.render import render_diff
 
-    before, after = _context(args)
-    MineOptions(before, after, args.min_length, args.max_fragments).check()
+    options = _mine_options(args)
     if len(args.vmlinux) > 2:
         raise UsageError("--vmlinux is given once (both dumps) or twice (OLD's, then NEW's)")
     libs = ([*args.vmlinux, None, None])[:2] if len(args.vmlinux) != 1 else args.vmlinux * 2
@@ -551,14 +601,12 @@ def run_diff(args: argparse.Namespace) -> int:
         raise UsageError("--caches-top must be at least 1")
     if args.output is not None:
         check_output(args.output)
-    settings = MineSettings(
-        before=before,
-        after=after,
-        min_length=args.min_length,
-        max_fragments=args.max_fragments,
+    # Kernel pointers are blanked unless kept: KASLR must not show as growth.
+    options = replace(
+        options,
         workers=args.workers or None,
-        progress=_show_progress(args),
         mask_pointers=not args.keep_pointers,
+        attribution=False,  # diff compares clusters only
     )
     result = diff_paths(
         args.old,
@@ -567,8 +615,9 @@ def run_diff(args: argparse.Namespace) -> int:
         args.debug_dir,
         args.cache,
         args.caches_top,
-        settings,
+        options,
         args.noise_floor,
+        examples=args.format == "html",
     )
     with signals_noted() as noted:
         _emit(render_diff(result, args.format, args.top), args.output)
@@ -583,8 +632,8 @@ def run_fleet(args: argparse.Namespace) -> int:
     from dumpminer.fleet.progress import DumpBar
     from dumpminer.fleet.render import render_fleet
 
-    before, after = _context(args)
-    MineOptions(before, after, args.min_length, args.max_fragments).check()
+    options = _mine_options(args)
+    before, after = options.before, options.after
     if args.cache is None and args.caches_top < 1:
         raise UsageError("--caches-top must be at least 1")
     if args.vmlinux is not None and args.no_debuginfo:
@@ -629,7 +678,8 @@ def run_fleet(args: argparse.Namespace) -> int:
 
 def run_caches(args: argparse.Namespace) -> int:
     """``dumpminer caches``: every cache's counts, most memory first."""
-    from dumpminer.slabinfo import render_slab_info, slab_info
+    from dumpminer.report.slabinfo import render_slab_info
+    from dumpminer.slub.slabinfo import slab_info
 
     if args.output is not None:
         check_output(args.output)

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drgn import Program
 from drgn.commands import argument, command
 
-from dumpminer.dumpinfo import read_dump_info
-from dumpminer.errors import DumpminerError
-from dumpminer.fragments import DEFAULT_MIN_LENGTH
-from dumpminer.mine import mine
-from dumpminer.report import Report, render, render_many, terminal_escape
-from dumpminer.slabinfo import slab_info
+# Every drgn session of anyone who installed dumpminer imports this module:
+# it imports drgn's own command machinery and nothing of dumpminer's (numpy,
+# the C extensions), which waits until the command runs.
+if TYPE_CHECKING:
+    from dumpminer.report.model import Report
+
+#: ``--min-length``'s default, as ``dumpminer mine`` has it (dumpminer.extract.fragments).
+DEFAULT_MIN_LENGTH = 3
 
 
 def _dump_path(prog: Program) -> str | None:
@@ -36,6 +37,11 @@ def _dump_path(prog: Program) -> str | None:
 
 def _describe_dump(report: Report, prog: Program) -> Report:
     """*report* naming its dump as ``dumpminer mine`` does: its path and header facts."""
+    from dataclasses import replace
+
+    from dumpminer.dump.info import read_dump_info
+    from dumpminer.errors import DumpminerError
+
     path = _dump_path(prog)
     if path is None:
         return report
@@ -57,25 +63,31 @@ def _describe_dump(report: Report, prog: Program) -> Report:
         argument("--context", type=int, default=0, metavar="BYTES"),
         argument("--top", type=int, metavar="N", help="rows to report"),
         argument("--format", choices=("table", "json", "csv", "markdown"), default="table"),
+        # drgn's command parsers have no --help of their own.
+        argument("-h", "--help", action="store_true", help="show this help"),
     ),
 )
 def _cmd_dumpminer(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
     """Mine the program's caches and print the report, as ``dumpminer mine`` does."""
+    parser = kwargs.get("parser")
+    if args.help:
+        if isinstance(parser, argparse.ArgumentParser):
+            sys.stdout.write(parser.format_help())
+        return
+    from dumpminer.errors import DumpminerError
+    from dumpminer.options import MineOptions
+    from dumpminer.pipeline import mine
+    from dumpminer.report.escape import terminal_escape
+    from dumpminer.report.render import render, render_many
+    from dumpminer.slub.slabinfo import slab_info
+
     try:
+        options = MineOptions(before=args.context, after=args.context, min_length=args.min_length)
         if args.cache is not None:
             names = [args.cache]
         else:
             names = [line.usage.name for line in slab_info(prog).caches[: args.caches_top]]
-        reports = []
-        for cache in names:
-            report = mine(
-                prog,
-                cache,
-                before=args.context,
-                after=args.context,
-                min_length=args.min_length,
-            )
-            reports.append(_describe_dump(report, prog))
+        reports = [_describe_dump(mine(prog, cache, options), prog) for cache in names]
     except DumpminerError as e:
         sys.stderr.write(f"dumpminer: {terminal_escape(str(e))}\n")
         return

@@ -85,6 +85,15 @@ class SlabPagesFilteredError(DumpminerError):
     exit_code = 13
 
 
+class IncompleteDumpError(DumpminerError):
+    """
+    A dump cut short where only a whole count will do (``diff``): a
+    partial side would show growth or loss that is not there.
+    """
+
+    exit_code = 10  # EXIT_INCOMPLETE_DUMP, as mine's partial report
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an error's message, or its type when it has none."""
     text = str(error).strip()

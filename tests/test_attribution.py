@@ -25,10 +25,8 @@ import pytest
 from oracle import module_symbol, objects_with_word, with_module_symbols, word_identity
 
 import dumpminer
-from dumpminer.attribution import Attribution, attribute_clusters
-from dumpminer.caches import resolve_caches
-from dumpminer.engine import MineOptions, mine_pages
-from dumpminer.shapes import (
+from dumpminer.analysis.attribution import Attribution, attribute_clusters
+from dumpminer.analysis.shapes import (
     ShapeObserver,
     ShapeSummary,
     _group_keys,
@@ -38,8 +36,16 @@ from dumpminer.shapes import (
     stringless_rows,
     summarise_shapes,
 )
-from dumpminer.walk import WalkStats, find_slab_pages
-from dumpminer.words import KernelRanges, Region, WordNamer, classify_words, shape_key_words
+from dumpminer.analysis.words import (
+    KernelRanges,
+    Region,
+    WordNamer,
+    classify_words,
+    shape_key_words,
+)
+from dumpminer.scan.engine import PassOptions, mine_pages
+from dumpminer.slub.caches import resolve_caches
+from dumpminer.slub.walk import WalkStats, find_slab_pages
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -183,7 +189,7 @@ def _shapes(prog: Any, cache: str) -> tuple[ShapeSummary, WordNamer]:
     caches = resolve_caches(prog, cache)
     pages = find_slab_pages(prog, {c.value_() for c in caches}, WalkStats(), False)
     factory = functools.partial(ShapeObserver, 3)
-    (observer,) = mine_pages(prog, caches, pages, MineOptions(observers=(factory,))).observers
+    (observer,) = mine_pages(prog, caches, pages, PassOptions(observers=(factory,))).observers
     assert isinstance(observer, ShapeObserver)
     namer = WordNamer(prog, KernelRanges.read(prog))
     return summarise_shapes(observer, namer), namer

@@ -1,5 +1,5 @@
 """
-dumpminer.btf and dumpminer.kallsyms: the kernel's own BTF and kallsyms
+dumpminer.dump.btf and dumpminer.dump.kallsyms: the kernel's own BTF and kallsyms
 against DWARF, on the real sample dumps of both series.
 
 The DWARF side is drgn with the sample's vmlinux (tests/oracle.py, which uses
@@ -22,9 +22,9 @@ import pytest
 from drgn import FindObjectFlags, Program, Type, TypeKind, TypeKindSet
 from oracle import open_prog
 
-from dumpminer.btf import BtfError, KernelBtf
-from dumpminer.dump import FROM_BTF, Dump, open_dump
-from dumpminer.kallsyms import KERNEL_GLOBALS, vmcoreinfo_symbols
+from dumpminer.dump.btf import BtfError, KernelBtf
+from dumpminer.dump.kallsyms import KERNEL_GLOBALS, vmcoreinfo_symbols
+from dumpminer.dump.open import FROM_BTF, Dump, open_dump
 
 #: Every struct the walk (walk.py), the cache listing (caches.py, slabinfo.py)
 #: and drgn's slab, mm, per-CPU and module helpers read.

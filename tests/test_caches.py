@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dumpminer.caches import modern_name
+from dumpminer.slub.caches import modern_name
 
 
 @pytest.mark.parametrize(

@@ -30,10 +30,10 @@ from oracle import (
 )
 
 import dumpminer
-from dumpminer.callsites import CallSiteReport
-from dumpminer.dump import open_dump
-from dumpminer.report import Report
-from dumpminer.sampling import SampleSpec
+from dumpminer.analysis.callsites import CallSiteReport
+from dumpminer.dump.open import open_dump
+from dumpminer.report.model import Report
+from dumpminer.slub.sampling import SampleSpec
 from sample_dumps.build import build_sample
 
 MODULE = "leaky_agent"
@@ -328,7 +328,7 @@ def test_no_tracks_no_call_sites(sample_manifest: dict[str, Any]) -> None:
     vmcore, vmlinux = _dump(sample_manifest), sample_manifest["vmlinux"]
     report = _mine(vmcore, vmlinux, "kmalloc-32")
     assert report.call_sites is None
-    from dumpminer.report import to_json_dict
+    from dumpminer.report.json import to_json_dict
 
     document = to_json_dict(report)
     assert document["call_sites"] is None
@@ -341,7 +341,7 @@ def test_no_tracks_no_call_sites(sample_manifest: dict[str, Any]) -> None:
 
 def test_renderings(slub_debug_manifest: dict[str, Any]) -> None:
     """JSON, CSV, Markdown and the table carry the call sites, each escaped for where it goes."""
-    from dumpminer.report import to_json_dict
+    from dumpminer.report.json import to_json_dict
 
     vmcore, vmlinux = _dump(slub_debug_manifest), slub_debug_manifest["vmlinux"]
     report = _mine(vmcore, vmlinux, "kmalloc-64")
@@ -376,7 +376,8 @@ def test_renderings(slub_debug_manifest: dict[str, Any]) -> None:
 
 def test_allocated_by_line_says_what_is_untracked() -> None:
     """Shares are of the cluster's objects; objects of untracked caches are said, not hidden."""
-    from dumpminer.callsites import ClusterCallSites, ClusterSite, allocated_by
+    from dumpminer.analysis.callsites import ClusterCallSites, ClusterSite
+    from dumpminer.report.callsites import allocated_by
 
     sites = CallSiteReport(
         250, 1000, 4.0, (), (ClusterCallSites(60, 3, (ClusterSite("a:f+0x1", 1, 40),)),)

@@ -8,8 +8,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dumpminer import _runs
-from dumpminer.cluster import (
+from dumpminer.clustering.cluster import (
     FILL,
     SEPARATORS,
     WILD,
@@ -19,7 +18,8 @@ from dumpminer.cluster import (
     masked_all,
     skeleton,
 )
-from dumpminer.fragments import Fragment
+from dumpminer.extract import _runs
+from dumpminer.extract.fragments import Fragment
 
 
 def frag(text: bytes, objects: int = 1, offset: int = 16, address: int = 0x1000) -> Fragment:
@@ -181,7 +181,7 @@ def test_clusters_against_a_brute_force_reference(items: list[tuple[bytes, int]]
     ]
 
 
-# --- The compiled masks (dumpminer/_runs.c) against the regex --------------------------------
+# --- The compiled masks (dumpminer/extract/_runs.c) against the regex ---
 
 # Bytes where the number rules have edges: digits, hex letters, "x", other letters,
 # separators, fill bytes, and the placeholders themselves.

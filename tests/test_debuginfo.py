@@ -1,4 +1,4 @@
-"""Tests for dumpminer.debuginfo: build-ID reading, vmlinux search and verification."""
+"""Tests for dumpminer.dump.debuginfo: build-ID reading, vmlinux search and verification."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dumpminer.debuginfo import (
+from dumpminer.dump.debuginfo import (
     check_vmlinux_matches,
     debuginfo_package_hint,
     find_vmlinux,
@@ -18,7 +18,7 @@ from dumpminer.debuginfo import (
     vmlinux_build_id,
     vmlinux_has_debuginfo,
 )
-from dumpminer.dumpinfo import DumpInfo, read_dump_info
+from dumpminer.dump.info import DumpInfo, read_dump_info
 from dumpminer.errors import DebugInfoError, InputFileError
 
 REL = "6.1.0-18-amd64"

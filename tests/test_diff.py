@@ -97,7 +97,7 @@ def test_diff_reports_exactly_the_planted_growth(
         status = {True: "new", False: "grown"} if delta > 0 else {True: "gone", False: "shrunk"}
         assert got["status"] == status[got["old_objects" if delta > 0 else "new_objects"] == 0]
     # Nothing else moves by more than the documented noise floor.
-    from dumpminer.diff import DEFAULT_NOISE_FLOOR
+    from dumpminer.diff.compare import DEFAULT_NOISE_FLOOR
 
     others = [c for c in entry["clusters"] if c["template"] not in expected]
     assert max((abs(c["delta"]) for c in others), default=0) <= DEFAULT_NOISE_FLOOR, [

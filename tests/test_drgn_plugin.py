@@ -54,4 +54,52 @@ def test_drgn_command_prints_the_mine_table(sample_manifest: dict[str, Any]) -> 
         return [line for line in text.splitlines() if not line.startswith("scanned ")]
 
     assert stable(done.stdout) == stable(mine.stdout)
-    assert "t.point.<NUM>" in done.stdout
+    # And both say what was planted: each planted string and template of
+    # kmalloc-32 (the sample's manifest) is a row with its planted count.
+    planted = sample_manifest["planted"]["kmalloc-32"]
+    rows = _table_rows(done.stdout)
+    for template, count in planted["templates"].items():
+        assert rows[template] == count, template
+    for text in ("sbin/*agt/", "t.point.*", "@Vv*/"):
+        assert rows[text] == planted["strings"][text], text
+
+
+def _table_rows(table: str) -> dict[str, int]:
+    """The table's rows as template -> objects (ranks, counts, share, ..., template last)."""
+    rows = {}
+    for line in table.splitlines():
+        cells = line.split()
+        if len(cells) >= 7 and cells[0].isdigit() and cells[1].isdigit():
+            rows[cells[-1]] = int(cells[1])
+    return rows
+
+
+def test_loading_the_plugin_imports_nothing_heavy() -> None:
+    """Every drgn session of a user with dumpminer installed loads the plugin: it stays light."""
+    code = (
+        "import sys, dumpminer.drgn_plugin as p; "
+        "heavy = sorted(m for m in sys.modules if m == 'numpy' or "
+        "(m.startswith('dumpminer.') and m not in ('dumpminer.drgn_plugin',))); "
+        "print(heavy)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+        check=False, cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_plugin_default_min_length_is_mines() -> None:
+    from dumpminer import drgn_plugin
+    from dumpminer.extract.fragments import DEFAULT_MIN_LENGTH
+
+    assert drgn_plugin.DEFAULT_MIN_LENGTH == DEFAULT_MIN_LENGTH
+
+
+def test_drgn_command_help(sample_manifest: dict[str, Any]) -> None:
+    entry = next(d for d in sample_manifest["dumps"] if d["format"] == "elf")
+    done = _drgn(entry["path"], sample_manifest["vmlinux"], "dumpminer --help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: dumpminer") and "--cache CACHE" in done.stdout
+    assert "Traceback" not in done.stderr

@@ -8,9 +8,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dumpminer.cluster import TemplateIndex, cluster_fragments, masked
-from dumpminer.fragments import count_objects, printable_runs, scan_runs
-from dumpminer.tally import FragmentTally, Spread
+from dumpminer.clustering.cluster import TemplateIndex, cluster_fragments, masked
+from dumpminer.clustering.tally import FragmentTally, Spread
+from dumpminer.extract.fragments import count_objects, printable_runs, scan_runs
 
 
 def rows_of(*objects: bytes) -> np.ndarray:

@@ -42,18 +42,14 @@ from hostile import copy, patch, read_phys, read_segments, relayout
 from test_dumpinfo import elf_core, kdump
 
 import dumpminer
-from dumpminer.cluster import cluster_fragments
-from dumpminer.fragments import Fragment, printable_runs
-from dumpminer.output import write_atomically
-from dumpminer.report import (
-    Report,
-    csv_cell,
-    render,
-    terminal_escape,
-    to_json_dict,
-)
-from dumpminer.reportdata import CacheFacts, DumpFacts, ScanFacts
-from dumpminer.walk import WalkStats, _PageFields, cache_layout, find_slab_pages, walk_slabs
+from dumpminer.clustering.cluster import cluster_fragments
+from dumpminer.extract.fragments import Fragment, printable_runs
+from dumpminer.report.escape import csv_cell, terminal_escape
+from dumpminer.report.json import to_json_dict
+from dumpminer.report.model import CacheFacts, DumpFacts, Report, ScanFacts
+from dumpminer.report.output import write_atomically
+from dumpminer.report.render import render
+from dumpminer.slub.walk import WalkStats, _PageFields, cache_layout, find_slab_pages, walk_slabs
 
 CACHE = "kmalloc-32"
 MIN_LENGTH = 3
@@ -550,22 +546,39 @@ def exit_within_deadline(proc: subprocess.Popen[str], after: str) -> str:
 
 #: Runs the CLI with every slab read slowed down by 20 ms a slab (runs of
 #: full slabs read as one included), so that a signal can land mid-walk on the
-#: small seed sample; $MARK is created when the walk starts.
+#: small seed sample; $MARK holds how many slabs the walk has read so far.
 _SLOW_WALK = """
 import os, sys, time
-import dumpminer.walk as walk
+import dumpminer.slub.walk as walk
+read = 0
 def slowed(real, slabs):
     def slow(*args):
-        if not os.path.exists(os.environ["MARK"]):
-            open(os.environ["MARK"], "w").close()
+        global read
         time.sleep(0.02 * slabs(args))
-        return real(*args)
+        result = real(*args)
+        read += slabs(args)
+        with open(os.environ["MARK"] + ".tmp", "w") as f:
+            f.write(str(read))
+        os.replace(os.environ["MARK"] + ".tmp", os.environ["MARK"])
+        return result
     return slow
 walk.read_slab = slowed(walk.read_slab, lambda args: 1)
 walk._read_full_run = slowed(walk._read_full_run, lambda args: args[4])
 from dumpminer.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+
+
+#: Slabs the slowed walk has read when the mid-walk tests send their signal.
+MIDWAY_SLABS = 8
+
+
+def _slabs_read(mark: Path) -> int:
+    """How many slabs the slowed walk says it has read (0 before it starts)."""
+    try:
+        return int(mark.read_text() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -586,8 +599,8 @@ def test_signal_mid_walk_writes_partial_report(
         preexec_fn=default_sigint,
     )
     try:
-        wait_for(mark.exists, "the walk started", proc)
-        time.sleep(0.5)
+        # Some slabs read, and (20 ms a slab, about 300 slabs) seconds of walk left.
+        wait_for(lambda: _slabs_read(mark) >= MIDWAY_SLABS, "the walk went on", proc)
         proc.send_signal(signum)
         stderr = exit_within_deadline(proc, f"signal {signum}")
     finally:
@@ -596,7 +609,7 @@ def test_signal_mid_walk_writes_partial_report(
     report = json.loads(out.read_text())
     assert report["partial"] is True
     progress = report["progress"]
-    assert 0 < progress["slabs_walked"] < progress["slabs_found"]
+    assert MIDWAY_SLABS <= progress["slabs_walked"] < progress["slabs_found"]
     assert report["scan"]["slabs"] == progress["slabs_walked"]
     assert 0 < report["scan"]["objects_scanned"] < report["cache"]["allocated"]
     assert sorted(os.listdir(tmp_path)) == ["r.json", "walking"]
@@ -651,7 +664,7 @@ def test_signal_while_writing_keeps_the_report_whole(
 _SIGNAL_WHILE_CLUSTERING = """
 import os, signal, sys
 import dumpminer.cli as cli
-miner = sys.modules["dumpminer.mine"]
+miner = sys.modules["dumpminer.pipeline"]
 real = miner.cluster_fragments
 def cluster(*args, **kwargs):
     os.kill(os.getpid(), int(os.environ["SIGNUM"]))

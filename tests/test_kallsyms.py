@@ -1,5 +1,5 @@
 """
-The kernel's kallsyms read on demand (dumpminer.kallsyms.KallsymsTable)
+The kernel's kallsyms read on demand (dumpminer.dump.kallsyms.KallsymsTable)
 against drgn's own kallsyms index, on the real sample dumps of both series.
 
 The table decodes a name only when a lookup finds it; drgn's
@@ -19,7 +19,7 @@ import drgn
 import pytest
 from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
 
-from dumpminer.kallsyms import KallsymsTable
+from dumpminer.dump.kallsyms import KallsymsTable
 
 
 def _key(symbol: drgn.Symbol) -> tuple[str, int, int, drgn.SymbolKind, drgn.SymbolBinding]:

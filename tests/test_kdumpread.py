@@ -1,5 +1,5 @@
 """
-dumpminer's kdump reader (dumpminer/kdumpread.py, dumpminer/_kdump.c) held to
+dumpminer's kdump reader (dumpminer/dump/kdumpread.py, dumpminer/dump/_kdump.c) held to
 drgn's reads, page for page, on every dump of the seed sample of every series;
 and what it does with dumps it must not read: other formats, pages compressed
 otherwise, descriptors or data outside the file. There it gives way to drgn.
@@ -18,9 +18,9 @@ import numpy as np
 import oracle
 import pytest
 
-from dumpminer import _kdump
-from dumpminer.kdumpread import KdumpReader, MemoryReader, bitmap_pages, memory_reader
-from dumpminer.walk import _page_ranges
+from dumpminer.dump import _kdump
+from dumpminer.dump.kdumpread import KdumpReader, MemoryReader, bitmap_pages, memory_reader
+from dumpminer.slub.walk import _page_ranges
 
 #: Pages read at once in the page-for-page comparison.
 RUN = 64
@@ -234,7 +234,7 @@ def test_read_ahead_keeps_order_and_stops_with_its_reader() -> None:
     import threading
     import time
 
-    from dumpminer.walk import READ_AHEAD, read_ahead
+    from dumpminer.slub.walk import READ_AHEAD, read_ahead
 
     def slow_square(n: int) -> int:
         time.sleep(0.001 * (n % 3))  # later items often finish first

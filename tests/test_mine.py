@@ -23,8 +23,8 @@ import pytest
 from drgn.helpers.linux.slab import find_slab_cache
 
 import dumpminer
-from dumpminer.report import to_json_dict
-from dumpminer.walk import WalkStats, find_slab_pages, walk_slabs
+from dumpminer.report.json import to_json_dict
+from dumpminer.slub.walk import WalkStats, find_slab_pages, walk_slabs
 
 MIN_LENGTH = 3
 STORY = ["sbin/*agt/", "t.point.*", "@Vv*/", "tmp", "usr"]
@@ -186,6 +186,22 @@ def test_workers_give_the_same_report(sample_manifest: dict[str, Any]) -> None:
     dump = _opened(entry["path"], sample_manifest["vmlinux"])
     split = _stable(to_json_dict(dumpminer.mine(dump.prog, "kmalloc-32", dump=dump, workers=2)))
     assert split == _stable(_mined(entry["path"], sample_manifest["vmlinux"], "kmalloc-32"))
+
+
+def test_workers_are_separate_processes(sample_manifest: dict[str, Any]) -> None:
+    """Two workers really run: two processes besides this one, every object walked once."""
+    from dumpminer.scan.engine import PassOptions
+    from dumpminer.scan.workers import mine_in_workers
+    from dumpminer.slub.caches import resolve_caches
+
+    entry = next(d for d in _dumps(sample_manifest) if d["format"] == "kdump")
+    dump = _opened(entry["path"], sample_manifest["vmlinux"])
+    caches = resolve_caches(dump.prog, "kmalloc-32")
+    pages = find_slab_pages(dump.prog, {c.value_() for c in caches}, WalkStats())
+    result = mine_in_workers(dump, caches, pages, PassOptions(), 2, lambda objects: None)
+    assert len(set(result.processes)) == 2 and os.getpid() not in result.processes
+    prog = oracle.open_prog(entry["path"], sample_manifest["vmlinux"])
+    assert result.stats.objects_scanned == oracle.allocated_count(prog, "kmalloc-32")
 
 
 def _kdump(manifest: dict[str, Any]) -> tuple[str, str]:

@@ -29,10 +29,10 @@ from drgn.helpers.linux.slab import find_slab_cache, slab_cache_for_each_allocat
 from oracle import count_records, open_prog
 
 import dumpminer
-from dumpminer.dump import FROM_BTF, FROM_DEBUGINFOD, FROM_VMLINUX
+from dumpminer.dump.open import FROM_BTF, FROM_DEBUGINFOD, FROM_VMLINUX
 from dumpminer.errors import NoKernelTypesError
-from dumpminer.report import to_json_dict
-from dumpminer.walk import WalkStats, walk_slabs
+from dumpminer.report.json import to_json_dict
+from dumpminer.slub.walk import WalkStats, walk_slabs
 
 REPO = Path(__file__).resolve().parent.parent
 FORMATS = ["kdump", "elf", "makedumpfile"]

@@ -8,10 +8,10 @@ import pytest
 from drgn import Object, Program
 from oracle import allocated_objects
 
-from dumpminer.caches import resolve_caches
-from dumpminer.engine import MineOptions, mine_pages
-from dumpminer.observers import ObjectBatch
-from dumpminer.walk import WalkStats, find_slab_pages
+from dumpminer.extract.observers import ObjectBatch
+from dumpminer.scan.engine import PassOptions, mine_pages
+from dumpminer.slub.caches import resolve_caches
+from dumpminer.slub.walk import WalkStats, find_slab_pages
 
 
 class Recorder:
@@ -53,7 +53,7 @@ def test_observer_sees_every_allocated_object(
     prog = open_prog(dump["path"], sample_manifest["vmlinux"])
     caches = resolve_caches(prog, cache_name)
     pages = find_slab_pages(prog, {c.value_() for c in caches}, WalkStats(), False)
-    result = mine_pages(prog, caches, pages, MineOptions(observers=(Recorder,)))
+    result = mine_pages(prog, caches, pages, PassOptions(observers=(Recorder,)))
     (recorder,) = result.observers
     assert isinstance(recorder, Recorder)
     assert recorder.begun == 1

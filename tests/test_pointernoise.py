@@ -1,5 +1,5 @@
 """
-The probe for pointer noise (dumpminer/pointernoise.py): runs made of kernel
+The probe for pointer noise (dumpminer/scan/pointernoise.py): runs made of kernel
 pointers' bytes, counted on bytes and on the real seed sample against drgn's
 own slab helpers, and the decision ``mine`` takes from them.
 """
@@ -21,17 +21,17 @@ import oracle
 import pytest
 
 import dumpminer
-from dumpminer import pointernoise
-from dumpminer.caches import resolve_caches
-from dumpminer.pointernoise import (
+from dumpminer.extract.pointers import kernel_pointer_bytes, mask_kernel_pointers
+from dumpminer.report.json import to_json_dict
+from dumpminer.scan import pointernoise
+from dumpminer.scan.pointernoise import (
     PROBE_MIN_SLABS,
     probe_pages,
     probe_pointer_noise,
     walk_estimate,
 )
-from dumpminer.pointers import kernel_pointer_bytes, mask_kernel_pointers
-from dumpminer.report import to_json_dict
-from dumpminer.walk import SlabPage, SlabPages, WalkStats, find_slab_pages
+from dumpminer.slub.caches import resolve_caches
+from dumpminer.slub.walk import SlabPage, SlabPages, WalkStats, find_slab_pages
 
 MIN_LENGTH = 3
 

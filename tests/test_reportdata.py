@@ -1,22 +1,22 @@
-"""The report's sections (dumpminer/reportdata.py): each field reaches its JSON, once."""
+"""The report's sections (dumpminer/report/model.py): each field reaches its JSON, once."""
 
 from __future__ import annotations
 
 from dataclasses import fields
 
-from dumpminer.reportdata import (
+from dumpminer.report.model import (
     CacheFacts,
     DumpFacts,
     DumpTime,
     IncompleteDump,
     Interruption,
-    ListedSlabs,
+    ListReach,
     Progress,
     SampleFacts,
     ScanFacts,
 )
 
-LISTED = ListedSlabs(7, 1, 2, 1, False, ("a list loops",))
+LISTED = ListReach(7, 1, 2, 1, False, ("a list loops",))
 INCOMPLETE = IncompleteDump("the dump lacks ...", 5, 9, 0.5556, 60, 100, True, 64, 8, LISTED)
 
 
@@ -39,7 +39,7 @@ def test_every_field_is_written_under_its_own_name() -> None:
     timed = DumpFacts("/d", "6.1", "kdump", "ab", None, "vmlinux", DumpTime(1700000000, "header"))
     assert list(timed.to_json()) == [*names(DumpFacts)[:-1], "time", "time_source"]
     listed = [n for n in names(IncompleteDump) if n not in ("why", "listed")]
-    assert list(INCOMPLETE.to_json()) == ["incomplete_dump", *listed, *names(ListedSlabs)]
+    assert list(INCOMPLETE.to_json()) == ["incomplete_dump", *listed, *names(ListReach)]
 
 
 def test_progress_says_what_cut_the_report_short() -> None:

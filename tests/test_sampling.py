@@ -8,9 +8,9 @@ import pytest
 
 import dumpminer
 from dumpminer.errors import UsageError
-from dumpminer.report import to_json_dict
-from dumpminer.sampling import SampledSlabs, SampleSpec, interval, parse_sample, sample_pages
-from dumpminer.walk import SlabPage, SlabPages
+from dumpminer.report.json import to_json_dict
+from dumpminer.slub.sampling import SampledSlabs, SampleSpec, interval, parse_sample, sample_pages
+from dumpminer.slub.walk import SlabPage, SlabPages
 
 
 def pages(n: int, objects: int = 128) -> SlabPages:

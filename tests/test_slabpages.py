@@ -11,8 +11,8 @@ import random
 
 import pytest
 
-from dumpminer.walk import SlabPage, SlabPages
-from dumpminer.workers import split_pages
+from dumpminer.scan.workers import split_pages
+from dumpminer.slub.walk import SlabPage, SlabPages
 
 
 def tuples(n: int, seed: int = 1) -> list[SlabPage]:

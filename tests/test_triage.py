@@ -46,11 +46,12 @@ from drgn.helpers.linux.slab import (
 from test_debuginfo import fake_vmlinux
 
 import dumpminer
-from dumpminer.allocator import slab_allocator
-from dumpminer.caches import resolve_caches
-from dumpminer.debuginfo import debuginfo_package_hint, vmlinux_build_id
+from dumpminer.dump.debuginfo import debuginfo_package_hint, vmlinux_build_id
 from dumpminer.errors import DebugInfoError, UnsupportedKernelError
-from dumpminer.slabinfo import SlabInfo, render_slab_info, slab_info
+from dumpminer.report.slabinfo import render_slab_info
+from dumpminer.slub.allocator import slab_allocator
+from dumpminer.slub.caches import resolve_caches
+from dumpminer.slub.slabinfo import SlabInfo, slab_info
 from sample_dumps.build import build_sample
 
 FORMATS = ("kdump", "elf", "makedumpfile")
@@ -231,7 +232,7 @@ def test_caches_sorted_by_memory_with_aliases(sample_manifest: dict[str, Any]) -
 
 
 def _reclaim_account_flag(prog: drgn.Program) -> int:
-    try:  # Since v6.8, slab flags are bits of enum _slab_flag_bits.
+    try:  # Since v6.9, slab flags are bits of enum _slab_flag_bits.
         return 1 << prog["_SLAB_RECLAIM_ACCOUNT"].value_()
     except LookupError:
         return 0x00020000
@@ -556,12 +557,12 @@ def test_resolve_without_sysfs_aliases(
     sample_manifest: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without CONFIG_SYSFS drgn cannot list aliases; globs and hints must still work."""
-    import dumpminer.caches
+    import dumpminer.slub.caches
 
     def no_sysfs(prog: drgn.Program) -> dict[str, str]:
         raise LookupError("CONFIG_SYSFS is not enabled")
 
-    monkeypatch.setattr(dumpminer.caches, "get_slab_cache_aliases", no_sysfs)
+    monkeypatch.setattr(dumpminer.slub.caches, "get_slab_cache_aliases", no_sysfs)
     prog = _opened(dump_of(sample_manifest, "kdump")["path"], sample_manifest["vmlinux"]).prog
     assert [c.name.string_() for c in resolve_caches(prog, "kmalloc-3?")] == [b"kmalloc-32"]
     with pytest.raises(dumpminer.errors.UnknownCacheError, match="closest: kmalloc-32"):
@@ -753,7 +754,7 @@ def test_listed_slabs_agree_with_the_kernel(sample_manifest: dict[str, Any]) -> 
     cpu_slab->slab, the partial ones are as many as the kernel's nr_partial, and the CPU's
     active slab built without its struct slab is the one the scan found.
     """
-    from dumpminer.walk import WalkStats, cpu_slab_pages, find_slab_pages
+    from dumpminer.slub.walk import WalkStats, cpu_slab_pages, find_slab_pages
 
     prog = _opened(dump_of(sample_manifest, "elf")["path"], sample_manifest["vmlinux"]).prog
     cache = find_slab_cache(prog, "kmalloc-32")

@@ -16,9 +16,9 @@ import os
 import struct
 from collections.abc import Iterator
 
-from dumpminer.dumpinfo.elf import ELF_MAGIC
-from dumpminer.dumpinfo.kdump import DISKDUMP_SIGNATURE, KDUMP_SIGNATURE
-from dumpminer.dumpinfo.sources import FLAT_SIGNATURE
+from dumpminer.dump.info.elf import ELF_MAGIC
+from dumpminer.dump.info.kdump import DISKDUMP_SIGNATURE, KDUMP_SIGNATURE
+from dumpminer.dump.info.sources import FLAT_SIGNATURE
 from dumpminer.errors import InputFileError, show_path
 
 #: ELF ``e_type`` of a core file.

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import jinja2
 
 from dumpminer.fleet.model import FAILED, MINED, REUSED, FleetReport, TemplateRow
-from dumpminer.fleet.render import summary_line, when
-from dumpminer.report import terminal_escape
+from dumpminer.fleet.shown import summary_line, when
+from dumpminer.report.escape import terminal_escape
 
 #: Templates on the page when --top is not given.
 HTML_TOP = 100

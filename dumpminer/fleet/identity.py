@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from dumpminer.dumpinfo import read_dump_info
+from dumpminer.dump.info import read_dump_info
 from dumpminer.errors import DumpminerError
 
 #: Bytes hashed at each end of the file: the headers (and VMCOREINFO's notes)

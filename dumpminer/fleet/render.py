@@ -10,7 +10,6 @@ terminal, :func:`~dumpminer.report.markdown_escape` in Markdown,
 
 from __future__ import annotations
 
-import datetime
 import json
 from typing import Any
 
@@ -24,7 +23,8 @@ from dumpminer.fleet.model import (
     HostGrowth,
     TemplateRow,
 )
-from dumpminer.report import csv_cell, csv_line, markdown_escape, terminal_escape
+from dumpminer.fleet.shown import summary_line, when
+from dumpminer.report.escape import csv_cell, csv_line, markdown_escape, terminal_escape
 
 FLEET_FORMATS = ("table", "json", "csv", "markdown", "html")
 #: Template rows in a table or Markdown when --top is not given.
@@ -123,27 +123,12 @@ def to_fleet_dict(fleet: FleetReport, top: int | None = None) -> dict[str, Any]:
     }
 
 
-def when(seconds: int | None) -> str:
-    """A dump time for people (UTC), or ``-``."""
-    if seconds is None:
-        return "-"
-    return f"{datetime.datetime.fromtimestamp(seconds, datetime.UTC):%Y-%m-%d %H:%M:%S}"
-
-
 def _shares(row: TemplateRow) -> str:
     return f"{row.share_min:.2%}/{row.share_median:.2%}/{row.share_max:.2%}"
 
 
 def _growth_text(row: TemplateRow) -> str:
     return ", ".join(f"{g.host} {g.per_hour:+.1f}/h" for g in row.growth) or "-"
-
-
-def summary_line(fleet: FleetReport) -> str:
-    """``N dumps: M mined, R reused, F failed``."""
-    return (
-        f"{len(fleet.dumps)} dumps: {fleet.count(MINED)} mined, {fleet.count(REUSED)} reused, "
-        f"{fleet.count(FAILED)} failed"
-    )
 
 
 def render_table(fleet: FleetReport, top: int | None = None) -> str:

@@ -41,7 +41,7 @@ from dumpminer.fleet.tasks import (
     mine_first,
     warm_up,
 )
-from dumpminer.output import write_atomically
+from dumpminer.report.output import write_atomically
 
 if TYPE_CHECKING:
     from distributed import Client, Future

@@ -1,5 +1,7 @@
 """
-What every task of a fleet run is told: ``mine``'s options and where debuginfo is.
+What every task of a fleet run is told: ``mine``'s options (as a
+:class:`~dumpminer.options.MineOptions`, :meth:`MineSettings.mine_options`),
+which caches, and where debuginfo is.
 
 One frozen, picklable value sent with each task. The options that change what
 a report counts are recorded in each dump's report (:meth:`MineSettings.counting`),
@@ -11,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dumpminer.fragments import DEFAULT_MIN_LENGTH
-from dumpminer.tally import DEFAULT_MAX_FRAGMENTS
+from dumpminer.clustering.tally import DEFAULT_MAX_FRAGMENTS
+from dumpminer.extract.fragments import DEFAULT_MIN_LENGTH
+from dumpminer.options import MineOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,24 @@ class MineSettings:
     debug_dirs: tuple[str, ...] = field(default_factory=tuple)
     use_vmlinux: bool = True
     debuginfod: bool | None = None
+
+    def mine_options(self) -> MineOptions:
+        """
+        :func:`dumpminer.mine`'s options for one cache of a fleet: no progress
+        bar, and one process (a Dask worker is a daemon process and may not
+        start mine's own workers; the fleet's parallelism is across dumps).
+        """
+        return MineOptions(
+            before=self.before,
+            after=self.after,
+            min_length=self.min_length,
+            max_fragments=self.max_fragments,
+            mask_pointers=self.mask_pointers,
+            call_sites=self.call_sites,
+            attribution=self.attribution,
+            workers=1,
+            progress=False,
+        )
 
     def counting(self) -> dict[str, Any]:
         """The options that change a report's counts, as recorded in it."""

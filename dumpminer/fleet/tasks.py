@@ -33,13 +33,13 @@ from typing import Any
 
 from drgn import FaultError
 
-from dumpminer.dump import Dump, open_dump
-from dumpminer.dumptime import dump_time
+from dumpminer.dump.dumptime import dump_time
+from dumpminer.dump.open import Dump, open_dump
 from dumpminer.errors import DumpminerError, KernelDataError, first_line
 from dumpminer.fleet.aggregate import CacheSummary, summarise_report
 from dumpminer.fleet.settings import MineSettings
-from dumpminer.mine import mine
-from dumpminer.reportdata import DumpTime
+from dumpminer.pipeline import mine
+from dumpminer.report.model import DumpTime
 
 #: The exit code of a failure that is a bug, or a worker that died.
 EXIT_INTERNAL = 1
@@ -143,8 +143,9 @@ def peak_rss_kib() -> int:
 
 def warm_up() -> None:
     """Import what the tasks need, once per worker, before the first dump is timed."""
-    import dumpminer.mine
-    import dumpminer.slabinfo  # noqa: F401
+    import dumpminer.pipeline
+    import dumpminer.report.json
+    import dumpminer.slub.slabinfo  # noqa: F401
 
 
 def node_name(dump: Dump) -> str | None:
@@ -164,7 +165,7 @@ def plan_dump(path: str, digest: str, settings: MineSettings) -> Plan | TaskFail
         if settings.cache is not None:
             names: tuple[str, ...] = (settings.cache,)
         else:
-            from dumpminer.slabinfo import slab_info
+            from dumpminer.slub.slabinfo import slab_info
 
             caches = slab_info(dump.prog).caches[: settings.caches_top]
             names = tuple(line.usage.name for line in caches)
@@ -221,26 +222,12 @@ def mine_cache(
         return plan
     if index >= len(plan.caches):
         return None
-    from dumpminer.report import to_json_dict
+    from dumpminer.report.json import to_json_dict
 
     started = time.monotonic()
     try:
         dump = _opened(path, digest, settings)
-        report = mine(
-            dump.prog,
-            plan.caches[index],
-            before=settings.before,
-            after=settings.after,
-            min_length=settings.min_length,
-            dump=dump,
-            # A Dask worker is a daemon process and may not start mine's own
-            # workers; the fleet's parallelism is across dumps.
-            workers=1,
-            max_fragments=settings.max_fragments,
-            mask_pointers=settings.mask_pointers,
-            call_sites=settings.call_sites,
-            attribution=settings.attribution,
-        )
+        report = mine(dump.prog, plan.caches[index], settings.mine_options(), dump=dump)
         report = replace(
             report, dump=replace(report.dump, taken=DumpTime(plan.time, plan.time_source))
         )

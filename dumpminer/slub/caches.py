@@ -1,0 +1,157 @@
+"""
+Slab caches by name: finding the ones a user means, and listing them all.
+
+Users name caches as /proc/slabinfo does (``kmalloc-32``), as older kernels
+did (``size-32``, the SLAB allocator's name in the story), or with a glob
+(``kmalloc-*32`` also takes ``kmalloc-cg-32`` and ``kmalloc-rnd-05-32``).
+Everything here uses drgn's slab helpers; only the name matching is ours.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass
+
+from drgn import FaultError, Object, Program
+from drgn.helpers import ValidationError
+from drgn.helpers.linux.slab import (
+    for_each_slab_cache,
+    get_slab_cache_aliases,
+    slab_cache_objects_per_slab,
+    slab_cache_pages_per_slab,
+    slab_cache_usage,
+)
+
+from dumpminer.errors import KernelDataError, UnknownCacheError
+
+#: The SLAB allocator's general caches were ``size-N``; SLUB calls them
+#: ``kmalloc-N``. ``size-32(DMA)`` became ``dma-kmalloc-32``.
+_OLD_KMALLOC_NAME = re.compile(r"size-([\d*?\[\]]+)(\(DMA\))?")
+
+
+def cache_name(cache: Object) -> str:
+    """The name of a ``struct kmem_cache *``, as /proc/slabinfo prints it."""
+    return os.fsdecode(cache.name.string_())
+
+
+def modern_name(name: str) -> str:
+    """Translate the story's ``size-32`` (or ``size-*``) to today's ``kmalloc-32``."""
+    match = _OLD_KMALLOC_NAME.fullmatch(name)
+    if not match:
+        return name
+    return ("dma-kmalloc-" if match.group(2) else "kmalloc-") + match.group(1)
+
+
+def resolve_caches(prog: Program, name: str) -> list[Object]:
+    """
+    Find the caches *name* means: an exact name, an old ``size-N`` name, a
+    merged cache's alias (drgn's :func:`get_slab_cache_aliases`), or a glob.
+    Raises :class:`UnknownCacheError` with the closest names (whatever their
+    case) when none match.
+    """
+    caches = {cache_name(cache): cache for cache in for_each_slab_cache(prog)}
+    wanted = modern_name(name)
+    if wanted in caches:
+        return [caches[wanted]]
+    try:
+        aliases = get_slab_cache_aliases(prog)
+    except (LookupError, ValueError):  # Needs CONFIG_SLUB and CONFIG_SYSFS.
+        aliases = {}
+    if wanted in aliases and aliases[wanted] in caches:
+        return [caches[aliases[wanted]]]
+    if any(c in wanted for c in "*?["):
+        matched = sorted(n for n in caches if fnmatch.fnmatchcase(n, wanted))
+        if matched:
+            return [caches[n] for n in matched]
+    import difflib  # only a name that is not found needs it
+
+    # Suggestions ignore case: KMALLOC-32 and Kmalloc-32 mean kmalloc-32.
+    lowered: dict[str, str] = {}
+    for known in [*caches, *aliases]:
+        lowered.setdefault(known.lower(), known)
+    near = difflib.get_close_matches(modern_name(name.lower()), list(lowered), n=5, cutoff=0.6)
+    close = [lowered[n] for n in near]
+    hint = f"; closest: {', '.join(close)}" if close else ""
+    raise UnknownCacheError(f"no slab cache named {name!r} in this dump{hint}")
+
+
+@dataclass(frozen=True)
+class CacheUsage:
+    """One cache's line of ``kmem -s`` / /proc/slabinfo."""
+
+    name: str
+    address: int
+    object_size: int
+    #: Bytes from one object to the next (object, metadata and padding).
+    stride: int
+    objects_per_slab: int
+    pages_per_slab: int
+    slabs: int
+    allocated: int
+    total: int
+    page_size: int
+    #: False when ``allocated`` is an upper bound: the cache's lists could not
+    #: be read whole (a dump cut short), see :func:`cache_usage`.
+    exact: bool = True
+    #: Why ``allocated`` is not exact.
+    inexact_why: str | None = None
+
+    @property
+    def memory(self) -> int:
+        """Bytes of slab pages the cache holds."""
+        return self.slabs * self.pages_per_slab * self.page_size
+
+
+def cache_usage(cache: Object, page_array_lost: bool = False) -> CacheUsage:
+    """
+    Counts of one cache from drgn's :func:`slab_cache_usage`. With
+    *page_array_lost* (the dump lacks part of its page array, where every
+    ``struct slab`` is), a list of slabs that faults is no corruption: the
+    counts then come from the per-node counters and what could be read.
+    """
+    try:
+        usage = slab_cache_usage(cache)
+        return _usage(cache, usage.num_slabs, usage.num_objs, usage.free_objs)
+    except FaultError as e:
+        if not page_array_lost:
+            raise KernelDataError(f"cannot count slab cache at {cache.value_():#x}: {e}") from e
+        # A list of slabs runs into memory the dump lacks (a dump cut short
+        # loses the page array): count from the per-node counters instead.
+        return _readable_usage(cache, e)
+    except (ValueError, ValidationError) as e:
+        # ValidationError: drgn found a per-CPU freelist or partial list
+        # that loops, as a double free leaves them.
+        raise KernelDataError(f"cannot count slab cache at {cache.value_():#x}: {e}") from e
+
+
+def _usage(
+    cache: Object, slabs: int, total: int, free: int, errors: list[str] | None = None
+) -> CacheUsage:
+    """The :class:`CacheUsage` of *cache* from its slab and object counts."""
+    return CacheUsage(
+        name=cache_name(cache),
+        address=cache.value_(),
+        object_size=cache.object_size.value_(),
+        stride=cache.size.value_(),
+        objects_per_slab=slab_cache_objects_per_slab(cache),
+        pages_per_slab=slab_cache_pages_per_slab(cache),
+        slabs=slabs,
+        allocated=total - free,
+        total=total,
+        page_size=cache.prog_["PAGE_SIZE"].value_(),
+        exact=not errors,
+        inexact_why="; ".join(errors or ()) or None,
+    )
+
+
+def _readable_usage(cache: Object, fault: FaultError) -> CacheUsage:
+    """:func:`cache_usage` from the counters, for a cache whose lists fault."""
+    from dumpminer.slub.allocator import slab_allocator
+
+    try:
+        slabs, total, free, errors = slab_allocator(cache.prog_).readable_usage(cache)
+        return _usage(cache, slabs, total, free, errors)
+    except (FaultError, ValueError) as e:
+        raise KernelDataError(f"cannot count slab cache at {cache.value_():#x}: {fault}") from e
