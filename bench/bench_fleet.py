@@ -54,8 +54,8 @@ def fleet_dumps(count: int) -> list[str]:
     return found[:count]
 
 
-def timed(args: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one process."""
+def timed(args: list[str]) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (KiB) and CPU seconds (its children's included) of one process."""
     started = time.monotonic()
     process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -64,25 +64,28 @@ def timed(args: list[str]) -> tuple[float, int]:
         sys.exit(
             f"{' '.join(args)} failed: {process.stderr.read().decode() if process.stderr else ''}"
         )
-    return seconds, usage.ru_maxrss
+    return seconds, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
-def run_sequential(dumps: list[str], cache: list[str], work: Path) -> tuple[float, dict[str, int]]:
-    """``dumpminer mine`` on each dump in turn: total wall seconds, peak RSS per dump."""
-    total, peaks = 0.0, {}
+def run_sequential(
+    dumps: list[str], cache: list[str], work: Path
+) -> tuple[float, dict[str, int], float]:
+    """``dumpminer mine`` on each dump in turn: total wall seconds, peak RSS per dump, CPU."""
+    total, peaks, cpu = 0.0, {}, 0.0
     for i, dump in enumerate(dumps):
         out = work / f"mine-{i}.json"
-        seconds, peak = timed([*DUMPMINER, "mine", dump, "--debug-dir", str(KERNELS), *cache,
+        seconds, peak, used = timed([*DUMPMINER, "mine", dump, "--debug-dir", str(KERNELS), *cache,
                                "--format", "json", "-o", str(out), "--quiet"])  # fmt: skip
         total += seconds
+        cpu += used
         peaks[dump] = peak
-    return total, peaks
+    return total, peaks, cpu
 
 
 def run_fleet(dumps: list[str], cache: list[str], work: Path, round_: int) -> dict[str, Any]:
     """One fleet run, every dump mined: wall seconds and what its reports say."""
     out, report = work / f"fleet-{round_}", work / f"fleet-{round_}.json"
-    seconds, _ = timed([*DUMPMINER, "fleet", *dumps, "--debug-dir", str(KERNELS), *cache,
+    seconds, _, cpu = timed([*DUMPMINER, "fleet", *dumps, "--debug-dir", str(KERNELS), *cache,
                         "--out", str(out), "--force", "--format", "json", "-o", str(report),
                         "--quiet"])  # fmt: skip
     doc = json.loads(report.read_text())
@@ -93,7 +96,7 @@ def run_fleet(dumps: list[str], cache: list[str], work: Path, round_: int) -> di
         for worker, peak in fleet["worker_peak_rss_kib"].items():
             peaks[worker] = max(peaks[worker], peak)
             worker_dumps[worker].append(entry["path"])
-    return {"seconds": seconds, "timing": doc["timing"], "peaks": peaks,
+    return {"seconds": seconds, "cpu": cpu, "timing": doc["timing"], "peaks": peaks,
             "worker_dumps": worker_dumps, "failed": doc["summary"]["failed"]}  # fmt: skip
 
 
@@ -107,6 +110,7 @@ def main() -> None:
     cache = ["--cache", args.cache] if args.cache else []
     cpus = len(os.sched_getaffinity(0))
     sequential: list[float] = []
+    sequential_cpu: list[float] = []
     fleets: list[dict[str, Any]] = []
     mine_peaks: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
@@ -115,19 +119,22 @@ def main() -> None:
             order = ["mine", "fleet"] if round_ % 2 == 0 else ["fleet", "mine"]
             for name in order:
                 if name == "mine":
-                    seconds, peaks = run_sequential(dumps, cache, work)
+                    seconds, peaks, cpu_used = run_sequential(dumps, cache, work)
                     sequential.append(seconds)
+                    sequential_cpu.append(cpu_used)
                     mine_peaks = {d: max(p, mine_peaks.get(d, 0)) for d, p in peaks.items()}
                 else:
                     fleets.append(run_fleet(dumps, cache, work, round_))
             print(f"round {round_ + 1}: mine in turn {sequential[-1]:.1f} s, "
                   f"fleet {fleets[-1]['seconds']:.1f} s", file=sys.stderr)  # fmt: skip
     fleet_times = [f["seconds"] for f in fleets]
-    startups = [f["timing"]["start_seconds"] for f in fleets]
+    # Start-up: the process's start (imports, discovery) and the cluster's, to workers ready.
+    startups = [
+        f["seconds"] - f["timing"]["seconds"] + f["timing"]["start_seconds"] for f in fleets
+    ]
     overheads = [
-        ((f["seconds"] - f["timing"]["start_seconds"]) * f["timing"]["workers"]
-         - f["timing"]["task_seconds"]) / len(dumps)
-        for f in fleets
+        ((f["seconds"] - start) * f["timing"]["workers"] - f["timing"]["task_seconds"]) / len(dumps)
+        for f, start in zip(fleets, startups, strict=True)
     ]  # fmt: skip
     seq, flt = statistics.median(sequential), statistics.median(fleet_times)
     print(f"\n{len(dumps)} dumps ({', '.join(sorted({Path(d).parent.name for d in dumps}))}), "
@@ -143,6 +150,10 @@ def main() -> None:
         f"\nspeed-up: {seq / flt:.2f}x (rounds: "
         f"{', '.join(f'{s / f:.2f}' for s, f in zip(sequential, fleet_times, strict=True))})"
     )
+    fleet_cpu = statistics.median(f["cpu"] for f in fleets)
+    print(f"CPU seconds (user + sys, every process): mine in turn "
+          f"{statistics.median(sequential_cpu):.1f}, fleet {fleet_cpu:.1f}")  # fmt: skip
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print(f"start-up (process start to workers ready): median {statistics.median(startups):.2f} s")
     print(f"fleet overhead per dump: median {statistics.median(overheads):.3f} s "
           f"({', '.join(f'{o:.3f}' for o in overheads)})")  # fmt: skip
