@@ -30,18 +30,18 @@ class DumpBar(Progress):
         self._bar = tqdm(total=total, initial=done, unit="dump", desc="fleet", leave=False)
         self._show()
 
-    def _show(self) -> None:
+    def _show(self, refresh: bool = True) -> None:
         if self._bar is not None:
             left = self._total - self._done
-            self._bar.set_postfix_str(f"failed {self._failed}, left {left}", refresh=True)
+            self._bar.set_postfix_str(f"failed {self._failed}, left {left}", refresh=refresh)
 
     def finished(self, entry: DumpEntry) -> None:
         self._done += 1
         if entry.status == FAILED:
             self._failed += 1
+        self._show(refresh=False)
         if self._bar is not None:
             self._bar.update(1)
-        self._show()
 
     def close(self) -> None:
         if self._bar is not None:

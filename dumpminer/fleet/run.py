@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from dumpminer.fleet.tasks import (
     mine_first,
     warm_up,
 )
+from dumpminer.interrupts import set_handler
 from dumpminer.report.output import write_atomically
 
 if TYPE_CHECKING:
@@ -224,15 +226,23 @@ def _client(client: Client | None, scheduler: str | None) -> Iterator[Client]:
         "distributed.scheduler.work-stealing": False,
     }
     with dask.config.set(config):
-        cluster = LocalCluster(
-            n_workers=cpus,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            # Dask's HTTP server always runs: on a free port, for this machine only.
-            dashboard_address="127.0.0.1:0",
-            silence_logs=50,
-        )
+        # Worker processes start with SIGINT ignored (inherited through exec), so
+        # that Ctrl-C at a terminal, which reaches the whole process group, stops
+        # the client (which closes the cluster) and not each worker with a traceback.
+        previous = set_handler(signal.SIGINT, signal.SIG_IGN)
+        try:
+            cluster = LocalCluster(
+                n_workers=cpus,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                # Dask's HTTP server always runs: on a free port, for this machine only.
+                dashboard_address="127.0.0.1:0",
+                silence_logs=50,
+            )
+        finally:
+            if previous is not None:
+                set_handler(signal.SIGINT, previous)
         with cluster, Client(cluster) as local:
             yield local
 
