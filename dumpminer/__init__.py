@@ -10,6 +10,9 @@ From a script or Python's REPL (QEMU's kdump files need the platform that
     print(dumpminer.render(report, "table"))
 
 With a drgn program opened some other way, ``dumpminer.mine(prog, ...)``.
+Many dumps at once, on Dask (docs/fleet.md)::
+
+    fleet = dumpminer.fleet(["/var/crash"], out="reports", client=None)
 
 .. note::
     The API is imported on first use, not with the package: ``dumpminer``
@@ -26,12 +29,23 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dumpminer.analysis.callsites import CallSiteReport
     from dumpminer.dump.open import Dump, open_dump
+    from dumpminer.fleet import FleetReport, fleet
     from dumpminer.options import MineOptions
     from dumpminer.pipeline import mine
     from dumpminer.report.model import Report
     from dumpminer.report.render import render
 
-__all__ = ["CallSiteReport", "Dump", "MineOptions", "Report", "mine", "open_dump", "render"]
+__all__ = [
+    "CallSiteReport",
+    "Dump",
+    "FleetReport",
+    "MineOptions",
+    "Report",
+    "fleet",
+    "mine",
+    "open_dump",
+    "render",
+]
 
 #: Where each name of the API is defined.
 _API = {
@@ -39,6 +53,8 @@ _API = {
     "Dump": "dumpminer.dump.open",
     "open_dump": "dumpminer.dump.open",
     "MineOptions": "dumpminer.options",
+    "fleet": "dumpminer.fleet",
+    "FleetReport": "dumpminer.fleet",
     "mine": "dumpminer.pipeline",
     "Report": "dumpminer.report.model",
     "render": "dumpminer.report.render",

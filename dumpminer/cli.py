@@ -31,6 +31,7 @@ from dumpminer.dump.dumptime import dump_time, time_facts
 from dumpminer.dump.info import dump_info_dict, read_dump_info
 from dumpminer.dump.open import Dump, open_dump
 from dumpminer.errors import (
+    EXIT_FLEET_FAILURES,
     EXIT_INCOMPLETE_DUMP,
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_diff_parser(sub)
     _add_info_parser(sub)
     _add_caches_parser(sub)
+    _add_fleet_parser(sub)
     return parser
 
 
@@ -370,6 +372,63 @@ def _add_caches_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="write the listing here: atomically over a file, straight to a device or FIFO",
     )
     _progress_options(c, has_bar=False)
+
+
+def _add_fleet_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``dumpminer fleet``: many dumps at once on Dask (docs/fleet.md)."""
+    f = sub.add_parser(
+        "fleet",
+        help="mine many dumps at once on Dask: which dumps carry which template",
+        formatter_class=_HelpFormatter,
+    )
+    f.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="a dump, a folder searched for dumps (by header), or a file listing dumps",
+    )
+    _debug_info_options(f)
+    _debuginfo_arguments(f)
+    f.add_argument("--cache", help="cache name or glob; default: each dump's largest caches")
+    f.add_argument(
+        "--caches-top", type=_non_negative, default=3, metavar="K", help="without --cache: mine K"
+    )
+    f.add_argument("--context", type=_non_negative, metavar="BYTES", help="bytes before and after")
+    f.add_argument("--before", type=_non_negative, metavar="B", help="context bytes before objects")
+    f.add_argument("--after", type=_non_negative, metavar="A", help="context bytes after objects")
+    f.add_argument("--min-length", type=_non_negative, default=DEFAULT_MIN_LENGTH, metavar="N")
+    f.add_argument(
+        "--max-fragments", type=_non_negative, default=DEFAULT_MAX_FRAGMENTS, metavar="N"
+    )
+    pointers = f.add_mutually_exclusive_group()
+    pointers.add_argument("--mask-pointers", dest="mask_pointers", action="store_const", const=True)
+    pointers.add_argument(
+        "--keep-pointers", dest="mask_pointers", action="store_const", const=False
+    )
+    f.add_argument("--no-call-sites", dest="call_sites", action="store_false")
+    f.add_argument("--no-attribution", dest="attribution", action="store_false")
+    f.add_argument(
+        "--out",
+        metavar="DIR",
+        default="dumpminer-fleet",
+        help="where each dump's JSON report is written, named by the dump's identity",
+    )
+    f.add_argument("--force", action="store_true", help="mine again dumps whose report is current")
+    f.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="an existing Dask cluster (default: $DASK_SCHEDULER_ADDRESS, else a local one)",
+    )
+    f.add_argument("--find", metavar="TEXT_OR_TEMPLATE", help="list the dumps that carry it")
+    f.add_argument("--top", type=_non_negative, metavar="N", help="template rows to report")
+    f.add_argument(
+        "--format",
+        choices=("table", "json", "csv", "markdown", "html"),
+        default="table",
+        help="fleet report format",
+    )
+    f.add_argument("-o", "--output", metavar="FILE", help="write the fleet report here")
+    _progress_options(f)
 
 
 def _context(args: argparse.Namespace) -> tuple[int, int]:
@@ -567,6 +626,56 @@ def run_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_fleet(args: argparse.Namespace) -> int:
+    """``dumpminer fleet``: every dump mined on Dask, one fleet report."""
+    from dumpminer.fleet import MineSettings, fleet
+    from dumpminer.fleet.progress import DumpBar
+    from dumpminer.fleet.render import render_fleet
+
+    options = _mine_options(args)
+    before, after = options.before, options.after
+    if args.cache is None and args.caches_top < 1:
+        raise UsageError("--caches-top must be at least 1")
+    if args.vmlinux is not None and args.no_debuginfo:
+        raise UsageError("--vmlinux and --no-debuginfo contradict each other")
+    if args.output is not None:
+        check_output(args.output)
+    settings = MineSettings(
+        cache=args.cache,
+        caches_top=args.caches_top,
+        before=before,
+        after=after,
+        min_length=args.min_length,
+        max_fragments=args.max_fragments,
+        mask_pointers=args.mask_pointers,
+        call_sites=args.call_sites,
+        attribution=args.attribution,
+        vmlinux=None if args.vmlinux is None else os.path.abspath(args.vmlinux),
+        debug_dirs=tuple(os.path.abspath(d) for d in args.debug_dir),
+        use_vmlinux=not args.no_debuginfo,
+        debuginfod=args.debuginfod or None,
+    )
+
+    def dashboard(link: str) -> None:
+        print(f"dumpminer: Dask dashboard at {terminal_escape(link)}", file=sys.stderr)
+
+    report = fleet(
+        args.paths,
+        out=args.out,
+        settings=settings,
+        scheduler=args.scheduler,
+        force=args.force,
+        find=args.find,
+        progress=DumpBar() if _show_progress(args) else None,
+        on_dashboard=dashboard,
+    )
+    with signals_noted() as noted:
+        _emit(render_fleet(report, args.format, args.top), args.output)
+    if noted:
+        return EXIT_TERMINATED if noted[-1] == signal.SIGTERM else EXIT_INTERRUPTED
+    return EXIT_FLEET_FAILURES if report.failed else 0
+
+
 def run_caches(args: argparse.Namespace) -> int:
     """``dumpminer caches``: every cache's counts, most memory first."""
     from dumpminer.report.slabinfo import render_slab_info
@@ -612,7 +721,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(words)
-        commands = {"mine": run_mine, "caches": run_caches, "info": run_info, "diff": run_diff}
+        commands = {
+            "mine": run_mine,
+            "caches": run_caches,
+            "info": run_info,
+            "diff": run_diff,
+            "fleet": run_fleet,
+        }
         return commands[args.command](args)
     except DumpminerError as e:
         hint = _crash_order_hint(words) if isinstance(e, UsageError | NotADumpError) else ""

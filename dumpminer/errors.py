@@ -109,6 +109,8 @@ def show_path(path: str) -> str:
 #: dump lacks kernel data (its page array, cut short): the report was written,
 #: ``"partial": true`` with the reason in ``progress``.
 EXIT_INCOMPLETE_DUMP = 10
+#: ``fleet``: the fleet report was written, but some dumps failed (listed in it).
+EXIT_FLEET_FAILURES = 14
 #: Exit code after SIGINT: the partial report was written (128 + SIGINT).
 EXIT_INTERRUPTED = 130
 #: Exit code after SIGTERM: the partial report was written (128 + SIGTERM).

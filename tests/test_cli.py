@@ -293,6 +293,9 @@ _NOT_FOR_A_QUIET_MINE = (
     "multiprocessing",
     "tqdm",
     "numpy.random",
+    "dumpminer.fleet",
+    "distributed",
+    "dask",
 )
 
 _IMPORTED_AFTER_MINE = """
