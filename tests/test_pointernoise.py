@@ -19,17 +19,17 @@ import drgn
 import numpy as np
 import oracle
 import pytest
-
-import dumpminer
-from dumpminer.extract.pointers import kernel_pointer_bytes, mask_kernel_pointers
-from dumpminer.report.json import to_json_dict
-from dumpminer.scan import pointernoise
 from dumpminer.scan.pointernoise import (
     PROBE_MIN_SLABS,
     probe_pages,
     probe_pointer_noise,
     walk_estimate,
 )
+
+import dumpminer
+from dumpminer.extract.pointers import kernel_pointer_bytes, mask_kernel_pointers
+from dumpminer.report.json import to_json_dict
+from dumpminer.scan import pointernoise
 from dumpminer.slub.caches import resolve_caches
 from dumpminer.slub.walk import SlabPage, SlabPages, WalkStats, find_slab_pages
 

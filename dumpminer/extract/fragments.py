@@ -123,8 +123,12 @@ def scan_runs(
     data = np.ascontiguousarray(rows, dtype=np.uint8)
     where = None if addresses is None else np.ascontiguousarray(addresses, dtype=np.uint64)
     slabs = None if slab_of_row is None else np.ascontiguousarray(slab_of_row, dtype=np.int64)
-    row, offset, which, texts, occurrences, objects, lowest, *pairs, pointer_runs = _runs.scan(
+    found = _runs.scan(
         data, width, min_length, where, EXAMPLES, hash_bits, slabs, keep_runs, blank_pointers
+    )
+    row, offset, which, texts, occurrences, objects, lowest = found[:7]
+    at_text, at_offset, at_runs, slab_text, slab_index, slab_objects = (
+        np.frombuffer(column, dtype=np.int64) for column in found[7:13]
     )
     return Scan(
         np.frombuffer(row, dtype=np.int64),
@@ -136,8 +140,13 @@ def scan_runs(
         np.frombuffer(lowest, dtype=np.uint64).reshape(-1, EXAMPLES)
         if addresses is not None
         else np.zeros((0, EXAMPLES), np.uint64),
-        *(np.frombuffer(column, dtype=np.int64) for column in pairs),
-        pointer_runs,
+        at_text,
+        at_offset,
+        at_runs,
+        slab_text,
+        slab_index,
+        slab_objects,
+        found[13],
     )
 
 

@@ -1,4 +1,4 @@
-"""
+r"""
 Kernel pointers in object bytes: pointer bytes, never text.
 
 A pointer's low bytes are sometimes printable, and which ones depends on the
