@@ -119,7 +119,7 @@ def scan_runs(
     if n == 0 or width == 0:
         empty = np.zeros(0, dtype=np.int64)
         no_examples = np.zeros((0, EXAMPLES), np.uint64)
-        return Scan(empty, empty, empty, [], empty, empty, no_examples, *[empty] * 6)
+        return Scan(empty, empty, empty, [], empty, empty, no_examples, *(empty,) * 6)
     data = np.ascontiguousarray(rows, dtype=np.uint8)
     where = None if addresses is None else np.ascontiguousarray(addresses, dtype=np.uint64)
     slabs = None if slab_of_row is None else np.ascontiguousarray(slab_of_row, dtype=np.int64)
