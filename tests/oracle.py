@@ -91,12 +91,17 @@ def object_size(prog: drgn.Program, cache_name: str) -> int:
 
 
 def fragment_objects(
-    prog: drgn.Program, addresses: list[int], size: int, min_length: int
+    prog: drgn.Program, addresses: list[int], size: int, min_length: int, pointers: bool = False
 ) -> Counter[str]:
-    """Per text: how many of the objects at *addresses* (of *size* bytes) hold it."""
+    """
+    Per text: how many of the objects at *addresses* (of *size* bytes) hold
+    it, runs of kernel-pointer bytes left out (:func:`without_pointers`)
+    unless *pointers*.
+    """
     counts: Counter[str] = Counter()
     for address in addresses:
-        counts.update(set(printable_texts(prog.read(address, size), min_length)))
+        data = prog.read(address, size)
+        counts.update(set(printable_texts(data if pointers else without_pointers(data), min_length)))
     return counts
 
 
@@ -119,6 +124,30 @@ def context_runs(
 
 #: The lowest kernel address on x86-64: the upper canonical half.
 KERNEL_HALF = 0xFFFF_8000_0000_0000
+
+
+def kernel_words(data: bytes) -> list[int]:
+    """Offsets of the aligned 8-byte words of *data* whose value is a kernel address."""
+    return [
+        at
+        for at in range(0, len(data) - len(data) % 8, 8)
+        if int.from_bytes(data[at : at + 8], "little") >= KERNEL_HALF
+    ]
+
+
+def without_pointers(data: bytes) -> bytes:
+    """*data* (an object's bytes, 8-byte aligned) with every word holding a kernel address NUL."""
+    out = bytearray(data)
+    for at in kernel_words(data):
+        out[at : at + 8] = bytes(8)
+    return bytes(out)
+
+
+def runs_at(data: bytes, min_length: int) -> list[tuple[int, int]]:
+    """(start, end) of every maximal printable run of *data* at least *min_length* long."""
+    return [
+        (m.start(), m.end()) for m in PRINTABLE_RUN.finditer(data) if len(m.group()) >= min_length
+    ]
 
 
 def pointer_runs(prog: drgn.Program, addresses: list[int], size: int, min_length: int) -> set[str]:
@@ -147,7 +176,7 @@ def foreign_fragments(
     for address in addresses:
         data = prog.read(address, size)
         if data[2:4] != magic_bytes:
-            counts.update(set(printable_texts(data, min_length)))
+            counts.update(set(printable_texts(without_pointers(data), min_length)))
     return counts
 
 
