@@ -361,5 +361,6 @@ def leading_shape_group(report: Report) -> ShapeGroup | None:
     if shapes is None or not shapes.groups:
         return None
     group = shapes.groups[0]
-    largest = report.clusters[0].objects if report.clusters else 0
+    # Binary-looking clusters (listed last) are not strings.
+    largest = next((c.objects for c in report.clusters if not c.binary), 0)
     return group if group.objects > largest else None
