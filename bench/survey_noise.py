@@ -85,8 +85,9 @@ def survey(manifest: dict[str, Any], min_length: int) -> dict[str, Any]:
                 if first == last and first in pointer:
                     inside += 1
                 elif any(w in pointer for w in range(first + 8, last + 8, 8)):
-                    cut = min(w for w in range(first + 8, last + 8, 8) if w in pointer)
-                    crossing[name, m.group()[: cut - start].decode(), m.group()[cut - start :].decode()] += 1
+                    cut = min(w for w in range(first + 8, last + 8, 8) if w in pointer) - start
+                    run = m.group().decode()
+                    crossing[name, run[:cut], run[cut:]] += 1
             for at in words:
                 data[at : at + 8] = bytes(8)
             seen = set()
@@ -106,16 +107,28 @@ def survey(manifest: dict[str, Any], min_length: int) -> dict[str, Any]:
             for text, (objects, runs, nul, offsets) in texts.items()
         ]
         sunk = [s for s in shapes if sinks(s)]
+        # The most objects a text the rule keeps holds: sunk texts above it
+        # are rows the rule moved down.
+        top_kept = max((s.objects for s in shapes if not sinks(s)), default=0)
         caches[name] = {
             "objects": len(objects),
             "texts": len(shapes),
             "sunk": len(sunk),
             "sunk_objects": sum(s.objects for s in sunk),
+            # Sunk although NUL-terminated (most runs): of 4 bytes or more
+            # (the target: none), and of fewer.
             "lost": sorted(
                 (s.text.decode(), s.objects)
                 for s in sunk
                 if len(s.text) >= 4 and 2 * s.nul_terminated > s.runs
             ),
+            "short_terminated": sorted(
+                ((s.text.decode(), s.objects) for s in sunk if 2 * s.nul_terminated > s.runs),
+                key=lambda t: -t[1],
+            ),
+            "sunk_over_kept": [
+                (s.text.decode(), s.objects) for s in sunk if s.objects > top_kept
+            ],
             "top_sunk": [
                 (s.text.decode(), s.objects)
                 for s in sorted(sunk, key=lambda s: -s.objects)[:5]
@@ -157,6 +170,15 @@ def main() -> None:
         print(f"sunk although NUL-terminated and 4 bytes or more: {len(lost)}")
         for name, text, objects in lost:
             print(f"   {name:24} {text!r} ({objects} objects)")
+        short = [(name, *t) for name, c in caches.items() for t in c["short_terminated"]]
+        print(f"sunk, NUL-terminated, shorter than 4 bytes: {len(short)} distinct texts in "
+              f"{sum(t[2] for t in short)} objects; the most common:")  # fmt: skip
+        for name, text, objects in sorted(short, key=lambda t: -t[2])[:15]:
+            print(f"   {name:24} {text!r} ({objects} objects)")
+        print("caches where a sunk text held more objects than any text kept (rows moved down):")
+        for name, c in caches.items():
+            if c["sunk_over_kept"]:
+                print(f"   {name:24} moved: {c['sunk_over_kept'][:6]}; first kept: {c['top_kept'][:3]}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -101,7 +101,8 @@ def fragment_objects(
     counts: Counter[str] = Counter()
     for address in addresses:
         data = prog.read(address, size)
-        counts.update(set(printable_texts(data if pointers else without_pointers(data), min_length)))
+        text = data if pointers else without_pointers(data)
+        counts.update(set(printable_texts(text, min_length)))
     return counts
 
 

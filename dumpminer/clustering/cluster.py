@@ -50,8 +50,8 @@ from typing import NamedTuple, cast
 import numpy as np
 import numpy.typing as npt
 
-from dumpminer.extract import _runs
 from dumpminer.clustering.noise import all_binary_looking
+from dumpminer.extract import _runs
 from dumpminer.extract.fragments import EXAMPLES, Fragment
 
 #: A variable token: a hex or decimal word standing alone (not glued to
