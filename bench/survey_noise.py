@@ -178,7 +178,8 @@ def main() -> None:
         print("caches where a sunk text held more objects than any text kept (rows moved down):")
         for name, c in caches.items():
             if c["sunk_over_kept"]:
-                print(f"   {name:24} moved: {c['sunk_over_kept'][:6]}; first kept: {c['top_kept'][:3]}")
+                moved, kept = c["sunk_over_kept"][:6], c["top_kept"][:3]
+                print(f"   {name:24} moved: {moved}; first kept: {kept}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
