@@ -1,7 +1,7 @@
 """
 Benchmark: what leaving out pointer bytes costs the scan of one batch.
 
-    python3 bench/bench_pointer_bytes.py [--sample seed] [--series 6.1] [--cache kmalloc-32] [--runs 21]
+    python3 bench/bench_pointer_bytes.py [--sample seed] [--series 6.1] [--cache C] [--runs 21]
 
 Reads every allocated object of the cache from the sample's kdump dump,
 repeats the rows up to one batch (dumpminer.scan.engine.BATCH_BYTES), and
