@@ -126,12 +126,9 @@ def survey(manifest: dict[str, Any], min_length: int) -> dict[str, Any]:
                 ((s.text.decode(), s.objects) for s in sunk if 2 * s.nul_terminated > s.runs),
                 key=lambda t: -t[1],
             ),
-            "sunk_over_kept": [
-                (s.text.decode(), s.objects) for s in sunk if s.objects > top_kept
-            ],
+            "sunk_over_kept": [(s.text.decode(), s.objects) for s in sunk if s.objects > top_kept],
             "top_sunk": [
-                (s.text.decode(), s.objects)
-                for s in sorted(sunk, key=lambda s: -s.objects)[:5]
+                (s.text.decode(), s.objects) for s in sorted(sunk, key=lambda s: -s.objects)[:5]
             ],
             "top_kept": [
                 (s.text.decode(), s.objects)
