@@ -37,9 +37,9 @@
  * had zeroed them: no run lies inside such a word, and a run that reaches one
  * ends there. pointer_runs, the last item, then counts the runs of at least
  * min_length bytes that lay entirely inside one (zero without blanking).
- * Such a word's two top bytes are 0x80 or above, so it can only hold a run
- * in its six low bytes, and only a run it ends can have come in from the
- * word before: the pointer's own low bytes (docs/extraction.md).
+ * Such a word's two top bytes are 0x80 or above, so its only printable bytes
+ * are its six low ones, the pointer's own: a run from the word before that
+ * reaches into them loses only those (docs/extraction.md, "Pointer bytes").
  *
  * With keep_runs false, run_row, run_offset and run_text come back empty: the
  * mining pass needs only the counts, and three int64 arrays per run are the
