@@ -214,6 +214,19 @@ def test_no_row_is_pointer_bytes(sample_manifest: dict[str, Any], cache_name: st
     assert "POINTER BYTES KEPT" not in table
 
 
+@pytest.mark.parametrize("fmt", ["elf", "makedumpfile"])
+def test_no_row_is_pointer_bytes_in_every_dump_format(
+    sample_manifest: dict[str, Any], fmt: str
+) -> None:
+    """The other dumps of the sample (read by drgn, not the kdump reader) give the same."""
+    vmcore, vmlinux = _kdump(sample_manifest)
+    texts, _, runs = _oracle(vmcore, vmlinux, "kmalloc-96")
+    other = next(d["path"] for d in sample_manifest["dumps"] if d["format"] == fmt)
+    report = _mined(other, vmlinux, "kmalloc-96")
+    assert {f.text.decode("ascii"): f.objects for f in report.fragments} == dict(texts)
+    assert report.scan.pointer_runs == runs
+
+
 @pytest.mark.parametrize("cache_name", PLANTED_CACHES)
 def test_planted_leaks_lead(sample_manifest: dict[str, Any], cache_name: str) -> None:
     vmcore, vmlinux = _kdump(sample_manifest)
