@@ -113,14 +113,29 @@ def context_runs(
     Per text: its runs in the context windows of the objects at *addresses*,
     the *before* bytes before each object and the *after* bytes after its
     *size* bytes, each window on its own (a run does not cross into the object).
+    The whole aligned words of a window that hold kernel addresses are read
+    as NUL (:func:`window_without_pointers`).
     """
     counts: Counter[str] = Counter()
     for address in addresses:
-        if before:
-            counts.update(printable_texts(prog.read(address - before, before), min_length))
-        if after:
-            counts.update(printable_texts(prog.read(address + size, after), min_length))
+        for start, length in ((address - before, before), (address + size, after)):
+            if length:
+                data = window_without_pointers(start, prog.read(start, length))
+                counts.update(printable_texts(data, min_length))
     return counts
+
+
+def window_without_pointers(start: int, data: bytes) -> bytes:
+    """
+    *data*, read at address *start*, with every aligned 8-byte word that lies
+    whole inside it and holds a kernel address read as NUL; the bytes of a
+    word cut by the window's edge are kept, except when the word's value with
+    the bytes outside read as NUL is still a kernel address (its top bytes
+    lie inside: only the low bytes before the window are unknown).
+    """
+    lead = start % 8
+    padded = bytes(lead) + data
+    return without_pointers(padded)[lead:]
 
 
 #: The lowest kernel address on x86-64: the upper canonical half.

@@ -24,7 +24,12 @@ import pytest
 
 import dumpminer
 from dumpminer.clustering.tally import FragmentTally
-from dumpminer.extract.fragments import count_objects, printable_runs, scan_runs
+from dumpminer.extract.fragments import (
+    count_context,
+    count_objects,
+    printable_runs,
+    scan_runs,
+)
 from dumpminer.extract.pointers import kernel_pointer_bytes, mask_kernel_pointers
 from dumpminer.report.text import fragment_text
 
@@ -97,6 +102,15 @@ def test_a_string_that_runs_into_a_pointer_keeps_every_byte_of_its_own() -> None
     assert sorted(scan.texts) == [b"TEUUUU", b"_DSM"]
     assert scan.pointer_runs == 0
     assert scan_runs(_rows(named), MIN_LENGTH).texts == [b"_DSM@"]
+
+
+def test_context_windows_leave_out_pointer_bytes_where_they_lie_in_memory() -> None:
+    memory = bytes(8) + _pointer(b"\\kz@") + b"dev=eth0" + bytes(8)
+    window = _rows(memory[5:25])  # starts 5 bytes past an aligned word
+    assert count_context(window, MIN_LENGTH, True, misalign=5).texts == [b"dev=eth0"]
+    assert count_context(window, MIN_LENGTH).texts == [b"\\kz@4", b"dev=eth0"]
+    # Read as if aligned, the window's words are not memory's: nothing is a pointer.
+    assert count_context(window, MIN_LENGTH, True).texts == [b"\\kz@4", b"dev=eth0"]
 
 
 def _pointer_runs_by_hand(rows: np.ndarray[Any, np.dtype[np.uint8]], min_length: int) -> int:

@@ -294,9 +294,22 @@ def _sum_pairs(
     return pairs // span, pairs % span, total
 
 
-def count_context(rows: npt.NDArray[np.uint8], min_length: int = DEFAULT_MIN_LENGTH) -> BatchCounts:
-    """Count the fragments of a batch of context windows (one per row)."""
-    scan = scan_runs(rows, min_length, keep_runs=False)
+def count_context(
+    rows: npt.NDArray[np.uint8],
+    min_length: int = DEFAULT_MIN_LENGTH,
+    blank_pointers: bool = False,
+    misalign: int = 0,
+) -> BatchCounts:
+    """
+    Count the fragments of a batch of context windows (one per row). With
+    *blank_pointers*, runs of kernel-pointer bytes are left out as in
+    objects; the windows then start *misalign* bytes (``address % 8``) past
+    an aligned word, so each row is read after that many NUL bytes, which
+    puts the words where they are in memory.
+    """
+    if blank_pointers and misalign % 8:
+        rows = np.pad(rows, ((0, 0), (misalign % 8, 0)))
+    scan = scan_runs(rows, min_length, keep_runs=False, blank_pointers=blank_pointers)
     if not scan.texts:
         return BatchCounts([], _EMPTY_I64, context=True)
     return BatchCounts(scan.texts, scan.occurrences, context=True)

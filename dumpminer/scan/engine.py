@@ -290,10 +290,17 @@ class _Miner:
         ]
         if batch.slabs[0].before or batch.slabs[0].after:
             windows = [context_rows(slab) for slab in batch.slabs]
+            # Where each side's windows start: before the aligned object, or
+            # right after its object_size bytes.
+            misalign = (-batch.slabs[0].before % 8, layout.object_size % 8)
             for side in (0, 1):
                 joined = np.concatenate([w[side] for w in windows])
                 if joined.shape[1]:
-                    out.append(count_context(joined, self.min_length))
+                    out.append(
+                        count_context(
+                            joined, self.min_length, self.mask_pointers, misalign[side]
+                        )
+                    )
         return out, observed
 
     def finish(self) -> FragmentTally:
