@@ -76,7 +76,9 @@ class MineOptions:
             min_length=self.min_length,
             max_fragments=self.max_fragments,
             per_slab=self.sample is not None,
-            mask_pointers=self.mask_pointers,
+            # None meant "when a probe says so" before pointer bytes were always
+            # left out: it now means the default.
+            mask_pointers=self.mask_pointers is not False,
             call_sites=self.call_sites,
             observers=(
                 (functools.partial(ShapeObserver, self.min_length),) if self.attribution else ()
