@@ -230,15 +230,16 @@ def _add_mine_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
         dest="mask_pointers",
         action="store_const",
         const=True,
-        help="blank kernel addresses in objects first, as diff does (counts then differ); "
-        "by default only when a probe finds their bytes would swamp --max-fragments",
+        default=True,
+        help="leave out runs of kernel-pointer bytes, as diff does (the default)",
     )
     pointers.add_argument(
         "--keep-pointers",
         dest="mask_pointers",
         action="store_const",
         const=False,
-        help="never blank kernel addresses in objects, even when their bytes swamp the bound",
+        help="count the printable low bytes of kernel pointers as text (rows may then be "
+        "pointer bytes)",
     )
     m.add_argument(
         "--no-call-sites",

@@ -39,10 +39,9 @@ class MineOptions:
     max_fragments: int | None = DEFAULT_MAX_FRAGMENTS
     #: A seeded random share of the slabs, counts scaled; None: every slab.
     sample: SampleSpec | None = None
-    #: Blank kernel pointers in objects first: True always (as ``diff``
-    #: does), False never, None when a probe finds their bytes would swamp
-    #: *max_fragments* (:mod:`dumpminer.scan.pointernoise`).
-    mask_pointers: bool | None = None
+    #: Leave out runs of kernel-pointer bytes (:mod:`dumpminer.extract.pointers`);
+    #: False (``--keep-pointers``) counts them as text.
+    mask_pointers: bool = True
     #: Read allocation call sites where a cache keeps alloc tracks.
     call_sites: bool = True
     #: Attribute the top clusters' words and group string-less objects by shape.
@@ -77,7 +76,9 @@ class MineOptions:
             min_length=self.min_length,
             max_fragments=self.max_fragments,
             per_slab=self.sample is not None,
-            mask_pointers=bool(self.mask_pointers),
+            # None meant "when a probe says so" before pointer bytes were always
+            # left out: it now means the default.
+            mask_pointers=self.mask_pointers is not False,
             call_sites=self.call_sites,
             observers=(
                 (functools.partial(ShapeObserver, self.min_length),) if self.attribution else ()

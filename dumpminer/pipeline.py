@@ -49,7 +49,6 @@ from dumpminer.report.model import (
     ScanFacts,
 )
 from dumpminer.scan.engine import PassOptions, mine_pages
-from dumpminer.scan.pointernoise import probe_pointer_noise
 from dumpminer.slub.allocator import page_array_lost, slab_allocator
 from dumpminer.slub.caches import CacheUsage, cache_usage, resolve_caches
 from dumpminer.slub.incomplete import incomplete_progress, reach_without_page_array
@@ -117,10 +116,9 @@ def mine(
     With *dump* (from :func:`~dumpminer.dump.open.open_dump`), large caches are
     split over ``workers`` processes (default: :func:`default_workers`), each
     with its own drgn program; their counts merge exactly. With
-    ``mask_pointers`` True, kernel addresses in objects are blanked first
-    (:mod:`dumpminer.extract.pointers`), as ``diff`` does; with False, never;
-    with None (the default), only when a probe finds that the runs their
-    bytes make would swamp the bound (:mod:`dumpminer.scan.pointernoise`).
+    ``mask_pointers`` True (the default), runs inside aligned words holding
+    kernel addresses are pointer bytes, left out of the counts
+    (:mod:`dumpminer.extract.pointers`); with False, counted as text.
     With ``attribution`` (the default), the top clusters' words are
     attributed and string-less objects grouped by shape
     (:mod:`dumpminer.analysis.attribution`, :mod:`dumpminer.analysis.shapes`).
@@ -164,11 +162,6 @@ def _mine(prog: Program, cache: str, run: MineOptions, dump: Dump | None) -> Rep
         pages = sample_pages(found, sample)
         if len(pages) == len(found):
             sample = None  # every slab was drawn: nothing is estimated
-    noise = None
-    if run.mask_pointers is None:
-        noise = probe_pointer_noise(prog, caches, pages, options.min_length, options.max_fragments)
-        if noise is not None and noise.masked:
-            options = replace(options, mask_pointers=True)
     bar = progress_bar(progress, pages.total_objects(), "obj", f"mining {cache}")
     jobs = run.workers if run.workers is not None else default_workers(pages)
     try:
@@ -193,7 +186,6 @@ def _mine(prog: Program, cache: str, run: MineOptions, dump: Dump | None) -> Rep
         report = _report(
             prog, cache, options, dump, usages, stats, tally, pages, found, reached, sample, started
         )
-        report = replace(report, scan=replace(report.scan, pointer_noise=noise))
         if shapes is not None:
             size = max(u.object_size for u in usages)
             report = attribute_report(prog, report, shapes, size)
@@ -263,6 +255,7 @@ def _report(
             context_after=options.after,
             min_length=options.min_length,
             pointers_masked=options.mask_pointers,
+            pointer_runs=tally.pointer_runs,
             seconds=round(time.monotonic() - started, 3),
             faults=stats.faults,
             fault_addresses=tuple(stats.fault_slabs),

@@ -103,12 +103,18 @@ def object_size(prog: drgn.Program, cache_name: str) -> int:
 
 
 def fragment_objects(
-    prog: drgn.Program, addresses: list[int], size: int, min_length: int
+    prog: drgn.Program, addresses: list[int], size: int, min_length: int, pointers: bool = False
 ) -> Counter[str]:
-    """Per text: how many of the objects at *addresses* (of *size* bytes) hold it."""
+    """
+    Per text: how many of the objects at *addresses* (of *size* bytes) hold
+    it, runs of kernel-pointer bytes left out (:func:`without_pointers`)
+    unless *pointers*.
+    """
     counts: Counter[str] = Counter()
     for address in addresses:
-        counts.update(set(printable_texts(prog.read(address, size), min_length)))
+        data = prog.read(address, size)
+        text = data if pointers else without_pointers(data)
+        counts.update(set(printable_texts(text, min_length)))
     return counts
 
 
@@ -119,18 +125,57 @@ def context_runs(
     Per text: its runs in the context windows of the objects at *addresses*,
     the *before* bytes before each object and the *after* bytes after its
     *size* bytes, each window on its own (a run does not cross into the object).
+    The whole aligned words of a window that hold kernel addresses are read
+    as NUL (:func:`window_without_pointers`).
     """
     counts: Counter[str] = Counter()
     for address in addresses:
-        if before:
-            counts.update(printable_texts(prog.read(address - before, before), min_length))
-        if after:
-            counts.update(printable_texts(prog.read(address + size, after), min_length))
+        for start, length in ((address - before, before), (address + size, after)):
+            if length:
+                data = window_without_pointers(start, prog.read(start, length))
+                counts.update(printable_texts(data, min_length))
     return counts
+
+
+def window_without_pointers(start: int, data: bytes) -> bytes:
+    """
+    *data*, read at address *start*, with every aligned 8-byte word that lies
+    whole inside it and holds a kernel address read as NUL; the bytes of a
+    word cut by the window's edge are kept, except when the word's value with
+    the bytes outside read as NUL is still a kernel address (its top bytes
+    lie inside: only the low bytes before the window are unknown).
+    """
+    lead = start % 8
+    padded = bytes(lead) + data
+    return without_pointers(padded)[lead:]
 
 
 #: The lowest kernel address on x86-64: the upper canonical half.
 KERNEL_HALF = 0xFFFF_8000_0000_0000
+
+
+def kernel_words(data: bytes) -> list[int]:
+    """Offsets of the aligned 8-byte words of *data* whose value is a kernel address."""
+    return [
+        at
+        for at in range(0, len(data) - len(data) % 8, 8)
+        if int.from_bytes(data[at : at + 8], "little") >= KERNEL_HALF
+    ]
+
+
+def without_pointers(data: bytes) -> bytes:
+    """*data* (an object's bytes, 8-byte aligned) with every word holding a kernel address NUL."""
+    out = bytearray(data)
+    for at in kernel_words(data):
+        out[at : at + 8] = bytes(8)
+    return bytes(out)
+
+
+def runs_at(data: bytes, min_length: int) -> list[tuple[int, int]]:
+    """(start, end) of every maximal printable run of *data* at least *min_length* long."""
+    return [
+        (m.start(), m.end()) for m in PRINTABLE_RUN.finditer(data) if len(m.group()) >= min_length
+    ]
 
 
 def pointer_runs(prog: drgn.Program, addresses: list[int], size: int, min_length: int) -> set[str]:
@@ -159,7 +204,7 @@ def foreign_fragments(
     for address in addresses:
         data = prog.read(address, size)
         if data[2:4] != magic_bytes:
-            counts.update(set(printable_texts(data, min_length)))
+            counts.update(set(printable_texts(without_pointers(data), min_length)))
     return counts
 
 

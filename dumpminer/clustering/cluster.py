@@ -50,6 +50,7 @@ from typing import NamedTuple, cast
 import numpy as np
 import numpy.typing as npt
 
+from dumpminer.clustering.noise import all_binary_looking
 from dumpminer.extract import _runs
 from dumpminer.extract.fragments import EXAMPLES, Fragment
 
@@ -532,6 +533,9 @@ class Cluster:
     #: members' added: those would miss the cross terms).
     slab_square: float = 0.0
     slab_cross: float = 0.0
+    #: Made only of short binary-looking runs (the bytes of a number, not
+    #: text: :mod:`dumpminer.clustering.noise`): listed after the others.
+    binary: bool = False
 
     @property
     def typical_offset(self) -> int | None:
@@ -624,6 +628,7 @@ _BY_OFFSETS = attrgetter("offsets")
 _BY_EXAMPLES = attrgetter("examples")
 _BY_COUNTS = attrgetter("objects", "occurrences", "in_context")
 _BY_TEMPLATE = attrgetter("template", "key")
+_BY_BINARY = attrgetter("binary")
 
 
 def sort_fragments(fragments: Iterable[Fragment]) -> list[Fragment]:
@@ -714,7 +719,12 @@ def _cluster_fragments(
         cluster.offsets = dict(sorted(offsets.items()))
         cluster.examples = sorted(examples)[:EXAMPLES]
         clusters.append(cluster)
-    # Most objects first, then most hits; ties by template (two stable sorts).
+    for cluster in clusters:
+        if not cluster.folded and cluster.fill is None:
+            cluster.binary = all_binary_looking(map(_BY_TEXT, cluster.members))
+    # Text before binary-looking runs; most objects first, then most hits;
+    # ties by template (three stable sorts).
     clusters.sort(key=_BY_TEMPLATE)
     clusters.sort(key=_BY_COUNTS, reverse=True)
+    clusters.sort(key=_BY_BINARY)
     return clusters

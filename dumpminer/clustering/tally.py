@@ -102,6 +102,8 @@ class FragmentTally:
         self.error_bound = 0
         #: Distinct fragments dropped (a text dropped twice counts twice).
         self.dropped_fragments = 0
+        #: Runs left out as kernel-pointer bytes (dumpminer/extract/pointers.py).
+        self.pointer_runs = 0
         #: Member texts counted into a folded template instead of kept (a
         #: text folded in two batches counts twice).
         self.folded_fragments = 0
@@ -218,6 +220,7 @@ class FragmentTally:
     def absorb(self, counts: BatchCounts) -> None:
         """Add a batch counted by :func:`count_objects` or :func:`count_context`."""
         first_slab = self.slabs_seen
+        self.pointer_runs += counts.pointer_runs
         if counts.slab_sizes is not None:
             sizes = counts.slab_sizes
             self.slabs_seen += len(sizes)
@@ -278,6 +281,7 @@ class FragmentTally:
         self.slab_objects_square += other.slab_objects_square
         self.error_bound += other.error_bound
         self.dropped_fragments += other.dropped_fragments
+        self.pointer_runs += other.pointer_runs
         self.folded_fragments += other.folded_fragments
         self._bound()
 

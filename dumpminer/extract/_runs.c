@@ -9,7 +9,7 @@
  * alone). Here the whole batch is one pass with the GIL released.
  *
  * scan(rows, width, min_length, addresses, examples, hash_bits, slab_of_row[,
- * keep_runs]) takes a buffer of n rows of width bytes (one object, or one context window,
+ * keep_runs[, blank_pointers]]) takes a buffer of n rows of width bytes (one object, or one context window,
  * per row), and optionally n uint64 addresses and n int64 slab indices, one
  * per row. It returns a tuple; all but texts are bytes holding native 64-bit
  * integers:
@@ -29,6 +29,17 @@
  *   slab_text, slab, slab_objects   per distinct (text, slab): rows of the
  *                                   slab holding the text (empty without
  *                                   slab_of_row)
+ *   pointer_runs                    an int: runs left out as pointer bytes
+ *
+ * With blank_pointers true, the bytes of every aligned 8-byte word that holds
+ * a kernel address (rows start 8-byte aligned, as slab objects do) count as
+ * not printable, as if dumpminer/extract/pointers.py's mask_kernel_pointers()
+ * had zeroed them: no run lies inside such a word, and a run that reaches one
+ * ends there. pointer_runs, the last item, then counts the runs of at least
+ * min_length bytes that lay entirely inside one (zero without blanking).
+ * Such a word's two top bytes are 0x80 or above, so its only printable bytes
+ * are its six low ones, the pointer's own: a run from the word before that
+ * reaches into them loses only those (docs/extraction.md, "Pointer bytes").
  *
  * With keep_runs false, run_row, run_offset and run_text come back empty: the
  * mining pass needs only the counts, and three int64 arrays per run are the
@@ -46,10 +57,22 @@
 #include <string.h>
 
 #define NO_ADDRESS UINT64_MAX
+/* The lowest kernel address on x86-64: pointers.KERNEL_SPACE_START. */
+#define KERNEL_SPACE_START 0xffff800000000000ull
 
 static inline int printable(uint8_t c)
 {
 	return (uint8_t)(c - 0x20) < 0x7f - 0x20;
+}
+
+/* Whether the aligned word at byte w of row holds a kernel address (the
+ * dump's words are little-endian, as x86-64 is, and so is the host). */
+static inline int kernel_word(const uint8_t *row, size_t w)
+{
+	uint64_t v;
+
+	memcpy(&v, row + w, 8);
+	return v >= KERNEL_SPACE_START;
 }
 
 static uint64_t hash_text(const uint8_t *p, size_t n)
@@ -88,6 +111,9 @@ struct scan {
 	size_t n, width, min_length, examples;
 	const uint64_t *addresses; /* NULL: no objects or examples */
 	uint64_t hash_mask;
+	/* Blank words holding kernel addresses; runs left out inside them. */
+	int blank_pointers;
+	size_t pointer_runs;
 	/* Per run: runs of run_room (kept only with keep_runs). */
 	int keep_runs;
 	size_t runs, run_room;
@@ -319,7 +345,7 @@ static int count_pair(struct pairs *p, int64_t t, int64_t key)
 
 static int group_runs(struct scan *s)
 {
-	size_t r, i, j, t, k = 0;
+	size_t r, i, j, t, k = 0, words = s->blank_pointers ? s->width / 8 * 8 : 0;
 
 	for (r = 0; r < s->n; r++) {
 		const uint8_t *row = s->rows + r * s->width;
@@ -329,8 +355,17 @@ static int group_runs(struct scan *s)
 				j = i + 1;
 				continue;
 			}
+			if (i < words && kernel_word(row, i & ~(size_t)7)) {
+				/* Pointer bytes: bytes 6 and 7 of the word are not
+				 * printable, so every run here ends inside it. */
+				for (j = i + 1; printable(row[j]); j++)
+					;
+				s->pointer_runs += j - i >= s->min_length;
+				continue;
+			}
 			for (j = i + 1; j < s->width && printable(row[j]); j++)
-				;
+				if ((j & 7) == 0 && j < words && kernel_word(row, j))
+					break;
 			if (j - i < s->min_length)
 				continue;
 			t = find_text(s, row + i, j - i);
@@ -416,7 +451,7 @@ static PyObject *int64_bytes(const void *data, size_t count)
 
 static PyObject *build_result(struct scan *s)
 {
-	PyObject *items[13] = { NULL }, *text, *result = NULL;
+	PyObject *items[14] = { NULL }, *text, *result = NULL;
 	size_t t, kept = s->keep_runs ? s->runs : 0;
 	int i;
 
@@ -434,7 +469,8 @@ static PyObject *build_result(struct scan *s)
 	items[10] = int64_bytes(s->in_slab.text, s->in_slab.n);
 	items[11] = int64_bytes(s->in_slab.key, s->in_slab.n);
 	items[12] = int64_bytes(s->in_slab.count, s->in_slab.n);
-	for (i = 0; i < 13; i++)
+	items[13] = PyLong_FromSize_t(s->pointer_runs);
+	for (i = 0; i < 14; i++)
 		if (!items[i])
 			goto out;
 	for (t = 0; t < s->texts; t++) {
@@ -444,14 +480,14 @@ static PyObject *build_result(struct scan *s)
 			goto out;
 		PyList_SET_ITEM(items[3], t, text);
 	}
-	result = PyTuple_New(13);
+	result = PyTuple_New(14);
 	if (result)
-		for (i = 0; i < 13; i++) {
+		for (i = 0; i < 14; i++) {
 			PyTuple_SET_ITEM(result, i, items[i]);
 			items[i] = NULL;
 		}
 out:
-	for (i = 0; i < 13; i++)
+	for (i = 0; i < 14; i++)
 		Py_XDECREF(items[i]);
 	return result;
 }
@@ -462,13 +498,14 @@ static PyObject *scan(PyObject *self, PyObject *args)
 	PyObject *addresses_obj, *slabs_obj, *result = NULL;
 	Py_ssize_t width, min_length, examples, hash_bits;
 	struct scan s = { 0 };
-	int ok, keep_runs = 1;
+	int ok, keep_runs = 1, blank_pointers = 0;
 
-	if (!PyArg_ParseTuple(args, "y*nnOnnO|p:scan", &rows, &width, &min_length,
+	if (!PyArg_ParseTuple(args, "y*nnOnnO|pp:scan", &rows, &width, &min_length,
 			      &addresses_obj, &examples, &hash_bits, &slabs_obj,
-			      &keep_runs))
+			      &keep_runs, &blank_pointers))
 		return NULL;
 	s.keep_runs = keep_runs;
+	s.blank_pointers = blank_pointers;
 	if (width < 1 || min_length < 1 || examples < 1 || hash_bits < 1 ||
 	    hash_bits > 64 || rows.len % width) {
 		PyErr_SetString(PyExc_ValueError, "scan: bad arguments");

@@ -11,8 +11,22 @@ def scan(
     hash_bits: int,
     slab_of_row: object | None,
     keep_runs: bool = True,
+    blank_pointers: bool = False,
 ) -> tuple[
-    bytes, bytes, bytes, list[bytes], bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes
+    bytes,
+    bytes,
+    bytes,
+    list[bytes],
+    bytes,
+    bytes,
+    bytes,
+    bytes,
+    bytes,
+    bytes,
+    bytes,
+    bytes,
+    bytes,
+    int,
 ]: ...
 
 # Number masks (the second section of _runs.c): cluster.masked() of each text.

@@ -76,6 +76,9 @@ class Scan(NamedTuple):
     slab_text: npt.NDArray[np.int64]
     slab_index: npt.NDArray[np.int64]
     slab_objects: npt.NDArray[np.int64]
+    #: With *blank_pointers*: runs of at least min_length bytes left out
+    #: because they lay inside a word holding a kernel address.
+    pointer_runs: int = 0
 
 
 #: "No example here" in the examples tables (no object lives at this address).
@@ -89,6 +92,7 @@ def scan_runs(
     hash_bits: int = 64,
     slab_of_row: npt.NDArray[np.int64] | None = None,
     keep_runs: bool = True,
+    blank_pointers: bool = False,
 ) -> Scan:
     """
     Find every printable run of at least *min_length* bytes in each row of
@@ -101,6 +105,13 @@ def scan_runs(
     columns (``row``, ``offset``, ``which``) come back empty: counting needs
     only the per-text columns, and the per-run ones are most of the memory a
     batch writes.
+
+    With *blank_pointers* (rows must start 8-byte aligned, as slab objects
+    do), the bytes of every aligned word holding a kernel address count as
+    not printable: the runs are those of
+    :func:`~dumpminer.extract.pointers.mask_kernel_pointers` of *rows*,
+    found without copying them, and ``pointer_runs`` says how many runs
+    that left out (docs/extraction.md, "Pointer bytes").
     """
     if min_length < 1:
         raise ValueError("min_length must be at least 1")
@@ -108,12 +119,16 @@ def scan_runs(
     if n == 0 or width == 0:
         empty = np.zeros(0, dtype=np.int64)
         no_examples = np.zeros((0, EXAMPLES), np.uint64)
-        return Scan(empty, empty, empty, [], empty, empty, no_examples, *[empty] * 6)
+        return Scan(empty, empty, empty, [], empty, empty, no_examples, *(empty,) * 6)
     data = np.ascontiguousarray(rows, dtype=np.uint8)
     where = None if addresses is None else np.ascontiguousarray(addresses, dtype=np.uint64)
     slabs = None if slab_of_row is None else np.ascontiguousarray(slab_of_row, dtype=np.int64)
-    row, offset, which, texts, occurrences, objects, lowest, *pairs = _runs.scan(
-        data, width, min_length, where, EXAMPLES, hash_bits, slabs, keep_runs
+    found = _runs.scan(
+        data, width, min_length, where, EXAMPLES, hash_bits, slabs, keep_runs, blank_pointers
+    )
+    row, offset, which, texts, occurrences, objects, lowest = found[:7]
+    at_text, at_offset, at_runs, slab_text, slab_index, slab_objects = (
+        np.frombuffer(column, dtype=np.int64) for column in found[7:13]
     )
     return Scan(
         np.frombuffer(row, dtype=np.int64),
@@ -125,7 +140,13 @@ def scan_runs(
         np.frombuffer(lowest, dtype=np.uint64).reshape(-1, EXAMPLES)
         if addresses is not None
         else np.zeros((0, EXAMPLES), np.uint64),
-        *(np.frombuffer(column, dtype=np.int64) for column in pairs),
+        at_text,
+        at_offset,
+        at_runs,
+        slab_text,
+        slab_index,
+        slab_objects,
+        found[13],
     )
 
 
@@ -187,6 +208,8 @@ class BatchCounts:
     label_text: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
     label_index: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
     label_objects: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I64)
+    #: Runs left out as pointer bytes (see :func:`scan_runs`).
+    pointer_runs: int = 0
 
 
 def count_objects(
@@ -196,6 +219,7 @@ def count_objects(
     slab_of_row: npt.NDArray[np.int64] | None = None,
     slabs: int = 0,
     labels: tuple[npt.NDArray[np.int64], list[Hashable]] | None = None,
+    blank_pointers: bool = True,
 ) -> BatchCounts:
     """
     Count the fragments of a batch of objects (row ``i`` at ``addresses[i]``).
@@ -204,7 +228,8 @@ def count_objects(
     intervals (:mod:`dumpminer.slub.sampling`). With *labels* (a label per row, in
     ``range(len(keys))``, and the keys), also count objects per fragment per
     label: the scan's (text, key) pair count serves both, on a combined key
-    when both are asked for.
+    when both are asked for. Runs of kernel-pointer bytes are left out
+    unless *blank_pointers* is False (:func:`scan_runs`).
     """
     sizes = None
     if slab_of_row is not None:
@@ -214,9 +239,16 @@ def count_objects(
     if labels is not None:
         width = max(1, len(labels[1]))
         pair_key = labels[0] if slab_of_row is None else slab_of_row * width + labels[0]
-    scan = scan_runs(rows, min_length, addresses, slab_of_row=pair_key, keep_runs=False)
+    scan = scan_runs(
+        rows,
+        min_length,
+        addresses,
+        slab_of_row=pair_key,
+        keep_runs=False,
+        blank_pointers=blank_pointers,
+    )
     if not scan.texts:
-        return BatchCounts([], _EMPTY_I64, slab_sizes=sizes)
+        return BatchCounts([], _EMPTY_I64, slab_sizes=sizes, pointer_runs=scan.pointer_runs)
     counts = BatchCounts(
         texts=scan.texts,
         occurrences=scan.occurrences,
@@ -226,6 +258,7 @@ def count_objects(
         offset_runs=scan.offset_runs,
         examples=scan.examples,
         slab_sizes=sizes,
+        pointer_runs=scan.pointer_runs,
     )
     if labels is not None:
         counts.label_keys = labels[1]
@@ -261,9 +294,22 @@ def _sum_pairs(
     return pairs // span, pairs % span, total
 
 
-def count_context(rows: npt.NDArray[np.uint8], min_length: int = DEFAULT_MIN_LENGTH) -> BatchCounts:
-    """Count the fragments of a batch of context windows (one per row)."""
-    scan = scan_runs(rows, min_length, keep_runs=False)
+def count_context(
+    rows: npt.NDArray[np.uint8],
+    min_length: int = DEFAULT_MIN_LENGTH,
+    blank_pointers: bool = False,
+    misalign: int = 0,
+) -> BatchCounts:
+    """
+    Count the fragments of a batch of context windows (one per row). With
+    *blank_pointers*, runs of kernel-pointer bytes are left out as in
+    objects; the windows then start *misalign* bytes (``address % 8``) past
+    an aligned word, so each row is read after that many NUL bytes, which
+    puts the words where they are in memory.
+    """
+    if blank_pointers and misalign % 8:
+        rows = np.pad(rows, ((0, 0), (misalign % 8, 0)))
+    scan = scan_runs(rows, min_length, keep_runs=False, blank_pointers=blank_pointers)
     if not scan.texts:
         return BatchCounts([], _EMPTY_I64, context=True)
     return BatchCounts(scan.texts, scan.occurrences, context=True)

@@ -1,16 +1,23 @@
-"""
-Kernel pointers in object bytes: the noise that KASLR puts between two boots.
+r"""
+Kernel pointers in object bytes: pointer bytes, never text.
 
-A pointer's low bytes change from boot to boot (the kernel's text, the
-direct map and vmalloc space are all randomised), and some of them are
-printable, so the runs they make (``d}@l``) would differ between two dumps
-of the same leak. ``dumpminer diff`` mines with such words blanked: every
-aligned 8-byte word whose value is a kernel address (its top 17 bits set,
-the upper canonical half of x86-64) becomes zero before runs are found. A
-run that ends at a pointer then ends there too. ``mine`` does not do this
-by default only where those runs would swamp its tally
-(:mod:`dumpminer.scan.pointernoise` decides), so its counts stay the raw ones on
-other dumps; ``--mask-pointers`` and ``--keep-pointers`` decide instead.
+A pointer's low bytes are sometimes printable, and which ones depends on the
+boot (KASLR randomises the kernel's text, the direct map, vmemmap and
+vmalloc space). A record that starts with a pointer into the direct map at
+``0xffff8d34...`` holds the run ``\kz@`` or `` `0A`` in every copy; a leak
+repeats them as often as its own strings, and they would lead the report
+above them, and differ between two dumps of the same leak.
+
+So an aligned 8-byte word whose value is a kernel address (its top 17 bits
+set: the upper canonical half of x86-64, which holds the direct map,
+vmemmap, vmalloc, the kernel image and modules) is *pointer bytes*: no run
+lies inside it, and a run that reaches it ends there
+(:func:`mask_kernel_pointers`; the scan does the same without a copy,
+:func:`dumpminer.extract.fragments.scan_runs` with ``blank_pointers``).
+This never cuts a string: the word's two top bytes are 0x80 or above, so its
+only printable bytes are its six low ones, the pointer's own
+(docs/extraction.md, "Pointer bytes", measures it on the samples).
+``mine`` and ``diff`` always do this unless told ``--keep-pointers``.
 """
 
 from __future__ import annotations

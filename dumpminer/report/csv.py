@@ -19,7 +19,7 @@ CSV_COLUMNS = [
     "typical_offset", "distinct_members", "examples", "objects_ci95_low", "objects_ci95_high",
     "template_hex", "counts_exact", "distinct_members_exact", "allocator_fill",
     "points_to",
-    "allocated_by", "allocated_by_objects",
+    "allocated_by", "allocated_by_objects", "binary",
 ]  # fmt: skip
 
 
@@ -66,6 +66,7 @@ def render_csv(report: Report, top: int | None = None) -> str:
                     _flag(c.fill is not None),
                     csv_cell(points_to(report, rank - 1)),
                     *_csv_allocated_by(report, rank - 1),
+                    _flag(c.binary),
                 ]
             )
         )

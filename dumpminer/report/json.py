@@ -54,6 +54,7 @@ def _cluster_json(
         "distinct_members_exact": cluster.members_exact,
         "allocator_fill": cluster.fill is not None,
         "fill_byte": None if cluster.fill is None else f"{cluster.fill:#04x}",
+        "binary": cluster.binary,
         "slots": [_slot_json(slot) for slot in cluster.slots],
         "members": [
             {"text": fragment_text(m.text), **report.counts(m)}

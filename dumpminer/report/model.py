@@ -26,7 +26,6 @@ from dumpminer.analysis.callsites import CallSiteReport
 from dumpminer.analysis.shapes import ShapeGroup, ShapeSummary
 from dumpminer.clustering.cluster import Cluster
 from dumpminer.extract.fragments import Fragment
-from dumpminer.scan.pointernoise import PointerNoise
 from dumpminer.slub.incomplete import IncompleteDump, ListReach
 from dumpminer.slub.sampling import SampledSlabs, interval
 
@@ -38,7 +37,6 @@ __all__ = [
     "IncompleteDump",
     "Interruption",
     "ListReach",
-    "PointerNoise",
     "Progress",
     "Report",
     "SampleFacts",
@@ -154,12 +152,11 @@ class ScanFacts:
     context_after: int = 0
     #: Shortest printable run counted.
     min_length: int = 3
-    #: Kernel addresses blanked first: asked (--mask-pointers), or decided by
-    #: the probe for pointer noise.
-    pointers_masked: bool = False
-    #: The probe for pointer noise, when one ran (no --mask-pointers or
-    #: --keep-pointers, and enough words for their runs to matter).
-    pointer_noise: PointerNoise | None = None
+    #: Runs of kernel-pointer bytes left out (the default; False with
+    #: --keep-pointers): docs/extraction.md, "Pointer bytes".
+    pointers_masked: bool = True
+    #: How many runs (of at least min_length bytes, in objects) that left out.
+    pointer_runs: int = 0
     #: Wall time of the walk, extraction and clustering (the one field that
     #: varies between runs).
     seconds: float
@@ -192,7 +189,7 @@ class ScanFacts:
             "context_after": self.context_after,
             "min_length": self.min_length,
             "pointers_masked": self.pointers_masked,
-            "pointer_noise": None if self.pointer_noise is None else self.pointer_noise.to_json(),
+            "pointer_runs": self.pointer_runs,
             "seconds": self.seconds,
             "faults": self.faults,
             "fault_addresses": _hex(self.fault_addresses),
@@ -375,5 +372,6 @@ def leading_shape_group(report: Report) -> ShapeGroup | None:
     if shapes is None or not shapes.groups:
         return None
     group = shapes.groups[0]
-    largest = report.clusters[0].objects if report.clusters else 0
+    # Binary-looking clusters (listed last) are not strings.
+    largest = next((c.objects for c in report.clusters if not c.binary), 0)
     return group if group.objects > largest else None

@@ -78,14 +78,12 @@ def header_lines(report: Report) -> list[str]:
 
 
 def pointer_lines(scan: ScanFacts) -> list[str]:
-    """Why kernel pointers were blanked, when the probe for pointer noise decided it."""
-    noise = scan.pointer_noise
-    if noise is None or not noise.masked:
+    """A warning when runs of kernel-pointer bytes were counted (--keep-pointers)."""
+    if scan.pointers_masked:
         return []
     return [
-        f"POINTERS BLANKED: their bytes would make ~{noise.runs_estimated} distinct runs "
-        f"(probe of {noise.slabs_probed} slabs), over --max-fragments; "
-        "--keep-pointers counts them"
+        "POINTER BYTES KEPT: --keep-pointers counts the printable low bytes of kernel "
+        "pointers as text; rows may be pointer bytes"
     ]
 
 

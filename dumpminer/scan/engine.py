@@ -38,7 +38,6 @@ from dumpminer.extract.observers import (
     RowLabeller,
     RowLabels,
 )
-from dumpminer.extract.pointers import mask_kernel_pointers
 from dumpminer.interrupts import signals_noted
 from dumpminer.slub.walk import Slab, SlabPages, WalkStats, walk_slabs
 
@@ -70,8 +69,8 @@ class PassOptions:
     max_fragments: int | None = DEFAULT_MAX_FRAGMENTS
     #: Keep per-slab sums for sampling intervals (see dumpminer/slub/sampling.py).
     per_slab: bool = False
-    #: Blank kernel pointers in objects first (dumpminer/extract/pointers.py; for diff).
-    mask_pointers: bool = False
+    #: Leave out the runs of kernel-pointer bytes (dumpminer/extract/pointers.py).
+    mask_pointers: bool = True
     #: Analyses that see every allocated object too (:mod:`dumpminer.extract.observers`).
     observers: tuple[ObserverFactory, ...] = ()
     #: Read allocation call sites where a cache keeps alloc tracks
@@ -272,8 +271,6 @@ class _Miner:
             observer.observe(ObjectBatch(layout, strides, addresses)) for observer in self.observers
         ]
         rows = strides[:, : layout.object_size]
-        if self.mask_pointers:
-            rows = mask_kernel_pointers(rows)
         slab_of_row = slab_of_rows(batch.slabs, allocated) if self.per_slab else None
         labels: RowLabels | None = None
         if self.labeller is not None:
@@ -288,14 +285,22 @@ class _Miner:
                 slab_of_row,
                 len(batch.slabs),
                 labels,
+                blank_pointers=self.mask_pointers,
             )
         ]
         if batch.slabs[0].before or batch.slabs[0].after:
             windows = [context_rows(slab) for slab in batch.slabs]
+            # Where each side's windows start: before the aligned object, or
+            # right after its object_size bytes.
+            misalign = (-batch.slabs[0].before % 8, layout.object_size % 8)
             for side in (0, 1):
                 joined = np.concatenate([w[side] for w in windows])
                 if joined.shape[1]:
-                    out.append(count_context(joined, self.min_length))
+                    out.append(
+                        count_context(
+                            joined, self.min_length, self.mask_pointers, misalign[side]
+                        )
+                    )
         return out, observed
 
     def finish(self) -> FragmentTally:
