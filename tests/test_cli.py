@@ -374,8 +374,9 @@ def test_caches_accepts_quiet(sample_manifest: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------
 
 
-def _csv_rows(text: str) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(text)))
+def _csv_rows(text: str, kind: str = "cluster") -> list[dict[str, str]]:
+    """The CSV rows of one kind: clusters, unless asked for shape groups or call sites."""
+    return [row for row in csv.DictReader(io.StringIO(text)) if row["kind"] == kind]
 
 
 def test_csv_through_the_cli(sample_manifest: dict[str, Any]) -> None:

@@ -109,6 +109,18 @@ def allocated_by(report: CallSiteReport | None, index: int, objects: int | None 
     )
 
 
+def site_details(site: CallSite) -> str:
+    """A call site's ages, rate, pids, CPUs: ``age 0.02-0.044 s; pid 1; cpu 0``."""
+    pids = ", ".join(f"{pid}" for pid, _ in site.pids[:3])
+    cpus = ", ".join(f"{cpu}" for cpu, _ in site.cpus[:3])
+    rate = "" if site.rate_per_hour is None else f", {site.rate_per_hour:.0f}/h"
+    return (
+        f"age {_seconds(site.age_min)}-{_seconds(site.age_max)} s{rate}; pid {pids}"
+        f"{' ...' if site.pids_seen > 3 else ''}; cpu {cpus}"
+        f"{' ...' if site.cpus_seen > 3 else ''}"
+    )
+
+
 def call_site_lines(report: CallSiteReport) -> list[str]:
     """The table's call-site section: per cache, the top sites, then the top one's stack."""
     hz = "HZ unknown" if report.hz is None else f"HZ {report.hz}"
@@ -118,15 +130,7 @@ def call_site_lines(report: CallSiteReport) -> list[str]:
             f"  {entry.cache}: {entry.objects} objects tracked, {entry.distinct_sites} call sites"
         )
         for site in entry.sites[:TABLE_SITES]:
-            pids = ", ".join(f"{pid}" for pid, _ in site.pids[:3])
-            cpus = ", ".join(f"{cpu}" for cpu, _ in site.cpus[:3])
-            rate = "" if site.rate_per_hour is None else f", {site.rate_per_hour:.0f}/h"
-            lines.append(
-                f"    {site.objects:>9}  {site.name}  age {_seconds(site.age_min)}-"
-                f"{_seconds(site.age_max)} s{rate}; pid {pids}"
-                f"{' ...' if site.pids_seen > 3 else ''}; cpu {cpus}"
-                f"{' ...' if site.cpus_seen > 3 else ''}"
-            )
+            lines.append(f"    {site.objects:>9}  {site.name}  {site_details(site)}")
         top = entry.sites[0] if entry.sites else None
         if top is not None and top.stacks:
             stack = top.stacks[0]

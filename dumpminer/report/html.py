@@ -16,9 +16,15 @@ from typing import Any
 import jinja2
 
 from dumpminer.clustering.cluster import Cluster
+from dumpminer.report.callsites import (
+    allocated_by,
+    call_site_lines,
+    shape_allocated_by,
+)
 from dumpminer.report.escape import terminal_escape
 from dumpminer.report.json import to_json_dict
-from dumpminer.report.model import HTML_EXAMPLES, HTML_OBJECT_BYTES, Report
+from dumpminer.report.model import HTML_EXAMPLES, HTML_OBJECT_BYTES, Report, leading_shape_group
+from dumpminer.report.text import group_points_to, leading_line, points_to
 
 #: Bars in a chart.
 CHART_BARS = 15
@@ -122,8 +128,17 @@ def _cluster_dump(report: Report, cluster: Cluster) -> list[DumpLine] | None:
 def _report_context(report: Report, top: int | None) -> dict[str, Any]:
     doc = to_json_dict(report, top)
     clusters = report.clusters[:top]
+    leader = leading_shape_group(report)
+    bars = [(e["template"], int(e["objects"])) for e in doc["clusters"][:CHART_BARS]]
+    if leader is not None and top != 0:
+        # What leads the cache leads the chart too, named by its shape.
+        statics = [w for w in dict.fromkeys(leader.shape) if w.startswith("&")]
+        label = f"S1 string-less {' '.join(statics) or leader.shape_text()}"
+        bars = [(label, leader.objects), *bars]
+        bars = bars[:CHART_BARS]
     return {
         "doc": doc,
+        "leading": leading_line(report),
         "rows": [
             {
                 "rank": rank,
@@ -132,11 +147,34 @@ def _report_context(report: Report, top: int | None) -> dict[str, Any]:
                 "offsets": sorted(cluster.offsets.items(), key=lambda kv: (-kv[1], kv[0]))[:5],
                 "dump": _cluster_dump(report, cluster) if rank <= HTML_EXAMPLES else None,
                 "look": entry["look"],
+                "points_to": points_to(report, rank - 1),
+                "allocated_by": allocated_by(report.call_sites, rank - 1, cluster.objects),
             }
             for rank, (cluster, entry) in enumerate(zip(clusters, doc["clusters"], strict=True), 1)
         ],
-        "bars": chart([(e["template"], int(e["objects"])) for e in doc["clusters"][:CHART_BARS]]),
+        "shapes": _shape_rows(report, top),
+        "call_sites": None if report.call_sites is None else call_site_lines(report.call_sites),
+        "bars": chart(bars),
     }
+
+
+def _shape_rows(report: Report, top: int | None) -> list[dict[str, Any]]:
+    """The string-less shape groups as the page lists them."""
+    shapes = report.shapes
+    if shapes is None:
+        return []
+    return [
+        {
+            "rank": rank,
+            "objects": g.objects,
+            "share": f"{100 * report.share(g.objects):.2f}%",
+            "shape": g.shape_text(),
+            "examples": [f"{a:#x}" for a in g.examples],
+            "points_to": group_points_to(report, rank - 1),
+            "allocated_by": shape_allocated_by(g),
+        }
+        for rank, g in enumerate(shapes.groups[:top], 1)
+    ]
 
 
 def render_html(reports: list[Report], top: int | None = None) -> str:

@@ -13,10 +13,11 @@ from dumpminer.clustering.cluster import MEMBERS_SHOWN, Cluster, Slot
 from dumpminer.extract.fragments import Fragment
 from dumpminer.report.callsites import call_sites_json, cluster_call_sites_json
 from dumpminer.report.follow_up import look_commands
-from dumpminer.report.model import Report
+from dumpminer.report.model import Report, leading_shape_group
 from dumpminer.report.text import (
     attribution_of,
     fragment_text,
+    leading_line,
 )
 
 SCHEMA = "dumpminer.report/1"
@@ -110,6 +111,22 @@ def to_json_dict(report: Report, top: int | None = None) -> dict[str, Any]:
         "call_sites": None
         if report.call_sites is None
         else call_sites_json(report.call_sites, report.sample is not None),
+        "leading": _leading_json(report),
+    }
+
+
+def _leading_json(report: Report) -> dict[str, Any] | None:
+    """The ``leading`` object: the string-less group that outnumbers every cluster, or None."""
+    leader = leading_shape_group(report)
+    if leader is None:
+        return None
+    return {
+        "group": 0,
+        "objects": leader.objects,
+        "share": round(report.share(leader.objects), 6),
+        "largest_cluster_objects": report.clusters[0].objects if report.clusters else 0,
+        "shape_text": leader.shape_text(),
+        "line": leading_line(report),
     }
 
 

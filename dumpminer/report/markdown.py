@@ -5,10 +5,11 @@ table, every text from the dump escaped.
 
 from __future__ import annotations
 
-from dumpminer.report.callsites import allocated_by, call_site_lines
+from dumpminer.report.callsites import allocated_by, call_site_lines, shape_allocated_by
 from dumpminer.report.escape import markdown_escape
 from dumpminer.report.model import Report
 from dumpminer.report.text import (
+    group_points_to,
     header_lines,
     interval_text,
     points_to,
@@ -54,15 +55,21 @@ def render_markdown(report: Report, top: int | None = None) -> str:
             f"String-less objects: {shapes.stringless} of {shapes.objects} hold no text. "
             "Largest shape groups:",
             "",
-            "| # | objects | share | shape | examples | points to |",
-            "|---|---:|---:|---|---|---|",
+            "| # | objects | share | shape | examples | points to |"
+            + (" allocated by |" if report.call_sites is not None else ""),
+            "|---|---:|---:|---|---|---|" + ("---|" if report.call_sites is not None else ""),
         ]
         for rank, g in enumerate(shapes.groups[:top], 1):
             examples = ", ".join(f"`{a:#x}`" for a in g.examples)
             lines.append(
                 f"| S{rank} | {g.objects} | {100 * report.share(g.objects):.2f}% | "
                 f"{markdown_escape(g.shape_text())} | {examples} | "
-                f"{markdown_escape(g.attribution.points_to_text())} |"
+                f"{markdown_escape(group_points_to(report, rank - 1))} |"
+                + (
+                    f" {markdown_escape(shape_allocated_by(g))} |"
+                    if report.call_sites is not None
+                    else ""
+                )
             )
     if report.call_sites is not None:
         # Symbol names come from the dump: escaped, never in a code fence.

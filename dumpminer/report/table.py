@@ -11,6 +11,7 @@ from dumpminer.report.escape import terminal_escape
 from dumpminer.report.follow_up import follow_up_commands
 from dumpminer.report.model import Report, leading_shape_group
 from dumpminer.report.text import (
+    group_points_to,
     header_lines,
     interval_text,
     points_to,
@@ -98,7 +99,7 @@ def _shape_lines(report: Report, top: int) -> list[str]:
             f"S{rank:<3} {g.objects:>8}  {100 * report.share(g.objects):6.2f}%  "
             f"{g.examples[0]:#x}  {terminal_escape(g.shape_text())}"
         )
-        points = g.attribution.points_to_text()
+        points = group_points_to(report, rank - 1)
         if points:
             lines.append(f"{'':5}points to: {terminal_escape(points)}")
         if g.allocated_by is not None:

@@ -66,15 +66,35 @@ def header_lines(report: Report) -> list[str]:
             f"PARTIAL: interrupted after {progress.interrupted.slabs_walked} of "
             f"{progress.interrupted.slabs_found} slabs"
         )
-    leader = leading_shape_group(report)
-    if leader is not None:
-        largest = report.clusters[0].objects if report.clusters else 0
-        lines.append(
-            f"LEADING: string-less shape group S1, {leader.objects} objects "
-            f"({100 * report.share(leader.objects):.2f}%), more than the largest string "
-            f"cluster ({largest}): {leader.shape_text()}"
-        )
+    leading = leading_line(report)
+    if leading is not None:
+        lines.append(leading)
     return [terminal_escape(line) for line in lines]
+
+
+def leading_line(report: Report) -> str | None:
+    """
+    The ``LEADING:`` line, unescaped, when a string-less shape group holds
+    more objects than the largest string cluster (:func:`leading_shape_group`):
+    every format names that group before its rows.
+    """
+    leader = leading_shape_group(report)
+    if leader is None:
+        return None
+    largest = report.clusters[0].objects if report.clusters else 0
+    return (
+        f"LEADING: string-less shape group S1, {leader.objects} objects "
+        f"({100 * report.share(leader.objects):.2f}%), more than the largest string "
+        f"cluster ({largest}): {leader.shape_text()}"
+    )
+
+
+def group_points_to(report: Report, index: int) -> str:
+    """The ``points to`` text of the shape group at index *index*; empty if none."""
+    shapes = report.shapes
+    if shapes is None or index >= len(shapes.groups):
+        return ""
+    return shapes.groups[index].attribution.points_to_text()
 
 
 def pointer_lines(scan: ScanFacts) -> list[str]:
