@@ -210,3 +210,55 @@ def test_diff_refuses_bad_sides(tmp_path: Path) -> None:
     wrong = cli("diff", str(bad), str(bad))
     assert wrong.returncode == 3 and "not a dumpminer report" in wrong.stderr
     assert wrong.stderr.count("\n") == 1
+
+
+def _seed_kdump(manifest: dict[str, Any]) -> str:
+    return dump_path(manifest, "kdump")
+
+
+@pytest.mark.parametrize("limit", [("--top", "1"), ("--sample", "0.3")], ids=["top", "sample"])
+def test_an_incomplete_report_against_its_own_dump_changes_nothing(
+    sample_manifest: dict[str, Any], tmp_path: Path, limit: tuple[str, str]
+) -> None:
+    """
+    A report trimmed by --top (or sampled) lists only part of what the dump
+    holds: absence from it is not zero, so the diff against the same dump
+    compares what both sides list, finds no change, and says so in every format.
+    """
+    vmcore, vmlinux = _seed_kdump(sample_manifest), sample_manifest["vmlinux"]
+    report = tmp_path / "report.json"
+    done = cli("mine", vmcore, "--vmlinux", vmlinux, "--cache", "kmalloc-32", *limit,
+               "--format", "json", "--quiet", "-o", str(report))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for sides in ((str(report), vmcore), (vmcore, str(report))):
+        outs = {}
+        for fmt in ("json", "table", "csv", "markdown", "html"):
+            run = cli("diff", *sides, "--vmlinux", vmlinux, "--quiet", "--format", fmt)
+            assert run.returncode == 0, run.stderr
+            outs[fmt] = run.stdout
+        doc = json.loads(outs["json"])
+        (cache_diff,) = doc["caches"]
+        assert cache_diff["compared"] == "common" and cache_diff["limits"]
+        assert cache_diff["summary"] == {"new": 0, "grown": 0, "shrunk": 0, "gone": 0}
+        assert not [c for c in cache_diff["clusters"] if c["above_floor"]]
+        assert "no cluster changed by more than the noise floor" in outs["table"]
+        for fmt in ("table", "markdown", "html"):
+            assert "only templates listed on both sides are compared" in outs[fmt], fmt
+        rows = outs["csv"].splitlines()
+        assert rows[1].startswith("kmalloc-32,limited,") and len(rows) == 2
+
+
+def test_a_partial_report_is_refused(sample_manifest: dict[str, Any], tmp_path: Path) -> None:
+    """A report whose walk was cut short cannot say what is gone: one line, exit 10."""
+    vmcore, vmlinux = _seed_kdump(sample_manifest), sample_manifest["vmlinux"]
+    report = tmp_path / "report.json"
+    done = cli("mine", vmcore, "--vmlinux", vmlinux, "--cache", "kmalloc-64",
+               "--format", "json", "--quiet", "-o", str(report))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(report.read_text())
+    doc["partial"] = True  # as an interrupted mine writes it
+    doc["progress"] = {"slabs_walked": 3, "slabs_found": doc["cache"]["slabs"]}
+    report.write_text(json.dumps(doc))
+    refused = cli("diff", str(report), vmcore, "--vmlinux", vmlinux, "--quiet")
+    assert refused.returncode == 10, refused.stderr
+    assert refused.stderr.count("\n") == 1 and "partial report" in refused.stderr

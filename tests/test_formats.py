@@ -111,7 +111,7 @@ def _csv_has(rows: list[dict[str, str]], kind: str, rank: str, text: str) -> boo
             if kind == "leading" and row["leading"] != "true":
                 return False
             cells = " ".join(v.lstrip("'") for v in row.values())
-            return text in cells or kind == "leading" and text.startswith("LEADING")
+            return text in cells or (kind == "leading" and text.startswith("LEADING"))
     return False
 
 

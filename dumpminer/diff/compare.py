@@ -92,6 +92,18 @@ class CacheDiff:
     new: dict[str, Any]
     clusters: list[Change]
     fragments: list[Change]
+    #: Why a side's lists do not hold every template (trimmed, sampled, folded):
+    #: one line each; empty when both sides hold everything.
+    limits: list[str] = field(default_factory=list)
+    #: Templates (and fragment texts) listed on one side only, where the other
+    #: side's list is not whole: not compared, since absence there is not zero.
+    not_compared: int = 0
+    not_compared_fragments: int = 0
+
+    @property
+    def compared(self) -> str:
+        """``"all"``, or ``"common"`` when only what both sides list is compared."""
+        return "common" if self.limits else "all"
 
 
 @dataclass
@@ -158,6 +170,12 @@ def read_report_file(path: str) -> Side:
             ) from e
         one.setdefault("fragments", [])
         one.setdefault("scan", {})
+        if one.get("partial"):
+            # Absence from a partial count is not a change (as for a vmcore side).
+            raise IncompleteDumpError(
+                f"{show_path(path)}: a partial report of {one['cache']['name']} "
+                "(the walk was cut short); diff needs every slab of both sides"
+            )
     if not reports:
         raise InputFileError(f"{path}: a dumpminer report list holding no report")
     return Side(path, "report", reports, dump.get("time"), dump.get("time_source"))
@@ -248,12 +266,22 @@ def match(
     key: str,
     hours: float | None,
     noise_floor: int,
-) -> list[Change]:
-    """Every item of either side as a :class:`Change`, sorted by :func:`change_order`."""
+    whole: tuple[bool, bool] = (True, True),
+) -> tuple[list[Change], int]:
+    """
+    Every item of either side as a :class:`Change`, sorted by
+    :func:`change_order`, and the number of items left out: an item missing
+    from a side whose list is not *whole* (OLD's, NEW's) is not compared,
+    since a trimmed or sampled list does not say it holds zero.
+    """
     old_by, new_by = _index(old_items, key), _index(new_items, key)
     changes = []
+    skipped = 0
     for text in old_by.keys() | new_by.keys():
         a, b = old_by.get(text), new_by.get(text)
+        if (a is None and not whole[0]) or (b is None and not whole[1]):
+            skipped += 1
+            continue
         before = int(a["objects"]) if a else 0
         after = int(b["objects"]) if b else 0
         shown = b if b is not None and (a is None or after >= before) else a
@@ -269,12 +297,50 @@ def match(
                 per_hour=None if not hours else round(delta / hours, 3),
                 typical_offset=_typical_offset(shown),
                 examples=list(shown.get("examples") or []),
-                above_floor=abs(delta) > noise_floor,
+                above_floor=abs(delta) > noise_floor
+                and not _within_interval(a, after)
+                and not _within_interval(b, before),
                 side="new" if shown is b else "old",
             )
         )
     changes.sort(key=change_order)
-    return changes
+    return changes, skipped
+
+
+def _within_interval(item: dict[str, Any] | None, count: int) -> bool:
+    """Whether *count* lies in *item*'s 95% interval (a sampled side's estimate)."""
+    bounds = None if item is None else item.get("objects_ci95")
+    return bool(bounds) and int(bounds[0]) <= count <= int(bounds[1])
+
+
+def list_limits(report: dict[str, Any], label: str) -> tuple[list[str], bool, bool]:
+    """
+    Why *report*'s lists may leave templates out (one line each, naming the
+    side *label*), and whether its cluster list and its fragment list hold
+    every template and text it counted.
+    """
+    totals = report.get("totals") or {}
+    scan = report.get("scan") or {}
+    why = []
+    clusters_whole = fragments_whole = True
+    held = totals.get("clusters")
+    if isinstance(held, int) and len(report["clusters"]) < held:
+        why.append(f"{label} lists {len(report['clusters'])} of its {held} clusters (--top)")
+        clusters_whole = False
+    held = totals.get("fragments")
+    if isinstance(held, int) and len(report["fragments"]) < held:
+        fragments_whole = False
+    if not scan.get("complete", True):
+        fragments_whole = False
+    sample = report.get("sample")
+    if sample:
+        why.append(
+            f"{label} is sampled ({sample.get('slabs_sampled')} of "
+            f"{sample.get('slabs_total')} slabs): its counts are estimates, and a template "
+            "it did not draw may be there"
+        )
+        clusters_whole = fragments_whole = False
+    return why, clusters_whole, fragments_whole
 
 
 def _cache_facts(report: dict[str, Any]) -> dict[str, Any]:
@@ -318,13 +384,33 @@ def diff_sides(old: Side, new: Side, noise_floor: int = DEFAULT_NOISE_FLOOR) -> 
                 f"{name}: a side folded or dropped rare fragments (--max-fragments): "
                 "fragment changes are incomplete, cluster changes are not"
             )
+        old_why, old_clusters, old_fragments = list_limits(a, "OLD")
+        new_why, new_clusters, new_fragments = list_limits(b, "NEW")
+        clusters, skipped = match(
+            a["clusters"], b["clusters"], "template", hours, noise_floor,
+            (old_clusters, new_clusters),
+        )  # fmt: skip
+        fragments, skipped_fragments = match(
+            a["fragments"], b["fragments"], "text", hours, noise_floor,
+            (old_fragments, new_fragments),
+        )  # fmt: skip
+        limits = old_why + new_why
+        if limits:
+            result.notes.append(
+                f"{name}: only templates listed on both sides are compared ({'; '.join(limits)}); "
+                f"{skipped} listed on one side only are left out: absence from an incomplete "
+                "list is not zero"
+            )
         result.caches.append(
             CacheDiff(
                 cache=name,
                 old=_cache_facts(a),
                 new=_cache_facts(b),
-                clusters=match(a["clusters"], b["clusters"], "template", hours, noise_floor),
-                fragments=match(a["fragments"], b["fragments"], "text", hours, noise_floor),
+                clusters=clusters,
+                fragments=fragments,
+                limits=limits,
+                not_compared=skipped,
+                not_compared_fragments=skipped_fragments,
             )
         )
     return result
