@@ -310,7 +310,9 @@ def match(
 def _within_interval(item: dict[str, Any] | None, count: int) -> bool:
     """Whether *count* lies in *item*'s 95% interval (a sampled side's estimate)."""
     bounds = None if item is None else item.get("objects_ci95")
-    return bool(bounds) and int(bounds[0]) <= count <= int(bounds[1])
+    if not bounds:
+        return False
+    return int(bounds[0]) <= count <= int(bounds[1])
 
 
 def list_limits(report: dict[str, Any], label: str) -> tuple[list[str], bool, bool]:
