@@ -30,6 +30,7 @@ import dumpminer
 from dumpminer.dump.open import open_dump
 from dumpminer.pipeline import attach_example_bytes
 from dumpminer.report.model import Report
+from dumpminer.slub.sampling import SampleSpec
 from sample_dumps.build import build_sample
 
 FORMATS = ("table", "markdown", "json", "csv", "html")
@@ -63,6 +64,36 @@ def _html_text(page: str) -> str:
     parser = _Text()
     parser.feed(page)
     return re.sub(r"\s+", " ", "".join(parser.parts))
+
+
+class _PointsTo(HTMLParser):
+    """The texts of a page's ``points-to`` elements."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.texts: list[str] = []
+        self._inside = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._inside = "points-to" in (dict(attrs).get("class") or "")
+        if self._inside:
+            self.texts.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._inside = False
+
+    def handle_data(self, data: str) -> None:
+        if self._inside:
+            self.texts[-1] += data
+
+
+def _points_to_lines(fmt: str, shown: str) -> list[str]:
+    """The ``points to`` texts of a rendering."""
+    if fmt == "html":
+        parser = _PointsTo()
+        parser.feed(shown)
+        return parser.texts
+    return [line for line in shown.splitlines() if "points to" in line or "+0x" in line]
 
 
 def _markdown_text(page: str) -> str:
@@ -186,3 +217,37 @@ def test_call_sites_in_every_format(slub_debug_manifest: dict[str, Any]) -> None
     assert doc["call_sites"]["caches"][0]["sites"][0]["objects"] >= planted["objects"]
     for fmt in FORMATS:
         assert site in html.unescape(_markdown_text(dumpminer.render(report, fmt))), fmt
+
+
+def _percentages_without_sample(line: str) -> list[str]:
+    """The ``NN%`` figures of a ``points to`` text that do not say what they are of."""
+    return re.findall(r"(?<!sampled )\(\d+%(?! of \d+ sampled)", line)
+
+
+def test_sampled_figures_say_they_are_sampled(slub_debug_manifest: dict[str, Any]) -> None:
+    """
+    Attribution shares come from a few sampled objects, and with --sample the
+    shape groups and call sites count the objects read: every format says so.
+    """
+    vmcore, vmlinux = _kdump(slub_debug_manifest), slub_debug_manifest["vmlinux"]
+    dump = open_dump(vmcore, vmlinux)
+    report = dumpminer.mine(dump.prog, "kmalloc-96", dump=dump, sample=SampleSpec(fraction=0.3))
+    doc = json.loads(dumpminer.render(report, "json"))
+    assert doc["sample"] is not None
+    assert doc["string_less"]["sampled"] is True and doc["call_sites"]["sampled"] is True
+    assert doc["clusters"][0]["allocated_by"]["sampled"] is True
+    objects_read = doc["sample"]["objects_sampled"]
+    first = doc["clusters"][0]
+    sampled = first["attribution"]["sampled"]
+    assert 0 < sampled < first["objects"]
+    for fmt in ("table", "markdown", "html", "csv"):
+        page = _markdown_text(dumpminer.render(report, fmt))
+        lines = _points_to_lines(fmt, page)
+        assert any(f"% of {sampled} sampled)" in line for line in lines), fmt
+        for line in lines:
+            assert _percentages_without_sample(line) == [], (fmt, line)
+        shown = _html_text(page) if fmt == "html" else page
+        if fmt != "csv":
+            assert f"SAMPLED: counts of the {objects_read} objects read, not scaled" in shown
+            site = first["allocated_by"]["sites"][0]
+            assert f"{site['site']} {site['objects']} sampled (" in shown, fmt

@@ -76,12 +76,14 @@ class OffsetAttribution:
         """Whether the dominant class points at something."""
         return self.kind in POINTER_CLASSES
 
-    def describe(self) -> str:
+    def describe(self, sampled: int | None = None) -> str:
         """
-        ``+0x10 module data leaky_agent:agent_table (100%)``, or when the
-        class's targets vary, ``+0x28 kernel data (100%; .LC0+0x6f 2%)``.
+        ``+0x10 module data leaky_agent:agent_table (100% of 64 sampled)``, or
+        when the class's targets vary, ``+0x28 kernel data (100% of 64
+        sampled; .LC0+0x6f 2%)``. Shares are of the *sampled* objects read,
+        which the text says (without *sampled*, the bare percentage).
         """
-        share = f"{100 * self.share:.0f}%"
+        share = f"{100 * self.share:.0f}%" + ("" if sampled is None else f" of {sampled} sampled")
         if self.target is None:
             return f"+{self.offset:#x} {self.kind} ({share})"
         if self.target_share == self.share:
@@ -122,8 +124,11 @@ class Attribution:
         }
 
     def points_to_text(self) -> str:
-        """The ``points to`` line: its pointer offsets, described; empty if none."""
-        return ", ".join(o.describe() for o in self.points_to())
+        """
+        The ``points to`` line: its pointer offsets, described, each share
+        saying how many objects it is of; empty if none.
+        """
+        return ", ".join(o.describe(self.sampled) for o in self.points_to())
 
     def at(self, offset: int) -> OffsetAttribution | None:
         """The attribution of the word at *offset*, if attributed."""

@@ -16,15 +16,18 @@ from typing import Any
 import jinja2
 
 from dumpminer.clustering.cluster import Cluster
-from dumpminer.report.callsites import (
-    allocated_by,
-    call_site_lines,
-    shape_allocated_by,
-)
+from dumpminer.report.callsites import shape_allocated_by
 from dumpminer.report.escape import terminal_escape
 from dumpminer.report.json import to_json_dict
 from dumpminer.report.model import HTML_EXAMPLES, HTML_OBJECT_BYTES, Report, leading_shape_group
-from dumpminer.report.text import group_points_to, leading_line, points_to
+from dumpminer.report.text import (
+    cluster_allocated_by,
+    group_points_to,
+    leading_line,
+    points_to,
+    sampled_note,
+    site_lines,
+)
 
 #: Bars in a chart.
 CHART_BARS = 15
@@ -148,12 +151,13 @@ def _report_context(report: Report, top: int | None) -> dict[str, Any]:
                 "dump": _cluster_dump(report, cluster) if rank <= HTML_EXAMPLES else None,
                 "look": entry["look"],
                 "points_to": points_to(report, rank - 1),
-                "allocated_by": allocated_by(report.call_sites, rank - 1, cluster.objects),
+                "allocated_by": cluster_allocated_by(report, rank - 1),
             }
             for rank, (cluster, entry) in enumerate(zip(clusters, doc["clusters"], strict=True), 1)
         ],
         "shapes": _shape_rows(report, top),
-        "call_sites": None if report.call_sites is None else call_site_lines(report.call_sites),
+        "call_sites": site_lines(report),
+        "sampled_note": sampled_note(report),
         "bars": chart(bars),
     }
 

@@ -73,7 +73,9 @@ def _cluster_json(
     }
     attribution = attribution_of(report, rank)
     entry["attribution"] = None if attribution is None else attribution.to_json()
-    entry["allocated_by"] = cluster_call_sites_json(report.call_sites, rank)
+    entry["allocated_by"] = cluster_call_sites_json(
+        report.call_sites, rank, report.sample is not None
+    )
     return entry
 
 
@@ -107,7 +109,9 @@ def to_json_dict(report: Report, top: int | None = None) -> dict[str, Any]:
             "clusters": len(report.attribution),
             "sample_objects": SAMPLE_OBJECTS,
         },
-        "string_less": None if report.shapes is None else report.shapes.to_json(report.share),
+        "string_less": None
+        if report.shapes is None
+        else {**report.shapes.to_json(report.share), "sampled": report.sample is not None},
         "call_sites": None
         if report.call_sites is None
         else call_sites_json(report.call_sites, report.sample is not None),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dumpminer.analysis.attribution import Attribution
 from dumpminer.clustering.cluster import Cluster
 from dumpminer.extract.fragments import Fragment
+from dumpminer.report.callsites import allocated_by, call_site_lines
 from dumpminer.report.escape import terminal_escape
 from dumpminer.report.model import DumpFacts, Report, ScanFacts, leading_shape_group
 
@@ -82,8 +83,9 @@ def leading_line(report: Report) -> str | None:
     if leader is None:
         return None
     largest = report.clusters[0].objects if report.clusters else 0
+    sampled = " sampled" if report.sample is not None else ""
     return (
-        f"LEADING: string-less shape group S1, {leader.objects} objects "
+        f"LEADING: string-less shape group S1, {leader.objects}{sampled} objects "
         f"({100 * report.share(leader.objects):.2f}%), more than the largest string "
         f"cluster ({largest}): {leader.shape_text()}"
     )
@@ -137,3 +139,26 @@ def interval_text(report: Report, item: Fragment | Cluster) -> str:
     """The 95% interval of a sampled count, as ``LOW-HIGH``; empty when exact."""
     bounds = report.counts(item).get("objects_ci95")
     return "" if bounds is None else f"{bounds[0]}-{bounds[1]}"
+
+
+def sampled_note(report: Report) -> str:
+    """
+    What shape-group counts are with --sample: of the objects read, not
+    scaled (string-less objects carry no fragment to scale); empty when exact.
+    """
+    if report.sample is None:
+        return ""
+    return f" SAMPLED: counts of the {report.sample.objects_sampled} objects read, not scaled."
+
+
+def cluster_allocated_by(report: Report, index: int) -> str:
+    """The ``allocated by`` text of the cluster at *index*, sampled counts said so."""
+    objects = report.clusters[index].objects if index < len(report.clusters) else None
+    return allocated_by(report.call_sites, index, objects, report.sample is not None)
+
+
+def site_lines(report: Report) -> list[str]:
+    """The call-site section's lines (none without alloc tracks), sampled counts said so."""
+    if report.call_sites is None:
+        return []
+    return call_site_lines(report.call_sites, report.sample is not None)
