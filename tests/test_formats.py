@@ -120,12 +120,14 @@ def _findings(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
         found.append(("leading", "1", "LEADING: string-less shape group S1"))
         found.append(("leading", "1", doc["leading"]["shape_text"]))
     for rank, c in enumerate(doc["clusters"][:CHECKED], 1):
-        found += [("cluster", str(rank), t) for t in _targets(c["attribution"])]
+        if c["attribution"] is not None and c["attribution"]["points_to"]:
+            found.append(("cluster", str(rank), c["attribution"]["points_to"]))
         if c["allocated_by"] is not None:
             found += [("cluster", str(rank), s["site"]) for s in c["allocated_by"]["sites"][:1]]
     for rank, g in enumerate(doc["string_less"]["groups"][:CHECKED], 1):
         found.append(("shape", str(rank), g["shape_text"]))
-        found += [("shape", str(rank), t) for t in _targets(g["attribution"])]
+        if g["attribution"]["points_to"]:
+            found.append(("shape", str(rank), g["attribution"]["points_to"]))
         if g["allocated_by"] is not None:
             found += [("shape", str(rank), s["site"]) for s in g["allocated_by"]["sites"][:1]]
     if doc["call_sites"] is not None:
@@ -177,6 +179,7 @@ def test_leading_string_less_leak_in_every_format(sample_manifest: dict[str, Any
     assert group["objects"] == planted["objects"]
     assert "&leaky_agent:agent_table" in group["shape"]
     assert "leaky_agent:agent_table" in _targets(group["attribution"])
+    assert "+0x10 module data leaky_agent:agent_table (100% of " in group["attribution"]["points_to"]
     if doc["clusters"][0]["objects"] >= planted["objects"]:
         # Where agent_table's address holds printable bytes (6.12), the leak is
         # cluster 1 itself: no LEADING line is needed, and none is written.
@@ -251,3 +254,46 @@ def test_sampled_figures_say_they_are_sampled(slub_debug_manifest: dict[str, Any
             assert f"SAMPLED: counts of the {objects_read} objects read, not scaled" in shown
             site = first["allocated_by"]["sites"][0]
             assert f"{site['site']} {site['objects']} sampled (" in shown, fmt
+
+
+POINTER_CLASSES = {"self", "slab", "direct map", "kernel text", "kernel data", "module text",
+                   "module data", "vmalloc", "vmemmap"}  # fmt: skip
+
+
+def test_points_to_keeps_the_offsets_that_tell_the_struct_apart(
+    sample_manifest: dict[str, Any],
+) -> None:
+    """
+    inode_cache: every cluster is a struct inode with the same ~20 pointer
+    words; the lines keep the offsets whose target differs between groups
+    (i_fop: which file's inode), not every word.
+    """
+    dump = open_dump(_kdump(sample_manifest), sample_manifest["vmlinux"])
+    report = dumpminer.mine(dump.prog, "inode_cache", dump=dump)
+    doc = json.loads(dumpminer.render(report, "json"))
+    groups = [c["attribution"] for c in doc["clusters"] if c["attribution"]]
+    groups += [g["attribution"] for g in doc["string_less"]["groups"]]
+    # The oracle: per offset, the distinct (class, target) pairs over all groups.
+    seen: dict[int, set[tuple[str, str | None]]] = {}
+    for a in groups:
+        for o in a["offsets"]:
+            seen.setdefault(o["offset"], set()).add((o["class"], o["target"]))
+    differing = {offset for offset, kinds in seen.items() if len(kinds) > 1}
+    assert differing, "inode_cache's groups differ somewhere (i_fop)"
+    table = dumpminer.render(report, "table")
+    lines = [x for x in table.splitlines() if x.lstrip().startswith("points to: ")]
+    assert lines
+    for a in groups:
+        pointers = [o for o in a["offsets"] if o["class"] in POINTER_CLASSES]
+        if not pointers:
+            continue
+        line = a["points_to"]
+        shown = [int(x, 16) for x in re.findall(r"\+(0x[0-9a-f]+) ", line)]
+        assert 0 < len(shown) <= 6, line
+        telling = [o["offset"] for o in pointers if o["offset"] in differing]
+        # What tells the groups apart is shown first; the rest is counted.
+        assert set(telling[:6]) <= set(shown) or len(shown) == 6, line
+        if len(pointers) > len(shown):
+            assert re.search(r"\(\+\d+ more", line), line
+        assert line in table or not line
+    assert max(len(x) for x in lines) < 400

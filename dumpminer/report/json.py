@@ -17,7 +17,9 @@ from dumpminer.report.model import Report, leading_shape_group
 from dumpminer.report.text import (
     attribution_of,
     fragment_text,
+    group_points_to,
     leading_line,
+    points_to,
 )
 
 SCHEMA = "dumpminer.report/1"
@@ -72,7 +74,11 @@ def _cluster_json(
         else None,
     }
     attribution = attribution_of(report, rank)
-    entry["attribution"] = None if attribution is None else attribution.to_json()
+    entry["attribution"] = (
+        None
+        if attribution is None
+        else {**attribution.to_json(), "points_to": points_to(report, rank)}
+    )
     entry["allocated_by"] = cluster_call_sites_json(
         report.call_sites, rank, report.sample is not None
     )
@@ -109,14 +115,22 @@ def to_json_dict(report: Report, top: int | None = None) -> dict[str, Any]:
             "clusters": len(report.attribution),
             "sample_objects": SAMPLE_OBJECTS,
         },
-        "string_less": None
-        if report.shapes is None
-        else {**report.shapes.to_json(report.share), "sampled": report.sample is not None},
+        "string_less": _string_less_json(report),
         "call_sites": None
         if report.call_sites is None
         else call_sites_json(report.call_sites, report.sample is not None),
         "leading": _leading_json(report),
     }
+
+
+def _string_less_json(report: Report) -> dict[str, Any] | None:
+    """The ``string_less`` object, each group's ``points to`` line beside its attribution."""
+    if report.shapes is None:
+        return None
+    doc = {**report.shapes.to_json(report.share), "sampled": report.sample is not None}
+    for index, group in enumerate(doc["groups"]):
+        group["attribution"]["points_to"] = group_points_to(report, index)
+    return doc
 
 
 def _leading_json(report: Report) -> dict[str, Any] | None:

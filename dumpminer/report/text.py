@@ -6,7 +6,7 @@ group) and the cells of a cluster's row.
 
 from __future__ import annotations
 
-from dumpminer.analysis.attribution import Attribution
+from dumpminer.analysis.attribution import Attribution, OffsetCensus
 from dumpminer.clustering.cluster import Cluster
 from dumpminer.extract.fragments import Fragment
 from dumpminer.report.callsites import allocated_by, call_site_lines
@@ -24,10 +24,19 @@ def attribution_of(report: Report, rank: int) -> Attribution | None:
     return report.attribution[rank] if rank < len(report.attribution) else None
 
 
+def census(report: Report) -> OffsetCensus:
+    """What every attributed cluster and shape group of *report* holds per offset."""
+    groups = () if report.shapes is None else report.shapes.groups
+    return OffsetCensus([*report.attribution, *(g.attribution for g in groups)])
+
+
 def points_to(report: Report, rank: int) -> str:
-    """The ``points to`` text of the cluster at index *rank*; empty if not attributed."""
+    """
+    The ``points to`` text of the cluster at index *rank*: the offsets that
+    tell its struct apart (:class:`OffsetCensus`); empty if not attributed.
+    """
     attribution = attribution_of(report, rank)
-    return "" if attribution is None else attribution.points_to_text()
+    return "" if attribution is None else attribution.points_to_line(census(report))
 
 
 def dump_line(dump: DumpFacts) -> str:
@@ -96,7 +105,7 @@ def group_points_to(report: Report, index: int) -> str:
     shapes = report.shapes
     if shapes is None or index >= len(shapes.groups):
         return ""
-    return shapes.groups[index].attribution.points_to_text()
+    return shapes.groups[index].attribution.points_to_line(census(report))
 
 
 def pointer_lines(scan: ScanFacts) -> list[str]:
