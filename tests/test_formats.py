@@ -179,7 +179,8 @@ def test_leading_string_less_leak_in_every_format(sample_manifest: dict[str, Any
     assert group["objects"] == planted["objects"]
     assert "&leaky_agent:agent_table" in group["shape"]
     assert "leaky_agent:agent_table" in _targets(group["attribution"])
-    assert "+0x10 module data leaky_agent:agent_table (100% of " in group["attribution"]["points_to"]
+    line = group["attribution"]["points_to"]
+    assert "+0x10 module data leaky_agent:agent_table (100% of " in line
     if doc["clusters"][0]["objects"] >= planted["objects"]:
         # Where agent_table's address holds printable bytes (6.12), the leak is
         # cluster 1 itself: no LEADING line is needed, and none is written.
