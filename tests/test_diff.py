@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,11 @@ def test_growth_per_hour_uses_the_kernel_clock(pair_manifest: dict[str, Any]) ->
         clocks.append(prog["tk_core"].timekeeper.xtime_sec.value_())
     assert doc["old"]["time"] == clocks[0] and doc["new"]["time"] == clocks[1]
     assert doc["old"]["time_source"] == doc["new"]["time_source"] == "tk_core.timekeeper.xtime_sec"
+    # Beside the seconds, the date for people: UTC in ISO 8601, in JSON and the table.
+    iso = [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(c)) for c in clocks]
+    assert [doc["old"]["time_utc"], doc["new"]["time_utc"]] == iso
+    table = cli("diff", old, new, "--vmlinux", vmlinux, "--cache", "kmalloc-32", "--quiet")
+    assert f"time {clocks[0]} ({iso[0]}), from tk_core" in table.stdout
     hours = (clocks[1] - clocks[0]) / 3600
     assert hours > 0 and doc["hours"] == round(hours, 6)
     counters = next(c for c in doc["caches"][0]["clusters"] if c["template"] == "t.point.<NUM>")
@@ -143,6 +149,9 @@ def test_growth_per_hour_uses_the_kernel_clock(pair_manifest: dict[str, Any]) ->
     facts = json.loads(done.stdout)
     assert facts["crash_time"] is None
     assert (facts["time"], facts["time_source"]) == (clocks[1], "tk_core.timekeeper.xtime_sec")
+    assert facts["time_utc"] == iso[1]
+    shown = cli("info", new, "--vmlinux", vmlinux).stdout
+    assert re.search(rf"^time +{clocks[1]} \({iso[1]}\)$", shown, re.M), shown
     plain = json.loads(cli("info", new, "--format", "json").stdout)
     assert plain["time"] is None and plain["time_source"] is None
 

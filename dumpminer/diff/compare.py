@@ -19,7 +19,7 @@ from typing import Any
 
 from drgn import FaultError
 
-from dumpminer.dump.dumptime import dump_time
+from dumpminer.dump.dumptime import dump_time, iso_utc
 from dumpminer.dump.open import Dump, open_dump
 from dumpminer.errors import IncompleteDumpError, InputFileError, UsageError, show_path
 from dumpminer.options import MineOptions
@@ -56,6 +56,7 @@ class Side:
             "dump": first.get("dump"),
             "time": self.time,
             "time_source": self.time_source,
+            "time_utc": iso_utc(self.time),
         }
 
 

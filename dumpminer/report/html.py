@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 
 from dumpminer.clustering.cluster import Cluster
+from dumpminer.dump.dumptime import iso_utc
 from dumpminer.report.callsites import shape_allocated_by
 from dumpminer.report.escape import terminal_escape
 from dumpminer.report.json import to_json_dict
@@ -48,6 +49,8 @@ def environment() -> jinja2.Environment:
     )
     # Dump bytes: no control character reaches the page, whatever escaping follows.
     env.filters["shown"] = lambda value: terminal_escape(str(value))
+    # Dump times: ISO 8601 in UTC beside the Unix seconds.
+    env.filters["utc"] = lambda value: iso_utc(value) or "?"
     return env
 
 
