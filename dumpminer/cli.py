@@ -179,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_mine_parser(sub)
+    _add_diff_parser(sub)
+    _add_info_parser(sub)
+    _add_caches_parser(sub)
+    return parser
+
+
+def _add_mine_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``dumpminer mine``: the report of one dump's caches."""
     m = sub.add_parser(
         "mine",
         help="fragment frequency report of a cache's allocated objects",
@@ -264,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="processes, at most the CPUs usable (default: by cache size)",
     )
+
+
+def _add_diff_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``dumpminer diff``: two dumps or reports compared."""
     d = sub.add_parser(
         "diff",
         help="what grew between two dumps (vmcores or JSON reports)",
@@ -325,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the diff here: atomically over a file, straight to a device or FIFO",
     )
     _progress_options(d)
+
+
+def _add_info_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``dumpminer info``: what a dump is, from its headers."""
     i = sub.add_parser(
         "info",
         help="what a dump is, from its headers, without debuginfo",
@@ -333,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("vmcore")
     i.add_argument("--vmlinux", help="with debuginfo: also read the kernel clock's time")
     i.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+
+
+def _add_caches_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``dumpminer caches``: every cache, like ``kmem -s``."""
     c = sub.add_parser(
         "caches",
         help="every slab cache, most memory first (like kmem -s)",
@@ -350,7 +371,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the listing here: atomically over a file, straight to a device or FIFO",
     )
     _progress_options(c, has_bar=False)
-    return parser
 
 
 def _context(args: argparse.Namespace) -> tuple[int, int]:

@@ -59,7 +59,7 @@ from drgn.helpers.linux.module import for_each_module, module_address_regions
 from drgn.helpers.linux.slab import slab_object_info
 
 from dumpminer.analysis.shapes import ShapeSummary
-from dumpminer.analysis.stackdepot import stack_depot
+from dumpminer.analysis.stackdepot import StackDepot, stack_depot
 from dumpminer.dump.kallsyms import add_module_symbols
 from dumpminer.dump.kernel import kernel_release, kernel_version
 from dumpminer.extract.observers import ObjectBatch, RowLabels
@@ -623,6 +623,22 @@ def _top(counter: Counter[int], n: int = VALUES_SHOWN) -> tuple[tuple[int, int],
     return tuple(sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:n])
 
 
+@dataclass
+class _Naming:
+    """What names a call site's addresses and stacks, and dates its tracks."""
+
+    namer: AddressNamer
+    depot: StackDepot | None
+    hz: int | None
+    #: The dump's jiffies, or None.
+    now: int | None
+
+    def frames(self, handle: int) -> tuple[str, ...]:
+        """The named frames of the stack depot's stack *handle* (none without one)."""
+        stack = self.depot.fetch(handle) if self.depot is not None and handle else None
+        return tuple(self.namer.name(pc) for pc in stack or ())
+
+
 def call_site_report(
     prog: Program,
     observer: CallSiteObserver,
@@ -633,124 +649,130 @@ def call_site_report(
     stacks once each; *cluster_labels* are the tally's per-cluster counts by
     call site (:meth:`~dumpminer.clustering.tally.FragmentTally.cluster_labels`).
     """
-    namer = AddressNamer(prog)
-    depot = stack_depot(prog)
     hz, now = kernel_hz(prog), kernel_jiffies(prog)
+    naming = _Naming(AddressNamer(prog), stack_depot(prog), hz, now)
     uptime = None
     if hz and now is not None:
         uptime = round(((now - initial_jiffies(hz)) & (2**64 - 1)) / hz, 3)
-
-    def frames(handle: int) -> tuple[str, ...]:
-        stack = depot.fetch(handle) if depot is not None and handle else None
-        return tuple(namer.name(pc) for pc in stack or ())
-
-    caches = []
-    for cache, totals in observer.totals.items():
-        layout = observer.layouts[cache]
-        _reduce(totals)
-        keys = list(totals.ids)
-        who = totals.who[0] if totals.who else None
-        sizes = totals.sizes[0] if totals.sizes else None
-        # Group (addr, handle) keys by address: a call site, its stacks.
-        by_address: dict[int, list[int]] = {}
-        for i, (address, _) in enumerate(keys):
-            by_address.setdefault(address, []).append(i)
-        objects_at = {
-            address: sum(totals.sites[keys[i]].objects for i in ids)
-            for address, ids in by_address.items()
-        }
-        # Only the sites shown are named and their stacks decoded: a symbol
-        # lookup costs about a millisecond.
-        shown = sorted(objects_at, key=lambda a: (-objects_at[a], a))[:SITES_SHOWN]
-        sites = []
-        for address in shown:
-            ids = by_address[address]
-            site_totals = [totals.sites[keys[i]] for i in ids]
-            objects = objects_at[address]
-            pids: Counter[int] = Counter()
-            cpus: Counter[int] = Counter()
-            requested: Counter[int] = Counter()
-            if who is not None:
-                mine = np.isin(who[0], ids)
-                for cpu, pid, count in zip(
-                    who[1][mine].tolist(), who[2][mine].tolist(), who[3][mine].tolist(),
-                    strict=True,
-                ):  # fmt: skip
-                    cpus[cpu] += count
-                    pids[pid] += count
-            if sizes is not None:
-                mine = np.isin(sizes[0], ids)
-                for size, count in zip(
-                    sizes[1][mine].tolist(), sizes[2][mine].tolist(), strict=True
-                ):
-                    requested[size] += count
-            age_min = _age(now, max(s.when_max for s in site_totals), hz)
-            age_max = _age(now, min(s.when_min for s in site_totals), hz)
-            rate = None
-            if age_min is not None and age_max is not None and age_max > age_min:
-                rate = round(objects * 3600 / (age_max - age_min), 1)
-            heaviest = sorted(
-                ((totals.sites[keys[i]].objects, keys[i][1]) for i in ids if keys[i][1]),
-                key=lambda pair: (-pair[0], pair[1]),
-            )[:STACKS_SHOWN]
-            stacks = [Stack(handle, count, frames(handle)) for count, handle in heaviest]
-            sites.append(
-                CallSite(
-                    name=namer.name(address),
-                    address=address,
-                    objects=objects,
-                    pids=_top(pids),
-                    pids_seen=len(pids),
-                    cpus=_top(cpus),
-                    cpus_seen=len(cpus),
-                    age_min=age_min,
-                    age_max=age_max,
-                    rate_per_hour=rate,
-                    requested_sizes=_top(requested),
-                    stacks=tuple(stacks),
-                )
-            )
-        caches.append(
-            CacheCallSites(
-                cache=layout.name,
-                objects=sum(objects_at.values()),
-                distinct_sites=len(objects_at),
-                sites=tuple(sites),
-            )
-        )
-    clusters = []
-    for rank, labels in enumerate(cluster_labels):
-        per_address: Counter[int] = Counter()
-        best_stack: dict[int, tuple[int, int]] = {}
-        for key, objects in labels.items():
-            assert isinstance(key, tuple)
-            address, handle = key
-            per_address[address] += objects
-            if handle and objects > best_stack.get(address, (0, 0))[0]:
-                best_stack[address] = (objects, handle)
-        ranked = sorted(per_address.items(), key=lambda kv: (-kv[1], kv[0]))
-        clusters.append(
-            ClusterCallSites(
-                objects=sum(per_address.values()),
-                distinct_sites=len(per_address),
-                sites=tuple(
-                    ClusterSite(
-                        namer.name(address),
-                        address,
-                        objects,
-                        frames(best_stack[address][1])
-                        if address in best_stack and rank < CLUSTER_STACKS
-                        else (),
-                    )
-                    for address, objects in ranked[:CLUSTER_SITES_SHOWN]
-                ),
-            )
-        )
+    caches = [
+        _cache_call_sites(totals, observer.layouts[cache].name, naming)
+        for cache, totals in observer.totals.items()
+    ]
+    clusters = [
+        _cluster_call_sites(labels, naming, with_stacks=rank < CLUSTER_STACKS)
+        for rank, labels in enumerate(cluster_labels)
+    ]
     return CallSiteReport(
-        hz, now, uptime, tuple(caches), tuple(clusters), module_errors=tuple(namer.errors)
+        hz, now, uptime, tuple(caches), tuple(clusters), module_errors=tuple(naming.namer.errors)
     )
 
 
+def _cache_call_sites(totals: _CacheTotals, name: str, naming: _Naming) -> CacheCallSites:
+    """One cache's call sites: the :data:`SITES_SHOWN` with most objects, each in full."""
+    _reduce(totals)
+    keys = list(totals.ids)
+    # Group (addr, handle) keys by address: a call site, its stacks.
+    by_address: dict[int, list[int]] = {}
+    for i, (address, _) in enumerate(keys):
+        by_address.setdefault(address, []).append(i)
+    objects_at = {
+        address: sum(totals.sites[keys[i]].objects for i in ids)
+        for address, ids in by_address.items()
+    }
+    # Only the sites shown are named and their stacks decoded: a symbol
+    # lookup costs about a millisecond.
+    shown = sorted(objects_at, key=lambda a: (-objects_at[a], a))[:SITES_SHOWN]
+    sites = [
+        _call_site(totals, keys, address, by_address[address], objects_at[address], naming)
+        for address in shown
+    ]
+    return CacheCallSites(
+        cache=name,
+        objects=sum(objects_at.values()),
+        distinct_sites=len(objects_at),
+        sites=tuple(sites),
+    )
+
+
+def _call_site(
+    totals: _CacheTotals,
+    keys: list[tuple[int, int]],
+    address: int,
+    ids: list[int],
+    objects: int,
+    naming: _Naming,
+) -> CallSite:
+    """The call site at *address* (site ids *ids*): who, where, how old, which stacks."""
+    pids: Counter[int] = Counter()
+    cpus: Counter[int] = Counter()
+    requested: Counter[int] = Counter()
+    who = totals.who[0] if totals.who else None
+    if who is not None:
+        mine = np.isin(who[0], ids)
+        for cpu, pid, count in zip(
+            who[1][mine].tolist(), who[2][mine].tolist(), who[3][mine].tolist(), strict=True
+        ):
+            cpus[cpu] += count
+            pids[pid] += count
+    sizes = totals.sizes[0] if totals.sizes else None
+    if sizes is not None:
+        mine = np.isin(sizes[0], ids)
+        for size, count in zip(sizes[1][mine].tolist(), sizes[2][mine].tolist(), strict=True):
+            requested[size] += count
+    site_totals = [totals.sites[keys[i]] for i in ids]
+    age_min = _age(naming.now, max(s.when_max for s in site_totals), naming.hz)
+    age_max = _age(naming.now, min(s.when_min for s in site_totals), naming.hz)
+    rate = None
+    if age_min is not None and age_max is not None and age_max > age_min:
+        rate = round(objects * 3600 / (age_max - age_min), 1)
+    heaviest = sorted(
+        ((totals.sites[keys[i]].objects, keys[i][1]) for i in ids if keys[i][1]),
+        key=lambda pair: (-pair[0], pair[1]),
+    )[:STACKS_SHOWN]
+    return CallSite(
+        name=naming.namer.name(address),
+        address=address,
+        objects=objects,
+        pids=_top(pids),
+        pids_seen=len(pids),
+        cpus=_top(cpus),
+        cpus_seen=len(cpus),
+        age_min=age_min,
+        age_max=age_max,
+        rate_per_hour=rate,
+        requested_sizes=_top(requested),
+        stacks=tuple(Stack(handle, count, naming.frames(handle)) for count, handle in heaviest),
+    )
+
+
+def _cluster_call_sites(
+    labels: dict[Hashable, int], naming: _Naming, with_stacks: bool
+) -> ClusterCallSites:
+    """One cluster's call sites from its (addr, handle) label counts; the top one's stack."""
+    per_address: Counter[int] = Counter()
+    best_stack: dict[int, tuple[int, int]] = {}
+    for key, objects in labels.items():
+        assert isinstance(key, tuple)
+        address, handle = key
+        per_address[address] += objects
+        if handle and objects > best_stack.get(address, (0, 0))[0]:
+            best_stack[address] = (objects, handle)
+    ranked = sorted(per_address.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ClusterCallSites(
+        objects=sum(per_address.values()),
+        distinct_sites=len(per_address),
+        sites=tuple(
+            ClusterSite(
+                naming.namer.name(address),
+                address,
+                objects,
+                naming.frames(best_stack[address][1])
+                if address in best_stack and with_stacks
+                else (),
+            )
+            for address, objects in ranked[:CLUSTER_SITES_SHOWN]
+        ),
+    )
 
 
 def shape_call_sites(
@@ -785,11 +807,7 @@ def shape_call_sites(
     return replace(summary, groups=tuple(groups))
 
 
-def _layout_of(
-    prog: Program, address: int, layouts: dict[int, TrackLayout]
-) -> TrackLayout | None:
+def _layout_of(prog: Program, address: int, layouts: dict[int, TrackLayout]) -> TrackLayout | None:
     """The track layout of the cache holding the object at *address* (a glob's caches)."""
     info = slab_object_info(prog, address)
     return None if info is None else layouts.get(info.slab_cache.value_())
-
-
