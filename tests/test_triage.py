@@ -167,6 +167,15 @@ def test_caches_agree_with_crash_kmem_s(sample_manifest: dict[str, Any], fmt: st
     # The comparison means something: OBJSIZE is object_size where it differs from size.
     assert any(u.object_size != u.stride for u in ours.values())
     assert sum(u.allocated for u in ours.values()) > 41000
+    if fmt == "kdump":
+        # `caches` shows crash's CACHE column: each name beside crash's address for it.
+        table = cli("caches", vmcore, "--vmlinux", vmlinux).stdout.splitlines()
+        shown = {line.split()[1]: int(line.split()[0], 16) for line in table[1:-1]
+                 if not line.startswith("unreadable")}  # fmt: skip
+        crash_first = {}
+        for row in crash_rows:
+            crash_first.setdefault(row["name"], row["address"])
+        assert shown == crash_first
 
 
 def test_crash_knows_no_aliases(sample_manifest: dict[str, Any]) -> None:
@@ -329,12 +338,20 @@ def test_caches_cli(sample_manifest: dict[str, Any], fmt: str, tmp_path: Path) -
             assert row["aliases"] == list(line.aliases)
     elif fmt == "table":
         lines = text.splitlines()
-        assert lines[0].split()[:3] == ["NAME", "OBJSIZE", "ALLOCATED"]
-        assert [line.split()[0] for line in lines[1:6]] == top
+        assert lines[0].split()[:4] == ["CACHE", "NAME", "OBJSIZE", "ALLOCATED"]
+        assert [line.split()[1] for line in lines[1:6]] == top
+        # The CACHE column is the struct kmem_cache address, as kmem -s shows it.
+        assert [int(line.split()[0], 16) for line in lines[1:6]] == [
+            line.usage.address for line in info.caches[:5]
+        ]
         assert lines[-1].startswith("slab memory ")
     elif fmt == "csv":
         lines = text.splitlines()
         assert [line.split(",")[0] for line in lines[1:]] == top
+        assert lines[0].endswith(",address")
+        assert [int(line.split(",")[-1], 16) for line in lines[1:]] == [
+            line.usage.address for line in info.caches[:5]
+        ]
     else:
         assert len(text.splitlines()) == 2 + 5
 
