@@ -365,7 +365,7 @@ def test_caches_accepts_quiet(sample_manifest: dict[str, Any]) -> None:
     assert done.stderr == ""
     # The header, the three largest caches and the summary: nothing else.
     header, *rows, summary = done.stdout.splitlines()
-    assert header.split()[:3] == ["NAME", "OBJSIZE", "ALLOCATED"]
+    assert header.split()[:4] == ["CACHE", "NAME", "OBJSIZE", "ALLOCATED"]
     assert len(rows) == 3 and summary.startswith("slab memory ")
 
 

@@ -108,7 +108,10 @@ def test_diff_reports_exactly_the_planted_growth(
     table = cli("diff", old, new, "--vmlinux", pair_manifest["vmlinux"], "--cache", cache_name,
                 "--quiet")  # fmt: skip
     assert table.returncode == 0, table.stderr
-    rows = [line.split(None, 6) for line in table.stdout.splitlines()]
+    lines = table.stdout.splitlines()
+    # The rows follow the table's header line (the lines above name the sides).
+    rows = [line.split(None, 6) for line in lines[lines.index(
+        next(x for x in lines if x.startswith("status "))):]]  # fmt: skip
     shown = {r[6] for r in rows if len(r) == 7 and r[0] in ("new", "grown", "shrunk", "gone")}
     assert shown == set(expected)
 
