@@ -228,18 +228,18 @@ def _seed_kdump(manifest: dict[str, Any]) -> str:
     return dump_path(manifest, "kdump")
 
 
-@pytest.mark.parametrize("limit", [("--top", "1"), ("--sample", "0.3")], ids=["top", "sample"])
+@pytest.mark.parametrize("cache_name", ["kmalloc-32", "kmalloc-96"])
 def test_an_incomplete_report_against_its_own_dump_changes_nothing(
-    sample_manifest: dict[str, Any], tmp_path: Path, limit: tuple[str, str]
+    sample_manifest: dict[str, Any], tmp_path: Path, cache_name: str
 ) -> None:
     """
-    A report trimmed by --top (or sampled) lists only part of what the dump
-    holds: absence from it is not zero, so the diff against the same dump
-    compares what both sides list, finds no change, and says so in every format.
+    A report trimmed by --top lists only part of what the dump holds: absence
+    from it is not zero, so the diff against the same dump compares what both
+    sides list, finds no change, and says so in every format.
     """
     vmcore, vmlinux = _seed_kdump(sample_manifest), sample_manifest["vmlinux"]
     report = tmp_path / "report.json"
-    done = cli("mine", vmcore, "--vmlinux", vmlinux, "--cache", "kmalloc-32", *limit,
+    done = cli("mine", vmcore, "--vmlinux", vmlinux, "--cache", cache_name, "--top", "1",
                "--format", "json", "--quiet", "-o", str(report))  # fmt: skip
     assert done.returncode == 0, done.stderr
     for sides in ((str(report), vmcore), (vmcore, str(report))):
@@ -257,7 +257,24 @@ def test_an_incomplete_report_against_its_own_dump_changes_nothing(
         for fmt in ("table", "markdown", "html"):
             assert "only templates listed on both sides are compared" in outs[fmt], fmt
         rows = outs["csv"].splitlines()
-        assert rows[1].startswith("kmalloc-32,limited,") and len(rows) == 2
+        assert rows[1].startswith(f"{cache_name},limited,") and len(rows) == 2
+
+
+def test_a_sampled_report_is_refused(sample_manifest: dict[str, Any], tmp_path: Path) -> None:
+    """
+    A --sample report's templates are clustered from the fragments it drew and
+    its counts are estimates: compared with the whole dump, templates formed
+    differently would show as new or gone. One line, exit 2.
+    """
+    vmcore, vmlinux = _seed_kdump(sample_manifest), sample_manifest["vmlinux"]
+    report = tmp_path / "report.json"
+    done = cli("mine", vmcore, "--vmlinux", vmlinux, "--cache", "kmalloc-32", "--sample", "0.3",
+               "--format", "json", "--quiet", "-o", str(report))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for sides in ((str(report), vmcore), (vmcore, str(report))):
+        refused = cli("diff", *sides, "--vmlinux", vmlinux, "--quiet")
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.count("\n") == 1 and "sampled report" in refused.stderr
 
 
 def test_a_partial_report_is_refused(sample_manifest: dict[str, Any], tmp_path: Path) -> None:

@@ -212,7 +212,20 @@ def mine_side(
 
 
 def check_comparable(old: Side, new: Side, cache: str) -> None:
-    """Refuse to compare reports mined with different settings: their counts differ."""
+    """
+    Refuse to compare reports mined with different settings, whose counts
+    differ, and sampled ones: a sample's templates are clustered from the
+    fragments it drew, so they are not the whole cache's templates, and its
+    counts are estimates; neither can say what grew.
+    """
+    for label, side in (("OLD", old), ("NEW", new)):
+        sample = side.reports[cache].get("sample")
+        if sample:
+            raise UsageError(
+                f"{cache}: {label} is a sampled report ({sample.get('slabs_sampled')} of "
+                f"{sample.get('slabs_total')} slabs): its templates and counts are a sample's; "
+                "mine it without --sample to diff it"
+            )
     a, b = old.reports[cache]["scan"], new.reports[cache]["scan"]
     for key, option in (
         ("min_length", "--min-length"),
@@ -298,22 +311,12 @@ def match(
                 per_hour=None if not hours else round(delta / hours, 3),
                 typical_offset=_typical_offset(shown),
                 examples=list(shown.get("examples") or []),
-                above_floor=abs(delta) > noise_floor
-                and not _within_interval(a, after)
-                and not _within_interval(b, before),
+                above_floor=abs(delta) > noise_floor,
                 side="new" if shown is b else "old",
             )
         )
     changes.sort(key=change_order)
     return changes, skipped
-
-
-def _within_interval(item: dict[str, Any] | None, count: int) -> bool:
-    """Whether *count* lies in *item*'s 95% interval (a sampled side's estimate)."""
-    bounds = None if item is None else item.get("objects_ci95")
-    if not bounds:
-        return False
-    return int(bounds[0]) <= count <= int(bounds[1])
 
 
 def list_limits(report: dict[str, Any], label: str) -> tuple[list[str], bool, bool]:
@@ -335,14 +338,6 @@ def list_limits(report: dict[str, Any], label: str) -> tuple[list[str], bool, bo
         fragments_whole = False
     if not scan.get("complete", True):
         fragments_whole = False
-    sample = report.get("sample")
-    if sample:
-        why.append(
-            f"{label} is sampled ({sample.get('slabs_sampled')} of "
-            f"{sample.get('slabs_total')} slabs): its counts are estimates, and a template "
-            "it did not draw may be there"
-        )
-        clusters_whole = fragments_whole = False
     return why, clusters_whole, fragments_whole
 
 
@@ -449,6 +444,17 @@ def diff_paths(
         names = list(next(iter(reports.values())).reports)
     else:
         names = []
+    notes = []
+    mined_like = _report_masking(list(reports.values()))
+    if mined_like is not None and mined_like != options.mask_pointers and len(reports) == 1:
+        # A vmcore compared with a report is mined as the report was: pointer
+        # bytes kept or blanked alike, or they would show as changes.
+        options = replace(options, mask_pointers=mined_like)
+        notes.append(
+            "the vmcore side was mined with kernel pointers "
+            + ("blanked" if mined_like else "kept")
+            + ", as the report side was"
+        )
     sides: list[Side] = []
     for path, lib in ((new_path, vmlinux[1]), (old_path, vmlinux[0])):
         if path in reports:
@@ -460,9 +466,23 @@ def diff_paths(
         sides.append(mine_side(dump, names, options))
     new, old = sides
     diff = diff_sides(old, new, noise_floor)
+    diff.notes[:0] = notes
     if examples:
         diff.example_bytes = read_example_bytes(diff)
     return diff
+
+
+def _report_masking(sides: list[Side]) -> bool | None:
+    """
+    Whether the report sides' caches were all mined with kernel pointers
+    blanked (True) or all kept (False); None without a report side, or mixed.
+    """
+    seen = {
+        bool(doc.get("scan", {}).get("pointers_masked"))
+        for side in sides
+        for doc in side.reports.values()
+    }
+    return seen.pop() if len(seen) == 1 else None
 
 
 def read_example_bytes(diff: Diff, clusters: int = HTML_EXAMPLES) -> dict[tuple[str, str], bytes]:
