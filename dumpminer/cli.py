@@ -12,7 +12,6 @@ modules) is imported by that command, not at every start-up.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ from drgn import FaultError
 
 from dumpminer.clustering.tally import DEFAULT_MAX_FRAGMENTS
 from dumpminer.dump.debuginfo import looks_like_vmlinux
-from dumpminer.dump.dumptime import dump_time, time_facts
+from dumpminer.dump.dumptime import dump_time, shown_time, time_facts
 from dumpminer.dump.info import dump_info_dict, read_dump_info
 from dumpminer.dump.open import Dump, open_dump
 from dumpminer.errors import (
@@ -36,10 +35,12 @@ from dumpminer.errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     DumpminerError,
+    IncompleteDumpError,
     KernelDataError,
     NotADumpError,
     UsageError,
     first_line,
+    show_path,
 )
 from dumpminer.extract.fragments import DEFAULT_MIN_LENGTH
 from dumpminer.interrupts import set_handler, signals_noted
@@ -560,32 +561,60 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _info_value(key: str, value: object) -> str:
-    """A fact of ``info`` for people: None said in words, a crash time as a date."""
+def _info_value(key: str, value: object, facts: dict[str, Any]) -> str:
+    """
+    A fact of ``info`` for people: None said in words, times with their
+    UTC date (ISO 8601), and what ``filtered`` and ``dump_level`` mean
+    when they seem to disagree (QEMU writes dump level 1 and leaves out nothing).
+    """
     if value is None:
         return "not recorded in this dump"
-    if key == "crash_time" and isinstance(value, int):
-        when = datetime.datetime.fromtimestamp(value, datetime.UTC)
-        return f"{value} ({when:%Y-%m-%d %H:%M:%S} UTC)"
+    if key in ("crash_time", "time") and isinstance(value, int):
+        return shown_time(value)
+    if key == "filtered" and facts["format"] != "elf":
+        return (
+            "True (the page bitmaps differ: pages were left out)"
+            if value
+            else "False (the page bitmaps are equal: no page was left out)"
+        )
+    if key == "dump_level" and not facts["filtered"] and value:
+        return f"{value} (the header's word; no page was left out, see filtered)"
     return str(value)
 
 
 def run_info(args: argparse.Namespace) -> int:
-    """``dumpminer info``: the dump's header facts, no debuginfo needed."""
-    info = read_dump_info(args.vmcore)
+    """
+    ``dumpminer info``: the dump's header facts, no debuginfo needed. A
+    copy cut short is said after the facts, one line, exit 10.
+    """
+    info = read_dump_info(args.vmcore, truncated_data_ok=True)
     facts = dump_info_dict(info)
-    prog = None if args.vmlinux is None else open_dump(args.vmcore, args.vmlinux).prog
+    prog = None
+    if args.vmlinux is not None:
+        try:
+            prog = open_dump(args.vmcore, args.vmlinux).prog
+        except NotADumpError:
+            if info.cut_short is None:
+                raise
+            # Cut before the kernel's page tables: the facts and the cut are still said.
     facts.update(time_facts(info, prog))
     facts["vmcoreinfo"] = facts.pop("vmcoreinfo")
     if args.format == "json":
         _emit(json.dumps(facts, indent=2, ensure_ascii=True) + "\n", None)
-        return 0
-    lines = [
-        f"{key:15} {_info_value(key, value)}"
-        for key, value in facts.items()
-        if key not in ("schema", "vmcoreinfo")
-    ]
-    _emit("\n".join(terminal_escape(line) for line in lines) + "\n", None)
+    else:
+        lines = [
+            f"{key:15} {_info_value(key, value, facts)}"
+            for key, value in facts.items()
+            if key not in ("schema", "vmcoreinfo", "time_utc", "cut_short")
+        ]
+        if info.cut_short is not None:
+            lines.append(f"{'cut_short':15} {info.cut_short}")
+        _emit("\n".join(terminal_escape(line) for line in lines) + "\n", None)
+    if info.cut_short is not None:
+        raise IncompleteDumpError(
+            f"{show_path(args.vmcore)} is cut short: {info.cut_short}; mine reads what is "
+            "left (a partial report, exit 10) or cannot open it (exit 4)"
+        )
     return 0
 
 

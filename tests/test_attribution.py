@@ -25,7 +25,12 @@ import pytest
 from oracle import module_symbol, objects_with_word, with_module_symbols, word_identity
 
 import dumpminer
-from dumpminer.analysis.attribution import Attribution, attribute_clusters
+from dumpminer.analysis.attribution import (
+    Attribution,
+    OffsetAttribution,
+    OffsetCensus,
+    attribute_clusters,
+)
 from dumpminer.analysis.shapes import (
     ShapeObserver,
     ShapeSummary,
@@ -324,7 +329,10 @@ def test_cli_shows_shape_groups_and_points_to(sample_manifest: dict[str, Any]) -
     line = next(x for x in table.splitlines() if x.startswith("S1 "))
     assert f" {planted['objects']} " in line and "&leaky_agent:agent_table" in line
     after = table.splitlines()[table.splitlines().index(line) + 1]
-    assert "points to: " in after and "+0x10 module data leaky_agent:agent_table (100%)" in after
+    sampled = top["attribution"]["sampled"]
+    assert "points to: " in after
+    # The share is of the objects attribution read, and says so.
+    assert f"+0x10 module data leaky_agent:agent_table (100% of {sampled} sampled)" in after
     assert "string-less: " in table
 
     markdown = _cli(sample_manifest, "--format", "markdown", "--top", "3").stdout
@@ -390,3 +398,24 @@ def test_no_leading_line_when_a_string_cluster_leads(sample_manifest: dict[str, 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "LEADING:" not in done.stdout
+
+
+def _inode_like(fop: str) -> Attribution:
+    """A struct whose 10 pointer words are alike everywhere but +0x168."""
+    words = [OffsetAttribution(8 * i, "self", 1.0) for i in range(10)]
+    words.append(OffsetAttribution(0x168, "kernel data", 1.0, fop, 1.0))
+    return Attribution(64, tuple(words))
+
+
+def test_points_to_line_keeps_the_telling_offsets() -> None:
+    groups = [_inode_like("ext4_file_operations"), _inode_like("shmem_file_operations")]
+    census = OffsetCensus(groups)
+    line = groups[0].points_to_line(census)
+    assert line == (
+        "+0x168 kernel data ext4_file_operations (100% of 64 sampled) "
+        "(+10 more the same in every group)"
+    )
+    # One group alone: nothing to compare with, the first named offsets are shown.
+    alone = groups[0].points_to_line(OffsetCensus(groups[:1]))
+    assert alone.startswith("+0x0 self (100% of 64 sampled), ") and "+0x168" in alone
+    assert alone.count("+0x") == 6 and alone.endswith("(+5 more)")

@@ -368,7 +368,7 @@ def test_caches_accepts_quiet(sample_manifest: dict[str, Any]) -> None:
     assert done.stderr == ""
     # The header, the three largest caches and the summary: nothing else.
     header, *rows, summary = done.stdout.splitlines()
-    assert header.split()[:3] == ["NAME", "OBJSIZE", "ALLOCATED"]
+    assert header.split()[:4] == ["CACHE", "NAME", "OBJSIZE", "ALLOCATED"]
     assert len(rows) == 3 and summary.startswith("slab memory ")
 
 
@@ -377,8 +377,9 @@ def test_caches_accepts_quiet(sample_manifest: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------
 
 
-def _csv_rows(text: str) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(text)))
+def _csv_rows(text: str, kind: str = "cluster") -> list[dict[str, str]]:
+    """The CSV rows of one kind: clusters, unless asked for shape groups or call sites."""
+    return [row for row in csv.DictReader(io.StringIO(text)) if row["kind"] == kind]
 
 
 def test_csv_through_the_cli(sample_manifest: dict[str, Any]) -> None:

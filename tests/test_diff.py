@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,10 @@ def test_diff_reports_exactly_the_planted_growth(
     table = cli("diff", old, new, "--vmlinux", pair_manifest["vmlinux"], "--cache", cache_name,
                 "--quiet")  # fmt: skip
     assert table.returncode == 0, table.stderr
-    rows = [line.split(None, 6) for line in table.stdout.splitlines()]
+    lines = table.stdout.splitlines()
+    # The rows follow the table's header line (the lines above name the sides).
+    rows = [line.split(None, 6) for line in lines[lines.index(
+        next(x for x in lines if x.startswith("status "))):]]  # fmt: skip
     shown = {r[6] for r in rows if len(r) == 7 and r[0] in ("new", "grown", "shrunk", "gone")}
     assert shown == set(expected)
 
@@ -133,6 +137,11 @@ def test_growth_per_hour_uses_the_kernel_clock(pair_manifest: dict[str, Any]) ->
         clocks.append(prog["tk_core"].timekeeper.xtime_sec.value_())
     assert doc["old"]["time"] == clocks[0] and doc["new"]["time"] == clocks[1]
     assert doc["old"]["time_source"] == doc["new"]["time_source"] == "tk_core.timekeeper.xtime_sec"
+    # Beside the seconds, the date for people: UTC in ISO 8601, in JSON and the table.
+    iso = [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(c)) for c in clocks]
+    assert [doc["old"]["time_utc"], doc["new"]["time_utc"]] == iso
+    table = cli("diff", old, new, "--vmlinux", vmlinux, "--cache", "kmalloc-32", "--quiet")
+    assert f"time {clocks[0]} ({iso[0]}), from tk_core" in table.stdout
     hours = (clocks[1] - clocks[0]) / 3600
     assert hours > 0 and doc["hours"] == round(hours, 6)
     counters = next(c for c in doc["caches"][0]["clusters"] if c["template"] == "t.point.<NUM>")
@@ -143,6 +152,9 @@ def test_growth_per_hour_uses_the_kernel_clock(pair_manifest: dict[str, Any]) ->
     facts = json.loads(done.stdout)
     assert facts["crash_time"] is None
     assert (facts["time"], facts["time_source"]) == (clocks[1], "tk_core.timekeeper.xtime_sec")
+    assert facts["time_utc"] == iso[1]
+    shown = cli("info", new, "--vmlinux", vmlinux).stdout
+    assert re.search(rf"^time +{clocks[1]} \({iso[1]}\)$", shown, re.M), shown
     plain = json.loads(cli("info", new, "--format", "json").stdout)
     assert plain["time"] is None and plain["time_source"] is None
 
@@ -210,3 +222,72 @@ def test_diff_refuses_bad_sides(tmp_path: Path) -> None:
     wrong = cli("diff", str(bad), str(bad))
     assert wrong.returncode == 3 and "not a dumpminer report" in wrong.stderr
     assert wrong.stderr.count("\n") == 1
+
+
+def _seed_kdump(manifest: dict[str, Any]) -> str:
+    return dump_path(manifest, "kdump")
+
+
+@pytest.mark.parametrize("cache_name", ["kmalloc-32", "kmalloc-96"])
+def test_an_incomplete_report_against_its_own_dump_changes_nothing(
+    sample_manifest: dict[str, Any], tmp_path: Path, cache_name: str
+) -> None:
+    """
+    A report trimmed by --top lists only part of what the dump holds: absence
+    from it is not zero, so the diff against the same dump compares what both
+    sides list, finds no change, and says so in every format.
+    """
+    vmcore, vmlinux = _seed_kdump(sample_manifest), sample_manifest["vmlinux"]
+    report = tmp_path / "report.json"
+    done = cli("mine", vmcore, "--vmlinux", vmlinux, "--cache", cache_name, "--top", "1",
+               "--format", "json", "--quiet", "-o", str(report))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for sides in ((str(report), vmcore), (vmcore, str(report))):
+        outs = {}
+        for fmt in ("json", "table", "csv", "markdown", "html"):
+            run = cli("diff", *sides, "--vmlinux", vmlinux, "--quiet", "--format", fmt)
+            assert run.returncode == 0, run.stderr
+            outs[fmt] = run.stdout
+        doc = json.loads(outs["json"])
+        (cache_diff,) = doc["caches"]
+        assert cache_diff["compared"] == "common" and cache_diff["limits"]
+        assert cache_diff["summary"] == {"new": 0, "grown": 0, "shrunk": 0, "gone": 0}
+        assert not [c for c in cache_diff["clusters"] if c["above_floor"]]
+        assert "no cluster changed by more than the noise floor" in outs["table"]
+        for fmt in ("table", "markdown", "html"):
+            assert "only templates listed on both sides are compared" in outs[fmt], fmt
+        rows = outs["csv"].splitlines()
+        assert rows[1].startswith(f"{cache_name},limited,") and len(rows) == 2
+
+
+def test_a_sampled_report_is_refused(sample_manifest: dict[str, Any], tmp_path: Path) -> None:
+    """
+    A --sample report's templates are clustered from the fragments it drew and
+    its counts are estimates: compared with the whole dump, templates formed
+    differently would show as new or gone. One line, exit 2.
+    """
+    vmcore, vmlinux = _seed_kdump(sample_manifest), sample_manifest["vmlinux"]
+    report = tmp_path / "report.json"
+    done = cli("mine", vmcore, "--vmlinux", vmlinux, "--cache", "kmalloc-32", "--sample", "0.3",
+               "--format", "json", "--quiet", "-o", str(report))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for sides in ((str(report), vmcore), (vmcore, str(report))):
+        refused = cli("diff", *sides, "--vmlinux", vmlinux, "--quiet")
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.count("\n") == 1 and "sampled report" in refused.stderr
+
+
+def test_a_partial_report_is_refused(sample_manifest: dict[str, Any], tmp_path: Path) -> None:
+    """A report whose walk was cut short cannot say what is gone: one line, exit 10."""
+    vmcore, vmlinux = _seed_kdump(sample_manifest), sample_manifest["vmlinux"]
+    report = tmp_path / "report.json"
+    done = cli("mine", vmcore, "--vmlinux", vmlinux, "--cache", "kmalloc-64",
+               "--format", "json", "--quiet", "-o", str(report))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(report.read_text())
+    doc["partial"] = True  # as an interrupted mine writes it
+    doc["progress"] = {"slabs_walked": 3, "slabs_found": doc["cache"]["slabs"]}
+    report.write_text(json.dumps(doc))
+    refused = cli("diff", str(report), vmcore, "--vmlinux", vmlinux, "--quiet")
+    assert refused.returncode == 10, refused.stderr
+    assert refused.stderr.count("\n") == 1 and "partial report" in refused.stderr

@@ -181,3 +181,30 @@ def test_diff_html_of_the_pair(pair_manifest: dict[str, Any], tmp_path: Path) ->
     templates = "".join(page.texts.get("template", []))
     assert "t.point.<NUM>" in templates and "sbin/*agt/" in templates
     assert "<mark>" in result["dom"]
+
+
+def test_string_less_leak_on_the_page_in_chromium(
+    sample_manifest: dict[str, Any], tmp_path: Path
+) -> None:
+    """
+    kmalloc-96's leak holds no text: the page a person opens names it (the
+    LEADING line, before the facts) and its target, agent_table, as the table does.
+    """
+    entry = next(d for d in sample_manifest["dumps"] if d["format"] == "kdump")
+    out = tmp_path / "report.html"
+    done = cli("mine", entry["path"], "--vmlinux", sample_manifest["vmlinux"], "--cache",
+               "kmalloc-96", "--format", "html", "--quiet", "-o", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    table = cli("mine", entry["path"], "--vmlinux", sample_manifest["vmlinux"], "--cache",
+                "kmalloc-96", "--quiet").stdout  # fmt: skip
+    result = load_in_chromium(out, tmp_path, tmp_path / "kmalloc-96.png")
+    page = check_page(result)
+    shown = " ".join(" ".join(texts) for texts in page.texts.values())
+    points = "".join("".join(t) for cls, t in page.texts.items() if "points-to" in cls.split())
+    assert "leaky_agent:agent_table" in points
+    if "LEADING:" in table:
+        leading = "".join(page.texts.get("note leading", []))
+        assert "LEADING: string-less shape group S1, 3000 objects" in leading
+        assert "&leaky_agent:agent_table" in leading and "leaky_agent:agent_table" in shown
+        # The chart leads with it too.
+        assert "S1 string-less &amp;leaky_agent:agent_table" in result["dom"]

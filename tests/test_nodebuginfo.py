@@ -70,6 +70,7 @@ def _without_source(report: dict[str, Any], keep_time: bool = False) -> dict[str
     if not keep_time:
         out["dump"].pop("time", None)
         out["dump"].pop("time_source", None)
+        out["dump"].pop("time_utc", None)
     out["scan"].pop("seconds")
     return out
 

@@ -37,7 +37,8 @@ def test_every_field_is_written_under_its_own_name() -> None:
     dump = DumpFacts("/d", "6.1", "kdump", "ab", None, "btf+kallsyms")
     assert list(dump.to_json()) == names(DumpFacts)[:-1]  # no time when none was read
     timed = DumpFacts("/d", "6.1", "kdump", "ab", None, "vmlinux", DumpTime(1700000000, "header"))
-    assert list(timed.to_json()) == [*names(DumpFacts)[:-1], "time", "time_source"]
+    assert list(timed.to_json()) == [*names(DumpFacts)[:-1], "time", "time_source", "time_utc"]
+    assert timed.to_json()["time_utc"] == "2023-11-14T22:13:20Z"
     listed = [n for n in names(IncompleteDump) if n not in ("why", "listed")]
     assert list(INCOMPLETE.to_json()) == ["incomplete_dump", *listed, *names(ListReach)]
 

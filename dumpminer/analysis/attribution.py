@@ -39,9 +39,11 @@ from dumpminer.clustering.cluster import Cluster
 __all__ = [
     "MAX_WORDS",
     "SAMPLE_OBJECTS",
+    "SHOWN_OFFSETS",
     "TOP_CLUSTERS",
     "Attribution",
     "OffsetAttribution",
+    "OffsetCensus",
     "attribute_clusters",
     "attribute_objects",
     "attribute_rows",
@@ -76,12 +78,14 @@ class OffsetAttribution:
         """Whether the dominant class points at something."""
         return self.kind in POINTER_CLASSES
 
-    def describe(self) -> str:
+    def describe(self, sampled: int | None = None) -> str:
         """
-        ``+0x10 module data leaky_agent:agent_table (100%)``, or when the
-        class's targets vary, ``+0x28 kernel data (100%; .LC0+0x6f 2%)``.
+        ``+0x10 module data leaky_agent:agent_table (100% of 64 sampled)``, or
+        when the class's targets vary, ``+0x28 kernel data (100% of 64
+        sampled; .LC0+0x6f 2%)``. Shares are of the *sampled* objects read,
+        which the text says (without *sampled*, the bare percentage).
         """
-        share = f"{100 * self.share:.0f}%"
+        share = f"{100 * self.share:.0f}%" + ("" if sampled is None else f" of {sampled} sampled")
         if self.target is None:
             return f"+{self.offset:#x} {self.kind} ({share})"
         if self.target_share == self.share:
@@ -122,12 +126,91 @@ class Attribution:
         }
 
     def points_to_text(self) -> str:
-        """The ``points to`` line: its pointer offsets, described; empty if none."""
-        return ", ".join(o.describe() for o in self.points_to())
+        """
+        The ``points to`` line: its pointer offsets, described, each share
+        saying how many objects it is of; empty if none.
+        """
+        return ", ".join(o.describe(self.sampled) for o in self.points_to())
+
+    def points_to_line(self, census: OffsetCensus | None = None) -> str:
+        """
+        The ``points to`` line with only the offsets that tell this group's
+        struct apart from the others of *census* (:meth:`OffsetCensus.telling`),
+        and how many more there are; every pointer offset without a census.
+        """
+        if census is None:
+            return self.points_to_text()
+        shown, alike, more = census.telling(self)
+        line = ", ".join(o.describe(self.sampled) for o in shown)
+        rest = []
+        if alike:
+            rest.append(f"{alike} more the same in every group")
+        if more:
+            rest.append(f"{more} more")
+        if rest and line:
+            line += f" (+{'; '.join(rest)})"
+        elif rest:
+            line = f"{'; '.join(rest)} (pointer offsets)"
+        return line
 
     def at(self, offset: int) -> OffsetAttribution | None:
         """The attribution of the word at *offset*, if attributed."""
         return next((o for o in self.offsets if o.offset == offset), None)
+
+
+#: Most pointer offsets a ``points to`` line shows (the JSON keeps every word).
+SHOWN_OFFSETS = 6
+
+
+class OffsetCensus:
+    """
+    What the attributed groups of one report (clusters and shape groups)
+    hold at each offset, to tell which offsets set a group's struct apart:
+    in inode_cache every cluster is a struct inode with the same 21 pointer
+    words, and only ``i_fop`` (``+0x168``) says which file system's inode it
+    is. An offset whose class and target are the same in every group that
+    has a word there tells nothing; the rarest descriptions tell most.
+    """
+
+    def __init__(self, attributions: Iterable[Attribution]) -> None:
+        self.described: Counter[tuple[int, str, str | None]] = Counter()
+        self.groups_at: Counter[int] = Counter()
+        for attribution in attributions:
+            for o in attribution.offsets:
+                self.described[o.offset, o.kind, o.target] += 1
+                self.groups_at[o.offset] += 1
+
+    def alike(self, o: OffsetAttribution) -> bool:
+        """Whether every other group with a word at this offset holds the same there."""
+        present = self.groups_at[o.offset]
+        return present > 1 and self.described[o.offset, o.kind, o.target] == present
+
+    def telling(
+        self, attribution: Attribution, limit: int = SHOWN_OFFSETS
+    ) -> tuple[list[OffsetAttribution], int, int]:
+        """
+        The pointer offsets of *attribution* worth a line, at most *limit*, in
+        offset order: those that differ from another group's first (the
+        rarest description first), then named targets before unnamed ones;
+        and how many were left out because they are the same in every group,
+        and how many for want of room. With nothing telling (one group, or
+        every offset alike), the first named ones are shown.
+        """
+        pointers = attribution.points_to()
+        telling = [o for o in pointers if not self.alike(o)]
+        alike = [o for o in pointers if self.alike(o)]
+        if not telling:
+            telling, alike = alike, []
+        ranked = sorted(
+            telling,
+            key=lambda o: (
+                self.described[o.offset, o.kind, o.target],
+                o.target is None or o.kind == "self",
+                o.offset,
+            ),
+        )
+        shown = sorted(ranked[:limit], key=lambda o: o.offset)
+        return shown, len(alike), len(ranked) - len(shown)
 
 
 def attribute_rows(

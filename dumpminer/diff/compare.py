@@ -19,7 +19,7 @@ from typing import Any
 
 from drgn import FaultError
 
-from dumpminer.dump.dumptime import dump_time
+from dumpminer.dump.dumptime import dump_time, iso_utc
 from dumpminer.dump.open import Dump, open_dump
 from dumpminer.errors import IncompleteDumpError, InputFileError, UsageError, show_path
 from dumpminer.options import MineOptions
@@ -56,6 +56,7 @@ class Side:
             "dump": first.get("dump"),
             "time": self.time,
             "time_source": self.time_source,
+            "time_utc": iso_utc(self.time),
         }
 
 
@@ -92,6 +93,18 @@ class CacheDiff:
     new: dict[str, Any]
     clusters: list[Change]
     fragments: list[Change]
+    #: Why a side's lists do not hold every template (trimmed, sampled, folded):
+    #: one line each; empty when both sides hold everything.
+    limits: list[str] = field(default_factory=list)
+    #: Templates (and fragment texts) listed on one side only, where the other
+    #: side's list is not whole: not compared, since absence there is not zero.
+    not_compared: int = 0
+    not_compared_fragments: int = 0
+
+    @property
+    def compared(self) -> str:
+        """``"all"``, or ``"common"`` when only what both sides list is compared."""
+        return "common" if self.limits else "all"
 
 
 @dataclass
@@ -158,6 +171,12 @@ def read_report_file(path: str) -> Side:
             ) from e
         one.setdefault("fragments", [])
         one.setdefault("scan", {})
+        if one.get("partial"):
+            # Absence from a partial count is not a change (as for a vmcore side).
+            raise IncompleteDumpError(
+                f"{show_path(path)}: a partial report of {one['cache']['name']} "
+                "(the walk was cut short); diff needs every slab of both sides"
+            )
     if not reports:
         raise InputFileError(f"{path}: a dumpminer report list holding no report")
     return Side(path, "report", reports, dump.get("time"), dump.get("time_source"))
@@ -193,7 +212,20 @@ def mine_side(
 
 
 def check_comparable(old: Side, new: Side, cache: str) -> None:
-    """Refuse to compare reports mined with different settings: their counts differ."""
+    """
+    Refuse to compare reports mined with different settings, whose counts
+    differ, and sampled ones: a sample's templates are clustered from the
+    fragments it drew, so they are not the whole cache's templates, and its
+    counts are estimates; neither can say what grew.
+    """
+    for label, side in (("OLD", old), ("NEW", new)):
+        sample = side.reports[cache].get("sample")
+        if sample:
+            raise UsageError(
+                f"{cache}: {label} is a sampled report ({sample.get('slabs_sampled')} of "
+                f"{sample.get('slabs_total')} slabs): its templates and counts are a sample's; "
+                "mine it without --sample to diff it"
+            )
     a, b = old.reports[cache]["scan"], new.reports[cache]["scan"]
     for key, option in (
         ("min_length", "--min-length"),
@@ -248,12 +280,22 @@ def match(
     key: str,
     hours: float | None,
     noise_floor: int,
-) -> list[Change]:
-    """Every item of either side as a :class:`Change`, sorted by :func:`change_order`."""
+    whole: tuple[bool, bool] = (True, True),
+) -> tuple[list[Change], int]:
+    """
+    Every item of either side as a :class:`Change`, sorted by
+    :func:`change_order`, and the number of items left out: an item missing
+    from a side whose list is not *whole* (OLD's, NEW's) is not compared,
+    since a trimmed or sampled list does not say it holds zero.
+    """
     old_by, new_by = _index(old_items, key), _index(new_items, key)
     changes = []
+    skipped = 0
     for text in old_by.keys() | new_by.keys():
         a, b = old_by.get(text), new_by.get(text)
+        if (a is None and not whole[0]) or (b is None and not whole[1]):
+            skipped += 1
+            continue
         before = int(a["objects"]) if a else 0
         after = int(b["objects"]) if b else 0
         shown = b if b is not None and (a is None or after >= before) else a
@@ -274,7 +316,29 @@ def match(
             )
         )
     changes.sort(key=change_order)
-    return changes
+    return changes, skipped
+
+
+def list_limits(report: dict[str, Any], label: str) -> tuple[list[str], bool, bool]:
+    """
+    Why *report*'s lists may leave templates out (one line each, naming the
+    side *label*), and whether its cluster list and its fragment list hold
+    every template and text it counted.
+    """
+    totals = report.get("totals") or {}
+    scan = report.get("scan") or {}
+    why = []
+    clusters_whole = fragments_whole = True
+    held = totals.get("clusters")
+    if isinstance(held, int) and len(report["clusters"]) < held:
+        why.append(f"{label} lists {len(report['clusters'])} of its {held} clusters (--top)")
+        clusters_whole = False
+    held = totals.get("fragments")
+    if isinstance(held, int) and len(report["fragments"]) < held:
+        fragments_whole = False
+    if not scan.get("complete", True):
+        fragments_whole = False
+    return why, clusters_whole, fragments_whole
 
 
 def _cache_facts(report: dict[str, Any]) -> dict[str, Any]:
@@ -318,13 +382,33 @@ def diff_sides(old: Side, new: Side, noise_floor: int = DEFAULT_NOISE_FLOOR) -> 
                 f"{name}: a side folded or dropped rare fragments (--max-fragments): "
                 "fragment changes are incomplete, cluster changes are not"
             )
+        old_why, old_clusters, old_fragments = list_limits(a, "OLD")
+        new_why, new_clusters, new_fragments = list_limits(b, "NEW")
+        clusters, skipped = match(
+            a["clusters"], b["clusters"], "template", hours, noise_floor,
+            (old_clusters, new_clusters),
+        )  # fmt: skip
+        fragments, skipped_fragments = match(
+            a["fragments"], b["fragments"], "text", hours, noise_floor,
+            (old_fragments, new_fragments),
+        )  # fmt: skip
+        limits = old_why + new_why
+        if limits:
+            result.notes.append(
+                f"{name}: only templates listed on both sides are compared ({'; '.join(limits)}); "
+                f"{skipped} listed on one side only are left out: absence from an incomplete "
+                "list is not zero"
+            )
         result.caches.append(
             CacheDiff(
                 cache=name,
                 old=_cache_facts(a),
                 new=_cache_facts(b),
-                clusters=match(a["clusters"], b["clusters"], "template", hours, noise_floor),
-                fragments=match(a["fragments"], b["fragments"], "text", hours, noise_floor),
+                clusters=clusters,
+                fragments=fragments,
+                limits=limits,
+                not_compared=skipped,
+                not_compared_fragments=skipped_fragments,
             )
         )
     return result
@@ -360,6 +444,17 @@ def diff_paths(
         names = list(next(iter(reports.values())).reports)
     else:
         names = []
+    notes = []
+    mined_like = _report_masking(list(reports.values()))
+    if mined_like is not None and mined_like != options.mask_pointers and len(reports) == 1:
+        # A vmcore compared with a report is mined as the report was: pointer
+        # bytes kept or blanked alike, or they would show as changes.
+        options = replace(options, mask_pointers=mined_like)
+        notes.append(
+            "the vmcore side was mined with kernel pointers "
+            + ("blanked" if mined_like else "kept")
+            + ", as the report side was"
+        )
     sides: list[Side] = []
     for path, lib in ((new_path, vmlinux[1]), (old_path, vmlinux[0])):
         if path in reports:
@@ -371,9 +466,23 @@ def diff_paths(
         sides.append(mine_side(dump, names, options))
     new, old = sides
     diff = diff_sides(old, new, noise_floor)
+    diff.notes[:0] = notes
     if examples:
         diff.example_bytes = read_example_bytes(diff)
     return diff
+
+
+def _report_masking(sides: list[Side]) -> bool | None:
+    """
+    Whether the report sides' caches were all mined with kernel pointers
+    blanked (True) or all kept (False); None without a report side, or mixed.
+    """
+    seen = {
+        bool(doc.get("scan", {}).get("pointers_masked"))
+        for side in sides
+        for doc in side.reports.values()
+    }
+    return seen.pop() if len(seen) == 1 else None
 
 
 def read_example_bytes(diff: Diff, clusters: int = HTML_EXAMPLES) -> dict[tuple[str, str], bytes]:

@@ -45,6 +45,10 @@ def to_diff_dict(diff: Diff, top: int | None = None) -> dict[str, Any]:
                 "old": c.old,
                 "new": c.new,
                 "summary": _summary(c.clusters),
+                "compared": c.compared,
+                "limits": c.limits,
+                "not_compared": c.not_compared,
+                "not_compared_fragments": c.not_compared_fragments,
                 "clusters": [{"template": ch.key, **_change_json(ch)} for ch in c.clusters[:top]],
                 "fragments": [
                     {"text": ch.key, **_change_json(ch)}

@@ -66,9 +66,16 @@ def render_diff_csv(diff: Diff, top: int | None = None) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
         ["cache", "status", "template", "old_objects", "new_objects", "delta", "per_hour",
-         "typical_offset", "examples"]
+         "typical_offset", "examples", "compared", "note"]
     )  # fmt: skip
     for c in diff.caches:
+        if c.limits:
+            # The rows below compare only what both sides list: said in a row of its own,
+            # so that it is there even when no row follows.
+            writer.writerow(
+                [csv_cell(c.cache), "limited", "", "", "", "", "", "", "", c.compared,
+                 csv_cell("; ".join(c.limits))]
+            )  # fmt: skip
         for ch in shown_changes(c.clusters, top):
             writer.writerow(
                 [
@@ -81,6 +88,8 @@ def render_diff_csv(diff: Diff, top: int | None = None) -> str:
                     "" if ch.per_hour is None else ch.per_hour,
                     "" if ch.typical_offset is None else ch.typical_offset,
                     " ".join(ch.examples),
+                    c.compared,
+                    csv_cell("; ".join(c.limits)),
                 ]
             )
     return out.getvalue()

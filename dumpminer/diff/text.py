@@ -6,6 +6,7 @@ signed numbers, and the header lines.
 from __future__ import annotations
 
 from dumpminer.diff.compare import Change, Diff
+from dumpminer.dump.dumptime import shown_time
 from dumpminer.report.escape import terminal_escape
 
 
@@ -26,7 +27,11 @@ def header_lines(diff: Diff) -> list[str]:
     """Both sides and the time between them, one line each, escaped for a terminal."""
     lines = []
     for label, side in (("old", diff.old), ("new", diff.new)):
-        when = "no time" if side.time is None else f"time {side.time} ({side.time_source})"
+        when = (
+            "no time"
+            if side.time is None
+            else f"time {shown_time(side.time)}, from {side.time_source}"
+        )
         lines.append(f"{label} {side.path} ({side.kind}, {when})")
     if diff.hours is not None:
         lines.append(f"{diff.hours:.3f} hours apart; noise floor {diff.noise_floor} objects")

@@ -10,6 +10,7 @@ of the moment the CPUs stopped. Which one was used is always said.
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from drgn import FaultError, Object, Program, alignof, sizeof
@@ -68,7 +69,33 @@ def dump_time(info: DumpInfo | None, prog: Program | None) -> tuple[int | None, 
     return None, None
 
 
+def iso_utc(seconds: int | None) -> str | None:
+    """
+    Unix *seconds* as UTC in ISO 8601, ``2026-12-07T21:39:08Z``, for people
+    beside the number that programs read; None for None or a time that is
+    out of range.
+    """
+    if seconds is None:
+        return None
+    try:
+        when = datetime.datetime.fromtimestamp(int(seconds), datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def shown_time(seconds: int | None) -> str:
+    """``1796672912 (2026-12-07T21:48:32Z)``: the number and the date; ``-`` without one."""
+    if seconds is None:
+        return "-"
+    iso = iso_utc(seconds)
+    return f"{seconds}" + (f" ({iso})" if iso else "")
+
+
 def time_facts(info: DumpInfo | None, prog: Program | None) -> dict[str, Any]:
-    """``{"time": seconds, "time_source": ...}`` for a report's dump facts."""
+    """
+    ``{"time": seconds, "time_source": ..., "time_utc": ISO 8601}`` for
+    ``info``'s facts.
+    """
     seconds, source = dump_time(info, prog)
-    return {"time": seconds, "time_source": source}
+    return {"time": seconds, "time_source": source, "time_utc": iso_utc(seconds)}

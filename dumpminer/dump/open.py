@@ -44,6 +44,7 @@ from dumpminer.errors import (
     NotADumpError,
     UsageError,
     first_line,
+    show_path,
 )
 
 _PLATFORMS = {
@@ -153,7 +154,14 @@ def _program(path: str, info: DumpInfo) -> drgn.Program:
         prog.set_core_dump(path)
     except Exception as e:
         # libkdumpfile raises a bare Exception when the dump is cut before
-        # the kernel's page tables; any failure here means the same.
+        # the kernel's page tables; any failure here means the same. When
+        # the headers say the file is cut short, that is the reason to give
+        # (libkdumpfile says "Decompresion failed: unknown compression method").
+        if info.cut_short is not None:
+            raise NotADumpError(
+                f"{show_path(path)} is cut short: {info.cut_short}; drgn cannot open it "
+                "(the kernel's page tables are past the cut)"
+            ) from e
         raise NotADumpError(f"drgn cannot open {path}: {first_line(e)}") from e
     return prog
 

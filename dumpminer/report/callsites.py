@@ -62,13 +62,16 @@ def _site_json(site: CallSite, total: int) -> dict[str, Any]:
     }
 
 
-def cluster_call_sites_json(report: CallSiteReport | None, index: int) -> dict[str, Any] | None:
+def cluster_call_sites_json(
+    report: CallSiteReport | None, index: int, sampled: bool = False
+) -> dict[str, Any] | None:
     """A cluster's ``allocated_by`` in the JSON report; None without tracks."""
     if report is None or index >= len(report.clusters):
         return None
     entry = report.clusters[index]
     return {
         "objects": entry.objects,
+        "sampled": sampled,
         "distinct_sites": entry.distinct_sites,
         "sites": [
             {
@@ -82,13 +85,15 @@ def cluster_call_sites_json(report: CallSiteReport | None, index: int) -> dict[s
     }
 
 
-def allocated_by(report: CallSiteReport | None, index: int, objects: int | None = None) -> str:
+def allocated_by(
+    report: CallSiteReport | None, index: int, objects: int | None = None, sampled: bool = False
+) -> str:
     """
     A cluster's call sites in one line, ``leaky_agent:new_rule+0x2c 5000
     (100%)``, more sites after commas; empty without tracks. Shares are of
     the cluster's *objects* (as counted; default: those tracked), and the
     objects without a track (a glob over caches with and without tracks) are
-    said.
+    said. With *sampled* (--sample), counts are of the objects read and say so.
     """
     if report is None or index >= len(report.clusters):
         return ""
@@ -97,7 +102,10 @@ def allocated_by(report: CallSiteReport | None, index: int, objects: int | None 
     if not entry.sites:
         return "no tracked object"
     parts = [
-        f"{site.name} {site.objects} ({100 * site.objects / total:.0f}%)" if total else site.name
+        f"{site.name} {site.objects}{' sampled' if sampled else ''} "
+        f"({100 * site.objects / total:.0f}%)"
+        if total
+        else site.name
         for site in entry.sites
     ]
     more = entry.distinct_sites - len(entry.sites)
@@ -109,24 +117,36 @@ def allocated_by(report: CallSiteReport | None, index: int, objects: int | None 
     )
 
 
-def call_site_lines(report: CallSiteReport) -> list[str]:
-    """The table's call-site section: per cache, the top sites, then the top one's stack."""
+def site_details(site: CallSite) -> str:
+    """A call site's ages, rate, pids, CPUs: ``age 0.02-0.044 s; pid 1; cpu 0``."""
+    pids = ", ".join(f"{pid}" for pid, _ in site.pids[:3])
+    cpus = ", ".join(f"{cpu}" for cpu, _ in site.cpus[:3])
+    rate = "" if site.rate_per_hour is None else f", {site.rate_per_hour:.0f}/h"
+    return (
+        f"age {_seconds(site.age_min)}-{_seconds(site.age_max)} s{rate}; pid {pids}"
+        f"{' ...' if site.pids_seen > 3 else ''}; cpu {cpus}"
+        f"{' ...' if site.cpus_seen > 3 else ''}"
+    )
+
+
+def call_site_lines(report: CallSiteReport, sampled: bool = False) -> list[str]:
+    """
+    The table's call-site section: per cache, the top sites, then the top
+    one's stack. With *sampled* (--sample) the counts are of the objects
+    read, not scaled, and the header says so.
+    """
     hz = "HZ unknown" if report.hz is None else f"HZ {report.hz}"
-    lines = [f"allocation call sites (alloc tracks; {hz}, uptime {_seconds(report.uptime)} s):"]
+    note = "; SAMPLED: counts of the objects read, not scaled" if sampled else ""
+    lines = [
+        f"allocation call sites (alloc tracks; {hz}, uptime {_seconds(report.uptime)} s{note}):"
+    ]
     for entry in report.caches:
         lines.append(
-            f"  {entry.cache}: {entry.objects} objects tracked, {entry.distinct_sites} call sites"
+            f"  {entry.cache}: {entry.objects} {'sampled ' if sampled else ''}objects tracked, "
+            f"{entry.distinct_sites} call sites"
         )
         for site in entry.sites[:TABLE_SITES]:
-            pids = ", ".join(f"{pid}" for pid, _ in site.pids[:3])
-            cpus = ", ".join(f"{cpu}" for cpu, _ in site.cpus[:3])
-            rate = "" if site.rate_per_hour is None else f", {site.rate_per_hour:.0f}/h"
-            lines.append(
-                f"    {site.objects:>9}  {site.name}  age {_seconds(site.age_min)}-"
-                f"{_seconds(site.age_max)} s{rate}; pid {pids}"
-                f"{' ...' if site.pids_seen > 3 else ''}; cpu {cpus}"
-                f"{' ...' if site.cpus_seen > 3 else ''}"
-            )
+            lines.append(f"    {site.objects:>9}  {site.name}  {site_details(site)}")
         top = entry.sites[0] if entry.sites else None
         if top is not None and top.stacks:
             stack = top.stacks[0]

@@ -16,9 +16,19 @@ from typing import Any
 import jinja2
 
 from dumpminer.clustering.cluster import Cluster
+from dumpminer.dump.dumptime import iso_utc
+from dumpminer.report.callsites import shape_allocated_by
 from dumpminer.report.escape import terminal_escape
 from dumpminer.report.json import to_json_dict
-from dumpminer.report.model import HTML_EXAMPLES, HTML_OBJECT_BYTES, Report
+from dumpminer.report.model import HTML_EXAMPLES, HTML_OBJECT_BYTES, Report, leading_shape_group
+from dumpminer.report.text import (
+    cluster_allocated_by,
+    group_points_to,
+    leading_line,
+    points_to,
+    sampled_note,
+    site_lines,
+)
 
 #: Bars in a chart.
 CHART_BARS = 15
@@ -39,6 +49,8 @@ def environment() -> jinja2.Environment:
     )
     # Dump bytes: no control character reaches the page, whatever escaping follows.
     env.filters["shown"] = lambda value: terminal_escape(str(value))
+    # Dump times: ISO 8601 in UTC beside the Unix seconds.
+    env.filters["utc"] = lambda value: iso_utc(value) or "?"
     return env
 
 
@@ -122,8 +134,17 @@ def _cluster_dump(report: Report, cluster: Cluster) -> list[DumpLine] | None:
 def _report_context(report: Report, top: int | None) -> dict[str, Any]:
     doc = to_json_dict(report, top)
     clusters = report.clusters[:top]
+    leader = leading_shape_group(report)
+    bars = [(e["template"], int(e["objects"])) for e in doc["clusters"][:CHART_BARS]]
+    if leader is not None and top != 0:
+        # What leads the cache leads the chart too, named by its shape.
+        statics = [w for w in dict.fromkeys(leader.shape) if w.startswith("&")]
+        label = f"S1 string-less {' '.join(statics) or leader.shape_text()}"
+        bars = [(label, leader.objects), *bars]
+        bars = bars[:CHART_BARS]
     return {
         "doc": doc,
+        "leading": leading_line(report),
         "rows": [
             {
                 "rank": rank,
@@ -132,11 +153,35 @@ def _report_context(report: Report, top: int | None) -> dict[str, Any]:
                 "offsets": sorted(cluster.offsets.items(), key=lambda kv: (-kv[1], kv[0]))[:5],
                 "dump": _cluster_dump(report, cluster) if rank <= HTML_EXAMPLES else None,
                 "look": entry["look"],
+                "points_to": points_to(report, rank - 1),
+                "allocated_by": cluster_allocated_by(report, rank - 1),
             }
             for rank, (cluster, entry) in enumerate(zip(clusters, doc["clusters"], strict=True), 1)
         ],
-        "bars": chart([(e["template"], int(e["objects"])) for e in doc["clusters"][:CHART_BARS]]),
+        "shapes": _shape_rows(report, top),
+        "call_sites": site_lines(report),
+        "sampled_note": sampled_note(report),
+        "bars": chart(bars),
     }
+
+
+def _shape_rows(report: Report, top: int | None) -> list[dict[str, Any]]:
+    """The string-less shape groups as the page lists them."""
+    shapes = report.shapes
+    if shapes is None:
+        return []
+    return [
+        {
+            "rank": rank,
+            "objects": g.objects,
+            "share": f"{100 * report.share(g.objects):.2f}%",
+            "shape": g.shape_text(),
+            "examples": [f"{a:#x}" for a in g.examples],
+            "points_to": group_points_to(report, rank - 1),
+            "allocated_by": shape_allocated_by(g),
+        }
+        for rank, g in enumerate(shapes.groups[:top], 1)
+    ]
 
 
 def render_html(reports: list[Report], top: int | None = None) -> str:

@@ -13,10 +13,13 @@ from dumpminer.clustering.cluster import MEMBERS_SHOWN, Cluster, Slot
 from dumpminer.extract.fragments import Fragment
 from dumpminer.report.callsites import call_sites_json, cluster_call_sites_json
 from dumpminer.report.follow_up import look_commands
-from dumpminer.report.model import Report
+from dumpminer.report.model import Report, leading_shape_group
 from dumpminer.report.text import (
     attribution_of,
     fragment_text,
+    group_points_to,
+    leading_line,
+    points_to,
 )
 
 SCHEMA = "dumpminer.report/1"
@@ -72,8 +75,14 @@ def _cluster_json(
         else None,
     }
     attribution = attribution_of(report, rank)
-    entry["attribution"] = None if attribution is None else attribution.to_json()
-    entry["allocated_by"] = cluster_call_sites_json(report.call_sites, rank)
+    entry["attribution"] = (
+        None
+        if attribution is None
+        else {**attribution.to_json(), "points_to": points_to(report, rank)}
+    )
+    entry["allocated_by"] = cluster_call_sites_json(
+        report.call_sites, rank, report.sample is not None
+    )
     return entry
 
 
@@ -107,10 +116,36 @@ def to_json_dict(report: Report, top: int | None = None) -> dict[str, Any]:
             "clusters": len(report.attribution),
             "sample_objects": SAMPLE_OBJECTS,
         },
-        "string_less": None if report.shapes is None else report.shapes.to_json(report.share),
+        "string_less": _string_less_json(report),
         "call_sites": None
         if report.call_sites is None
         else call_sites_json(report.call_sites, report.sample is not None),
+        "leading": _leading_json(report),
+    }
+
+
+def _string_less_json(report: Report) -> dict[str, Any] | None:
+    """The ``string_less`` object, each group's ``points to`` line beside its attribution."""
+    if report.shapes is None:
+        return None
+    doc = {**report.shapes.to_json(report.share), "sampled": report.sample is not None}
+    for index, group in enumerate(doc["groups"]):
+        group["attribution"]["points_to"] = group_points_to(report, index)
+    return doc
+
+
+def _leading_json(report: Report) -> dict[str, Any] | None:
+    """The ``leading`` object: the string-less group that outnumbers every cluster, or None."""
+    leader = leading_shape_group(report)
+    if leader is None:
+        return None
+    return {
+        "group": 0,
+        "objects": leader.objects,
+        "share": round(report.share(leader.objects), 6),
+        "largest_cluster_objects": report.clusters[0].objects if report.clusters else 0,
+        "shape_text": leader.shape_text(),
+        "line": leading_line(report),
     }
 
 

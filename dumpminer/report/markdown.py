@@ -5,14 +5,18 @@ table, every text from the dump escaped.
 
 from __future__ import annotations
 
-from dumpminer.report.callsites import allocated_by, call_site_lines
+from dumpminer.report.callsites import shape_allocated_by
 from dumpminer.report.escape import markdown_escape
 from dumpminer.report.model import Report
 from dumpminer.report.text import (
+    cluster_allocated_by,
+    group_points_to,
     header_lines,
     interval_text,
     points_to,
+    sampled_note,
     shown_template,
+    site_lines,
 )
 
 
@@ -42,7 +46,7 @@ def render_markdown(report: Report, top: int | None = None) -> str:
             f"{approx}{counts['in_context']} | {offset} | {examples} | "
             f"{markdown_escape(points_to(report, rank - 1))} |"
             + (
-                f" {markdown_escape(allocated_by(report.call_sites, rank - 1, c.objects))} |"
+                f" {markdown_escape(cluster_allocated_by(report, rank - 1))} |"
                 if report.call_sites is not None
                 else ""
             )
@@ -52,22 +56,28 @@ def render_markdown(report: Report, top: int | None = None) -> str:
         lines += [
             "",
             f"String-less objects: {shapes.stringless} of {shapes.objects} hold no text. "
-            "Largest shape groups:",
+            "Largest shape groups:" + sampled_note(report),
             "",
-            "| # | objects | share | shape | examples | points to |",
-            "|---|---:|---:|---|---|---|",
+            "| # | objects | share | shape | examples | points to |"
+            + (" allocated by |" if report.call_sites is not None else ""),
+            "|---|---:|---:|---|---|---|" + ("---|" if report.call_sites is not None else ""),
         ]
         for rank, g in enumerate(shapes.groups[:top], 1):
             examples = ", ".join(f"`{a:#x}`" for a in g.examples)
             lines.append(
                 f"| S{rank} | {g.objects} | {100 * report.share(g.objects):.2f}% | "
                 f"{markdown_escape(g.shape_text())} | {examples} | "
-                f"{markdown_escape(g.attribution.points_to_text())} |"
+                f"{markdown_escape(group_points_to(report, rank - 1))} |"
+                + (
+                    f" {markdown_escape(shape_allocated_by(g))} |"
+                    if report.call_sites is not None
+                    else ""
+                )
             )
     if report.call_sites is not None:
         # Symbol names come from the dump: escaped, never in a code fence.
         lines += [
             "",
-            *(markdown_escape(x.strip()) + "  " for x in call_site_lines(report.call_sites)),
+            *(markdown_escape(x.strip()) + "  " for x in site_lines(report)),
         ]
     return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ from dumpminer.analysis.attribution import Attribution
 from dumpminer.analysis.callsites import CallSiteReport
 from dumpminer.analysis.shapes import ShapeGroup, ShapeSummary
 from dumpminer.clustering.cluster import Cluster
+from dumpminer.dump.dumptime import iso_utc
 from dumpminer.extract.fragments import Fragment
 from dumpminer.slub.incomplete import IncompleteDump, ListReach
 from dumpminer.slub.sampling import SampledSlabs, interval
@@ -99,6 +100,7 @@ class DumpFacts:
         if self.taken is not None:
             doc["time"] = self.taken.seconds
             doc["time_source"] = self.taken.source
+            doc["time_utc"] = iso_utc(self.taken.seconds)
         return doc
 
 

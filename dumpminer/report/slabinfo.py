@@ -63,24 +63,30 @@ def render_slab_info(info: SlabInfo, fmt: str, top: int | None = None) -> str:
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([*columns, "memory", "aliases", "allocated_exact"])
+        # Columns are only ever added at the end: "allocated_exact" and "address" came
+        # with issue 22 and issue 21.
+        writer.writerow([*columns, "memory", "aliases", "allocated_exact", "address"])
         for r in rows:
-            cells = [r[c] for c in columns] + [r["memory"], " ".join(r["aliases"]),
-                                               r["allocated_exact"]]
+            cells = [r[c] for c in columns] + [
+                r["memory"], " ".join(r["aliases"]), r["allocated_exact"], r["address"]
+            ]
             writer.writerow([csv_cell(cell) for cell in cells])
         return out.getvalue()
     if fmt == "markdown":
-        lines = ["| " + " | ".join([*columns, "aliases"]) + " |", "|---" * (len(columns) + 1) + "|"]
+        head = ["cache", *columns, "aliases"]
+        lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
         for r in rows:
-            cells = [str(r[c]) for c in columns] + [" ".join(r["aliases"])]
+            cells = [r["address"], *(str(r[c]) for c in columns), " ".join(r["aliases"])]
             lines.append("| " + " | ".join(markdown_escape(c) for c in cells) + " |")
         lines += [markdown_escape(line) for line in _damage_lines(rows)]
         return "\n".join(lines) + "\n"
-    header = f"{'NAME':<24} {'OBJSIZE':>7} {'ALLOCATED':>10} {'TOTAL':>10} {'SLABS':>7} "
-    header += f"{'MEMORY':>10} {'SHARE':>6}  ALIASES"
+    # CACHE first, the struct kmem_cache address, as crash's kmem -s shows it.
+    header = f"{'CACHE':<18} {'NAME':<24} {'OBJSIZE':>7} {'ALLOCATED':>10} {'TOTAL':>10} "
+    header += f"{'SLABS':>7} {'MEMORY':>10} {'SHARE':>6}  ALIASES"
     lines = [header]
     for r in rows:
         lines.append(
+            f"{r['address'][2:]:<18} "
             f"{terminal_escape(r['name']):<24} {r['object_size']:>7} {r['allocated']:>10} "
             f"{r['total']:>10} {r['slabs']:>7} {r['memory_human']:>10} "
             f"{100 * r['share']:>5.1f}%  {terminal_escape(' '.join(r['aliases']))}"

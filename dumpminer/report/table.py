@@ -6,15 +6,19 @@ commands to look closer.
 
 from __future__ import annotations
 
-from dumpminer.report.callsites import allocated_by, call_site_lines, shape_allocated_by
+from dumpminer.report.callsites import shape_allocated_by
 from dumpminer.report.escape import terminal_escape
 from dumpminer.report.follow_up import follow_up_commands
 from dumpminer.report.model import Report, leading_shape_group
 from dumpminer.report.text import (
+    cluster_allocated_by,
+    group_points_to,
     header_lines,
     interval_text,
     points_to,
+    sampled_note,
     shown_template,
+    site_lines,
 )
 
 #: Rows in a terminal table when --top is not given.
@@ -61,12 +65,11 @@ def render_table(report: Report, top: int | None = None) -> str:
         if points:
             lines.append(f"{'':{widths[0] + 2}}points to: {terminal_escape(points)}")
         if index and report.call_sites is not None:
-            objects = shown[index - 1].objects
-            by = terminal_escape(allocated_by(report.call_sites, index - 1, objects))
+            by = terminal_escape(cluster_allocated_by(report, index - 1))
             lines.append(f"{'':{widths[0] + 2}}allocated by: {by}")
     lines += _shape_lines(report, top)
     if report.call_sites is not None:
-        lines += ["", *(terminal_escape(line) for line in call_site_lines(report.call_sites))]
+        lines += ["", *(terminal_escape(line) for line in site_lines(report))]
     first = next((c.examples[0] for c in shown if c.examples), None)
     leader = leading_shape_group(report)
     if leader is not None and leader.examples and top > 0:
@@ -91,14 +94,15 @@ def _shape_lines(report: Report, top: int) -> list[str]:
         "",
         f"string-less: {shapes.stringless} of {shapes.objects} objects hold no text "
         "(runs inside kernel pointers do not count); largest shape groups:"
-        + ("" if shapes.exact else f" (INEXACT: {shapes.dropped_objects} objects dropped)"),
+        + ("" if shapes.exact else f" (INEXACT: {shapes.dropped_objects} objects dropped)")
+        + sampled_note(report),
     ]
     for rank, g in enumerate(shapes.groups[:top], 1):
         lines.append(
             f"S{rank:<3} {g.objects:>8}  {100 * report.share(g.objects):6.2f}%  "
             f"{g.examples[0]:#x}  {terminal_escape(g.shape_text())}"
         )
-        points = g.attribution.points_to_text()
+        points = group_points_to(report, rank - 1)
         if points:
             lines.append(f"{'':5}points to: {terminal_escape(points)}")
         if g.allocated_by is not None:

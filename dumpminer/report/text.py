@@ -6,9 +6,10 @@ group) and the cells of a cluster's row.
 
 from __future__ import annotations
 
-from dumpminer.analysis.attribution import Attribution
+from dumpminer.analysis.attribution import Attribution, OffsetCensus
 from dumpminer.clustering.cluster import Cluster
 from dumpminer.extract.fragments import Fragment
+from dumpminer.report.callsites import allocated_by, call_site_lines
 from dumpminer.report.escape import terminal_escape
 from dumpminer.report.model import DumpFacts, Report, ScanFacts, leading_shape_group
 
@@ -23,10 +24,19 @@ def attribution_of(report: Report, rank: int) -> Attribution | None:
     return report.attribution[rank] if rank < len(report.attribution) else None
 
 
+def census(report: Report) -> OffsetCensus:
+    """What every attributed cluster and shape group of *report* holds per offset."""
+    groups = () if report.shapes is None else report.shapes.groups
+    return OffsetCensus([*report.attribution, *(g.attribution for g in groups)])
+
+
 def points_to(report: Report, rank: int) -> str:
-    """The ``points to`` text of the cluster at index *rank*; empty if not attributed."""
+    """
+    The ``points to`` text of the cluster at index *rank*: the offsets that
+    tell its struct apart (:class:`OffsetCensus`); empty if not attributed.
+    """
     attribution = attribution_of(report, rank)
-    return "" if attribution is None else attribution.points_to_text()
+    return "" if attribution is None else attribution.points_to_line(census(report))
 
 
 def dump_line(dump: DumpFacts) -> str:
@@ -66,15 +76,36 @@ def header_lines(report: Report) -> list[str]:
             f"PARTIAL: interrupted after {progress.interrupted.slabs_walked} of "
             f"{progress.interrupted.slabs_found} slabs"
         )
-    leader = leading_shape_group(report)
-    if leader is not None:
-        largest = report.clusters[0].objects if report.clusters else 0
-        lines.append(
-            f"LEADING: string-less shape group S1, {leader.objects} objects "
-            f"({100 * report.share(leader.objects):.2f}%), more than the largest string "
-            f"cluster ({largest}): {leader.shape_text()}"
-        )
+    leading = leading_line(report)
+    if leading is not None:
+        lines.append(leading)
     return [terminal_escape(line) for line in lines]
+
+
+def leading_line(report: Report) -> str | None:
+    """
+    The ``LEADING:`` line, unescaped, when a string-less shape group holds
+    more objects than the largest string cluster (:func:`leading_shape_group`):
+    every format names that group before its rows.
+    """
+    leader = leading_shape_group(report)
+    if leader is None:
+        return None
+    largest = report.clusters[0].objects if report.clusters else 0
+    sampled = " sampled" if report.sample is not None else ""
+    return (
+        f"LEADING: string-less shape group S1, {leader.objects}{sampled} objects "
+        f"({100 * report.share(leader.objects):.2f}%), more than the largest string "
+        f"cluster ({largest}): {leader.shape_text()}"
+    )
+
+
+def group_points_to(report: Report, index: int) -> str:
+    """The ``points to`` text of the shape group at index *index*; empty if none."""
+    shapes = report.shapes
+    if shapes is None or index >= len(shapes.groups):
+        return ""
+    return shapes.groups[index].attribution.points_to_line(census(report))
 
 
 def pointer_lines(scan: ScanFacts) -> list[str]:
@@ -115,3 +146,26 @@ def interval_text(report: Report, item: Fragment | Cluster) -> str:
     """The 95% interval of a sampled count, as ``LOW-HIGH``; empty when exact."""
     bounds = report.counts(item).get("objects_ci95")
     return "" if bounds is None else f"{bounds[0]}-{bounds[1]}"
+
+
+def sampled_note(report: Report) -> str:
+    """
+    What shape-group counts are with --sample: of the objects read, not
+    scaled (string-less objects carry no fragment to scale); empty when exact.
+    """
+    if report.sample is None:
+        return ""
+    return f" SAMPLED: counts of the {report.sample.objects_sampled} objects read, not scaled."
+
+
+def cluster_allocated_by(report: Report, index: int) -> str:
+    """The ``allocated by`` text of the cluster at *index*, sampled counts said so."""
+    objects = report.clusters[index].objects if index < len(report.clusters) else None
+    return allocated_by(report.call_sites, index, objects, report.sample is not None)
+
+
+def site_lines(report: Report) -> list[str]:
+    """The call-site section's lines (none without alloc tracks), sampled counts said so."""
+    if report.call_sites is None:
+        return []
+    return call_site_lines(report.call_sites, report.sample is not None)

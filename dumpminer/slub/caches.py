@@ -95,6 +95,27 @@ def slab_caches_reached(prog: Program) -> list[Object]:
     return forward + backward[::-1]
 
 
+#: A kmalloc cache's size at the end of its name: ``kmalloc-1024``, ``kmalloc-cg-1k``.
+_KMALLOC_SIZE = re.compile(r"(.*kmalloc-(?:[a-z0-9]+-)*?)(\d+)(k?)")
+
+
+def kmalloc_spellings(name: str) -> list[str]:
+    """
+    *name* and its other spelling of a kmalloc size: the kernel names the
+    caches of whole KiB ``kmalloc-1k``, ``kmalloc-2k``, ... where crash's
+    ``size-1024`` (and older kernels) say ``kmalloc-1024``; both are meant.
+    """
+    match = _KMALLOC_SIZE.fullmatch(name)
+    if not match:
+        return [name]
+    prefix, number, kib = match.group(1), int(match.group(2)), match.group(3)
+    if kib:
+        return [name, f"{prefix}{number * 1024}"]
+    if number >= 1024 and number % 1024 == 0:
+        return [name, f"{prefix}{number // 1024}k"]
+    return [name]
+
+
 def resolve_caches(prog: Program, name: str) -> list[Object]:
     """
     Find the caches *name* means: an exact name, an old ``size-N`` name, a
@@ -104,14 +125,17 @@ def resolve_caches(prog: Program, name: str) -> list[Object]:
     """
     caches = readable_caches(prog)
     wanted = modern_name(name)
-    if wanted in caches:
-        return [caches[wanted]]
+    spellings = kmalloc_spellings(wanted)
+    for spelling in spellings:
+        if spelling in caches:
+            return [caches[spelling]]
     try:
         aliases = get_slab_cache_aliases(prog)
     except (LookupError, ValueError, FaultError):  # CONFIG_SLUB, CONFIG_SYSFS; a cut dump
         aliases = {}
-    if wanted in aliases and aliases[wanted] in caches:
-        return [caches[aliases[wanted]]]
+    for spelling in spellings:
+        if spelling in aliases and aliases[spelling] in caches:
+            return [caches[aliases[spelling]]]
     if any(c in wanted for c in "*?["):
         matched = sorted(n for n in caches if fnmatch.fnmatchcase(n, wanted))
         if matched:

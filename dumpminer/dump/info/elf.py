@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from dumpminer.dump.info.facts import Result, dump_facts, not_a_dump
+from dumpminer.dump.info.facts import Result, cut_short_why, dump_facts, not_a_dump
 from dumpminer.dump.info.notes import find_vmcoreinfo_in_notes
 from dumpminer.dump.info.sources import FileSource
 from dumpminer.errors import NotADumpError
@@ -86,6 +86,7 @@ def read_elf(path: str, f: BinaryIO, size: int, truncated_data_ok: bool = False)
     vmcoreinfo_raw: bytes | None = None
     loads: list[tuple[int, int]] = []
     filtered = False
+    data_end = 0
     for ptype, off, paddr, filesz, memsz in phdrs:
         ptype_num = _PT_NOTE if ptype == "PT_NOTE" else _PT_LOAD if ptype == "PT_LOAD" else ptype
         if off + filesz > size and not (truncated_data_ok and ptype_num == _PT_LOAD):
@@ -94,6 +95,8 @@ def read_elf(path: str, f: BinaryIO, size: int, truncated_data_ok: bool = False)
                 f"segment at file offset {off} of {filesz} bytes ends past the end "
                 f"of the {size}-byte file (truncated copy?)",
             )
+        if ptype_num == _PT_LOAD:
+            data_end = max(data_end, off + filesz)
         if ptype_num == _PT_NOTE and vmcoreinfo_raw is None:
             vmcoreinfo_raw = find_vmcoreinfo_in_notes(src.read, off, filesz, not little)
         elif ptype_num == _PT_LOAD:
@@ -113,6 +116,7 @@ def read_elf(path: str, f: BinaryIO, size: int, truncated_data_ok: bool = False)
         phys_mem_bytes=phys,
         filtered=filtered,
         dump_level=None,
+        cut_short=cut_short_why(data_end, size, "memory"),
     )
 
 

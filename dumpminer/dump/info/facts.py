@@ -52,6 +52,9 @@ class DumpInfo:
     :ivar dump_level: makedumpfile dump level from the kdump sub-header,
         ``None`` when the format does not record it.
     :ivar vmcoreinfo: Every ``KEY=VALUE`` line of VMCOREINFO.
+    :ivar cut_short: Why the file is shorter than its headers say (a copy
+        cut short: its memory or page data ends past the end of the file),
+        or ``None`` for a whole file (or one whose end is not checked).
     """
 
     path: str
@@ -66,6 +69,7 @@ class DumpInfo:
     filtered: bool
     dump_level: int | None
     vmcoreinfo: dict[str, str] = field(default_factory=dict)
+    cut_short: str | None = None
 
 
 #: What a format reader returns: the facts and VMCOREINFO's raw bytes.
@@ -89,6 +93,7 @@ def dump_facts(
     phys_mem_bytes: int | None,
     filtered: bool,
     dump_level: int | None,
+    cut_short: str | None = None,
 ) -> Result:
     """
     Combine a format reader's findings into a :class:`DumpInfo`.
@@ -117,6 +122,7 @@ def dump_facts(
         filtered=filtered,
         dump_level=dump_level,
         vmcoreinfo=vmcoreinfo,
+        cut_short=cut_short,
     )
     return info, vmcoreinfo_raw
 
@@ -159,5 +165,21 @@ def dump_info_dict(info: DumpInfo) -> dict[str, object]:
         "phys_mem_bytes": info.phys_mem_bytes,
         "filtered": info.filtered,
         "dump_level": info.dump_level,
+        "cut_short": info.cut_short,
         "vmcoreinfo": dict(info.vmcoreinfo),
     }
+
+
+def cut_short_why(end: int, file_size: int, what: str) -> str | None:
+    """
+    The one-line reason a dump whose *what* (its memory, its page data)
+    runs to byte *end* is cut short in a *file_size*-byte file; None when
+    it fits.
+    """
+    if end <= file_size:
+        return None
+    share = 100 * file_size / end
+    return (
+        f"its {what} runs to byte {end} but the file has {file_size} bytes "
+        f"({share:.0f}%: a copy cut short)"
+    )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import struct
 
-from dumpminer.dump.info.facts import Result, dump_facts, not_a_dump
+from dumpminer.dump.info.facts import Result, cut_short_why, dump_facts, not_a_dump
 from dumpminer.dump.info.notes import (
     MAX_NOTE_SEGMENT_BYTES,
     MAX_VMCOREINFO_BYTES,
@@ -140,8 +140,12 @@ def read_kdump(path: str, src: Source, fmt: str, file_size: int) -> Result:
         )
     compared = _compare_bitmaps(src, bitmap_at, half, max_mapnr)
     page_size = block_size
+    cut_short = None
     if compared is not None:
-        differ, present_pages = compared
+        differ, present_pages, written_pages = compared
+        if isinstance(src, FileSource):
+            descriptors = bitmap_at + 2 * half
+            cut_short = _page_data_cut_short(src, order, descriptors, written_pages, file_size)
         filtered = differ
         phys: int | None = present_pages * page_size
     else:
@@ -158,7 +162,36 @@ def read_kdump(path: str, src: Source, fmt: str, file_size: int) -> Result:
         phys_mem_bytes=phys,
         filtered=filtered,
         dump_level=dump_level,
+        cut_short=cut_short,
     )
+
+
+#: ``struct page_desc``: offset, size, flags, page_flags (makedumpfile's diskdump_mod.h).
+_PAGE_DESC = "qIIQ"
+#: Page descriptors read from the end of the table to find where the page data ends.
+_TAIL_DESCRIPTORS = 4096
+
+
+def _page_data_cut_short(
+    src: FileSource, order: str, at: int, written: int, file_size: int
+) -> str | None:
+    """
+    Why the file is cut short, from its page descriptors (one per page
+    written, after the bitmaps): the table itself, or the data of its last
+    pages, running past the end of the file; None when they fit. Pages are
+    written in PFN order, so the last descriptors point at the end of the
+    data (all but a shared zero page, which is written first).
+    """
+    size = struct.calcsize(order + _PAGE_DESC)
+    table_end = at + written * size
+    if table_end > file_size:
+        return cut_short_why(table_end, file_size, "page descriptor table")
+    count = min(written, _TAIL_DESCRIPTORS)
+    raw = src.read(table_end - count * size, count * size)
+    end = 0
+    for offset, length, _flags, _page_flags in struct.iter_unpack(order + _PAGE_DESC, raw):
+        end = max(end, offset + length)
+    return cut_short_why(end, file_size, "page data")
 
 
 def _kdump_byte_order(raw: bytes) -> str | None:
@@ -197,19 +230,22 @@ def _kdump_vmcoreinfo(
     return None
 
 
-def _compare_bitmaps(src: Source, at: int, half: int, max_mapnr: int) -> tuple[bool, int] | None:
+def _compare_bitmaps(
+    src: Source, at: int, half: int, max_mapnr: int
+) -> tuple[bool, int, int] | None:
     """
     Compare the two kdump page bitmaps.
 
-    Return (whether they differ, pages present in bitmap 1), or ``None`` when
-    they cannot be read within the limits.  Bitmap 1 marks pages that exist,
-    bitmap 2 the pages written; they differ exactly when pages were filtered.
+    Return (whether they differ, pages present in bitmap 1, pages written in
+    bitmap 2), or ``None`` when they cannot be read within the limits.
+    Bitmap 1 marks pages that exist, bitmap 2 the pages written; they differ
+    exactly when pages were filtered.
     """
     if half <= 0 or half > MAX_BITMAP_BYTES:
         return None
     nbytes = min(half, (max_mapnr + 7) // 8) if max_mapnr else half
     differ = False
-    present = 0
+    present = written = 0
     chunk = 1 << 20 if isinstance(src, FileSource) else half
     for start in range(0, nbytes, chunk):
         n = min(chunk, nbytes - start)
@@ -223,6 +259,7 @@ def _compare_bitmaps(src: Source, at: int, half: int, max_mapnr: int) -> tuple[b
         b2 = b2.ljust(n, b"\0")
         differ = differ or b1 != b2
         present += int.from_bytes(b1, "little").bit_count()
+        written += int.from_bytes(b2, "little").bit_count()
     if present == 0:
         return None  # no bitmap at all: fall back to the header's word
-    return differ, present
+    return differ, present, written
