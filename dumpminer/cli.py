@@ -677,7 +677,7 @@ def run_fleet(args: argparse.Namespace) -> int:
         after=after,
         min_length=args.min_length,
         max_fragments=args.max_fragments,
-        mask_pointers=args.mask_pointers,
+        mask_pointers=args.mask_pointers is not False,
         call_sites=args.call_sites,
         attribution=args.attribution,
         vmlinux=None if args.vmlinux is None else os.path.abspath(args.vmlinux),

@@ -30,7 +30,7 @@ class MineSettings:
     min_length: int = DEFAULT_MIN_LENGTH
     max_fragments: int | None = DEFAULT_MAX_FRAGMENTS
     #: As ``mine``'s: True blanks, False keeps, None lets the probe decide.
-    mask_pointers: bool | None = None
+    mask_pointers: bool = True
     call_sites: bool = True
     attribution: bool = True
     #: Where debuginfo is found, as ``mine`` finds it (docs/debuginfo.md).
