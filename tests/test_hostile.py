@@ -621,7 +621,9 @@ def test_signal_mid_walk_writes_partial_report(
     report = json.loads(out.read_text())
     assert report["partial"] is True
     progress = report["progress"]
-    assert MIDWAY_SLABS <= progress["slabs_walked"] < progress["slabs_found"]
+    # The slab read last when the signal landed may be left uncounted: the
+    # walk checks for a signal between reading a slab and counting it.
+    assert MIDWAY_SLABS - 1 <= progress["slabs_walked"] < progress["slabs_found"]
     assert report["scan"]["slabs"] == progress["slabs_walked"]
     assert 0 < report["scan"]["objects_scanned"] < report["cache"]["allocated"]
     assert sorted(os.listdir(tmp_path)) == ["r.json", "walking"]
