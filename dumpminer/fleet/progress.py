@@ -8,13 +8,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dumpminer.fleet.model import FAILED, DumpEntry
-from dumpminer.fleet.run import Progress
+from dumpminer.fleet.run import FleetProgress
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
 
-class DumpBar(Progress):
+class DumpBar(FleetProgress):
     """A tqdm bar that counts dumps; reports reused count as done from the start."""
 
     def __init__(self) -> None:

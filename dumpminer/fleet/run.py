@@ -185,7 +185,7 @@ class _Pending:
     results: dict[int, CacheResult | TaskFailure | None] = field(default_factory=dict)
 
 
-class Progress:
+class FleetProgress:
     """What the caller is told as dumps finish (a progress bar, or nothing)."""
 
     def start(self, total: int, done: int) -> None:
@@ -374,7 +374,7 @@ def fleet(
     scheduler: str | None = None,
     force: bool = False,
     find: str | None = None,
-    progress: Progress | None = None,
+    progress: FleetProgress | None = None,
     on_dashboard: Callable[[str], None] | None = None,
 ) -> FleetReport:
     """
@@ -387,7 +387,7 @@ def fleet(
     """
     started = time.monotonic()
     settings = settings or MineSettings()
-    progress = progress or Progress()
+    progress = progress or FleetProgress()
     if out is not None:
         check_out_dir(out)
     dumps = find_dumps(list(paths))
