@@ -180,3 +180,14 @@ def test_an_upward_import_is_seen(tmp_path: Path) -> None:
     found = imports_of("dumpminer.slub.walk", source, known)
     assert found == {"dumpminer.report.model"}
     assert layer_of("dumpminer.report.model") > layer_of("dumpminer.slub.walk")
+
+
+def test_class_names_are_unique() -> None:
+    """One name, one concept: two classes of one name (there were two ListedSlabs) mislead."""
+    seen: dict[str, list[str]] = {}
+    for name, path in modules().items():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                seen.setdefault(node.name, []).append(name)
+    twice = {cls: where for cls, where in seen.items() if len(where) > 1}
+    assert not twice, twice

@@ -648,6 +648,65 @@ def test_dump_cut_short_gives_a_partial_report(
     assert "PARTIAL: the dump lacks" in table.stdout
 
 
+def test_diff_of_a_dump_cut_short_is_refused_as_mine_says(
+    sample_manifest: dict[str, Any], tmp_path: Path
+) -> None:
+    """
+    diff needs every slab of both sides: a side cut short (mine's exit 10) is refused
+    in one line with that exit code, not taken for an interrupted run (it said
+    "interrupted" and exited 130).
+    """
+    cut = tmp_path / "cut.vmcore"
+    _cut_kdump(sample_manifest, cut, 99)
+    whole = dump_of(sample_manifest, "kdump")["path"]
+    done = cli("diff", str(cut), whole, "--vmlinux", sample_manifest["vmlinux"],
+               "--cache", "kmalloc-32", "--quiet")  # fmt: skip
+    assert done.returncode == 10, done.stderr
+    assert done.stdout == "" and done.stderr.count("\n") == 1
+    assert "page array" in done.stderr and "diff needs every slab" in done.stderr
+
+
+_COUNTING_OPENS = """
+import sys
+import dumpminer.dump.open as opening
+import dumpminer.diff.compare as compare
+real = opening.open_dump
+opened = []
+def counting(path, *args, **kwargs):
+    opened.append(path)
+    return real(path, *args, **kwargs)
+compare.open_dump = counting
+import dumpminer.cli as cli
+code = cli.main(sys.argv[1:])
+print("OPENED", len(opened), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_diff_opens_each_dump_once(sample_manifest: dict[str, Any]) -> None:
+    """Without --cache, NEW's largest caches are read from the dump opened to mine it."""
+    vmcore = dump_of(sample_manifest, "kdump")["path"]
+    done = subprocess.run(
+        [sys.executable, "-c", _COUNTING_OPENS, "diff", vmcore, vmcore, "--vmlinux",
+         sample_manifest["vmlinux"], "--caches-top", "1", "--format", "json", "--quiet"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "OPENED 2" in done.stderr
+    assert len(json.loads(done.stdout)["caches"]) == 1
+
+
+def test_mine_help_names_no_default_for_flags() -> None:
+    """A flag's default (True for --no-attribution) would read as the flag being on."""
+    done = cli("mine", "--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "(default: True)" not in text and "(default: False)" not in text
+    assert (
+        "--max-fragments N distinct fragments kept exactly" in text and "(default: 1000000)" in text
+    )
+
+
 def _makedumpfile_d31(manifest: dict[str, Any], dst: Path) -> None:
     """``makedumpfile -c -d 31`` of the sample's ELF dump, as sample_dumps/build.py does it."""
     from sample_dumps.build import fix_qemu_elf_header
@@ -695,6 +754,24 @@ del slab._SlabCacheHelperSlub
 import dumpminer.cli as cli
 sys.exit(cli.main(sys.argv[1:]))
 """
+
+
+@pytest.mark.parametrize("method", ["_per_cpu_info", "_for_each_per_node", "_sheaves_full_objects"])
+def test_drgn_without_one_private_method(method: str) -> None:
+    """Every private method of drgn's helper that dumpminer calls is probed, not only one."""
+    from drgn.helpers.linux import slab as slab_helpers
+
+    from dumpminer.slub.allocator import _drgn_helper_factory
+
+    helper = slab_helpers._SlabCacheHelperSlub
+    saved = helper.__dict__[method]
+    delattr(helper, method)
+    try:
+        with pytest.raises(UnsupportedKernelError, match="slab internals"):
+            _drgn_helper_factory()
+    finally:
+        setattr(helper, method, saved)
+    assert _drgn_helper_factory() is helper
 
 
 def test_drgn_without_slab_internals(sample_manifest: dict[str, Any]) -> None:
