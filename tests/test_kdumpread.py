@@ -214,7 +214,7 @@ def test_other_machines_are_read_by_drgn(sample_manifest: dict[str, Any], tmp_pa
 def test_every_format_is_read_on_threads(sample_manifest: dict[str, Any], fmt: str) -> None:
     path = _dump(sample_manifest, fmt)
     reader = memory_reader(_oracle_prog(path, sample_manifest["vmlinux"]))
-    assert reader.kdump is not None and reader.parallel
+    assert reader.physical is not None and reader.parallel
 
 
 @pytest.mark.parametrize("fmt", ["kdump", "elf", "flattened"])
@@ -227,7 +227,7 @@ def test_page_array_through_the_page_tables(sample_manifest: dict[str, Any], fmt
         for lo in range(start, end, 1 << 16):
             hi = min(end, lo + (1 << 16))
             address, length = page0 + lo * size, (hi - lo) * size
-            ours = reader._read_kdump(kdump, address, length)
+            ours = reader._read_physical(kdump, address, length)
             assert ours is not None, f"page array at {address:#x} left to drgn"
             assert ours == prog.read(address, length)
             chunks += 1
@@ -392,4 +392,4 @@ def test_drgn_reads_when_asked(
     assert memory_reader(oracle.open_prog(path, sample_manifest["vmlinux"])).parallel
     monkeypatch.setenv("DUMPMINER_DRGN_READS", "1")
     reader = memory_reader(oracle.open_prog(path, sample_manifest["vmlinux"]))
-    assert reader.kdump is None and not reader.parallel
+    assert reader.physical is None and not reader.parallel

@@ -366,50 +366,53 @@ class MemoryReader:
     drgn. The physical reader's reads do not hold the GIL; drgn's do.
     """
 
-    def __init__(self, prog: Program, kdump: PhysicalReader | None) -> None:
+    def __init__(self, prog: Program, physical: PhysicalReader | None) -> None:
         from drgn.helpers.linux.mm import pfn_to_virt
 
         self.prog = prog
-        self.kdump = kdump
+        #: The reader of the dump file, or None when every read is drgn's.
+        self.physical = physical
         self.page_offset = pfn_to_virt(prog, 0).value_()
         # The direct map's part this reader can translate by subtraction.
-        self.direct_end = self.page_offset + (kdump.max_pfn * kdump.block_size if kdump else 0)
+        self.direct_end = self.page_offset + (
+            physical.max_pfn * physical.block_size if physical else 0
+        )
         self._pgd: Object | None = None
 
     @property
     def parallel(self) -> bool:
         """True when reads may run on threads: they release the GIL."""
-        return self.kdump is not None
+        return self.physical is not None
 
     def read(self, address: int, size: int) -> bytes:
         """
         *size* bytes at the kernel virtual *address*; raises drgn's
         :class:`~drgn.FaultError` when drgn cannot read them either.
         """
-        if self.kdump is not None and size > 0:
-            data = self._read_kdump(self.kdump, address, size)
+        if self.physical is not None and size > 0:
+            data = self._read_physical(self.physical, address, size)
             if data is not None:
                 return data
         data = self.prog.read(address, size)
         assert isinstance(data, bytes)
         return data
 
-    def _read_kdump(self, kdump: PhysicalReader, address: int, size: int) -> bytes | None:
+    def _read_physical(self, physical: PhysicalReader, address: int, size: int) -> bytes | None:
         """The bytes from the dump file, or None to ask drgn."""
         if self.page_offset <= address and address + size <= self.direct_end:
-            data = kdump.read(address - self.page_offset, size)
+            data = physical.read(address - self.page_offset, size)
             return data if isinstance(data, bytes) else None
         pieces = self._physical_pieces(address, size)
         if pieces is None:
             return None
         if len(pieces) == 1:
-            data = kdump.read(pieces[0][0], size)
+            data = physical.read(pieces[0][0], size)
             return data if isinstance(data, bytes) else None
         out = bytearray(size)
         view = memoryview(out)
         at = 0
         for phys, length in pieces:
-            if kdump.read(phys, length, view[at : at + length]) is not None:
+            if physical.read(phys, length, view[at : at + length]) is not None:
                 return None
             at += length
         return bytes(out)
@@ -429,7 +432,7 @@ class MemoryReader:
         except ImportError:
             return None
 
-        page = self.kdump.block_size if self.kdump else 4096
+        page = self.physical.block_size if self.physical else 4096
         if self._pgd is None:
             try:
                 self._pgd = self.prog["init_mm"].pgd
@@ -460,11 +463,11 @@ def memory_reader(prog: Program) -> MemoryReader:
     cached = prog.cache.get("dumpminer.memory_reader")
     if isinstance(cached, MemoryReader):
         return cached
-    kdump = None
+    physical = None
     path = _core_dump_path(prog)
     if path is not None and os.environ.get("DUMPMINER_DRGN_READS") != "1":
-        kdump = open_physical_reader(path)
-    reader = MemoryReader(prog, kdump)
+        physical = open_physical_reader(path)
+    reader = MemoryReader(prog, physical)
     prog.cache["dumpminer.memory_reader"] = reader
     return reader
 
