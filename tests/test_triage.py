@@ -659,10 +659,10 @@ def _oracle_prog(vmcore: str, vmlinux: str) -> drgn.Program:
     return oracle.open_prog(vmcore, vmlinux)
 
 
-def _cut_kdump(manifest: dict[str, Any], dst: Path, percent: int) -> None:
-    """A copy of the sample's kdump file cut at *percent* % of its size (pages in PFN order)."""
+def _cut_kdump(manifest: dict[str, Any], dst: Path, permille: int) -> None:
+    """A copy of the sample's kdump file cut at *permille* of its size (pages in PFN order)."""
     data = Path(dump_of(manifest, "kdump")["path"]).read_bytes()
-    dst.write_bytes(data[: len(data) * percent // 100])
+    dst.write_bytes(data[: len(data) * permille // 1000])
 
 
 @pytest.mark.parametrize("fmt", ["elf", "kdump"])
@@ -677,14 +677,23 @@ def test_dump_cut_short_gives_a_partial_report(
     with the share reached.
     """
     cut = tmp_path / "cut.vmcore"
-    if fmt == "elf":
-        _cut_elf(sample_manifest, cut, CUT_MIB)
-    else:
-        _cut_kdump(sample_manifest, cut, 98)
     vmlinux = sample_manifest["vmlinux"]
     out = tmp_path / "r.json"
-    done = cli("mine", str(cut), "--vmlinux", vmlinux, "--cache", "kmalloc-32",
-               "--format", "json", "--quiet", "-o", str(out))  # fmt: skip
+    # The kdump file holds pages compressed in PFN order: where its last percent falls
+    # (node 1's page array, the per-CPU areas, the kernel's page tables) moves with each
+    # boot's KASLR, so the cut is searched, from 99.5 % down, for the first partial report.
+    # A cut that loses nothing of the page array (exit 0) or too much (4: drgn cannot open
+    # it; 9: the caches are gone) is one of the documented outcomes.
+    for permille in (995, 990, 985, 980, 975, 970):
+        if fmt == "elf":
+            _cut_elf(sample_manifest, cut, CUT_MIB)
+        else:
+            _cut_kdump(sample_manifest, cut, permille)
+        done = cli("mine", str(cut), "--vmlinux", vmlinux, "--cache", "kmalloc-32",
+                   "--format", "json", "--quiet", "-o", str(out))  # fmt: skip
+        if fmt == "elf" or done.returncode == 10:
+            break
+        assert done.returncode in (0, 4, 9), done.stderr
     assert done.returncode == 10, done.stderr
     assert done.stderr == ""
     report = json.loads(out.read_text())
