@@ -322,7 +322,8 @@ def planted_placement(
     }
     for cpu in for_each_online_cpu(prog):
         this = per_cpu_ptr(cache.cpu_slab, cpu)
-        out["active"][cpu] = planted(this.slab) if this.slab else 0
+        active = cpu_active_slab(this)
+        out["active"][cpu] = planted(active) if active else 0
         out["freelist"][cpu] = int(bool(this.freelist))
         total, slab = 0, this.partial.read_()
         while slab:

@@ -409,7 +409,11 @@ def test_csv_through_the_cli(sample_manifest: dict[str, Any]) -> None:
     report.clusters[-1].template = b' say "hi" '
     text = dumpminer.render(report, "csv")
     edged = [r for r in _csv_rows(text) if r["template"] != r["template"].strip()]
-    assert [r["template"] for r in edged] == [' say "hi" ']
+    # Other clusters may have spaces at their ends too (5.10's kmalloc-32 has 'B  '):
+    # each comes back as it was, and the planted one is among them.
+    assert ' say "hi" ' in [r["template"] for r in edged]
+    assert all(bytes.fromhex(r["template_hex"]).decode("latin-1") == r["template"] for r in edged
+               if r["kind"] == "cluster" and not r["template"].startswith("'"))
     assert '" say ""hi"" "' in text
 
 

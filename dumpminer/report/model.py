@@ -135,10 +135,11 @@ class CacheFacts:
             "caches": list(self.caches),
             "object_size": self.object_size,
             "allocated": self.allocated,
-            "allocated_from": self.allocated_from,
-            "allocated_exact": self.allocated_exact,
             "total": self.total,
             "slabs": self.slabs,
+            # Added by issue 22, at the end as every added key is.
+            "allocated_from": self.allocated_from,
+            "allocated_exact": self.allocated_exact,
         }
 
 

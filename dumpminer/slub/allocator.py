@@ -40,7 +40,7 @@ from typing import Any
 from drgn import FaultError, Object, Program, sizeof
 from drgn.helpers import ValidationError
 
-from dumpminer.errors import UnsupportedKernelError
+from dumpminer.errors import KernelDataError, UnsupportedKernelError
 from dumpminer.slub.flags import slab_flag
 
 __all__ = [
@@ -617,8 +617,13 @@ def vmemmap(prog: Program) -> int:
     """
     try:
         return int(prog["vmemmap"].value_())
-    except FaultError:
+    except (FaultError, LookupError):
+        pass
+    try:
         return int(prog["vmemmap_base"].value_())
+    except (FaultError, LookupError) as e:
+        # A damaged VMCOREINFO can leave drgn without either: one line, exit 9.
+        raise KernelDataError(f"the page array's address is unreadable: {e}") from e
 
 
 def page_array_lost(prog: Program) -> bool:
