@@ -219,22 +219,29 @@ def test_truncated_copy_loses_exactly_the_cut_slabs(
     assert report["cache"] == {**clean["report"]["cache"], "allocated_from": "lists"}
 
 
-def test_elf_cut_at_60_percent_is_one_line_error(
+def test_elf_cut_at_60_percent_is_one_line_error_or_partial(
     sample_manifest: dict[str, Any], tmp_path: Path
 ) -> None:
     """
-    QEMU's guests keep the page array (and the slab caches' names) near the
-    top of memory, so a plain cut at 60 % leaves nothing to walk: exit 9.
+    Each NUMA node keeps its part of the page array (and memblock's allocations, the
+    slab caches' names among them) near the top of its memory. The samples' two nodes
+    split the guest in halves, so a plain cut at 60 % loses node 1's top: with the
+    caches' names there, nothing can be walked (exit 9, one line); with them in node 0,
+    the report covers node 0's slabs and says the rest is missing (exit 10).
     """
     src = _elf(sample_manifest)
     dst = tmp_path / "cut.vmcore"
     with open(src, "rb") as fin, open(dst, "wb") as fout:
         fout.write(fin.read(os.path.getsize(src) * 60 // 100))
     done = run_cli("mine", str(dst), "--vmlinux", sample_manifest["vmlinux"], "--cache", CACHE)
-    assert done.returncode == 9, done.stderr
-    assert_one_line(done.stderr)
-    assert "unreadable" in done.stderr
-    assert done.stdout == ""
+    assert done.returncode in (9, 10), done.stderr
+    if done.returncode == 9:
+        assert_one_line(done.stderr)
+        assert "unreadable" in done.stderr
+        assert done.stdout == ""
+    else:
+        assert done.stderr == ""
+        assert "PARTIAL: the dump lacks" in done.stdout and "page array" in done.stdout
 
 
 @pytest.mark.parametrize(("fraction", "codes"), [(0.0001, {4}), (0.3, {4}), (0.97, {9, 10})])
