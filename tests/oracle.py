@@ -332,8 +332,14 @@ def planted_placement(
         out["cpu_partial"][cpu] = total
     for node in for_each_online_node(prog):
         head = cache.node[node].partial.address_of_()
+        # The node lists link struct slab from 5.17, the slab's head struct page before.
+        try:
+            prog.type("struct slab")
+            kind = "struct slab"
+        except LookupError:
+            kind = "struct page"
         out["node_partial"][node] = sum(
-            planted(slab) for slab in list_for_each_entry("struct slab", head, "slab_list")
+            planted(slab) for slab in list_for_each_entry(kind, head, "slab_list")
         )
     return out
 
