@@ -518,8 +518,14 @@ def _page_ranges(prog: Program) -> list[tuple[int, int, int]]:
             (start, end, mem_map.value_())
             for start, end, mem_map in for_each_valid_page_range(prog)
         ]
-    except FaultError:
-        return [(0, prog["max_pfn"].value_(), vmemmap(prog))]
+    except (FaultError, LookupError):
+        # LookupError: a damaged VMCOREINFO can leave drgn without ``vmemmap``;
+        # vmemmap() then tries ``vmemmap_base``, or says in one line (exit 9).
+        try:
+            max_pfn = prog["max_pfn"].value_()
+        except (FaultError, LookupError) as e:
+            raise KernelDataError(f"the number of pages is unreadable: {e}") from e
+        return [(0, max_pfn, vmemmap(prog))]
 
 
 def _scan_page_chunk(
