@@ -103,7 +103,23 @@ def _pread_exactly(fd: int, size: int, offset: int) -> bytes:
     return data
 
 
-class KdumpReader:
+class _DumpFile:
+    """An open dump file, read by ``pread`` on one descriptor (shared by threads)."""
+
+    fd: int
+
+    def close(self) -> None:
+        """Close the file (a reader shared by threads: after they finish)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class KdumpReader(_DumpFile):
     """
     Physical memory of one kdump-compressed file, read with the GIL released.
     Threads may share one reader: reads are ``pread`` on one descriptor.
@@ -214,16 +230,6 @@ class KdumpReader:
             self.flat,
         )
 
-    def close(self) -> None:
-        """Close the file (a reader shared by threads: after they finish)."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
-
 
 def flat_records(fd: int) -> npt.NDArray[np.int64] | None:
     """
@@ -268,7 +274,7 @@ def _flat_read(fd: int, records: npt.NDArray[np.int64], offset: int, size: int) 
     return bytes(out)
 
 
-class ElfReader:
+class ElfReader(_DumpFile):
     """
     Physical memory of an ELF core (x86-64, little-endian), read with one
     ``pread`` per segment a read crosses, the GIL released. Bytes a segment
@@ -304,16 +310,6 @@ class ElfReader:
     def read(self, phys: int, size: int, out: object = None) -> bytes | int | None:
         """As :meth:`KdumpReader.read`."""
         return _kdump.read_elf(self.fd, self.block_size, self.segments, phys, size, out)
-
-    def close(self) -> None:
-        """Close the file (a reader shared by threads: after they finish)."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
 
 
 def elf_segments(fd: int) -> npt.NDArray[np.int64] | None:
