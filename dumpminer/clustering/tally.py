@@ -285,6 +285,28 @@ class FragmentTally:
         self.folded_fragments += other.folded_fragments
         self._bound()
 
+    def _cluster_of(
+        self, clusters: list[Cluster], who: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int64]:
+        """
+        The index in *clusters* of each row of *who* (a text id, or -1 - a
+        folded template's id), or -1 for a row no cluster holds.
+        """
+        of_text = np.full(len(self._texts), -1, np.int64)
+        # One more entry than templates: np.where reads both sides for every row.
+        of_template = np.full(len(self._template_ids) + 1, -1, np.int64)
+        for c, cluster in enumerate(clusters):
+            for member in cluster.members:
+                i = self._index.get(member.text)
+                if i is not None:
+                    of_text[i] = c
+            for key in cluster.folded:
+                of_template[self._template_ids[key]] = c
+        which: npt.NDArray[np.int64] = np.where(
+            who >= 0, of_text[np.maximum(who, 0)], of_template[np.maximum(-who - 1, 0)]
+        )
+        return which
+
     def cluster_spreads(self, clusters: list[Cluster]) -> list[Spread]:
         """
         Each cluster's per-slab sums over the slabs read: sum of (objects of
@@ -294,23 +316,10 @@ class FragmentTally:
         """
         if not self._spread:
             return [Spread(0.0, 0.0) for _ in clusters]
-        n = len(self._texts)
-        of_text = np.full(n, -1, np.int64)
-        # One more entry than templates: np.where reads both sides for every triple.
-        of_template = np.full(len(self._template_ids) + 1, -1, np.int64)
-        for c, cluster in enumerate(clusters):
-            for member in cluster.members:
-                i = self._index.get(member.text)
-                if i is not None:
-                    of_text[i] = c
-            for key in cluster.folded:
-                of_template[self._template_ids[key]] = c
         who = np.concatenate([piece[0] for piece in self._spread])
         slab = np.concatenate([piece[1] for piece in self._spread])
         objects = np.concatenate([piece[2] for piece in self._spread]).astype(np.float64)
-        which = np.where(
-            who >= 0, of_text[np.maximum(who, 0)], of_template[np.maximum(-who - 1, 0)]
-        )
+        which = self._cluster_of(clusters, who)
         known = which >= 0
         which, slab, objects = which[known], slab[known], objects[known]
         sizes = np.concatenate(self._slab_sizes).astype(np.float64)
@@ -335,20 +344,8 @@ class FragmentTally:
         out: list[dict[Hashable, int]] = [{} for _ in clusters]
         if not self._labels:
             return out
-        n = len(self._texts)
-        of_text = np.full(n, -1, np.int64)
-        of_template = np.full(len(self._template_ids) + 1, -1, np.int64)
-        for c, cluster in enumerate(clusters):
-            for member in cluster.members:
-                i = self._index.get(member.text)
-                if i is not None:
-                    of_text[i] = c
-            for key in cluster.folded:
-                of_template[self._template_ids[key]] = c
         who, label, objects = self._reduced_labels()
-        which = np.where(
-            who >= 0, of_text[np.maximum(who, 0)], of_template[np.maximum(-who - 1, 0)]
-        )
+        which = self._cluster_of(clusters, who)
         known = which >= 0
         width = len(self._label_ids)
         pairs, where = np.unique(which[known] * width + label[known], return_inverse=True)
