@@ -662,8 +662,12 @@ def run_fleet(args: argparse.Namespace) -> int:
     from dumpminer.fleet.progress import DumpBar
     from dumpminer.fleet.render import render_fleet
 
-    options = _mine_options(args)
-    before, after = options.before, options.after
+    options = replace(
+        _mine_options(args),
+        mask_pointers=args.mask_pointers is not False,
+        call_sites=args.call_sites,
+        attribution=args.attribution,
+    )
     if args.cache is None and args.caches_top < 1:
         raise UsageError("--caches-top must be at least 1")
     if args.vmlinux is not None and args.no_debuginfo:
@@ -673,13 +677,7 @@ def run_fleet(args: argparse.Namespace) -> int:
     settings = MineSettings(
         cache=args.cache,
         caches_top=args.caches_top,
-        before=before,
-        after=after,
-        min_length=args.min_length,
-        max_fragments=args.max_fragments,
-        mask_pointers=args.mask_pointers is not False,
-        call_sites=args.call_sites,
-        attribution=args.attribution,
+        options=options,
         vmlinux=None if args.vmlinux is None else os.path.abspath(args.vmlinux),
         debug_dirs=tuple(os.path.abspath(d) for d in args.debug_dir),
         use_vmlinux=not args.no_debuginfo,
