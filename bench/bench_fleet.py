@@ -17,7 +17,8 @@ section: the start-up (process start to the cluster's workers ready), the
 fleet overhead per dump, ((wall - start-up) x workers - the tasks' own wall
 time) / dumps, which counts scheduling, results sent back, reports written
 and the workers idle at the tail; and each worker's peak RSS against the
-largest peak of a separate ``mine`` of the dumps it mined.
+largest peak of a separate ``mine`` of the dumps it mined; and how many
+dumps had their caches mined on two workers (each opening the dump).
 """
 
 from __future__ import annotations
@@ -91,13 +92,16 @@ def run_fleet(dumps: list[str], cache: list[str], work: Path, round_: int) -> di
     doc = json.loads(report.read_text())
     peaks: dict[str, int] = defaultdict(int)
     worker_dumps: dict[str, list[str]] = defaultdict(list)
+    split = 0
     for entry in doc["dumps"]:
         fleet = json.loads(Path(entry["report"]).read_text())["fleet"]
+        split += len(fleet["workers"]) > 1
         for worker, peak in fleet["worker_peak_rss_kib"].items():
             peaks[worker] = max(peaks[worker], peak)
             worker_dumps[worker].append(entry["path"])
     return {"seconds": seconds, "cpu": cpu, "timing": doc["timing"], "peaks": peaks,
-            "worker_dumps": worker_dumps, "failed": doc["summary"]["failed"]}  # fmt: skip
+            "worker_dumps": worker_dumps, "failed": doc["summary"]["failed"],
+            "split": split}  # fmt: skip
 
 
 def main() -> None:
@@ -157,6 +161,8 @@ def main() -> None:
     print(f"start-up (process start to workers ready): median {statistics.median(startups):.2f} s")
     print(f"fleet overhead per dump: median {statistics.median(overheads):.3f} s "
           f"({', '.join(f'{o:.3f}' for o in overheads)})")  # fmt: skip
+    print(f"dumps whose caches ran on two workers (each opening the dump): "
+          f"{', '.join(str(f['split']) for f in fleets)} of {len(dumps)}")  # fmt: skip
     print("\n| worker | dumps | peak RSS | largest peak of a separate mine of its dumps |")
     print("|---|---:|---:|---:|")
     last = fleets[-1]

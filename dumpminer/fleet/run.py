@@ -255,27 +255,21 @@ def _has_dashboard() -> bool:
 
 
 def _submit(client: Client, identity: DumpIdentity, settings: MineSettings) -> _Pending:
-    """A dump's first task: its plan and first cache (the others follow :func:`_submit_rest`)."""
+    """
+    A dump's tasks, all at once: the first plans the dump and mines its first
+    cache; each further cache task takes the first's result as its input, so
+    that Dask runs it where the dump is already open, as soon as the first is
+    done, ahead of other dumps' first tasks (a higher priority), with no
+    round trip through this client. A further task the plan has no cache for
+    returns None.
+    """
     first = client.submit(mine_first, identity.path, identity.digest, settings, pure=False)
-    return _Pending(identity, [first])
-
-
-def _submit_rest(
-    client: Client, pending: _Pending, settings: MineSettings, plan: Plan
-) -> list[Future[Any]]:
-    """
-    The dump's further cache tasks, once its plan is known: on the worker
-    that has the dump open (elsewhere only if that worker is gone), before
-    other dumps' first tasks.
-    """
-    identity = pending.identity
     rest = [
-        client.submit(mine_cache, identity.path, identity.digest, settings, plan, i,
-                      workers=[plan.worker], allow_other_workers=True, priority=1, pure=False)
-        for i in range(1, len(plan.caches))
+        client.submit(mine_cache, identity.path, identity.digest, settings, first, i,
+                      priority=1, pure=False)
+        for i in range(1, settings.planned_caches())
     ]  # fmt: skip
-    pending.futures.extend(rest)
-    return rest
+    return _Pending(identity, [first, *rest])
 
 
 def _settle(pending: _Pending, settings: MineSettings, out: str | None) -> DumpEntry:
@@ -320,13 +314,13 @@ def _collect(
 
     owner: dict[Any, tuple[_Pending, int]] = {}
     for pending in pendings:
-        owner[pending.futures[0].key] = (pending, 0)
+        for i, future in enumerate(pending.futures):
+            owner[future.key] = (pending, i)
     entries: list[DumpEntry] = []
-    left = {id(p): 1 for p in pendings}
-    futures = [p.futures[0] for p in pendings]
-    queue = as_completed(futures)
+    left = {id(p): len(p.futures) for p in pendings}
+    futures = [f for p in pendings for f in p.futures]
     try:
-        for future in queue:
+        for future in as_completed(futures):
             pending, i = owner[future.key]
             try:
                 value: Any = future.result()
@@ -335,12 +329,6 @@ def _collect(
             future.release()
             if isinstance(value, FirstResult):
                 pending.plan, pending.results[0] = value.plan, value.result
-                if isinstance(value.plan, Plan) and isinstance(value.result, CacheResult):
-                    for j, more in enumerate(_submit_rest(client, pending, settings, value.plan)):
-                        owner[more.key] = (pending, j + 1)
-                        left[id(pending)] += 1
-                        futures.append(more)
-                        queue.add(more)
             elif i == 0:  # the first task failed in Dask: the dump has no plan
                 pending.plan = value
             else:

@@ -32,6 +32,10 @@ class MineSettings:
     use_vmlinux: bool = True
     debuginfod: bool | None = None
 
+    def planned_caches(self) -> int:
+        """How many caches of each dump are mined, at most (one task each)."""
+        return 1 if self.cache is not None else self.caches_top
+
     def mine_options(self) -> MineOptions:
         """
         :func:`dumpminer.mine`'s options for one cache of a fleet: every slab

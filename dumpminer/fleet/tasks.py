@@ -5,23 +5,25 @@ and cache.
 One task per dump and cache. The first, :func:`mine_first`, opens the dump,
 says which caches to mine (``--cache``, or the largest, as ``mine`` chooses
 them), its host name and time (:func:`plan_dump`), and mines the first cache;
-the others, :func:`mine_cache`, are sent once that plan is back and mine one
-cache each. Each
-runs :func:`dumpminer.mine` on its cache, unchanged, and returns the cache's
+the others, :func:`mine_cache`, take the first's result as their input (Dask
+runs them where it ran, once it is done) and mine one cache each. Each runs
+:func:`dumpminer.mine` on its cache, unchanged, and returns the cache's
 ``dumpminer.report/1`` JSON text and the few numbers the fleet report needs.
 A task never raises for a bad dump: it returns a :class:`TaskFailure` with
 the one-line error and exit code ``mine`` would have ended with, so that
 Dask neither retries it nor stops the others. (A worker that dies is another
 matter: the scheduler retries its tasks elsewhere, a bounded number of times.)
 
-The dump a worker opened stays open for the next tasks of the same dump (the
-client sends a dump's further cache tasks to the worker where its first ran,
-ahead of other dumps' first tasks), and is closed when the worker has moved on
-to two other dumps: a worker holds at most :data:`OPEN_DUMPS` drgn programs.
+A worker keeps one dump open, for the further caches of the dump it opened
+last (they run ahead of other dumps' first tasks). Opening another dump
+releases it first, and gives its heap back to the kernel
+(:func:`release_memory`), so that a worker's peak is that of one ``mine``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import json
 import logging
@@ -87,10 +89,21 @@ class CacheResult:
     peak_rss_kib: int = 0
 
 
-#: The dumps this worker process has open, the most recent last: ((path, digest), Dump).
+#: The dump this worker process has open: ((path, digest), Dump).
 _OPEN: dict[tuple[str, str], Dump] = {}
-#: How many: the dump whose further caches are coming, and the next dump's first.
-OPEN_DUMPS = 2
+#: How many: the one whose further caches are coming.
+OPEN_DUMPS = 1
+
+
+def release_memory() -> None:
+    """
+    Collect the released dump's cycles and hand the freed heap back to the
+    kernel (glibc's ``malloc_trim``), so that the next dump's peak does not
+    stand on the last one's.
+    """
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _opened(path: str, digest: str, settings: MineSettings) -> Dump:
@@ -98,8 +111,9 @@ def _opened(path: str, digest: str, settings: MineSettings) -> Dump:
     key = (path, digest)
     dump = _OPEN.pop(key, None)
     if dump is None:
-        while len(_OPEN) >= OPEN_DUMPS:
-            del _OPEN[next(iter(_OPEN))]  # the least recent dump's program is released
+        if _OPEN:
+            _OPEN.clear()  # the last dump's program is released
+            release_memory()
         logging.getLogger("drgn").setLevel(logging.ERROR)
         dump = open_dump(
             path,
