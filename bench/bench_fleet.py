@@ -2,7 +2,7 @@
 Benchmark: ``dumpminer fleet`` on the embedded local cluster against
 ``dumpminer mine`` run on each dump in turn, in fresh processes.
 
-    python3 bench/bench_fleet.py [--dumps 12] [--rounds 3] [--cache NAME]
+    python3 bench/bench_fleet.py [--dumps 12] [--rounds 3] [--cache NAME] [--baseline DIR]
 
 The fleet is the sample dumps in the shared cache (~/.cache/dumpminer): the
 seed sample of both series, then the pair samples, in their three formats,
@@ -19,6 +19,10 @@ time) / dumps, which counts scheduling, results sent back, reports written
 and the workers idle at the tail; and each worker's peak RSS against the
 largest peak of a separate ``mine`` of the dumps it mined; and how many
 dumps had their caches mined on two workers (each opening the dump).
+
+With ``--baseline DIR`` (another checkout, its extensions built in place, as
+for bench_compare.py), that tree's ``dumpminer fleet`` runs in every round
+too, and the two fleets are compared as a ratio of medians from the same run.
 """
 
 from __future__ import annotations
@@ -55,10 +59,10 @@ def fleet_dumps(count: int) -> list[str]:
     return found[:count]
 
 
-def timed(args: list[str]) -> tuple[float, int, float]:
+def timed(args: list[str], tree: Path = ROOT) -> tuple[float, int, float]:
     """Wall seconds, peak RSS (KiB) and CPU seconds (its children's included) of one process."""
     started = time.monotonic()
-    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(args, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.monotonic() - started
     if os.waitstatus_to_exitcode(status) not in (0, 14):
@@ -83,19 +87,22 @@ def run_sequential(
     return total, peaks, cpu
 
 
-def run_fleet(dumps: list[str], cache: list[str], work: Path, round_: int) -> dict[str, Any]:
-    """One fleet run, every dump mined: wall seconds and what its reports say."""
-    out, report = work / f"fleet-{round_}", work / f"fleet-{round_}.json"
+def run_fleet(
+    dumps: list[str], cache: list[str], work: Path, round_: int, tree: Path = ROOT
+) -> dict[str, Any]:
+    """One fleet run of *tree*, every dump mined: wall seconds and what its reports say."""
+    name = f"fleet-{round_}-{'this' if tree == ROOT else 'baseline'}"
+    out, report = work / name, work / f"{name}.json"
     seconds, _, cpu = timed([*DUMPMINER, "fleet", *dumps, "--debug-dir", str(KERNELS), *cache,
                         "--out", str(out), "--force", "--format", "json", "-o", str(report),
-                        "--quiet"])  # fmt: skip
+                        "--quiet"], tree)  # fmt: skip
     doc = json.loads(report.read_text())
     peaks: dict[str, int] = defaultdict(int)
     worker_dumps: dict[str, list[str]] = defaultdict(list)
     split = 0
     for entry in doc["dumps"]:
         fleet = json.loads(Path(entry["report"]).read_text())["fleet"]
-        split += len(fleet["workers"]) > 1
+        split += len(fleet.get("workers", ())) > 1
         for worker, peak in fleet["worker_peak_rss_kib"].items():
             peaks[worker] = max(peaks[worker], peak)
             worker_dumps[worker].append(entry["path"])
@@ -109,6 +116,7 @@ def main() -> None:
     parser.add_argument("--dumps", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cache", help="mine this cache (default: each dump's largest three)")
+    parser.add_argument("--baseline", type=Path, help="another checkout's fleet, in each round")
     args = parser.parse_args()
     dumps = fleet_dumps(args.dumps)
     cache = ["--cache", args.cache] if args.cache else []
@@ -116,17 +124,22 @@ def main() -> None:
     sequential: list[float] = []
     sequential_cpu: list[float] = []
     fleets: list[dict[str, Any]] = []
+    baselines: list[dict[str, Any]] = []
     mine_peaks: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         work = Path(tmp)
         for round_ in range(args.rounds):
             order = ["mine", "fleet"] if round_ % 2 == 0 else ["fleet", "mine"]
+            if args.baseline:
+                order.insert(1, "baseline")
             for name in order:
                 if name == "mine":
                     seconds, peaks, cpu_used = run_sequential(dumps, cache, work)
                     sequential.append(seconds)
                     sequential_cpu.append(cpu_used)
                     mine_peaks = {d: max(p, mine_peaks.get(d, 0)) for d, p in peaks.items()}
+                elif name == "baseline":
+                    baselines.append(run_fleet(dumps, cache, work, round_, args.baseline))
                 else:
                     fleets.append(run_fleet(dumps, cache, work, round_))
             print(f"round {round_ + 1}: mine in turn {sequential[-1]:.1f} s, "
@@ -154,6 +167,14 @@ def main() -> None:
         f"\nspeed-up: {seq / flt:.2f}x (rounds: "
         f"{', '.join(f'{s / f:.2f}' for s, f in zip(sequential, fleet_times, strict=True))})"
     )
+    if baselines:
+        base_times = [b["seconds"] for b in baselines]
+        base = statistics.median(base_times)
+        print(f"baseline fleet ({args.baseline}): median {base:.1f} s "
+              f"({', '.join(f'{t:.1f}' for t in base_times)}); "
+              f"this fleet is {base / flt:.2f}x the baseline's speed")  # fmt: skip
+        peaks = sorted(baselines[-1]["peaks"].values())
+        print("baseline worker peaks: " + ", ".join(f"{p / 1024:.0f} MiB" for p in peaks))
     fleet_cpu = statistics.median(f["cpu"] for f in fleets)
     print(f"CPU seconds (user + sys, every process): mine in turn "
           f"{statistics.median(sequential_cpu):.1f}, fleet {fleet_cpu:.1f}")  # fmt: skip
