@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from dumpminer.dump.info import DumpInfo, iter_elf_notes
@@ -183,31 +183,47 @@ def looks_like_vmlinux(path: str) -> bool:
     return e_type == 2  # ET_EXEC
 
 
-def _candidates(info: DumpInfo, debug_dirs: Sequence[str], root: str) -> list[str]:
+def _check_debug_dirs(debug_dirs: Sequence[str]) -> None:
+    """Refuse a ``--debug-dir`` that is neither a file nor a directory."""
+    for d in debug_dirs:
+        if not os.path.isfile(d) and not os.path.isdir(d):
+            raise InputFileError(f"cannot read debug directory {show_path(d)}: No such directory")
+
+
+def _candidates(info: DumpInfo, debug_dirs: Sequence[str], root: str) -> Iterator[str]:
+    """
+    Where the dump's vmlinux may be, most likely first, each once. Lazily:
+    a debug directory's subfolders are walked only when the names right in
+    it are not the vmlinux (a fleet finds its kernel there dump after dump).
+    """
     rel = info.osrelease
-    out: list[str] = []
+    seen: set[str] = set()
+
+    def each(paths: Iterable[str]) -> Iterator[str]:
+        for path in paths:
+            if path not in seen:
+                seen.add(path)
+                yield path
+
     for d in debug_dirs:
         if os.path.isfile(d):
-            out.append(d)  # a vmlinux named directly
+            yield from each([d])  # a vmlinux named directly
             continue
-        if not os.path.isdir(d):
-            raise InputFileError(f"cannot read debug directory {show_path(d)}: No such directory")
+        direct = [os.path.join(d, f"vmlinux-{rel}")] if rel else []
+        direct.append(os.path.join(d, "vmlinux"))
         if rel:
-            out.append(os.path.join(d, f"vmlinux-{rel}"))
-        out.append(os.path.join(d, "vmlinux"))
-        if rel:
-            out.extend(os.path.join(d, p.lstrip("/")) for p in standard_vmlinux_paths(rel))
+            direct.extend(os.path.join(d, p.lstrip("/")) for p in standard_vmlinux_paths(rel))
         if info.build_id:
-            out.append(os.path.join(d, _build_id_path(info.build_id)))
-            out.append(os.path.join(d, "usr/lib/debug", _build_id_path(info.build_id)))
+            direct.append(os.path.join(d, _build_id_path(info.build_id)))
+            direct.append(os.path.join(d, "usr/lib/debug", _build_id_path(info.build_id)))
+        yield from each(direct)
         names = {"vmlinux", *([f"vmlinux-{rel}"] if rel else [])}
-        out.extend(_search_subfolders(d, names, info.build_id))
-    out.extend(beside_dump(info))
+        yield from each(_search_subfolders(d, names, info.build_id))
+    yield from each(beside_dump(info))
     if rel:
-        out.extend(os.path.join(root, p.lstrip("/")) for p in standard_vmlinux_paths(rel))
+        yield from each(os.path.join(root, p.lstrip("/")) for p in standard_vmlinux_paths(rel))
     if info.build_id:
-        out.append(os.path.join(root, "usr/lib/debug", _build_id_path(info.build_id)))
-    return list(dict.fromkeys(out))
+        yield from each([os.path.join(root, "usr/lib/debug", _build_id_path(info.build_id))])
 
 
 def beside_dump(info: DumpInfo) -> list[str]:
@@ -259,6 +275,21 @@ def system_root() -> str:
     return os.environ.get("DUMPMINER_DEBUGINFO_ROOT") or "/"
 
 
+#: The vmlinux found for a build ID in these debug directories, and its file's
+#: stamp: a process that opens dump after dump of one kernel (a fleet worker)
+#: searches once, and searches again if that file changed.
+_FOUND: dict[tuple[str | None, tuple[str, ...], str], tuple[str, tuple[int, int, int] | None]] = {}
+
+
+def _file_stamp(path: str) -> tuple[int, int, int] | None:
+    """(inode, size, mtime) of the file at *path*, or None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def find_vmlinux(info: DumpInfo, debug_dirs: Sequence[str] = (), root: str | None = None) -> str:
     """
     Find a vmlinux with debug info that matches a dump.
@@ -279,6 +310,11 @@ def find_vmlinux(info: DumpInfo, debug_dirs: Sequence[str] = (), root: str | Non
     :raises DebugInfoError: if no candidate is acceptable.
     """
     root = system_root() if root is None else root
+    _check_debug_dirs(debug_dirs)
+    key = (info.build_id, tuple(debug_dirs), root)
+    remembered = _FOUND.get(key) if info.build_id else None
+    if remembered and remembered[1] is not None and _file_stamp(remembered[0]) == remembered[1]:
+        return remembered[0]
     mismatched: list[str] = []
     stripped: list[str] = []
     for path in _candidates(info, debug_dirs, root):
@@ -295,6 +331,8 @@ def find_vmlinux(info: DumpInfo, debug_dirs: Sequence[str] = (), root: str | Non
         if not has_debug:
             stripped.append(path)
             continue
+        if info.build_id:
+            _FOUND[key] = (path, _file_stamp(path))
         return path
     rel = info.osrelease or "an unknown release"
     what = f"no vmlinux with debug info for kernel {rel}"
