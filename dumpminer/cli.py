@@ -12,7 +12,6 @@ modules) is imported by that command, not at every start-up.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -47,6 +46,7 @@ from dumpminer.interrupts import set_handler, signals_noted
 from dumpminer.options import MineOptions
 from dumpminer.pipeline import attach_example_bytes, mine
 from dumpminer.report.escape import terminal_escape
+from dumpminer.report.jsontext import dumps as json_text
 from dumpminer.report.model import DEFAULT_NOISE_FLOOR, DumpTime, Report
 from dumpminer.report.output import check_output, write_report
 from dumpminer.report.render import FORMATS, render, render_many
@@ -600,7 +600,7 @@ def run_info(args: argparse.Namespace) -> int:
     facts.update(time_facts(info, prog))
     facts["vmcoreinfo"] = facts.pop("vmcoreinfo")
     if args.format == "json":
-        _emit(json.dumps(facts, indent=2, ensure_ascii=True) + "\n", None)
+        _emit(json_text(facts) + "\n", None)
     else:
         lines = [
             f"{key:15} {_info_value(key, value, facts)}"

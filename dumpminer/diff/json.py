@@ -4,10 +4,10 @@ The ``dumpminer.diff/1`` JSON document of a diff (docs/diff.md).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from dumpminer.diff.compare import DIFF_SCHEMA, STATUSES, Change, Diff
+from dumpminer.report.jsontext import dumps as json_text
 
 
 def _change_json(change: Change) -> dict[str, Any]:
@@ -63,4 +63,4 @@ def to_diff_dict(diff: Diff, top: int | None = None) -> dict[str, Any]:
 
 def render_diff_json(diff: Diff, top: int | None = None) -> str:
     """JSON, ASCII only, keys in a fixed order."""
-    return json.dumps(to_diff_dict(diff, top), indent=2, ensure_ascii=True) + "\n"
+    return json_text(to_diff_dict(diff, top)) + "\n"

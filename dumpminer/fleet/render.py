@@ -10,7 +10,6 @@ terminal, :func:`~dumpminer.report.markdown_escape` in Markdown,
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from dumpminer.fleet.model import (
@@ -25,6 +24,7 @@ from dumpminer.fleet.model import (
 )
 from dumpminer.fleet.shown import summary_line, when
 from dumpminer.report.escape import csv_cell, csv_line, markdown_escape, terminal_escape
+from dumpminer.report.jsontext import dumps as json_text
 
 FLEET_FORMATS = ("table", "json", "csv", "markdown", "html")
 #: Template rows in a table or Markdown when --top is not given.
@@ -267,7 +267,7 @@ def render_markdown(fleet: FleetReport, top: int | None = None) -> str:
 def render_fleet(fleet: FleetReport, fmt: str, top: int | None = None) -> str:
     """*fleet* in *fmt*, one of :data:`FLEET_FORMATS`."""
     if fmt == "json":
-        return json.dumps(to_fleet_dict(fleet, top), indent=2, ensure_ascii=True) + "\n"
+        return json_text(to_fleet_dict(fleet, top)) + "\n"
     if fmt == "html":
         from dumpminer.fleet.html import render_fleet_html
 

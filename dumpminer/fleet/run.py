@@ -43,6 +43,7 @@ from dumpminer.fleet.tasks import (
     warm_up,
 )
 from dumpminer.interrupts import set_handler
+from dumpminer.report.jsontext import dumps as json_text
 from dumpminer.report.output import write_atomically
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ def _document(
             [(plan.worker, plan.peak_rss_kib)] + [(r.worker, r.peak_rss_kib) for r in results]
         ),
     }
-    section = "\n".join("  " + line for line in json.dumps(fleet, indent=2).split("\n"))
+    section = "  " + json_text(fleet, 1)
     if settings.cache is not None and len(results) == 1:
         # As mine --cache writes it: one dumpminer.report/1 document.
         single = "\n".join(line[4:] for line in results[0].text.split("\n"))

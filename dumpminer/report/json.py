@@ -5,7 +5,6 @@ ASCII only, keys in the contract's order.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from dumpminer.analysis.attribution import SAMPLE_OBJECTS
@@ -13,6 +12,7 @@ from dumpminer.clustering.cluster import MEMBERS_SHOWN, Cluster, Slot
 from dumpminer.extract.fragments import Fragment
 from dumpminer.report.callsites import call_sites_json, cluster_call_sites_json
 from dumpminer.report.follow_up import look_commands
+from dumpminer.report.jsontext import dumps as json_text
 from dumpminer.report.model import Report, leading_shape_group
 from dumpminer.report.text import (
     attribution_of,
@@ -151,4 +151,4 @@ def _leading_json(report: Report) -> dict[str, Any] | None:
 
 def render_json(report: Report, top: int | None = None) -> str:
     """JSON, ASCII only, keys in a fixed order."""
-    return json.dumps(to_json_dict(report, top), indent=2, ensure_ascii=True) + "\n"
+    return json_text(to_json_dict(report, top)) + "\n"

@@ -8,10 +8,9 @@ Writing the report is :mod:`dumpminer.report.output`.
 
 from __future__ import annotations
 
-import json
-
 from dumpminer.report.csv import render_csv
 from dumpminer.report.json import MANY_SCHEMA, render_json, to_json_dict
+from dumpminer.report.jsontext import dumps as json_text
 from dumpminer.report.markdown import render_markdown
 from dumpminer.report.model import Report
 from dumpminer.report.table import render_table
@@ -54,7 +53,7 @@ def render_many(reports: list[Report], fmt: str, top: int | None = None) -> str:
         return render_html(reports, top)
     if fmt == "json":
         doc = {"schema": MANY_SCHEMA, "reports": [to_json_dict(r, top) for r in reports]}
-        return json.dumps(doc, indent=2, ensure_ascii=True) + "\n"
+        return json_text(doc) + "\n"
     parts = [render(r, fmt, top) for r in reports]
     if fmt == "csv":
         return parts[0] + "".join(p.split("\n", 1)[1] for p in parts[1:])

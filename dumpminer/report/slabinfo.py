@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from typing import Any
 
 from dumpminer.report.escape import csv_cell, markdown_escape, terminal_escape
+from dumpminer.report.jsontext import dumps as json_text
 from dumpminer.slub.slabinfo import CacheLine, SlabInfo
 
 SCHEMA = "dumpminer.caches/1"
@@ -58,7 +58,7 @@ def render_slab_info(info: SlabInfo, fmt: str, top: int | None = None) -> str:
             "caches": rows,
             "unreadable": [{"address": f"{a:#x}", "error": e} for a, e in info.unreadable],
         }
-        return json.dumps(doc, indent=2, ensure_ascii=True) + "\n"
+        return json_text(doc) + "\n"
     columns = ["name", "object_size", "allocated", "total", "slabs", "memory_human", "share"]
     if fmt == "csv":
         out = io.StringIO()
