@@ -75,56 +75,64 @@ static unsigned (*zstd_is_error)(size_t);
 /* Page flags refused as if their library were missing (tests). */
 static unsigned refused;
 
-static void *open_library(const char *name)
+/* One symbol of a library: its name and the pointer it is stored in. */
+struct symbol {
+	const char *name;
+	void **slot;
+};
+
+/*
+ * dlopen the library *soname* and store each of its *n* symbols; when the
+ * library or any symbol is missing, store none (every slot NULL) and close it.
+ * The slots are function pointers, written through void ** as POSIX's dlsym
+ * documents.
+ */
+static void load_library(const char *soname, const struct symbol *symbols, size_t n)
 {
-	return dlopen(name, RTLD_NOW | RTLD_LOCAL);
+	void *lib = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+	size_t i;
+
+	if (!lib)
+		return;
+	for (i = 0; i < n; i++) {
+		*symbols[i].slot = dlsym(lib, symbols[i].name);
+		if (!*symbols[i].slot)
+			break;
+	}
+	if (i == n)
+		return;
+	for (i = 0; i < n; i++)
+		*symbols[i].slot = NULL;
+	dlclose(lib);
 }
+
+#define SYMBOL(name, pointer) { name, (void **)&(pointer) }
 
 static void load_decompressors(void)
 {
-	void *lib;
+	const struct symbol lzo[] = { SYMBOL("lzo1x_decompress_safe", lzo_decompress) };
+	const struct symbol snappy[] = { SYMBOL("snappy_uncompress", snappy_uncompress_fn) };
+	const struct symbol zstd[] = {
+		SYMBOL("ZSTD_createDCtx", zstd_create),
+		SYMBOL("ZSTD_freeDCtx", zstd_free),
+		SYMBOL("ZSTD_decompressDCtx", zstd_decompress_dctx),
+		SYMBOL("ZSTD_isError", zstd_is_error),
+	};
 
-	if ((lib = open_library("liblzo2.so.2"))) {
-		lzo_decompress = (int (*)(const uint8_t *, unsigned long, uint8_t *,
-					  unsigned long *, void *))dlsym(lib, "lzo1x_decompress_safe");
-		if (!lzo_decompress)
-			dlclose(lib);
-	}
-	if ((lib = open_library("libsnappy.so.1"))) {
-		snappy_uncompress_fn = (int (*)(const char *, size_t, char *, size_t *))dlsym(
-			lib, "snappy_uncompress");
-		if (!snappy_uncompress_fn)
-			dlclose(lib);
-	}
-	if ((lib = open_library("libzstd.so.1"))) {
-		zstd_create = (void *(*)(void))dlsym(lib, "ZSTD_createDCtx");
-		zstd_free = (size_t (*)(void *))dlsym(lib, "ZSTD_freeDCtx");
-		zstd_decompress_dctx = (size_t (*)(void *, void *, size_t, const void *, size_t))dlsym(
-			lib, "ZSTD_decompressDCtx");
-		zstd_is_error = (unsigned (*)(size_t))dlsym(lib, "ZSTD_isError");
-		if (!zstd_create || !zstd_free || !zstd_decompress_dctx || !zstd_is_error) {
-			zstd_create = NULL;
-			dlclose(lib);
-		}
-	}
+	load_library("liblzo2.so.2", lzo, 1);
+	load_library("libsnappy.so.1", snappy, 1);
+	load_library("libzstd.so.1", zstd, sizeof(zstd) / sizeof(zstd[0]));
 }
 
 static void load_libdeflate(void)
 {
-	void *lib = dlopen("libdeflate.so.0", RTLD_NOW | RTLD_LOCAL);
+	const struct symbol deflate[] = {
+		SYMBOL("libdeflate_alloc_decompressor", ld_alloc),
+		SYMBOL("libdeflate_free_decompressor", ld_free),
+		SYMBOL("libdeflate_zlib_decompress", ld_zlib_decompress),
+	};
 
-	if (!lib)
-		return;
-	ld_alloc = (void *(*)(void))dlsym(lib, "libdeflate_alloc_decompressor");
-	ld_free = (void (*)(void *))dlsym(lib, "libdeflate_free_decompressor");
-	ld_zlib_decompress = (int (*)(void *, const void *, size_t, void *, size_t, size_t *))
-		dlsym(lib, "libdeflate_zlib_decompress");
-	if (!ld_alloc || !ld_free || !ld_zlib_decompress) {
-		ld_alloc = NULL;
-		ld_free = NULL;
-		ld_zlib_decompress = NULL;
-		dlclose(lib);
-	}
+	load_library("libdeflate.so.0", deflate, sizeof(deflate) / sizeof(deflate[0]));
 }
 
 #define DUMP_DH_COMPRESSED_ZLIB 0x1
