@@ -278,7 +278,7 @@ def system_root() -> str:
 #: The vmlinux found for a build ID in these debug directories, and its file's
 #: stamp: a process that opens dump after dump of one kernel (a fleet worker)
 #: searches once, and searches again if that file changed.
-_FOUND: dict[tuple[str | None, tuple[str, ...], str], tuple[str, tuple[int, int, int] | None]] = {}
+_FOUND: dict[tuple[str, tuple[str, ...], str], tuple[str, tuple[int, int, int]]] = {}
 
 
 def _file_stamp(path: str) -> tuple[int, int, int] | None:
@@ -311,9 +311,9 @@ def find_vmlinux(info: DumpInfo, debug_dirs: Sequence[str] = (), root: str | Non
     """
     root = system_root() if root is None else root
     _check_debug_dirs(debug_dirs)
-    key = (info.build_id, tuple(debug_dirs), root)
-    remembered = _FOUND.get(key) if info.build_id else None
-    if remembered and remembered[1] is not None and _file_stamp(remembered[0]) == remembered[1]:
+    key = (info.build_id or "", tuple(debug_dirs), root)
+    remembered = _FOUND.get(key)
+    if remembered and _file_stamp(remembered[0]) == remembered[1]:
         return remembered[0]
     mismatched: list[str] = []
     stripped: list[str] = []
@@ -331,8 +331,9 @@ def find_vmlinux(info: DumpInfo, debug_dirs: Sequence[str] = (), root: str | Non
         if not has_debug:
             stripped.append(path)
             continue
-        if info.build_id:
-            _FOUND[key] = (path, _file_stamp(path))
+        stamp = _file_stamp(path)
+        if info.build_id and stamp is not None:
+            _FOUND[key] = (path, stamp)
         return path
     rel = info.osrelease or "an unknown release"
     what = f"no vmlinux with debug info for kernel {rel}"

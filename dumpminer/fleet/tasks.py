@@ -89,10 +89,9 @@ class CacheResult:
     peak_rss_kib: int = 0
 
 
-#: The dump this worker process has open: ((path, digest), Dump).
+#: The one dump this worker process has open, whose further caches are
+#: coming: ((path, digest), Dump).
 _OPEN: dict[tuple[str, str], Dump] = {}
-#: How many: the one whose further caches are coming.
-OPEN_DUMPS = 1
 
 
 def release_memory() -> None:

@@ -1,6 +1,6 @@
 """
 JSON text as ``json.dumps(obj, indent=2, ensure_ascii=True)`` writes it, byte
-for byte, about three times faster.
+for byte, faster (2.4x on a report of the seed sample's inode_cache).
 
 Python's C encoder does not indent; with ``indent`` set, ``json`` falls back
 to its pure-Python encoder, whose nested generators pass every piece of text
